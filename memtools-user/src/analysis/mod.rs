@@ -1,0 +1,1 @@
+//! The leak analysis pipeline (being written).
