@@ -4,4 +4,10 @@
 //! [`analysis`] pipeline turns a process's history into a verdict, and a report shows it.
 
 pub mod analysis;
+pub mod cli;
+pub mod commands;
 pub mod model;
+pub mod store;
+pub mod record;
+pub mod report;
+pub mod units;

@@ -1,0 +1,133 @@
+//! The command line: clap definitions only; [`crate::commands`] carries them out.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::Metric;
+use crate::store::{DEFAULT_STORE, SessionSelector};
+
+/// Record per-process memory and find the processes that keep growing.
+#[derive(Debug, Parser)]
+#[command(name = "memtools-user", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the sample store is.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArg {
+    /// The sample store (an SQLite file)
+    #[arg(long, env = "MEMTOOLS_STORE", default_value = DEFAULT_STORE, value_name = "PATH")]
+    pub store: PathBuf,
+}
+
+/// Which session to work on.
+#[derive(Debug, Args, Clone)]
+pub struct SessionArg {
+    /// A session id, or `latest`
+    #[arg(long, default_value = "latest", value_name = "ID|latest")]
+    pub session: SessionSelector,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record the memory of a command's process tree, of running processes, or of everything
+    ///
+    /// Examples:
+    ///   memtools-user record -- pytest -x tests/
+    ///   memtools-user record --pid 1234 --interval 1s
+    ///   sudo memtools-user record --all --duration 10m
+    #[command(verbatim_doc_comment)]
+    Record(RecordArgs),
+    /// List the recorded and imported sessions, newest first
+    Sessions {
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// One session's processes: first, peak and last memory, and growth
+    Show {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        session: SessionArg,
+        /// The metric to show (default: rss for recordings, vm_size for memorytools imports)
+        #[arg(long, value_name = "NAME")]
+        metric: Option<Metric>,
+    },
+    /// Import memorytools' CSV exports (plain or .gz), each file as one session
+    Import {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The CSV files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Export a session as memorytools' CSV or as JSON lines (one sample per line)
+    Export {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        session: SessionArg,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write here instead of standard output
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// How samples are taken
+    #[arg(long, value_enum, default_value_t = BackendArg::Procfs)]
+    pub backend: BackendArg,
+    /// Time between samples (at least 10ms), like 100ms, 1s
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, value_name = "DUR")]
+    pub interval: Duration,
+    /// Stop after this long, like 30s, 5m (a recorded command is then sent SIGTERM)
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub duration: Option<Duration>,
+    /// Record this running process and its descendants (repeatable)
+    #[arg(long, value_name = "PID", conflicts_with = "all")]
+    pub pid: Vec<u32>,
+    /// Record every process on the machine
+    #[arg(long)]
+    pub all: bool,
+    /// The command to run and record, with its arguments, after `--`
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// The backends this build has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Poll /proc/PID/stat and status each interval
+    Procfs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// memorytools' CSV: Process ID, Process Name, Time, Memory Usage (virtual size)
+    Csv,
+    /// JSON lines: one sample per line with every metric
+    Json,
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 250ms, 5s or 2m ({e})"))
+}

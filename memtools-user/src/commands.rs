@@ -1,0 +1,172 @@
+//! Carrying out the commands of [`crate::cli`]: the edge where errors become messages.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::{Cli, Command, ExportFormat, Format, RecordArgs};
+use crate::record::{self, Progress, RecordError, RecordOptions, Target};
+use crate::report::summary::HistorySummary;
+use crate::report::{jsonl, memorytools, text};
+use crate::store::Store;
+use crate::units;
+
+/// Runs a parsed command line and returns the process exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Record(args) => record(args),
+        Command::Sessions { store, format } => {
+            let store = Store::open_read_only(&store.store)?;
+            let sessions = store.sessions()?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => {
+                    let json: Vec<_> = sessions.iter().map(text::SessionJson::of).collect();
+                    serde_json::to_writer_pretty(&mut out, &json)?;
+                    writeln!(out)?;
+                }
+                Format::Text if sessions.is_empty() => {
+                    writeln!(out, "{}: no sessions yet", store.path().display())?;
+                }
+                Format::Text => writeln!(out, "{}", text::sessions_table(&sessions))?,
+            }
+            Ok(0)
+        }
+        Command::Show {
+            store,
+            session,
+            metric,
+        } => {
+            let store = Store::open_read_only(&store.store)?;
+            let id = store.resolve(session.session)?;
+            let session = store.session(id)?;
+            let metric = metric.unwrap_or(session.default_metric());
+            let mut rows: Vec<_> = store
+                .series(id, metric)?
+                .into_iter()
+                .map(|(p, points)| (p, HistorySummary::of(&points)))
+                .collect();
+            rows.sort_by_key(|(p, s)| (std::cmp::Reverse(s.map_or(i64::MIN, |s| s.growth)), p.id));
+            let mut out = std::io::stdout().lock();
+            write!(out, "{}", text::session_header(&session, metric))?;
+            writeln!(out, "{}", text::processes_table(&rows, metric))?;
+            Ok(0)
+        }
+        Command::Import { store, files } => {
+            let mut store = Store::open(&store.store)?;
+            for file in &files {
+                let id = memorytools::import_file(&mut store, file)?;
+                let s = store.session(id)?;
+                println!(
+                    "imported {} as session {id}: {} processes, {} samples",
+                    file.display(),
+                    s.processes,
+                    s.samples
+                );
+            }
+            Ok(0)
+        }
+        Command::Export {
+            store,
+            session,
+            format,
+            output,
+        } => {
+            let store = Store::open_read_only(&store.store)?;
+            let id = store.resolve(session.session)?;
+            export(&store, id, format, output.as_deref())?;
+            Ok(0)
+        }
+    }
+}
+
+fn export(store: &Store, id: i64, format: ExportFormat, output: Option<&Path>) -> Result<()> {
+    let mut sink: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let rows = match format {
+        ExportFormat::Csv => memorytools::export(store, id, &mut sink),
+        ExportFormat::Json => jsonl::export(store, id, &mut sink),
+    };
+    let rows = rows.with_context(|| format!("exporting session {id}"))?;
+    if let Some(path) = output {
+        eprintln!("wrote {rows} samples of session {id} to {}", path.display());
+    }
+    Ok(())
+}
+
+fn record(args: RecordArgs) -> Result<i32> {
+    let target = match (args.command.is_empty(), args.pid.is_empty(), args.all) {
+        (false, true, false) => Target::Command(record::Command { argv: args.command }),
+        (true, false, false) => Target::Pids(args.pid),
+        (true, true, true) => Target::All,
+        (true, true, false) => {
+            bail!("say what to record: `-- CMD ARGS...`, `--pid PID` or `--all`")
+        }
+        _ => bail!("record one thing at a time: `-- CMD`, `--pid PID` or `--all`"),
+    };
+    let options = RecordOptions {
+        target,
+        interval: args.interval,
+        duration: args.duration,
+    };
+    let store = Store::open(&args.store.store)?;
+    let tty = std::io::stderr().is_terminal();
+    let show = |p: &Progress| {
+        if tty {
+            eprint!(
+                "\r\x1b[2Kmemtools: recording session {} · {} · {} processes · {} samples · {}",
+                p.session_id,
+                units::duration_ns(p.elapsed.as_nanos() as i64),
+                p.processes,
+                p.samples,
+                units::bytes(p.store_bytes)
+            );
+        }
+    };
+    let outcome = match record::record(&store, &options, show) {
+        Ok(o) => o,
+        Err(e @ RecordError::Spawn { .. }) => {
+            eprintln!("memtools-user: {e}");
+            // What a shell returns for a command it cannot run.
+            return Ok(127);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "memtools: session {} ({}): {} processes, {} samples in {} -> {}",
+        outcome.session_id,
+        outcome.backend,
+        outcome.processes,
+        outcome.samples,
+        units::duration_ns(outcome.duration.as_nanos() as i64),
+        store.path().display()
+    )?;
+    for p in &outcome.top {
+        writeln!(err, "  {:>10}  peak  {} (pid {})", units::bytes(p.peak), p.name, p.pid)?;
+    }
+    if outcome.unreadable > 0 {
+        writeln!(
+            err,
+            "  {} processes could not be read (permissions); run as root to see them",
+            outcome.unreadable
+        )?;
+    }
+    if let Some(sig) = outcome.interrupted_by {
+        writeln!(err, "  stopped by signal {sig}")?;
+    }
+    Ok(match (outcome.exit, outcome.interrupted_by) {
+        (Some(exit), _) => exit.shell_code(),
+        (None, Some(sig)) if matches!(options.target, Target::Command(_)) => 128 + sig,
+        _ => 0,
+    })
+}

@@ -1,0 +1,132 @@
+//! The recorder: a backend produces samples each interval, the recorder writes them to the store.
+//!
+//! Each backend is one module behind the [`Backend`] trait. The recorder owns the loop, the
+//! clock, the recorded command and its signals, and the bookkeeping for the summary.
+
+mod command;
+pub mod procfs;
+mod session;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use command::Command;
+pub use session::{Progress, RecordOptions, RecordOutcome, Target, record};
+
+use crate::model::{BackendKind, ProcessInfo, ProcessKey, Sample, TimeNs};
+use crate::store::StoreError;
+
+/// The shortest sampling interval: below it the recorder would measure itself.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// What can stop a recording.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Proc(String),
+    #[error("no process with pid {0}")]
+    NoSuchPid(u32),
+    #[error("cannot run `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the interval must be at least 10ms (got {0:?})")]
+    IntervalTooShort(Duration),
+    #[error("{0}")]
+    Signals(std::io::Error),
+}
+
+/// Which processes a backend follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every user process on the machine.
+    All,
+    /// These processes and every descendant they spawn, followed as the tree changes.
+    Tree {
+        roots: Vec<u32>,
+        /// A subreaper (the recorder running a command) whose new children are orphans of the
+        /// tree, re-parented to it: they are followed too.
+        reaper: Option<u32>,
+    },
+}
+
+impl Scope {
+    /// Whether a process (with its parent) belongs to the scope, given which pids are followed.
+    pub fn takes(&self, pid: u32, ppid: u32, followed: impl Fn(u32) -> bool) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Tree { roots, reaper } => {
+                roots.contains(&pid) || followed(ppid) || *reaper == Some(ppid)
+            }
+        }
+    }
+}
+
+/// Wall-clock time derived from a monotonic clock, so samples stay ordered even if the wall
+/// clock is stepped during a recording.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start_wall: TimeNs,
+    start: Instant,
+}
+
+impl Clock {
+    /// Starts the clock now.
+    pub fn start() -> Clock {
+        let start_wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as TimeNs)
+            .unwrap_or(0);
+        Clock {
+            start_wall,
+            start: Instant::now(),
+        }
+    }
+
+    /// Now, in nanoseconds since the epoch.
+    pub fn now(&self) -> TimeNs {
+        self.start_wall + self.start.elapsed().as_nanos() as TimeNs
+    }
+
+    /// When the clock started.
+    pub fn start_wall(&self) -> TimeNs {
+        self.start_wall
+    }
+
+    /// Time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// What a backend reports. Borrowed, so reporting a sample allocates nothing.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A process is followed from now on.
+    Started(&'a ProcessInfo),
+    /// A new name after exec.
+    Renamed(ProcessKey, &'a str),
+    /// A sample of a followed process.
+    Sample(ProcessKey, &'a Sample),
+    /// A followed process exited (or can no longer be seen) at this time.
+    Exited(ProcessKey, TimeNs),
+}
+
+/// Where a backend's events go.
+pub trait Sink {
+    /// Takes one event.
+    fn event(&mut self, event: Event<'_>) -> Result<(), RecordError>;
+}
+
+/// A source of samples: polled once per interval.
+pub trait Backend {
+    /// Which backend this is, for the session record.
+    fn kind(&self) -> BackendKind;
+    /// Reports every change since the last poll: new processes, samples, exits.
+    fn poll(&mut self, clock: &Clock, sink: &mut dyn Sink) -> Result<(), RecordError>;
+    /// How many processes are followed now.
+    fn followed(&self) -> usize;
+}

@@ -1,0 +1,470 @@
+//! The /proc backend: polls /proc/PID/stat and /proc/PID/status of the followed processes.
+//!
+//! Cost is what matters here. Each followed process keeps its two files open and re-reads them
+//! with `pread` at offset 0, which makes the kernel regenerate them: two syscalls per process
+//! per tick, no open/close, no path formatting, and no allocation in the steady state (the read
+//! buffers are shared and parsing works on bytes). A held descriptor also pins the process it
+//! was opened for: once that process is gone the read fails with ESRCH, even if its pid has
+//! been reused, so a reused pid always shows up as a new process.
+//!
+//! /proc/PID/statm is not read: every figure it has (size, resident, shared) is in status too,
+//! which also splits resident memory into anon, file and shmem; reading both would cost a third
+//! syscall per process for nothing.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use nix::dir::Dir;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::{Backend, Clock, Event, RecordError, Scope, Sink};
+use crate::model::{BackendKind, Metrics, ProcessInfo, ProcessKey, Sample};
+
+/// PF_KTHREAD in /proc/PID/stat's flags: kernel threads have no user memory to follow.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The fields of /proc/PID/stat the recorder uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stat<'a> {
+    pub comm: &'a [u8],
+    pub state: u8,
+    pub ppid: u32,
+    pub flags: u64,
+    pub page_faults: u64,
+    /// Clock ticks since boot.
+    pub start_ticks: u64,
+    pub vsize: u64,
+}
+
+/// Parses /proc/PID/stat. The name (comm) may hold spaces and parentheses, so the fields are
+/// counted from the last `)`.
+pub fn parse_stat(buf: &[u8]) -> Option<Stat<'_>> {
+    let open = buf.iter().position(|&b| b == b'(')?;
+    let close = buf.iter().rposition(|&b| b == b')')?;
+    let comm = buf.get(open + 1..close)?;
+    let rest = buf.get(close + 2..)?;
+    let mut stat = Stat {
+        comm,
+        ..Stat::default()
+    };
+    let (mut minflt, mut majflt) = (0, 0);
+    // Field 3 (state) is index 0 here.
+    for (i, field) in rest.split(|&b| b == b' ').enumerate() {
+        match i {
+            0 => stat.state = *field.first()?,
+            1 => stat.ppid = parse_u64(field)? as u32,
+            6 => stat.flags = parse_u64(field)?,
+            7 => minflt = parse_u64(field)?,
+            9 => majflt = parse_u64(field)?,
+            19 => stat.start_ticks = parse_u64(field)?,
+            20 => {
+                stat.vsize = parse_u64(field)?;
+                stat.page_faults = minflt + majflt;
+                return Some(stat);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The memory figures of /proc/PID/status, in bytes; absent for kernel threads and zombies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusMemory {
+    pub vm_size: Option<u64>,
+    pub rss_anon: Option<u64>,
+    pub rss_file: Option<u64>,
+    pub rss_shmem: Option<u64>,
+    pub swap: Option<u64>,
+}
+
+/// Parses the `Vm*`/`Rss*` lines of /proc/PID/status (values in kB).
+pub fn parse_status(buf: &[u8]) -> StatusMemory {
+    let mut m = StatusMemory::default();
+    for line in buf.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let slot = match &line[..colon] {
+            b"VmSize" => &mut m.vm_size,
+            b"RssAnon" => &mut m.rss_anon,
+            b"RssFile" => &mut m.rss_file,
+            b"RssShmem" => &mut m.rss_shmem,
+            b"VmSwap" => &mut m.swap,
+            _ => continue,
+        };
+        let value = line[colon + 1..]
+            .split(|&b| b == b' ' || b == b'\t')
+            .find(|f| !f.is_empty())
+            .and_then(parse_u64);
+        *slot = value.map(|kb| kb * 1024);
+    }
+    m
+}
+
+fn parse_u64(field: &[u8]) -> Option<u64> {
+    if field.is_empty() || field.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in field {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Reads a whole /proc file from offset 0 into `buf`, growing it only if the file outgrew it.
+fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len().max(1024) * 2, 0);
+        }
+        let n = file.read_at(&mut buf[len..], len as u64)?;
+        if n == 0 {
+            return Ok(len);
+        }
+        len += n;
+    }
+}
+
+/// Reads one followed process and reports its sample; false when it has exited (its files fail
+/// with ESRCH, it is a zombie, or its memory is already torn down).
+fn sample_one(
+    f: &mut Followed,
+    stat_buf: &mut Vec<u8>,
+    status_buf: &mut Vec<u8>,
+    clock: &Clock,
+    sink: &mut dyn Sink,
+) -> Result<bool, RecordError> {
+    let stat = match read_whole(&f.stat, stat_buf) {
+        Ok(len) => parse_stat(&stat_buf[..len]).filter(|s| s.state != b'Z' && s.state != b'X'),
+        Err(_) => None,
+    };
+    let Some(stat) = stat else {
+        return Ok(false);
+    };
+    if stat.comm != &f.comm[..f.comm_len] {
+        // A new name after exec.
+        let n = stat.comm.len().min(16);
+        f.comm[..n].copy_from_slice(&stat.comm[..n]);
+        f.comm_len = n;
+        let name = String::from_utf8_lossy(&f.comm[..n]);
+        sink.event(Event::Renamed(f.key, &name))?;
+    }
+    let status = match read_whole(&f.status, status_buf) {
+        Ok(len) => parse_status(&status_buf[..len]),
+        Err(_) => return Ok(false),
+    };
+    if status.vm_size.is_none() {
+        return Ok(false);
+    }
+    let sample = Sample {
+        time: clock.now(),
+        metrics: Metrics {
+            rss_anon: status.rss_anon,
+            rss_file: status.rss_file,
+            rss_shmem: status.rss_shmem,
+            swap: status.swap,
+            vm_size: status.vm_size,
+            page_faults: Some(stat.page_faults),
+            ..Metrics::default()
+        },
+    };
+    sink.event(Event::Sample(f.key, &sample))?;
+    Ok(true)
+}
+
+/// A followed process and its open files.
+struct Followed {
+    key: ProcessKey,
+    stat: File,
+    status: File,
+    comm: [u8; 16],
+    comm_len: usize,
+}
+
+/// A pid seen for the first time this tick, waiting to be followed or ignored.
+#[derive(Clone, Copy)]
+struct Candidate {
+    pid: u32,
+    ppid: u32,
+    start_ticks: u64,
+    decided: bool,
+}
+
+/// The /proc backend.
+pub struct Procfs {
+    proc_dir: Dir,
+    scope: Scope,
+    followed: HashMap<u32, Followed>,
+    /// Pids seen and not followed, with the tick they were last listed in; forgotten when they
+    /// leave /proc, so a pid that comes back is looked at again.
+    ignored: HashMap<u32, u64>,
+    tick: u64,
+    candidates: Vec<Candidate>,
+    exited: Vec<u32>,
+    new_pids: Vec<u32>,
+    stat_buf: Vec<u8>,
+    status_buf: Vec<u8>,
+    path: String,
+    ns_per_tick: u64,
+    /// Processes whose files we were not allowed to read (hidepid, another user's process).
+    pub unreadable: u64,
+}
+
+impl Procfs {
+    /// Opens /proc; the roots of a tree scope must exist.
+    pub fn new(scope: Scope) -> Result<Procfs, RecordError> {
+        let proc_dir = Dir::open("/proc", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .map_err(|e| RecordError::Proc(format!("cannot list /proc: {e}")))?;
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = if hz > 0 { hz as u64 } else { 100 };
+        if let Scope::Tree { roots, .. } = &scope {
+            for &pid in roots {
+                if std::fs::metadata(format!("/proc/{pid}")).is_err() {
+                    return Err(RecordError::NoSuchPid(pid));
+                }
+            }
+        }
+        Ok(Procfs {
+            proc_dir,
+            scope,
+            followed: HashMap::new(),
+            ignored: HashMap::new(),
+            tick: 0,
+            candidates: Vec::new(),
+            exited: Vec::new(),
+            new_pids: Vec::new(),
+            stat_buf: vec![0; 1024],
+            status_buf: vec![0; 4096],
+            path: String::with_capacity(32),
+            ns_per_tick: 1_000_000_000 / hz,
+            unreadable: 0,
+        })
+    }
+
+    fn open_proc_file(&mut self, pid: u32, name: &str) -> io::Result<File> {
+        self.path.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(self.path, "/proc/{pid}/{name}");
+        File::open(&self.path)
+    }
+
+    /// Samples the given followed processes (all of them when `only` is None); records exits.
+    fn sample(
+        &mut self,
+        clock: &Clock,
+        sink: &mut dyn Sink,
+        only: Option<&[u32]>,
+    ) -> Result<(), RecordError> {
+        self.exited.clear();
+        let Procfs {
+            followed,
+            exited,
+            stat_buf,
+            status_buf,
+            ..
+        } = self;
+        let mut one = |pid: u32, f: &mut Followed| -> Result<(), RecordError> {
+            if !sample_one(f, stat_buf, status_buf, clock, sink)? {
+                exited.push(pid);
+            }
+            Ok(())
+        };
+        match only {
+            None => {
+                for (&pid, f) in followed.iter_mut() {
+                    one(pid, f)?;
+                }
+            }
+            Some(pids) => {
+                for &pid in pids {
+                    if let Some(f) = followed.get_mut(&pid) {
+                        one(pid, f)?;
+                    }
+                }
+            }
+        }
+        let now = clock.now();
+        for &pid in self.exited.iter() {
+            if let Some(f) = self.followed.remove(&pid) {
+                sink.event(Event::Exited(f.key, now))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists /proc and decides about every pid not seen before.
+    fn discover(&mut self) {
+        self.tick += 1;
+        self.candidates.clear();
+        let tick = self.tick;
+        let mut new_pids = std::mem::take(&mut self.new_pids);
+        new_pids.clear();
+        for entry in self.proc_dir.iter() {
+            let Ok(entry) = entry else { continue };
+            let Some(pid) = parse_u64(entry.file_name().to_bytes()) else {
+                continue;
+            };
+            let pid = pid as u32;
+            if self.followed.contains_key(&pid) {
+                continue;
+            }
+            if let Some(seen) = self.ignored.get_mut(&pid) {
+                *seen = tick;
+                continue;
+            }
+            new_pids.push(pid);
+        }
+        for &pid in &new_pids {
+            let stat = match self.open_proc_file(pid, "stat") {
+                Ok(file) => read_whole(&file, &mut self.stat_buf).ok(),
+                Err(_) => None,
+            };
+            let parsed = stat.and_then(|len| parse_stat(&self.stat_buf[..len]));
+            match parsed {
+                Some(s) if s.state != b'Z' && s.state != b'X' && s.flags & PF_KTHREAD == 0 => {
+                    self.candidates.push(Candidate {
+                        pid,
+                        ppid: s.ppid,
+                        start_ticks: s.start_ticks,
+                        decided: false,
+                    });
+                }
+                // Gone already, a zombie or a kernel thread: never followed.
+                _ => {
+                    self.ignored.insert(pid, tick);
+                }
+            }
+        }
+        self.new_pids = new_pids;
+        self.ignored.retain(|_, seen| *seen == tick);
+    }
+
+    /// Follows the candidates the scope takes in: repeatedly, because a child can be listed
+    /// before its parent when pids wrap.
+    fn adopt(&mut self, sink: &mut dyn Sink) -> Result<(), RecordError> {
+        loop {
+            let mut progress = false;
+            for i in 0..self.candidates.len() {
+                let c = self.candidates[i];
+                if c.decided || !self.scope.takes(c.pid, c.ppid, |p| self.followed.contains_key(&p)) {
+                    continue;
+                }
+                self.candidates[i].decided = true;
+                progress = true;
+                self.follow(c, sink)?;
+            }
+            if !progress {
+                break;
+            }
+        }
+        for c in &self.candidates {
+            if !c.decided {
+                self.ignored.insert(c.pid, self.tick);
+            }
+        }
+        Ok(())
+    }
+
+    fn follow(&mut self, c: Candidate, sink: &mut dyn Sink) -> Result<(), RecordError> {
+        let files = self
+            .open_proc_file(c.pid, "stat")
+            .and_then(|stat| Ok((stat, self.open_proc_file(c.pid, "status")?)));
+        let (stat, status) = match files {
+            Ok(files) => files,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    self.unreadable += 1;
+                } else if e.raw_os_error() == Some(libc::EMFILE) {
+                    return Err(RecordError::Proc(format!(
+                        "out of file descriptors while following {} processes; raise `ulimit -n`",
+                        self.followed.len()
+                    )));
+                }
+                // Gone in the meantime: nothing to follow.
+                return Ok(());
+            }
+        };
+        // Re-read through the held descriptor: it pins the process, so the start time we key
+        // it by is the one of the process we will be reading.
+        let Some(s) = read_whole(&stat, &mut self.stat_buf)
+            .ok()
+            .and_then(|len| parse_stat(&self.stat_buf[..len]))
+        else {
+            return Ok(());
+        };
+        if s.start_ticks != c.start_ticks {
+            // The pid was reused between listing and opening; the next tick sees the new one.
+            return Ok(());
+        }
+        let mut comm = [0u8; 16];
+        let comm_len = s.comm.len().min(16);
+        comm[..comm_len].copy_from_slice(&s.comm[..comm_len]);
+        let key = ProcessKey {
+            pid: c.pid,
+            start_time: s.start_ticks * self.ns_per_tick,
+        };
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", c.pid))
+            .map(|raw| {
+                raw.split(|&b| b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(String::from_utf8_lossy)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let info = ProcessInfo {
+            key,
+            ppid: Some(c.ppid),
+            name: String::from_utf8_lossy(&comm[..comm_len]).into_owned(),
+            cmdline,
+        };
+        sink.event(Event::Started(&info))?;
+        self.followed.insert(
+            c.pid,
+            Followed {
+                key,
+                stat,
+                status,
+                comm,
+                comm_len,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl Backend for Procfs {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Procfs
+    }
+
+    fn poll(&mut self, clock: &Clock, sink: &mut dyn Sink) -> Result<(), RecordError> {
+        self.sample(clock, sink, None)?;
+        self.discover();
+        self.adopt(sink)?;
+        if self.candidates.iter().any(|c| c.decided) {
+            // Sample the newcomers at once, so a process is recorded from its first tick.
+            let mut newcomers = std::mem::take(&mut self.new_pids);
+            newcomers.clear();
+            newcomers.extend(self.candidates.iter().filter(|c| c.decided).map(|c| c.pid));
+            self.sample(clock, sink, Some(&newcomers))?;
+            self.new_pids = newcomers;
+        }
+        Ok(())
+    }
+
+    fn followed(&self) -> usize {
+        self.followed.len()
+    }
+}

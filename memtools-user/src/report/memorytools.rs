@@ -1,0 +1,277 @@
+//! memorytools' CSV export: import it as sessions, and export ours in it so its tools read them.
+//!
+//! The format: a header `Process ID,Process Name,Time,Memory Usage`, then one row per sample
+//! with the time as naive wall-clock time (`2024-04-25 16:08:25.210648`) and the memory as
+//! the virtual size in bytes (psutil's `vms`). The time zone is not recorded; we read and write
+//! it as UTC so a round trip gives back the same text.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime};
+use flate2::read::MultiGzDecoder;
+
+use crate::model::{
+    BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, Sample, TimeNs,
+};
+use crate::store::{ForEachError, ImportFailure, Store, StoreError};
+
+/// The header memorytools writes, in its order.
+pub const COLUMNS: [&str; 4] = ["Process ID", "Process Name", "Time", "Memory Usage"];
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f";
+
+/// Why a file could not be imported; always names the file, and the line and field when the
+/// problem is in the data.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{file}:{line}: field `{field}`: {message}")]
+    Field {
+        file: PathBuf,
+        line: u64,
+        field: &'static str,
+        message: String,
+    },
+    #[error("{file}:{line}: {message}")]
+    Line {
+        file: PathBuf,
+        line: u64,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Imports one memorytools CSV file (plain or gzip-compressed) as a new session, all or
+/// nothing, and returns its id.
+pub fn import_file(store: &mut Store, path: &Path) -> Result<i64, ImportError> {
+    let read_err = |source| ImportError::Read {
+        file: path.to_path_buf(),
+        source,
+    };
+    let mut file = BufReader::new(File::open(path).map_err(read_err)?);
+    // Sniff gzip's magic bytes rather than trust the file name.
+    let gz = file.fill_buf().map_err(read_err)?.starts_with(&[0x1f, 0x8b]);
+    let input: Box<dyn Read> = if gz {
+        Box::new(MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let session = NewSession {
+        host: String::new(),
+        kernel: String::new(),
+        backend: BackendKind::MemorytoolsImport,
+        backend_reason: "imported from memorytools' CSV export".to_string(),
+        interval_ns: None,
+        command: None,
+        source: Some(path.display().to_string()),
+        start: 0,
+        monotonic_offset_ns: None,
+    };
+    store
+        .import(&session, |importer| parse(path, input, importer))
+        .map_err(|e| match e {
+            ImportFailure::Store(e) => ImportError::Store(e),
+            ImportFailure::Input(e) => e,
+        })
+}
+
+fn parse(
+    path: &Path,
+    input: impl Read,
+    importer: &mut crate::store::Importer<'_>,
+) -> Result<(), ImportError> {
+    let file = || path.to_path_buf();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let headers = reader.headers().map_err(|e| csv_error(path, e))?.clone();
+    let mut index = [0usize; 4];
+    for (slot, name) in index.iter_mut().zip(COLUMNS) {
+        *slot = headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| ImportError::Field {
+                file: file(),
+                line: 1,
+                field: name,
+                message: format!(
+                    "missing column (the header is `{}`; memorytools writes `{}`)",
+                    headers.iter().collect::<Vec<_>>().join(","),
+                    COLUMNS.join(",")
+                ),
+            })?;
+    }
+    let mut processes: HashMap<(u32, String), i64> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    let mut rows = 0u64;
+    while reader
+        .read_record(&mut record)
+        .map_err(|e| csv_error(path, e))?
+    {
+        let line = record.position().map_or(0, |p| p.line());
+        let field = |i: usize| record.get(index[i]).unwrap_or("");
+        let bad = |i: usize, message: String| ImportError::Field {
+            file: file(),
+            line,
+            field: COLUMNS[i],
+            message,
+        };
+        let pid: u32 = field(0)
+            .parse()
+            .map_err(|_| bad(0, format!("`{}` is not a process id", field(0))))?;
+        let name = field(1);
+        let time = parse_time(field(2)).ok_or_else(|| {
+            bad(
+                2,
+                format!(
+                    "`{}` is not a time like `2024-04-25 16:08:25.210648`",
+                    field(2)
+                ),
+            )
+        })?;
+        let memory: u64 = field(3)
+            .parse()
+            .map_err(|_| bad(3, format!("`{}` is not a number of bytes", field(3))))?;
+        let id = match processes.get(&(pid, name.to_string())) {
+            Some(&id) => id,
+            None => {
+                let info = ProcessInfo {
+                    key: ProcessKey {
+                        pid,
+                        start_time: time as u64,
+                    },
+                    ppid: None,
+                    name: name.to_string(),
+                    cmdline: String::new(),
+                };
+                let id = importer
+                    .add_process(&info)
+                    .map_err(|e| sql_error(path, line, e))?;
+                processes.insert((pid, name.to_string()), id);
+                id
+            }
+        };
+        let sample = Sample {
+            time,
+            metrics: Metrics {
+                vm_size: Some(memory),
+                ..Metrics::default()
+            },
+        };
+        importer.add_sample(id, &sample).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ConstraintViolation) => ImportError::Line {
+                file: file(),
+                line,
+                message: format!("a second sample of pid {pid} at the same time `{}`", field(2)),
+            },
+            _ => sql_error(path, line, e),
+        })?;
+        rows += 1;
+    }
+    if rows == 0 {
+        return Err(ImportError::Line {
+            file: file(),
+            line: 1,
+            message: "no samples after the header".to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn sql_error(path: &Path, line: u64, e: rusqlite::Error) -> ImportError {
+    ImportError::Line {
+        file: path.to_path_buf(),
+        line,
+        message: format!("cannot store this row: {e}"),
+    }
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> ImportError {
+    let line = e.position().map_or(0, |p| p.line());
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => ImportError::Read {
+            file: path.to_path_buf(),
+            source,
+        },
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => ImportError::Line {
+            file: path.to_path_buf(),
+            line,
+            message: format!("{len} fields where the header has {expected_len}"),
+        },
+        csv::ErrorKind::Utf8 { .. } => ImportError::Line {
+            file: path.to_path_buf(),
+            line,
+            message: "not valid UTF-8 text".to_string(),
+        },
+        other => ImportError::Line {
+            file: path.to_path_buf(),
+            line,
+            message: format!("{other:?}"),
+        },
+    }
+}
+
+/// Parses memorytools' naive timestamp as UTC nanoseconds.
+pub fn parse_time(s: &str) -> Option<TimeNs> {
+    let t = NaiveDateTime::parse_from_str(s, TIME_FORMAT).ok()?;
+    t.and_utc().timestamp_nanos_opt()
+}
+
+/// Formats a time the way memorytools writes it (microseconds, no zone).
+pub fn format_time(t: TimeNs) -> String {
+    let secs = t.div_euclid(NS_PER_SEC);
+    let nanos = t.rem_euclid(NS_PER_SEC) as u32;
+    DateTime::from_timestamp(secs, nanos)
+        .map(|d| d.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+        .unwrap_or_default()
+}
+
+/// Writes a session in memorytools' CSV format: virtual size per sample; samples without a
+/// virtual size (a backend that could not see it) are left out.
+pub fn export(store: &Store, session: i64, out: &mut dyn Write) -> Result<u64, ForEachError> {
+    // Python's csv module, which memorytools writes with, ends lines with CRLF.
+    let mut csv = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(out);
+    csv.write_record(COLUMNS).map_err(io::Error::from)?;
+    let mut rows = 0;
+    store.for_each_sample(session, |p, s| {
+        if let Some(vm) = s.metrics.vm_size {
+            csv.write_record([
+                p.info.key.pid.to_string().as_str(),
+                p.info.name.as_str(),
+                format_time(s.time).as_str(),
+                vm.to_string().as_str(),
+            ])
+            .map_err(io::Error::from)?;
+            rows += 1;
+        }
+        Ok(())
+    })?;
+    csv.flush()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_round_trips_at_microseconds() {
+        let t = parse_time("2024-04-25 16:08:25.210648").unwrap();
+        assert_eq!(t % 1000, 0);
+        assert_eq!(format_time(t), "2024-04-25 16:08:25.210648");
+        assert_eq!(parse_time("2024-04-25 16:08:25"), Some(1_714_061_305 * NS_PER_SEC));
+        assert_eq!(parse_time("25/04/2024 16:08"), None);
+    }
+}

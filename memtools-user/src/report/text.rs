@@ -1,0 +1,193 @@
+//! Tables for the terminal, and the JSON twins of `sessions`.
+
+use std::path::Path;
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{CellAlignment, Table};
+use serde::Serialize;
+
+use super::summary::HistorySummary;
+use crate::model::{ExitStatus, Metric};
+use crate::store::{ProcessRow, SessionRow};
+use crate::units;
+
+fn table(header: &[&str], right: &[usize]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    for &i in right {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+fn exit_text(exit: Option<ExitStatus>) -> String {
+    match exit {
+        Some(ExitStatus::Code(c)) => format!("exit {c}"),
+        Some(ExitStatus::Signal(s)) => format!("signal {s}"),
+        None => String::new(),
+    }
+}
+
+/// The `sessions` table, newest first as given.
+pub fn sessions_table(sessions: &[SessionRow]) -> String {
+    let mut t = table(
+        &["id", "start (UTC)", "duration", "recorded", "backend", "processes", "samples"],
+        &[0, 2, 5, 6],
+    );
+    for s in sessions {
+        let duration = match (s.end, s.duration_ns()) {
+            (_, None) => "-".to_string(),
+            (None, Some(d)) => format!("{} (unfinished)", units::duration_ns(d)),
+            (Some(_), Some(d)) => units::duration_ns(d),
+        };
+        // An imported file by its name; the full path is in `--format json`.
+        let mut what = match (&s.command, &s.source) {
+            (None, Some(src)) => Path::new(src)
+                .file_name()
+                .map_or(src.clone(), |n| n.to_string_lossy().into_owned()),
+            _ => s.what().to_string(),
+        };
+        if what.chars().count() > 60 {
+            what = format!("{}…", what.chars().take(59).collect::<String>());
+        }
+        t.add_row(vec![
+            s.id.to_string(),
+            units::time(s.start),
+            duration,
+            what,
+            s.backend.clone(),
+            s.processes.to_string(),
+            s.samples.to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// A session as `sessions --format json` gives it.
+#[derive(Serialize)]
+pub struct SessionJson<'a> {
+    pub id: i64,
+    pub start: String,
+    pub end: Option<String>,
+    pub duration_s: Option<f64>,
+    pub host: &'a str,
+    pub kernel: &'a str,
+    pub backend: &'a str,
+    pub backend_reason: &'a str,
+    pub interval_ms: Option<f64>,
+    pub command: Option<&'a str>,
+    pub source: Option<&'a str>,
+    pub exit_status: Option<i32>,
+    pub exit_signal: Option<i32>,
+    pub processes: u64,
+    pub samples: u64,
+    /// The metric `show` and `detect` use by default.
+    pub metric: &'static str,
+}
+
+impl<'a> SessionJson<'a> {
+    /// The JSON view of a session row.
+    pub fn of(s: &'a SessionRow) -> SessionJson<'a> {
+        SessionJson {
+            id: s.id,
+            start: units::rfc3339(s.start),
+            end: s.end.map(units::rfc3339),
+            duration_s: s.duration_ns().map(|d| d as f64 / 1e9),
+            host: &s.host,
+            kernel: &s.kernel,
+            backend: &s.backend,
+            backend_reason: &s.backend_reason,
+            interval_ms: s.interval_ns.map(|i| i as f64 / 1e6),
+            command: s.command.as_deref(),
+            source: s.source.as_deref(),
+            exit_status: match s.exit {
+                Some(ExitStatus::Code(c)) => Some(c),
+                _ => None,
+            },
+            exit_signal: match s.exit {
+                Some(ExitStatus::Signal(c)) => Some(c),
+                _ => None,
+            },
+            processes: s.processes,
+            samples: s.samples,
+            metric: s.default_metric().name(),
+        }
+    }
+}
+
+/// A header for `show`: what the session was.
+pub fn session_header(s: &SessionRow, metric: Metric) -> String {
+    let mut out = format!("session {}: {}\n", s.id, s.what());
+    out += &format!(
+        "  started {} UTC, {}{}, backend {} ({})\n",
+        units::time(s.start),
+        s.duration_ns().map_or("-".to_string(), units::duration_ns),
+        if s.end.is_none() { " (unfinished)" } else { "" },
+        s.backend,
+        s.backend_reason
+    );
+    if !s.host.is_empty() {
+        out += &format!("  host {}, kernel {}", s.host, s.kernel);
+        if let Some(i) = s.interval_ns {
+            out += &format!(", interval {}", units::duration_ns(i));
+        }
+        let exit = exit_text(s.exit);
+        if !exit.is_empty() {
+            out += &format!(", command {exit}");
+        }
+        out += "\n";
+    }
+    out += &format!(
+        "  {} processes, {} samples; memory is {}\n",
+        s.processes,
+        s.samples,
+        metric.name()
+    );
+    out
+}
+
+/// The `show` table: one row per process, largest growth first.
+pub fn processes_table(rows: &[(ProcessRow, Option<HistorySummary>)], metric: Metric) -> String {
+    let fmt = |v: u64| {
+        if metric.is_bytes() {
+            units::bytes(v)
+        } else {
+            v.to_string()
+        }
+    };
+    let mut t = table(
+        &["pid", "name", "samples", "first", "peak", "last", "growth", "lived", "exited"],
+        &[0, 2, 3, 4, 5, 6, 7],
+    );
+    for (p, s) in rows {
+        let (samples, first, peak, last, growth, lived) = match s {
+            Some(s) => (
+                s.samples.to_string(),
+                fmt(s.first),
+                fmt(s.peak),
+                fmt(s.last),
+                if metric.is_bytes() {
+                    units::signed_bytes(s.growth)
+                } else {
+                    format!("{:+}", s.growth)
+                },
+                units::duration_ns(s.last_time - s.first_time),
+            ),
+            None => Default::default(),
+        };
+        t.add_row(vec![
+            p.info.key.pid.to_string(),
+            p.info.name.clone(),
+            samples,
+            first,
+            peak,
+            last,
+            growth,
+            lived,
+            p.exit.map_or(String::new(), |_| "yes".to_string()),
+        ]);
+    }
+    t.to_string()
+}

@@ -1,0 +1,227 @@
+//! Reading sessions, processes and series back out of the store.
+
+use rusqlite::{Row, params};
+
+use super::{Store, StoreError};
+use crate::model::{BackendKind, ExitStatus, Metric, Metrics, ProcessInfo, ProcessKey, Sample, TimeNs};
+
+/// A session as listed by `sessions`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: i64,
+    pub host: String,
+    pub kernel: String,
+    /// The backend's stored name (`procfs`, `ebpf`, `import:memorytools`).
+    pub backend: String,
+    pub backend_reason: String,
+    pub interval_ns: Option<i64>,
+    pub command: Option<String>,
+    pub source: Option<String>,
+    pub start: TimeNs,
+    /// None while recording, or when the recorder was killed.
+    pub end: Option<TimeNs>,
+    pub last_sample: Option<TimeNs>,
+    pub exit: Option<ExitStatus>,
+    pub processes: u64,
+    pub samples: u64,
+}
+
+impl SessionRow {
+    /// The session's length: to its end, or to its last sample when it never ended.
+    pub fn duration_ns(&self) -> Option<i64> {
+        self.end
+            .or(self.last_sample)
+            .map(|e| (e - self.start).max(0))
+    }
+
+    /// The metric analyses and tables use by default: virtual size for memorytools imports
+    /// (the only thing it recorded), resident memory for our own recordings.
+    pub fn default_metric(&self) -> Metric {
+        match BackendKind::from_name(&self.backend) {
+            Some(BackendKind::MemorytoolsImport) => Metric::VmSize,
+            _ => Metric::Rss,
+        }
+    }
+
+    /// What was recorded: the command, or the imported file.
+    pub fn what(&self) -> &str {
+        self.command
+            .as_deref()
+            .or(self.source.as_deref())
+            .unwrap_or("")
+    }
+}
+
+/// A process of a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessRow {
+    pub id: i64,
+    pub info: ProcessInfo,
+    pub exit: Option<TimeNs>,
+}
+
+const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count";
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    let code: Option<i32> = r.get(11)?;
+    let signal: Option<i32> = r.get(12)?;
+    Ok(SessionRow {
+        id: r.get(0)?,
+        host: r.get(1)?,
+        kernel: r.get(2)?,
+        backend: r.get(3)?,
+        backend_reason: r.get(4)?,
+        interval_ns: r.get(5)?,
+        command: r.get(6)?,
+        source: r.get(7)?,
+        start: r.get(8)?,
+        end: r.get(9)?,
+        last_sample: r.get(10)?,
+        exit: code
+            .map(ExitStatus::Code)
+            .or(signal.map(ExitStatus::Signal)),
+        processes: r.get::<_, i64>(13)? as u64,
+        samples: r.get::<_, i64>(14)? as u64,
+    })
+}
+
+fn process_row(r: &Row<'_>) -> rusqlite::Result<ProcessRow> {
+    Ok(ProcessRow {
+        id: r.get(0)?,
+        info: ProcessInfo {
+            key: ProcessKey {
+                pid: r.get(1)?,
+                start_time: r.get::<_, i64>(2)? as u64,
+            },
+            ppid: r.get(3)?,
+            name: r.get(4)?,
+            cmdline: r.get(5)?,
+        },
+        exit: r.get(6)?,
+    })
+}
+
+/// The SQL expression of a metric over the `samples` table.
+pub(super) fn metric_sql(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Rss => "(rss_anon + rss_file + rss_shmem)",
+        Metric::RssAnon => "rss_anon",
+        Metric::RssFile => "rss_file",
+        Metric::RssShmem => "rss_shmem",
+        Metric::Swap => "swap",
+        Metric::VmSize => "vm_size",
+        Metric::PageFaults => "page_faults",
+        Metric::MmapCalls => "mmap_calls",
+        Metric::MunmapCalls => "munmap_calls",
+        Metric::BrkCalls => "brk_calls",
+        Metric::MappedBytes => "mapped_bytes",
+        Metric::UnmappedBytes => "unmapped_bytes",
+    }
+}
+
+impl Store {
+    /// Every session, newest first.
+    pub fn sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions s ORDER BY s.start_ns DESC, s.id DESC");
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], session_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// One session by id.
+    pub fn session(&self, id: i64) -> Result<SessionRow, StoreError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1");
+        self.conn
+            .query_row(&sql, [id], session_row)
+            .map_err(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => StoreError::NoSuchSession {
+                    path: self.path.clone(),
+                    id,
+                },
+                e => self.err(e),
+            })
+    }
+
+    /// A session's processes, in the order they were first seen.
+    pub fn processes(&self, session: i64) -> Result<Vec<ProcessRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns FROM processes WHERE session_id = ?1 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([session], process_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Every process's history of one metric in a session, in time order; samples where the
+    /// metric is absent are left out. Processes appear in the order of [`Store::processes`].
+    pub fn series(
+        &self,
+        session: i64,
+        metric: Metric,
+    ) -> Result<Vec<(ProcessRow, Vec<(TimeNs, u64)>)>, StoreError> {
+        let processes = self.processes(session)?;
+        let sql = format!(
+            "SELECT t_ns, {m} FROM samples WHERE process_id = ?1 AND {m} IS NOT NULL ORDER BY t_ns",
+            m = metric_sql(metric)
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(processes.len());
+        for p in processes {
+            let points = stmt
+                .query_map([p.id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| self.err(e))?;
+            out.push((p, points));
+        }
+        Ok(out)
+    }
+
+    /// Streams every sample of a session with all its metrics, process by process in time
+    /// order, without holding the session in memory (for exports).
+    pub fn for_each_sample(
+        &self,
+        session: i64,
+        mut f: impl FnMut(&ProcessRow, &Sample) -> std::io::Result<()>,
+    ) -> Result<(), ForEachError> {
+        let processes = self.processes(session)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes FROM samples WHERE process_id = ?1 ORDER BY t_ns")
+            .map_err(|e| self.err(e))?;
+        for p in &processes {
+            let mut rows = stmt.query(params![p.id]).map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let sample = sample_row(r).map_err(|e| self.err(e))?;
+                f(p, &sample)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why streaming samples stopped: the store, or the consumer's output.
+#[derive(Debug, thiserror::Error)]
+pub enum ForEachError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn sample_row(r: &Row<'_>) -> rusqlite::Result<Sample> {
+    let mut metrics = Metrics::default();
+    for (i, m) in Metric::STORED.into_iter().enumerate() {
+        let v: Option<i64> = r.get(i + 1)?;
+        metrics.set(m, v.map(|v| v as u64));
+    }
+    Ok(Sample {
+        time: r.get(0)?,
+        metrics,
+    })
+}

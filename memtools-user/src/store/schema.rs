@@ -1,0 +1,121 @@
+//! The store's schema and its migrations.
+//!
+//! `PRAGMA user_version` holds the schema version. Each migration moves the schema one version
+//! forward inside the transaction that opens the store, so a store is never half-migrated.
+//! A store written by a newer memtools is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+/// Why a store's schema could not be brought up to date.
+#[derive(Debug)]
+pub enum MigrateError {
+    Sqlite(rusqlite::Error),
+    NewerSchema { found: i64, supported: i64 },
+    NotAStore,
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> Self {
+        MigrateError::Sqlite(e)
+    }
+}
+
+/// The application id in the SQLite header ("MEMT"), so `file(1)` and we can tell our stores
+/// from other SQLite files.
+pub const APPLICATION_ID: i32 = 0x4d45_4d54;
+
+/// Migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: sessions, processes keyed by (pid, start time), samples with every metric nullable.
+    r#"
+    CREATE TABLE sessions (
+        id              INTEGER PRIMARY KEY,
+        host            TEXT NOT NULL,
+        kernel          TEXT NOT NULL,
+        backend         TEXT NOT NULL,
+        backend_reason  TEXT NOT NULL,
+        interval_ns     INTEGER,
+        command         TEXT,
+        source          TEXT,
+        start_ns        INTEGER NOT NULL,
+        end_ns          INTEGER,
+        exit_status     INTEGER,
+        exit_signal     INTEGER
+    );
+    CREATE TABLE processes (
+        id          INTEGER PRIMARY KEY,
+        session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        pid         INTEGER NOT NULL,
+        start_time  INTEGER NOT NULL,
+        ppid        INTEGER,
+        name        TEXT NOT NULL,
+        cmdline     TEXT NOT NULL,
+        exit_ns     INTEGER,
+        UNIQUE (session_id, pid, start_time)
+    );
+    CREATE TABLE samples (
+        process_id      INTEGER NOT NULL REFERENCES processes(id) ON DELETE CASCADE,
+        t_ns            INTEGER NOT NULL,
+        rss_anon        INTEGER,
+        rss_file        INTEGER,
+        rss_shmem       INTEGER,
+        swap            INTEGER,
+        vm_size         INTEGER,
+        page_faults     INTEGER,
+        mmap_calls      INTEGER,
+        munmap_calls    INTEGER,
+        brk_calls       INTEGER,
+        mapped_bytes    INTEGER,
+        unmapped_bytes  INTEGER,
+        PRIMARY KEY (process_id, t_ns)
+    ) WITHOUT ROWID;
+    "#,
+    // 2: per-session counters kept by the writer (sample count, last sample time), so listing
+    // sessions stays instant on a store of many millions of samples and a recording cut off by
+    // a crash still has a duration; and the monotonic clock offset of the design notes.
+    r#"
+    ALTER TABLE sessions ADD COLUMN monotonic_offset_ns INTEGER;
+    ALTER TABLE sessions ADD COLUMN sample_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN last_sample_ns INTEGER;
+    UPDATE sessions SET last_sample_ns = (
+        SELECT MAX(t_ns) FROM samples JOIN processes ON samples.process_id = processes.id
+        WHERE processes.session_id = sessions.id);
+    UPDATE sessions SET sample_count = (
+        SELECT COUNT(*) FROM samples JOIN processes ON samples.process_id = processes.id
+        WHERE processes.session_id = sessions.id);
+    CREATE INDEX processes_by_session ON processes(session_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the schema up to [`CURRENT_VERSION`], or refuses a newer one.
+pub fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > CURRENT_VERSION {
+        return Err(MigrateError::NewerSchema {
+            found: version,
+            supported: CURRENT_VERSION,
+        });
+    }
+    if version == 0 {
+        let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let tables: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )?;
+        if app != APPLICATION_ID && tables > 0 {
+            return Err(MigrateError::NotAStore);
+        }
+        tx.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))?;
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    tx.commit()?;
+    Ok(())
+}

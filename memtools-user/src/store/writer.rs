@@ -1,0 +1,232 @@
+//! The recorder's side of the store: one session, written in batched transactions.
+
+use std::time::{Duration, Instant};
+
+use rusqlite::params;
+
+use super::{Store, StoreError};
+use crate::model::{ExitStatus, NewSession, ProcessInfo, Sample, TimeNs};
+
+/// The longest a sample waits in an open transaction before it is committed. Well under the
+/// one second that a killed recorder may lose.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(250);
+
+pub(super) const INSERT_SAMPLE: &str = "INSERT INTO samples (process_id, t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid, start_time, ppid, name, cmdline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Writes one session. Every write joins an open transaction that [`SessionWriter::flush_if_due`]
+/// commits; dropping the writer without [`SessionWriter::finish`] commits what it has and
+/// leaves the session marked unfinished.
+pub struct SessionWriter<'s> {
+    store: &'s Store,
+    session_id: i64,
+    in_tx: bool,
+    last_commit: Instant,
+    pending_samples: u64,
+    pending_last_ns: Option<TimeNs>,
+    samples: u64,
+}
+
+/// The id of a process row, handed out by [`SessionWriter::add_process`].
+pub type ProcessId = i64;
+
+impl Store {
+    /// Starts a session and returns its writer.
+    pub fn begin_session(&self, session: &NewSession) -> Result<SessionWriter<'_>, StoreError> {
+        let id = insert_session(&self.conn, session).map_err(|e| self.err(e))?;
+        Ok(SessionWriter {
+            store: self,
+            session_id: id,
+            in_tx: false,
+            last_commit: Instant::now(),
+            pending_samples: 0,
+            pending_last_ns: None,
+            samples: 0,
+        })
+    }
+}
+
+pub(super) fn insert_session(
+    conn: &rusqlite::Connection,
+    s: &NewSession,
+) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO sessions (host, kernel, backend, backend_reason, interval_ns, command, source, start_ns, monotonic_offset_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            s.host,
+            s.kernel,
+            s.backend.name(),
+            s.backend_reason,
+            s.interval_ns,
+            s.command,
+            s.source,
+            s.start,
+            s.monotonic_offset_ns
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub(super) fn insert_process(
+    conn: &rusqlite::Connection,
+    session_id: i64,
+    p: &ProcessInfo,
+) -> rusqlite::Result<ProcessId> {
+    let mut stmt = conn.prepare_cached(INSERT_PROCESS)?;
+    stmt.execute(params![
+        session_id,
+        p.key.pid,
+        p.key.start_time as i64,
+        p.ppid,
+        p.name,
+        p.cmdline
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub(super) fn insert_sample(
+    conn: &rusqlite::Connection,
+    process: ProcessId,
+    s: &Sample,
+) -> rusqlite::Result<()> {
+    let m = &s.metrics;
+    let v = |x: Option<u64>| x.map(|x| x as i64);
+    let mut stmt = conn.prepare_cached(INSERT_SAMPLE)?;
+    stmt.execute(params![
+        process,
+        s.time,
+        v(m.rss_anon),
+        v(m.rss_file),
+        v(m.rss_shmem),
+        v(m.swap),
+        v(m.vm_size),
+        v(m.page_faults),
+        v(m.mmap_calls),
+        v(m.munmap_calls),
+        v(m.brk_calls),
+        v(m.mapped_bytes),
+        v(m.unmapped_bytes)
+    ])?;
+    Ok(())
+}
+
+impl SessionWriter<'_> {
+    /// The new session's id.
+    pub fn session_id(&self) -> i64 {
+        self.session_id
+    }
+
+    /// Samples written so far (committed or not).
+    pub fn samples_written(&self) -> u64 {
+        self.samples
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        if !self.in_tx {
+            self.store
+                .conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| self.store.err(e))?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    /// Records a newly seen process and returns the id its samples are written under.
+    pub fn add_process(&mut self, info: &ProcessInfo) -> Result<ProcessId, StoreError> {
+        self.begin()?;
+        insert_process(&self.store.conn, self.session_id, info).map_err(|e| self.store.err(e))
+    }
+
+    /// Records a new name after exec.
+    pub fn rename_process(&mut self, id: ProcessId, name: &str) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .prepare_cached("UPDATE processes SET name = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, name]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Closes a process's history: it exited (or was last seen) at `time`.
+    pub fn process_exited(&mut self, id: ProcessId, time: TimeNs) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .prepare_cached("UPDATE processes SET exit_ns = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, time]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Adds one sample of a process.
+    pub fn add_sample(&mut self, id: ProcessId, sample: &Sample) -> Result<(), StoreError> {
+        self.begin()?;
+        insert_sample(&self.store.conn, id, sample).map_err(|e| self.store.err(e))?;
+        self.pending_samples += 1;
+        self.samples += 1;
+        self.pending_last_ns = Some(self.pending_last_ns.map_or(sample.time, |t| t.max(sample.time)));
+        Ok(())
+    }
+
+    /// Commits when the open transaction is older than [`COMMIT_EVERY`].
+    pub fn flush_if_due(&mut self) -> Result<(), StoreError> {
+        if self.in_tx && self.last_commit.elapsed() >= COMMIT_EVERY {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Commits everything written so far.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        let conn = &self.store.conn;
+        conn.prepare_cached(
+            "UPDATE sessions SET sample_count = sample_count + ?2, last_sample_ns = MAX(COALESCE(last_sample_ns, ?3), ?3) WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                self.session_id,
+                self.pending_samples as i64,
+                self.pending_last_ns
+            ])
+        })
+        .and_then(|_| conn.execute_batch("COMMIT"))
+        .map_err(|e| self.store.err(e))?;
+        self.in_tx = false;
+        self.pending_samples = 0;
+        self.pending_last_ns = None;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Ends the session: its end time and, for a recorded command, how it exited.
+    pub fn finish(mut self, end: TimeNs, exit: Option<ExitStatus>) -> Result<i64, StoreError> {
+        self.begin()?;
+        let (code, signal) = match exit {
+            Some(ExitStatus::Code(c)) => (Some(c), None),
+            Some(ExitStatus::Signal(s)) => (None, Some(s)),
+            None => (None, None),
+        };
+        self.store
+            .conn
+            .execute(
+                "UPDATE sessions SET end_ns = ?2, exit_status = ?3, exit_signal = ?4 WHERE id = ?1",
+                params![self.session_id, end, code, signal],
+            )
+            .map_err(|e| self.store.err(e))?;
+        self.flush()?;
+        Ok(self.session_id)
+    }
+}
+
+impl Drop for SessionWriter<'_> {
+    fn drop(&mut self) {
+        // Best effort: an error path still keeps what was recorded.
+        let _ = self.flush();
+    }
+}
