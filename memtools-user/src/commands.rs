@@ -9,7 +9,7 @@ use crate::cli::{Cli, Command, ExportFormat, Format, RecordArgs};
 use crate::record::{self, Progress, RecordError, RecordOptions, Target};
 use crate::report::summary::HistorySummary;
 use crate::report::{jsonl, memorytools, text};
-use crate::store::Store;
+use crate::store::{ForEachError, Store};
 use crate::units;
 
 /// Runs a parsed command line and returns the process exit status.
@@ -92,7 +92,12 @@ fn export(store: &Store, id: i64, format: ExportFormat, output: Option<&Path>) -
         ExportFormat::Csv => memorytools::export(store, id, &mut sink),
         ExportFormat::Json => jsonl::export(store, id, &mut sink),
     };
-    let rows = rows.with_context(|| format!("exporting session {id}"))?;
+    let rows = match rows {
+        Ok(rows) => rows,
+        // A reader that stopped early (`| head`) is not an error.
+        Err(ForEachError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("exporting session {id}")),
+    };
     if let Some(path) = output {
         eprintln!("wrote {rows} samples of session {id} to {}", path.display());
     }

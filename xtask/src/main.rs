@@ -1,1 +1,87 @@
-fn main() {}
+//! Developer tasks, so a fresh checkout needs one command for each job:
+//!
+//! - `cargo xtask setup`: install what building and testing need, idempotently.
+//! - `cargo xtask run -- ARGS`: build memtools-user (release) and run it with ARGS.
+//! - `cargo xtask test`: set up, then formatting, lints and every test.
+//! - `cargo xtask bench [recorder|analysis|all]`: the benchmarks whose figures the README quotes.
+
+mod bench;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = args.split_first().map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
+    match task {
+        "setup" => setup::setup(),
+        "run" => run_user(rest),
+        "test" => test(rest),
+        "bench" => bench::bench(rest),
+        "help" | "--help" | "-h" => {
+            println!(
+                "cargo xtask setup              install what building and testing need\n\
+                 cargo xtask run -- ARGS        build and run memtools-user ARGS (release)\n\
+                 cargo xtask test [ARGS]        set up, check formatting and lints, run every test\n\
+                                                (ARGS go to `cargo test`, e.g. a test name filter)\n\
+                 cargo xtask bench [WHICH]      recorder | analysis | all (default all)"
+            );
+            Ok(())
+        }
+        other => bail!("unknown task `{other}` (try `cargo xtask help`)"),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs a command in the workspace root, failing with its command line if it fails.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: $ {shown}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+}
+
+fn run_user(args: &[String]) -> Result<()> {
+    let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
+    sh(cargo().args(["build", "--release", "-p", "memtools-user"]))?;
+    let bin = root().join("target/release/memtools-user");
+    let status = Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::setup()?;
+    sh(cargo().args(["fmt", "--all", "--check"]))?;
+    sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    sh(cargo().args(["test", "--workspace"]).args(args))?;
+    Ok(())
+}

@@ -1,1 +1,265 @@
-//! The leak analysis pipeline (being written).
+//! The leak analysis pipeline: pure functions from a history to a verdict, no I/O, no clock.
+//!
+//! [`analyze`] runs the stages of docs' "The pipeline" on one process's history of one metric:
+//! 1. [`gaps`]: clean (sort, merge duplicates, drop trailing zeros) and cut at gaps;
+//! 2. [`resample`]: linear interpolation of each segment onto a uniform grid;
+//! 3. [`lbr`]: Linear Backward Regression with O(1) windows;
+//! 4. [`trend`] and [`cpd`]: robust trend, lower envelope, change points over the second half;
+//! 5. [`verdict`]: `leak`, `ok` or `insufficient`, with the evidence and a reason in words.
+//!
+//! Times inside the pipeline are f64 seconds since the run's first sample ([`Overlay::origin`]);
+//! results carry absolute [`TimeNs`] where a caller needs them.
+
+pub mod cpd;
+pub mod format;
+pub mod gaps;
+pub mod lbr;
+pub mod params;
+pub mod resample;
+pub mod trend;
+pub mod verdict;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::TimeNs;
+
+pub use self::params::{Algo, GIB, MIB, Params};
+pub use self::verdict::{Detector, Evidence, Verdict, Votes};
+
+use self::cpd::Cpd;
+use self::lbr::{Lbr, Sums};
+use self::resample::{Grid, seconds, to_time_ns};
+use self::trend::{MAX_ENVELOPE_BLOCKS, MAX_TREND_BLOCKS, Reduce, Trend};
+
+/// Fewest grid points in the second half of the run for a verdict: the envelope needs at least
+/// five blocks of two points.
+const MIN_HALF_POINTS: usize = 10;
+
+/// The result for one process and metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub verdict: Verdict,
+    /// One line a developer understands: the evidence for a leak, why not otherwise.
+    pub reason: String,
+    /// The numbers behind the verdict; `None` only when insufficient.
+    pub evidence: Option<Evidence>,
+    /// Samples analysed (after cleaning).
+    pub samples: usize,
+    /// Trailing 0-byte samples dropped (a process exiting).
+    pub trailing_zeros: usize,
+    /// What a plot overlays: segments, grids, LBR windows, trend and envelope. Large; skip it in
+    /// summaries.
+    pub overlay: Overlay,
+}
+
+/// The intermediate results, for plots and for anyone asking "why".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overlay {
+    /// Time of the first sample: every `*_s` time is seconds since it.
+    pub origin: TimeNs,
+    /// The gap threshold used, seconds (`None` below two samples).
+    pub gap_threshold_s: Option<f64>,
+    pub segments: Vec<Segment>,
+    /// Start of the second half of the run, where the trend detectors look, seconds.
+    pub half_s: f64,
+    /// End of the run, seconds.
+    pub end_s: f64,
+    /// Theil-Sen / Mann-Kendall on block medians of the second half.
+    pub trend: Option<Trend>,
+    /// Theil-Sen / Mann-Kendall on block minima (the lower envelope) of the second half.
+    pub envelope: Option<Trend>,
+    /// Change points of the lower envelope.
+    pub cpd: Option<Cpd>,
+    /// Each detector's own opinion.
+    pub votes: Votes,
+}
+
+/// One gap-free stretch of the history.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub start: TimeNs,
+    pub end: TimeNs,
+    /// Raw samples in it.
+    pub samples: usize,
+    /// The uniform grid it was resampled onto.
+    pub grid: Grid,
+    /// LBR over the grid (`None` below `min_window` points).
+    pub lbr: Option<Lbr>,
+}
+
+impl Analysis {
+    fn insufficient(reason: String, samples: usize, trailing_zeros: usize, o: Overlay) -> Self {
+        Analysis {
+            verdict: Verdict::Insufficient,
+            reason,
+            evidence: None,
+            samples,
+            trailing_zeros,
+            overlay: o,
+        }
+    }
+}
+
+/// Analyses one history (times in ns since the epoch, values in bytes). Any input is accepted:
+/// unsorted, duplicated, empty, NaN; the result says `insufficient` when it cannot tell.
+/// Single-threaded and O(n) apart from sorting unsorted input; callers parallelise across
+/// processes.
+pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
+    let c = gaps::clean(times, values);
+    let n = c.t.len();
+    let zeros = c.trailing_zeros;
+    let mut overlay = Overlay::default();
+    if n == 0 {
+        let why = if zeros > 0 {
+            "no samples before the process exited".to_string()
+        } else {
+            "no samples".to_string()
+        };
+        return Analysis::insufficient(why, 0, zeros, overlay);
+    }
+    let origin = c.t[0];
+    overlay.origin = origin;
+    let min_window = params.min_window.max(3);
+    if n < min_window {
+        let why = format!("only {n} samples; at least {min_window} are needed");
+        return Analysis::insufficient(why, n, zeros, overlay);
+    }
+    let end_s = seconds(c.t[n - 1] - origin);
+    let threshold = gaps::gap_threshold_ns(&c.t, params);
+    overlay.gap_threshold_s = threshold.map(seconds);
+    for range in gaps::split(&c.t, threshold) {
+        let (t, y) = (&c.t[range.clone()], &c.y[range]);
+        let grid = resample::resample(t, y, origin, resample::grid_step_s(t, params));
+        let lbr = lbr::lbr(&grid, params);
+        overlay.segments.push(Segment {
+            start: t[0],
+            end: t[t.len() - 1],
+            samples: t.len(),
+            grid,
+            lbr,
+        });
+    }
+    let mid_s = end_s / 2.0;
+    overlay.half_s = mid_s;
+    overlay.end_s = end_s;
+    let half = || {
+        overlay
+            .segments
+            .iter()
+            .flat_map(|s| s.grid.t.iter().zip(&s.grid.y))
+            .filter(|(t, _)| **t >= mid_s)
+    };
+    let mut half_sums = Sums::new(end_s, c.y[n - 1]);
+    let mut n_half = 0;
+    for (&t, &y) in half() {
+        half_sums.add(t, y);
+        n_half += 1;
+    }
+    if !(end_s > 0.0) || n_half < MIN_HALF_POINTS {
+        let why = format!(
+            "only {n_half} points in the second half of a {} run; at least {MIN_HALF_POINTS} are needed",
+            format::duration(end_s)
+        );
+        return Analysis::insufficient(why, n, zeros, overlay);
+    }
+    let env_blocks = trend::blocks(
+        half(),
+        mid_s,
+        end_s,
+        (n_half / 2).min(MAX_ENVELOPE_BLOCKS),
+        Reduce::Min,
+    );
+    let med_blocks = trend::blocks(
+        half(),
+        mid_s,
+        end_s,
+        n_half.min(MAX_TREND_BLOCKS),
+        Reduce::Median,
+    );
+    let envelope = trend::trend_of(env_blocks, mid_s, end_s);
+    overlay.trend = trend::trend_of(med_blocks, mid_s, end_s);
+    let Some(envelope) = envelope else {
+        let why = "samples too sparse in the second half of the run".to_string();
+        return Analysis::insufficient(why, n, zeros, overlay);
+    };
+    let b = &envelope.blocks;
+    let first_level = trend::median(&mut b.y[..b.y.len().min(3)].to_vec());
+    let last_level = b.y[b.y.len() - 1];
+    let env_ts_growth = envelope.growth();
+    let env_growth = env_ts_growth.min(last_level - first_level);
+    let min_growth = params.min_growth_at(first_level);
+    let cpd = cpd::pelt(&b.t, &b.y, b.width_s, params.cpd_min_step_bytes as f64);
+
+    let limit = params.limit_bytes as f64;
+    let half_r2 = half_sums.fit().map_or(0.0, |f| f.r2);
+    let trend_like = |detector, tr: &Trend, growth: f64| {
+        let line = lbr::Fit {
+            n: tr.blocks.t.len(),
+            slope: tr.slope,
+            intercept: tr.intercept,
+            r2: half_r2,
+        };
+        Evidence {
+            detector,
+            slope_bytes_per_s: tr.slope,
+            r2: half_r2,
+            window_start: to_time_ns(origin, mid_s),
+            window_end: c.t[n - 1],
+            growth_bytes: growth,
+            time_to_limit_s: lbr::time_to_limit(&line, end_s, limit),
+            limit_bytes: params.limit_bytes,
+            before_end_s: 0.0,
+        }
+    };
+    let env_evidence = trend_like(Detector::Envelope, &envelope, env_growth);
+    let trend_evidence = overlay
+        .trend
+        .as_ref()
+        .map(|t| trend_like(Detector::Trend, t, t.growth()));
+    let lbr_evidence = overlay
+        .segments
+        .iter()
+        .rev()
+        .filter(|s| seconds(s.end - origin) > mid_s)
+        .find_map(|s| {
+            let w = s.lbr.as_ref().filter(|l| l.flagged)?.window?;
+            let level = w.fit.at(w.start_s);
+            (w.growth >= params.min_growth_at(level)).then(|| Evidence {
+                detector: Detector::Lbr,
+                slope_bytes_per_s: w.fit.slope,
+                r2: w.fit.r2,
+                window_start: to_time_ns(origin, w.start_s),
+                window_end: to_time_ns(origin, w.end_s),
+                growth_bytes: w.growth,
+                time_to_limit_s: w.time_to_limit_s,
+                limit_bytes: params.limit_bytes,
+                before_end_s: (end_s - w.end_s).max(0.0),
+            })
+        });
+    let facts = verdict::Facts {
+        params,
+        mid_s,
+        end_s,
+        envelope: &envelope,
+        trend: overlay.trend.as_ref(),
+        cpd: &cpd,
+        lbr: lbr_evidence,
+        env_growth,
+        env_ts_growth,
+        min_growth,
+        env_evidence,
+        trend_evidence,
+    };
+    let (verdict, reason, evidence, votes) = verdict::decide(&facts);
+    overlay.votes = votes;
+    overlay.envelope = Some(envelope);
+    overlay.cpd = Some(cpd);
+    Analysis {
+        verdict,
+        reason,
+        evidence: Some(evidence),
+        samples: n,
+        trailing_zeros: zeros,
+        overlay,
+    }
+}

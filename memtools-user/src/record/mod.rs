@@ -107,8 +107,12 @@ impl Clock {
 pub enum Event<'a> {
     /// A process is followed from now on.
     Started(&'a ProcessInfo),
-    /// A new name after exec.
-    Renamed(ProcessKey, &'a str),
+    /// A new name and command line after exec.
+    Renamed {
+        key: ProcessKey,
+        name: &'a str,
+        cmdline: &'a str,
+    },
     /// A sample of a followed process.
     Sample(ProcessKey, &'a Sample),
     /// A followed process exited (or can no longer be seen) at this time.

@@ -157,7 +157,12 @@ fn sample_one(
         f.comm[..n].copy_from_slice(&stat.comm[..n]);
         f.comm_len = n;
         let name = String::from_utf8_lossy(&f.comm[..n]);
-        sink.event(Event::Renamed(f.key, &name))?;
+        let cmdline = read_cmdline(f.key.pid);
+        sink.event(Event::Renamed {
+            key: f.key,
+            name: &name,
+            cmdline: &cmdline,
+        })?;
     }
     let status = match read_whole(&f.status, status_buf) {
         Ok(len) => parse_status(&status_buf[..len]),
@@ -180,6 +185,20 @@ fn sample_one(
     };
     sink.event(Event::Sample(f.key, &sample))?;
     Ok(true)
+}
+
+/// The command line, arguments joined by spaces; empty when it cannot be read. Read when a
+/// process is first seen and after exec, never per sample.
+fn read_cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(String::from_utf8_lossy)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 /// A followed process and its open files.
@@ -414,15 +433,7 @@ impl Procfs {
             pid: c.pid,
             start_time: s.start_ticks * self.ns_per_tick,
         };
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", c.pid))
-            .map(|raw| {
-                raw.split(|&b| b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(String::from_utf8_lossy)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
+        let cmdline = read_cmdline(c.pid);
         let info = ProcessInfo {
             key,
             ppid: Some(c.ppid),

@@ -119,9 +119,9 @@ impl Sink for Recording<'_> {
                     self.processes.insert(info.key, tracked);
                 }
             }
-            Event::Renamed(key, name) => {
+            Event::Renamed { key, name, cmdline } => {
                 if let Some(p) = self.processes.get_mut(&key) {
-                    self.writer.rename_process(p.id, name)?;
+                    self.writer.rename_process(p.id, name, cmdline)?;
                     p.name = name.to_string();
                 }
             }

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::model::{Metric, Sample};
+use crate::model::Sample;
 use crate::store::{ForEachError, ProcessRow, Store};
 use crate::units;
 
@@ -17,22 +17,38 @@ struct Line<'a> {
     name: &'a str,
     time: String,
     t_ns: i64,
-    #[serde(flatten)]
-    metrics: serde_json::Map<String, serde_json::Value>,
+    rss_anon: Option<u64>,
+    rss_file: Option<u64>,
+    rss_shmem: Option<u64>,
+    swap: Option<u64>,
+    vm_size: Option<u64>,
+    page_faults: Option<u64>,
+    mmap_calls: Option<u64>,
+    munmap_calls: Option<u64>,
+    brk_calls: Option<u64>,
+    mapped_bytes: Option<u64>,
+    unmapped_bytes: Option<u64>,
 }
 
 fn line<'a>(p: &'a ProcessRow, s: &Sample) -> Line<'a> {
-    let metrics = Metric::STORED
-        .into_iter()
-        .map(|m| (m.name().to_string(), s.metrics.get(m).map_or(serde_json::Value::Null, Into::into)))
-        .collect();
+    let m = &s.metrics;
     Line {
         pid: p.info.key.pid,
         start_time: p.info.key.start_time,
         name: &p.info.name,
         time: units::rfc3339(s.time),
         t_ns: s.time,
-        metrics,
+        rss_anon: m.rss_anon,
+        rss_file: m.rss_file,
+        rss_shmem: m.rss_shmem,
+        swap: m.swap,
+        vm_size: m.vm_size,
+        page_faults: m.page_faults,
+        mmap_calls: m.mmap_calls,
+        munmap_calls: m.munmap_calls,
+        brk_calls: m.brk_calls,
+        mapped_bytes: m.mapped_bytes,
+        unmapped_bytes: m.unmapped_bytes,
     }
 }
 

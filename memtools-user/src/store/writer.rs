@@ -139,13 +139,18 @@ impl SessionWriter<'_> {
         insert_process(&self.store.conn, self.session_id, info).map_err(|e| self.store.err(e))
     }
 
-    /// Records a new name after exec.
-    pub fn rename_process(&mut self, id: ProcessId, name: &str) -> Result<(), StoreError> {
+    /// Records a new name and command line after exec.
+    pub fn rename_process(
+        &mut self,
+        id: ProcessId,
+        name: &str,
+        cmdline: &str,
+    ) -> Result<(), StoreError> {
         self.begin()?;
         self.store
             .conn
-            .prepare_cached("UPDATE processes SET name = ?2 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![id, name]))
+            .prepare_cached("UPDATE processes SET name = ?2, cmdline = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, name, cmdline]))
             .map_err(|e| self.store.err(e))?;
         Ok(())
     }
@@ -220,6 +225,12 @@ impl SessionWriter<'_> {
             )
             .map_err(|e| self.store.err(e))?;
         self.flush()?;
+        // Fold the WAL back into the main file, so a finished store is one file to copy or
+        // upload. Best effort: a reader holding an old snapshot only delays it.
+        let _ = self
+            .store
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         Ok(self.session_id)
     }
 }
