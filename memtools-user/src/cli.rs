@@ -129,5 +129,6 @@ pub enum ExportFormat {
 
 /// Parses `250ms`, `5s`, `2m`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 250ms, 5s or 2m ({e})"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 250ms, 5s or 2m ({e})"))
 }

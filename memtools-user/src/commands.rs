@@ -84,7 +84,8 @@ pub fn run(cli: Cli) -> Result<i32> {
 fn export(store: &Store, id: i64, format: ExportFormat, output: Option<&Path>) -> Result<()> {
     let mut sink: Box<dyn Write> = match output {
         Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
@@ -157,7 +158,13 @@ fn record(args: RecordArgs) -> Result<i32> {
         store.path().display()
     )?;
     for p in &outcome.top {
-        writeln!(err, "  {:>10}  peak  {} (pid {})", units::bytes(p.peak), p.name, p.pid)?;
+        writeln!(
+            err,
+            "  {:>10}  peak  {} (pid {})",
+            units::bytes(p.peak),
+            p.name,
+            p.pid
+        )?;
     }
     if outcome.unreadable > 0 {
         writeln!(

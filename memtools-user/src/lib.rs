@@ -7,7 +7,7 @@ pub mod analysis;
 pub mod cli;
 pub mod commands;
 pub mod model;
-pub mod store;
 pub mod record;
 pub mod report;
+pub mod store;
 pub mod units;

@@ -110,7 +110,9 @@ impl fmt::Display for Metric {
 
 /// A metric name that is not one of [`Metric::ALL`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown metric `{0}` (expected one of: rss, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes)")]
+#[error(
+    "unknown metric `{0}` (expected one of: rss, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes)"
+)]
 pub struct UnknownMetric(pub String);
 
 impl FromStr for Metric {

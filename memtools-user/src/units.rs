@@ -63,6 +63,9 @@ mod tests {
         assert_eq!(duration_ns(310 * NS_PER_SEC), "5 min 10 s");
         assert_eq!(duration_ns(12_000 * NS_PER_SEC), "3 h 20 min");
         assert_eq!(time(1_714_061_305 * NS_PER_SEC), "2024-04-25 16:08:25");
-        assert_eq!(rfc3339(1_714_061_305 * NS_PER_SEC + 210_648_000), "2024-04-25T16:08:25.210648Z");
+        assert_eq!(
+            rfc3339(1_714_061_305 * NS_PER_SEC + 210_648_000),
+            "2024-04-25T16:08:25.210648Z"
+        );
     }
 }

@@ -87,7 +87,10 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
         (s.host.as_str(), s.backend.as_str(), s.command.as_deref()),
         ("host-a", "procfs", Some("pytest -x tests/"))
     );
-    assert_eq!((s.start, s.end, s.last_sample), (1_000, Some(2_000), Some(1_300)));
+    assert_eq!(
+        (s.start, s.end, s.last_sample),
+        (1_000, Some(2_000), Some(1_300))
+    );
     assert_eq!(s.exit, Some(ExitStatus::Code(3)));
     assert_eq!((s.processes, s.samples), (2, 3));
     assert_eq!(s.default_metric(), Metric::Rss);
@@ -108,7 +111,17 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
         .unwrap();
     assert_eq!(
         seen,
-        vec![(a, samples_a[0]), (a, samples_a[1]), (b, Sample { time: 1_300, metrics: full })]
+        vec![
+            (a, samples_a[0]),
+            (a, samples_a[1]),
+            (
+                b,
+                Sample {
+                    time: 1_300,
+                    metrics: full
+                }
+            )
+        ]
     );
     // Rss is derived; a sample without its parts has none and is left out of the series.
     let series = store.series(id, Metric::Rss).unwrap();
@@ -126,8 +139,16 @@ fn sessions_are_listed_newest_first_and_unknown_ids_are_named() {
         store.resolve(SessionSelector::Latest),
         Err(StoreError::NoSessions { .. })
     ));
-    let old = store.begin_session(&new_session(100)).unwrap().finish(200, None).unwrap();
-    let new = store.begin_session(&new_session(300)).unwrap().finish(400, None).unwrap();
+    let old = store
+        .begin_session(&new_session(100))
+        .unwrap()
+        .finish(200, None)
+        .unwrap();
+    let new = store
+        .begin_session(&new_session(300))
+        .unwrap()
+        .finish(400, None)
+        .unwrap();
     let ids: Vec<i64> = store.sessions().unwrap().iter().map(|s| s.id).collect();
     assert_eq!(ids, vec![new, old]);
     let err = store.resolve(SessionSelector::Id(99)).unwrap_err();
@@ -141,7 +162,14 @@ fn an_unfinished_session_keeps_its_committed_samples() {
     let store = Store::open(&path).unwrap();
     let mut w = store.begin_session(&new_session(0)).unwrap();
     let p = w.add_process(&process(1, 1, "a")).unwrap();
-    w.add_sample(p, &Sample { time: 5, metrics: Metrics::default() }).unwrap();
+    w.add_sample(
+        p,
+        &Sample {
+            time: 5,
+            metrics: Metrics::default(),
+        },
+    )
+    .unwrap();
     w.flush().unwrap();
     // The recorder dies here: nothing finishes the session.
     std::mem::forget(w);
@@ -188,7 +216,11 @@ fn an_old_schema_is_migrated_and_keeps_its_data() {
     assert_eq!(version, schema::CURRENT_VERSION);
     // And it takes new sessions.
     let store = Store::open(&path).unwrap();
-    store.begin_session(&new_session(100)).unwrap().finish(200, None).unwrap();
+    store
+        .begin_session(&new_session(100))
+        .unwrap()
+        .finish(200, None)
+        .unwrap();
     assert_eq!(store.sessions().unwrap().len(), 2);
 }
 
@@ -199,7 +231,10 @@ fn a_newer_schema_is_refused_with_what_to_do() {
     drop(Store::open(&path).unwrap());
     Connection::open(&path)
         .unwrap()
-        .execute_batch(&format!("PRAGMA user_version = {}", schema::CURRENT_VERSION + 1))
+        .execute_batch(&format!(
+            "PRAGMA user_version = {}",
+            schema::CURRENT_VERSION + 1
+        ))
         .unwrap();
     for result in [Store::open(&path), Store::open_read_only(&path)] {
         let err = result.err().expect("a newer schema must be refused");
@@ -216,7 +251,10 @@ fn foreign_and_damaged_files_are_named_as_such() {
         .unwrap()
         .execute_batch("CREATE TABLE t (x)")
         .unwrap();
-    assert!(matches!(Store::open(&foreign), Err(StoreError::NotAStore { .. })));
+    assert!(matches!(
+        Store::open(&foreign),
+        Err(StoreError::NotAStore { .. })
+    ));
 
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
@@ -225,5 +263,8 @@ fn foreign_and_damaged_files_are_named_as_such() {
     assert!(err.to_string().contains("junk.db"), "{err}");
 
     let missing = dir.path().join("missing.db");
-    assert!(matches!(Store::open_read_only(&missing), Err(StoreError::Missing { .. })));
+    assert!(matches!(
+        Store::open_read_only(&missing),
+        Err(StoreError::Missing { .. })
+    ));
 }

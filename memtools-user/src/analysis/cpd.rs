@@ -157,7 +157,9 @@ mod tests {
 
     #[test]
     fn finds_a_single_step() {
-        let y: Vec<f64> = (0..16).map(|i| if i < 10 { 100.0 } else { 150.0 }).collect();
+        let y: Vec<f64> = (0..16)
+            .map(|i| if i < 10 { 100.0 } else { 150.0 })
+            .collect();
         let c = pelt(&times(16), &y, 1.0, 10.0);
         assert_eq!(c.regimes.len(), 2);
         assert_eq!((c.regimes[0].to, c.regimes[1].from), (10, 10));

@@ -52,7 +52,11 @@ pub fn clean(times: &[TimeNs], values: &[f64]) -> Cleaned {
         let mean = sum / count as f64;
         // Summing huge finite values can overflow to infinity; fall back to the last one.
         out.t.push(t);
-        out.y.push(if mean.is_finite() { mean } else { pairs[j - 1].1 });
+        out.y.push(if mean.is_finite() {
+            mean
+        } else {
+            pairs[j - 1].1
+        });
         i = j;
     }
     while out.y.last() == Some(&0.0) {

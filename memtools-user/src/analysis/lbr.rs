@@ -305,7 +305,10 @@ mod tests {
         // memorytools' rule: r2 >= 0.8 and (limit - c) / m > 3600 on epoch seconds.
         let f = fit_direct(&t[80..], &y[80..]).unwrap();
         let memorytools_t_crit = ((16u64 << 30) as f64 - f.intercept) / f.slope;
-        assert!(f.r2 >= 0.8 && memorytools_t_crit > 3600.0, "memorytools flags it");
+        assert!(
+            f.r2 >= 0.8 && memorytools_t_crit > 3600.0,
+            "memorytools flags it"
+        );
     }
 
     #[test]

@@ -268,7 +268,11 @@ mod tests {
         assert_eq!(b.y, vec![3.0, 4.0, 1.0]);
         let b = blocks(t.iter().zip(&y), 0.0, 8.0, 4, Reduce::Median);
         assert_eq!(b.y, vec![4.0, 6.5, 1.5]);
-        assert!(blocks(t.iter().zip(&y), 1.0, 1.0, 4, Reduce::Min).t.is_empty());
+        assert!(
+            blocks(t.iter().zip(&y), 1.0, 1.0, 4, Reduce::Min)
+                .t
+                .is_empty()
+        );
     }
 
     #[test]

@@ -112,7 +112,12 @@ mod tests {
     #[test]
     fn display_quotes_what_a_shell_would_split() {
         let c = Command {
-            argv: vec!["pytest".into(), "-k".into(), "a and b".into(), "it's".into()],
+            argv: vec![
+                "pytest".into(),
+                "-k".into(),
+                "a and b".into(),
+                "it's".into(),
+            ],
         };
         assert_eq!(c.display(), r"pytest -k 'a and b' 'it'\''s'");
     }

@@ -376,7 +376,11 @@ impl Procfs {
             let mut progress = false;
             for i in 0..self.candidates.len() {
                 let c = self.candidates[i];
-                if c.decided || !self.scope.takes(c.pid, c.ppid, |p| self.followed.contains_key(&p)) {
+                if c.decided
+                    || !self
+                        .scope
+                        .takes(c.pid, c.ppid, |p| self.followed.contains_key(&p))
+                {
                     continue;
                 }
                 self.candidates[i].decided = true;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-
 use nix::sys::signal::Signal;
 
 use super::command::{Child, Command};
@@ -306,8 +305,7 @@ pub fn record(
                 }
             }
             None => {
-                let all_gone =
-                    backend.followed() == 0 && !matches!(options.target, Target::All);
+                let all_gone = backend.followed() == 0 && !matches!(options.target, Target::All);
                 if all_gone || over || interrupted_by.is_some() {
                     break;
                 }

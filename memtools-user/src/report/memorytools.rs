@@ -58,7 +58,10 @@ pub fn import_file(store: &mut Store, path: &Path) -> Result<i64, ImportError> {
     };
     let mut file = BufReader::new(File::open(path).map_err(read_err)?);
     // Sniff gzip's magic bytes rather than trust the file name.
-    let gz = file.fill_buf().map_err(read_err)?.starts_with(&[0x1f, 0x8b]);
+    let gz = file
+        .fill_buf()
+        .map_err(read_err)?
+        .starts_with(&[0x1f, 0x8b]);
     let input: Box<dyn Read> = if gz {
         Box::new(MultiGzDecoder::new(file))
     } else {
@@ -166,14 +169,19 @@ fn parse(
                 ..Metrics::default()
             },
         };
-        importer.add_sample(id, &sample).map_err(|e| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::ConstraintViolation) => ImportError::Line {
-                file: file(),
-                line,
-                message: format!("a second sample of pid {pid} at the same time `{}`", field(2)),
-            },
-            _ => sql_error(path, line, e),
-        })?;
+        importer
+            .add_sample(id, &sample)
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => ImportError::Line {
+                    file: file(),
+                    line,
+                    message: format!(
+                        "a second sample of pid {pid} at the same time `{}`",
+                        field(2)
+                    ),
+                },
+                _ => sql_error(path, line, e),
+            })?;
         rows += 1;
     }
     if rows == 0 {
@@ -271,7 +279,10 @@ mod tests {
         let t = parse_time("2024-04-25 16:08:25.210648").unwrap();
         assert_eq!(t % 1000, 0);
         assert_eq!(format_time(t), "2024-04-25 16:08:25.210648");
-        assert_eq!(parse_time("2024-04-25 16:08:25"), Some(1_714_061_305 * NS_PER_SEC));
+        assert_eq!(
+            parse_time("2024-04-25 16:08:25"),
+            Some(1_714_061_305 * NS_PER_SEC)
+        );
         assert_eq!(parse_time("25/04/2024 16:08"), None);
     }
 }

@@ -46,7 +46,10 @@ mod tests {
     #[test]
     fn trailing_zero_is_an_exit_not_a_release() {
         let s = HistorySummary::of(&[(1, 100), (2, 300), (3, 250), (4, 0)]).unwrap();
-        assert_eq!((s.samples, s.first, s.peak, s.last, s.growth), (4, 100, 300, 250, 150));
+        assert_eq!(
+            (s.samples, s.first, s.peak, s.last, s.growth),
+            (4, 100, 300, 250, 150)
+        );
         assert_eq!(s.last_time, 3);
         assert_eq!(HistorySummary::of(&[]), None);
         let zeros = HistorySummary::of(&[(1, 0), (2, 0)]).unwrap();

@@ -33,7 +33,15 @@ fn exit_text(exit: Option<ExitStatus>) -> String {
 /// The `sessions` table, newest first as given.
 pub fn sessions_table(sessions: &[SessionRow]) -> String {
     let mut t = table(
-        &["id", "start (UTC)", "duration", "recorded", "backend", "processes", "samples"],
+        &[
+            "id",
+            "start (UTC)",
+            "duration",
+            "recorded",
+            "backend",
+            "processes",
+            "samples",
+        ],
         &[0, 2, 5, 6],
     );
     for s in sessions {
@@ -158,7 +166,9 @@ pub fn processes_table(rows: &[(ProcessRow, Option<HistorySummary>)], metric: Me
         }
     };
     let mut t = table(
-        &["pid", "name", "samples", "first", "peak", "last", "growth", "lived", "exited"],
+        &[
+            "pid", "name", "samples", "first", "peak", "last", "growth", "lived", "exited",
+        ],
         &[0, 2, 3, 4, 5, 6, 7],
     );
     for (p, s) in rows {

@@ -3,7 +3,9 @@
 use rusqlite::{Row, params};
 
 use super::{Store, StoreError};
-use crate::model::{BackendKind, ExitStatus, Metric, Metrics, ProcessInfo, ProcessKey, Sample, TimeNs};
+use crate::model::{
+    BackendKind, ExitStatus, Metric, Metrics, ProcessInfo, ProcessKey, Sample, TimeNs,
+};
 
 /// A session as listed by `sessions`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +124,8 @@ pub(super) fn metric_sql(metric: Metric) -> &'static str {
 impl Store {
     /// Every session, newest first.
     pub fn sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions s ORDER BY s.start_ns DESC, s.id DESC");
+        let sql =
+            format!("SELECT {SESSION_COLUMNS} FROM sessions s ORDER BY s.start_ns DESC, s.id DESC");
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], session_row)
@@ -174,7 +177,9 @@ impl Store {
         let mut out = Vec::with_capacity(processes.len());
         for p in processes {
             let points = stmt
-                .query_map([p.id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))
+                .query_map([p.id], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+                })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| self.err(e))?;
             out.push((p, points));

@@ -47,10 +47,7 @@ impl Store {
     }
 }
 
-pub(super) fn insert_session(
-    conn: &rusqlite::Connection,
-    s: &NewSession,
-) -> rusqlite::Result<i64> {
+pub(super) fn insert_session(conn: &rusqlite::Connection, s: &NewSession) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT INTO sessions (host, kernel, backend, backend_reason, interval_ns, command, source, start_ns, monotonic_offset_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
@@ -172,7 +169,10 @@ impl SessionWriter<'_> {
         insert_sample(&self.store.conn, id, sample).map_err(|e| self.store.err(e))?;
         self.pending_samples += 1;
         self.samples += 1;
-        self.pending_last_ns = Some(self.pending_last_ns.map_or(sample.time, |t| t.max(sample.time)));
+        self.pending_last_ns = Some(
+            self.pending_last_ns
+                .map_or(sample.time, |t| t.max(sample.time)),
+        );
         Ok(())
     }
 
