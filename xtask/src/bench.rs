@@ -134,7 +134,9 @@ fn recorder() -> Result<()> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !psutil {
-        eprintln!("xtask: python3 with psutil not found; `cargo xtask setup` installs it. Skipping the comparison.");
+        eprintln!(
+            "xtask: python3 with psutil not found; `cargo xtask setup` installs it. Skipping the comparison."
+        );
     }
 
     let mut rows = Vec::new();
@@ -187,7 +189,8 @@ fn recorder() -> Result<()> {
                 row.ours_cpu_pct,
                 row.ours_samples,
                 row.bytes_per_sample,
-                row.psutil_cpu_pct.map_or("-".into(), |c| format!("{c:.2} %"))
+                row.psutil_cpu_pct
+                    .map_or("-".into(), |c| format!("{c:.2} %"))
             );
             rows.push(row);
         }

@@ -22,7 +22,9 @@ fn main() {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (task, rest) = args.split_first().map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
+    let (task, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
     match task {
         "setup" => setup::setup(),
         "run" => run_user(rest),
@@ -81,7 +83,14 @@ fn run_user(args: &[String]) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     setup::setup()?;
     sh(cargo().args(["fmt", "--all", "--check"]))?;
-    sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     sh(cargo().args(["test", "--workspace"]).args(args))?;
     Ok(())
 }
