@@ -17,9 +17,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use nix::dir::Dir;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
+use rustix::fs::{RawDir, SeekFrom};
 
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
 use crate::model::{BackendKind, Metrics, ProcessInfo, ProcessKey, Sample};
@@ -221,7 +219,9 @@ struct Candidate {
 
 /// The /proc backend.
 pub struct Procfs {
-    proc_dir: Dir,
+    /// /proc, listed with getdents64 into `dir_buf` (std's and nix's listings allocate per entry).
+    proc_dir: File,
+    dir_buf: Vec<u8>,
     scope: Scope,
     followed: HashMap<u32, Followed>,
     /// Pids seen and not followed, with the tick they were last listed in; forgotten when they
@@ -242,7 +242,7 @@ pub struct Procfs {
 impl Procfs {
     /// Opens /proc; the roots of a tree scope must exist.
     pub fn new(scope: Scope) -> Result<Procfs, RecordError> {
-        let proc_dir = Dir::open("/proc", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+        let proc_dir = File::open("/proc")
             .map_err(|e| RecordError::Proc(format!("cannot list /proc: {e}")))?;
         // SAFETY: sysconf has no memory-safety preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -256,13 +256,14 @@ impl Procfs {
         }
         Ok(Procfs {
             proc_dir,
+            dir_buf: Vec::with_capacity(64 * 1024),
             scope,
             followed: HashMap::new(),
-            ignored: HashMap::new(),
+            ignored: HashMap::with_capacity(4096),
             tick: 0,
-            candidates: Vec::new(),
-            exited: Vec::new(),
-            new_pids: Vec::new(),
+            candidates: Vec::with_capacity(256),
+            exited: Vec::with_capacity(256),
+            new_pids: Vec::with_capacity(256),
             stat_buf: vec![0; 1024],
             status_buf: vec![0; 4096],
             path: String::with_capacity(32),
@@ -329,8 +330,12 @@ impl Procfs {
         let tick = self.tick;
         let mut new_pids = std::mem::take(&mut self.new_pids);
         new_pids.clear();
-        for entry in self.proc_dir.iter() {
-            let Ok(entry) = entry else { continue };
+        if rustix::fs::seek(&self.proc_dir, SeekFrom::Start(0)).is_err() {
+            return;
+        }
+        let mut entries = RawDir::new(&self.proc_dir, self.dir_buf.spare_capacity_mut());
+        while let Some(entry) = entries.next() {
+            let Ok(entry) = entry else { break };
             let Some(pid) = parse_u64(entry.file_name().to_bytes()) else {
                 continue;
             };
@@ -481,5 +486,81 @@ impl Backend for Procfs {
 
     fn followed(&self) -> usize {
         self.followed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line = b"4242 (a (b) c) S 17 4242 4242 0 -1 4194560 1000 0 24 0 5 6 0 0 20 0 3 0 987654 123456789 2000 18446744073709551615\n";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.comm, b"a (b) c");
+        assert_eq!(s.state, b'S');
+        assert_eq!(s.ppid, 17);
+        assert_eq!(s.flags, 4194560);
+        assert_eq!(s.page_faults, 1024);
+        assert_eq!(s.start_ticks, 987654);
+        assert_eq!(s.vsize, 123456789);
+        assert_eq!(parse_stat(b"4242 (x) S 1 2"), None);
+        assert_eq!(parse_stat(b""), None);
+    }
+
+    #[test]
+    fn status_memory_lines_are_read_in_bytes() {
+        let status = b"Name:\tcat\nVmPeak:\t 9000 kB\nVmSize:\t    8000 kB\nVmRSS:\t 700 kB\nRssAnon:\t 100 kB\nRssFile:\t 500 kB\nRssShmem:\t 100 kB\nVmSwap:\t 0 kB\nThreads:\t1\n";
+        let m = parse_status(status);
+        assert_eq!(m.vm_size, Some(8000 * 1024));
+        assert_eq!(m.rss_anon, Some(100 * 1024));
+        assert_eq!(m.rss_file, Some(500 * 1024));
+        assert_eq!(m.rss_shmem, Some(100 * 1024));
+        assert_eq!(m.swap, Some(0));
+        // A kernel thread or a zombie has no memory lines at all.
+        assert_eq!(
+            parse_status(b"Name:\tkworker/0:1\nState:\tI (idle)\n"),
+            StatusMemory::default()
+        );
+    }
+
+    #[test]
+    fn this_process_reads_like_its_own_status() {
+        let mut backend = Procfs::new(Scope::Tree {
+            roots: vec![std::process::id()],
+            reaper: None,
+        })
+        .unwrap();
+        struct Collect(Vec<(ProcessKey, Sample)>, Vec<String>);
+        impl Sink for Collect {
+            fn event(&mut self, e: Event<'_>) -> Result<(), RecordError> {
+                match e {
+                    Event::Started(info) => self.1.push(info.name.clone()),
+                    Event::Sample(k, s) => self.0.push((k, *s)),
+                    _ => {}
+                }
+                Ok(())
+            }
+        }
+        let mut sink = Collect(Vec::new(), Vec::new());
+        backend.poll(&Clock::start(), &mut sink).unwrap();
+        assert_eq!(sink.1.len(), 1, "only this process: {:?}", sink.1);
+        let (key, sample) = sink.0[0];
+        assert_eq!(key.pid, std::process::id());
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let vm_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmSize:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        let vm = sample.metrics.vm_size.unwrap();
+        // The test harness may map a little between the two reads.
+        assert!(
+            vm.abs_diff(vm_kb * 1024) < 64 * 1024 * 1024,
+            "{vm} vs {vm_kb} kB"
+        );
+        assert!(sample.metrics.rss_anon.unwrap() > 0);
+        assert!(sample.metrics.page_faults.unwrap() > 0);
     }
 }
