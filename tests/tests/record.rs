@@ -82,8 +82,9 @@ fn a_child_allocating_2mib_every_100ms_shows_its_growth_in_show() {
         .find_map(|w| w.strip_prefix('+').and_then(|v| v.parse().ok()))
         .unwrap_or_else(|| panic!("no growth in `{line}`"));
     assert!(line.contains("MiB"), "{line}");
+    // Resident memory: the 40 MiB of heap plus the binary's own pages, mapped as it started.
     assert!(
-        (36.0..=42.0).contains(&shown),
+        (36.0..=46.0).contains(&shown),
         "show says +{shown} MiB: {line}"
     );
     assert!(show.contains("memory is rss"), "{show}");
