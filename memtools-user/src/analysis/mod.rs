@@ -121,7 +121,8 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
     overlay.origin = origin;
     let min_window = params.min_window.max(3);
     if n < min_window {
-        let why = format!("only {n} samples; at least {min_window} are needed");
+        let noun = if n == 1 { "sample" } else { "samples" };
+        let why = format!("only {n} {noun}; at least {min_window} are needed");
         return Analysis::insufficient(why, n, zeros, overlay);
     }
     let end_s = seconds(c.t[n - 1] - origin);

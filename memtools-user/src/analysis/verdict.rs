@@ -104,16 +104,35 @@ pub(super) struct Facts<'a> {
     pub trend_evidence: Option<Evidence>,
 }
 
-/// Why change points explain the growth away, if they do.
+/// A regime is flat when its own Theil-Sen slope is below this fraction of the second half's:
+/// the rise stopped there. Comparing slopes, not growths against the minimum, keeps a steady but
+/// noisy leak (which PELT cuts into a few levels, each growing a little) from looking flat.
+const FLAT_SLOPE_FRACTION: f64 = 0.25;
+
+/// The Theil-Sen slope of the envelope points of one regime (`None` below three points).
+fn regime_slope(f: &Facts, r: &super::cpd::Regime) -> Option<f64> {
+    let b = &f.envelope.blocks;
+    if r.to - r.from < 3 {
+        return None;
+    }
+    super::trend::theil_sen(&b.t[r.from..r.to], &b.y[r.from..r.to]).map(|(m, _)| m)
+}
+
+fn is_flat(f: &Facts, r: &super::cpd::Regime) -> bool {
+    regime_slope(f, r).is_none_or(|m| m < FLAT_SLOPE_FRACTION * f.envelope.slope.max(0.0))
+}
+
+/// Why change points explain the growth away, if they do: a long flat final regime (a warm-up or
+/// a ramp that stopped), or one step carrying the growth between flat regimes.
 fn veto(f: &Facts) -> Option<String> {
     let half = f.end_s - f.mid_s;
     let regimes = &f.cpd.regimes;
+    if regimes.len() < 2 {
+        return None;
+    }
     let last = regimes.last()?;
-    if regimes.len() >= 2 && last.duration_s() >= f.params.plateau_fraction * half {
-        let pts = last.from..last.to;
-        let b = &f.envelope.blocks;
-        let inner = super::trend::theil_sen(&b.t[pts.clone()], &b.y[pts])
-            .map_or(0.0, |(m, _)| m * last.duration_s());
+    if last.duration_s() >= f.params.plateau_fraction * half && is_flat(f, last) {
+        let inner = regime_slope(f, last).map_or(0.0, |m| m * last.duration_s());
         if inner < f.min_growth {
             return Some(format!(
                 "flat for the last {} after growing {} (a warm-up or a ramp that stopped)",
@@ -123,7 +142,7 @@ fn veto(f: &Facts) -> Option<String> {
         }
     }
     let step = f.cpd.largest_step_up();
-    if regimes.len() >= 2 && step > 0.0 && f.env_growth - step < f.min_growth {
+    if step > 0.0 && f.env_growth - step < f.min_growth && regimes.iter().all(|r| is_flat(f, r)) {
         return Some(format!(
             "its growth is one step of {}, not a steady rise",
             super::format::bytes(step)
@@ -163,10 +182,15 @@ pub(super) fn decide(f: &Facts) -> (Verdict, String, Evidence, Votes) {
                  where the second half started (minimum {min_text})",
                 super::format::bytes(f.env_ts_growth),
             )
+        } else if f.env_growth > 0.0 {
+            format!(
+                "the lower envelope grew only {growth_text} over the second half, less than the \
+                 minimum growth of {min_text}"
+            )
         } else {
             format!(
-                "the lower envelope grew {growth_text} over the second half, less than the \
-                 minimum growth of {min_text}"
+                "no growth: the lower envelope changed by {growth_text} over the second half \
+                 (a leak needs {min_text})"
             )
         }
     };
@@ -215,11 +239,12 @@ pub(super) fn decide(f: &Facts) -> (Verdict, String, Evidence, Votes) {
             if let Some(why) = vetoed {
                 return ok(why, f.env_evidence);
             }
-            if let Some(e) = f.lbr {
-                return leak(e);
-            }
-            if env_rising {
-                return leak(f.env_evidence);
+            // LBR's window tells the most when it ends the run; an earlier segment's window is
+            // a worse summary than the envelope of the whole second half.
+            match f.lbr {
+                Some(e) if e.before_end_s <= 0.0 || !env_rising => return leak(e),
+                _ if env_rising => return leak(f.env_evidence),
+                _ => {}
             }
             if trend_rising && let Some(e) = f.trend_evidence {
                 return leak(Evidence {
