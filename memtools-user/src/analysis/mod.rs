@@ -125,7 +125,7 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
         let why = format!("only {n} {noun}; at least {min_window} are needed");
         return Analysis::insufficient(why, n, zeros, overlay);
     }
-    let end_s = seconds(c.t[n - 1] - origin);
+    let end_s = seconds(c.t[n - 1].saturating_sub(origin));
     let threshold = gaps::gap_threshold_ns(&c.t, params);
     overlay.gap_threshold_s = threshold.map(seconds);
     for range in gaps::split(&c.t, threshold) {
@@ -221,7 +221,7 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
         .segments
         .iter()
         .rev()
-        .filter(|s| seconds(s.end - origin) > mid_s)
+        .filter(|s| seconds(s.end.saturating_sub(origin)) > mid_s)
         .find_map(|s| {
             let w = s.lbr.as_ref().filter(|l| l.flagged)?.window?;
             let level = w.fit.at(w.start_s);

@@ -73,7 +73,7 @@ pub fn interp(x: &[f64], xp: &[f64], fp: &[f64]) -> Vec<f64> {
 /// The grid step for a segment in seconds: the override, else the segment's median interval,
 /// coarsened so the grid has at most `max_grid_points`.
 pub fn grid_step_s(t: &[TimeNs], params: &Params) -> f64 {
-    let span = seconds(t.last().copied().unwrap_or(0) - t.first().copied().unwrap_or(0));
+    let span = seconds(super::gaps::span_ns(t));
     let step = match params.resample_step_s {
         Some(s) if s.is_finite() && s > 0.0 => s,
         _ => median_interval(t).map(seconds).unwrap_or(0.0),
@@ -90,7 +90,10 @@ pub fn resample(t: &[TimeNs], y: &[f64], origin: TimeNs, step_s: f64) -> Grid {
     if n == 0 {
         return Grid::default();
     }
-    let xp: Vec<f64> = t[..n].iter().map(|&ti| seconds(ti - origin)).collect();
+    let xp: Vec<f64> = t[..n]
+        .iter()
+        .map(|&ti| seconds(ti.saturating_sub(origin)))
+        .collect();
     let (a, b) = (xp[0], xp[n - 1]);
     let span = b - a;
     if n == 1 || span <= 0.0 || step_s.is_nan() || step_s <= 0.0 {
@@ -101,7 +104,7 @@ pub fn resample(t: &[TimeNs], y: &[f64], origin: TimeNs, step_s: f64) -> Grid {
         };
     }
     // Bounded so a nonsensical step cannot allocate the world.
-    let intervals = (span / step_s).ceil().clamp(1.0, 1e8) as usize;
+    let intervals = (span / step_s).ceil().clamp(1.0, 1e7) as usize;
     let step = span / intervals as f64;
     let mut x: Vec<f64> = (0..=intervals).map(|k| a + k as f64 * step).collect();
     x[intervals] = b;
