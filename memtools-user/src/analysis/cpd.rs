@@ -59,13 +59,18 @@ pub fn noise_sigma(y: &[f64]) -> f64 {
 
 /// PELT (Killick et al. 2012) with the squared-error cost of a constant level. `t` are point
 /// times (block centres) and `width_s` the duration each point stands for; O(n^2) at worst, on
-/// the few dozen blocks it is given.
-pub fn pelt(t: &[f64], y: &[f64], width_s: f64, min_step: f64) -> Cpd {
+/// the few dozen blocks it is given. The noise is estimated from `y`, capped by `sigma_cap`:
+/// differences between blocks also carry the signal (a leak's own steps inflate them), so a
+/// caller that knows the noise at the sampling resolution passes it.
+pub fn pelt(t: &[f64], y: &[f64], width_s: f64, min_step: f64, sigma_cap: Option<f64>) -> Cpd {
     let n = t.len().min(y.len());
     if n == 0 {
         return Cpd::default();
     }
-    let sigma = noise_sigma(&y[..n]);
+    let sigma = match sigma_cap {
+        Some(cap) if cap >= 0.0 => noise_sigma(&y[..n]).min(cap),
+        _ => noise_sigma(&y[..n]),
+    };
     let penalty = (2.0 * sigma * sigma * (n as f64).ln()).max(min_step * min_step);
     // Prefix sums of values shifted by their mean, so the cost keeps its precision.
     let mean = y[..n].iter().sum::<f64>() / n as f64;
@@ -160,7 +165,7 @@ mod tests {
         let y: Vec<f64> = (0..16)
             .map(|i| if i < 10 { 100.0 } else { 150.0 })
             .collect();
-        let c = pelt(&times(16), &y, 1.0, 10.0);
+        let c = pelt(&times(16), &y, 1.0, 10.0, None);
         assert_eq!(c.regimes.len(), 2);
         assert_eq!((c.regimes[0].to, c.regimes[1].from), (10, 10));
         assert_eq!(c.regimes[1].level, 150.0);
@@ -175,7 +180,7 @@ mod tests {
     fn steps_below_the_minimum_are_not_paid_for() {
         let y: Vec<f64> = (0..16).map(|i| if i < 8 { 100.0 } else { 102.0 }).collect();
         // Splitting saves 8*8/16 * 2^2 = 16 < 10^2.
-        assert_eq!(pelt(&times(16), &y, 1.0, 10.0).regimes.len(), 1);
+        assert_eq!(pelt(&times(16), &y, 1.0, 10.0, None).regimes.len(), 1);
     }
 
     #[test]
@@ -184,17 +189,29 @@ mod tests {
         let y: Vec<f64> = (0..32)
             .map(|i| 1000.0 + if (i * 7) % 3 == 0 { 1.0 } else { -1.0 })
             .collect();
-        let c = pelt(&times(32), &y, 1.0, 0.0);
+        let c = pelt(&times(32), &y, 1.0, 0.0, None);
         assert_eq!(c.regimes.len(), 1, "{c:?}");
         assert!(c.sigma > 0.5 && c.sigma < 3.0, "{}", c.sigma);
     }
 
     #[test]
+    fn a_noise_cap_lets_small_steps_through() {
+        // Uneven steps of 10 and 40: the MAD of the differences alone says sigma ~ 7, and the
+        // penalty 2 sigma^2 ln 8 ~ 220 swallows the steps of 10 (saving 4*4/8*100 = 200 each).
+        let y = [0.0, 0.0, 10.0, 50.0, 50.0, 90.0, 100.0, 100.0];
+        let c = pelt(&times(8), &y, 1.0, 1.0, None);
+        let capped = pelt(&times(8), &y, 1.0, 1.0, Some(0.0));
+        assert!(capped.regimes.len() > c.regimes.len(), "{c:?} {capped:?}");
+        assert_eq!(capped.regimes.len(), 5);
+        assert_eq!(capped.penalty, 1.0);
+    }
+
+    #[test]
     fn staircase_is_many_steps() {
         let y: Vec<f64> = (0..16).map(|i| 100.0 + 20.0 * (i / 4) as f64).collect();
-        let c = pelt(&times(16), &y, 1.0, 10.0);
+        let c = pelt(&times(16), &y, 1.0, 10.0, None);
         assert_eq!(c.regimes.len(), 4);
         assert_eq!(c.steps_up(), 3);
-        assert!(pelt(&[], &[], 1.0, 1.0).regimes.is_empty());
+        assert!(pelt(&[], &[], 1.0, 1.0, None).regimes.is_empty());
     }
 }

@@ -105,7 +105,7 @@ pub fn split(t: &[TimeNs], threshold_ns: Option<i64>) -> Vec<Range<usize>> {
         return Vec::new();
     }
     let Some(threshold) = threshold_ns else {
-        return vec![0..t.len()];
+        return std::iter::once(0..t.len()).collect();
     };
     let mut out = Vec::new();
     let mut start = 0;

@@ -49,7 +49,7 @@ pub fn fit_direct(t: &[f64], y: &[f64]) -> Option<Fit> {
 }
 
 fn finish(n: usize, mt: f64, my: f64, sxx: f64, sxy: f64, syy: f64) -> Option<Fit> {
-    if !(sxx > 0.0) || !sxx.is_finite() {
+    if !sxx.is_finite() || sxx <= 0.0 {
         return None;
     }
     let slope = sxy / sxx;
@@ -154,7 +154,7 @@ pub struct Lbr {
 /// y_end = m t_end + c. memorytools computes (limit - c) / m with t in epoch seconds, an absolute
 /// timestamp that always exceeds its 3600 s, so it flags any well-fitting window, rising or not.
 pub fn time_to_limit(fit: &Fit, t_end: f64, limit: f64) -> Option<f64> {
-    if !(fit.slope > 0.0) {
+    if fit.slope.is_nan() || fit.slope <= 0.0 {
         return None;
     }
     let y_end = fit.at(t_end);

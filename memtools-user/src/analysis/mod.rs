@@ -156,7 +156,7 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
         half_sums.add(t, y);
         n_half += 1;
     }
-    if !(end_s > 0.0) || n_half < MIN_HALF_POINTS {
+    if end_s.is_nan() || end_s <= 0.0 || n_half < MIN_HALF_POINTS {
         let why = format!(
             "only {n_half} points in the second half of a {} run; at least {MIN_HALF_POINTS} are needed",
             format::duration(end_s)
@@ -168,7 +168,7 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
         mid_s,
         end_s,
         (n_half / 2).min(MAX_ENVELOPE_BLOCKS),
-        Reduce::Min,
+        Reduce::Quantile(params.envelope_quantile),
     );
     let med_blocks = trend::blocks(
         half(),
@@ -189,7 +189,11 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
     let env_ts_growth = envelope.growth();
     let env_growth = env_ts_growth.min(last_level - first_level);
     let min_growth = params.min_growth_at(first_level);
-    let cpd = cpd::pelt(&b.t, &b.y, b.width_s, params.cpd_min_step_bytes as f64);
+    // Noise at the sampling resolution, which a leak's own steps do not inflate.
+    let half_y: Vec<f64> = half().map(|(_, y)| *y).collect();
+    let raw_sigma = cpd::noise_sigma(&half_y);
+    let min_step = params.cpd_min_step_bytes as f64;
+    let cpd = cpd::pelt(&b.t, &b.y, b.width_s, min_step, Some(raw_sigma));
 
     let limit = params.limit_bytes as f64;
     let half_r2 = half_sums.fit().map_or(0.0, |f| f.r2);

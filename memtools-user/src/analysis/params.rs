@@ -75,6 +75,9 @@ pub struct Params {
     pub min_growth_bytes: u64,
     /// ... nor below this fraction of the level at the middle of the run.
     pub min_growth_fraction: f64,
+    /// The lower envelope is this quantile of each block (0 = the minimum): low enough that a
+    /// sawtooth shows its floor and spikes vanish, high enough that noise does not decide.
+    pub envelope_quantile: f64,
     /// One-sided significance level of the Mann-Kendall tests.
     pub alpha: f64,
     /// Smallest step (bytes) change-point segmentation pays for even on noise-free data: the
@@ -100,6 +103,7 @@ impl Default for Params {
             limit_bytes: 16 * GIB,
             min_growth_bytes: 2 * MIB,
             min_growth_fraction: 0.02,
+            envelope_quantile: 0.1,
             alpha: 0.01,
             cpd_min_step_bytes: MIB,
             plateau_fraction: 1.0 / 3.0,

@@ -15,10 +15,13 @@ pub const MAX_TREND_BLOCKS: usize = 64;
 pub const MAX_ENVELOPE_BLOCKS: usize = 16;
 
 /// How a block is summarised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Reduce {
     Min,
     Median,
+    /// The q-quantile (nearest rank below), 0 <= q <= 1: q = 0.1 is a lower envelope that,
+    /// unlike the minimum, is not dragged around by the most extreme noise sample of each block.
+    Quantile(f64),
 }
 
 /// A reduced series: one point per non-empty block, at the block's centre time.
@@ -42,7 +45,7 @@ pub fn blocks<'a>(
     how: Reduce,
 ) -> Blocks {
     let mut out = Blocks::default();
-    if count == 0 || !(to > from) {
+    if count == 0 || from.is_nan() || to.is_nan() || to <= from {
         return out;
     }
     let width = (to - from) / count as f64;
@@ -56,6 +59,10 @@ pub fn blocks<'a>(
         let v = match how {
             Reduce::Min => buf.iter().copied().fold(f64::INFINITY, f64::min),
             Reduce::Median => median(buf),
+            Reduce::Quantile(q) => {
+                let k = (q.clamp(0.0, 1.0) * (buf.len() - 1) as f64) as usize;
+                *buf.select_nth_unstable_by(k, f64::total_cmp).1
+            }
         };
         out.t.push(from + (k as f64 + 0.5) * width);
         out.y.push(v);
@@ -268,6 +275,9 @@ mod tests {
         assert_eq!(b.y, vec![3.0, 4.0, 1.0]);
         let b = blocks(t.iter().zip(&y), 0.0, 8.0, 4, Reduce::Median);
         assert_eq!(b.y, vec![4.0, 6.5, 1.5]);
+        let b = blocks(t.iter().zip(&y), 0.0, 8.0, 2, Reduce::Quantile(0.34));
+        // [0, 4): 3 4 5 9 -> rank 1 is 4; [4, 8]: 1 2 -> rank 0 is 1.
+        assert_eq!(b.y, vec![4.0, 1.0]);
         assert!(
             blocks(t.iter().zip(&y), 1.0, 1.0, 4, Reduce::Min)
                 .t
