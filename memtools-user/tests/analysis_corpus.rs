@@ -6,7 +6,7 @@
 //! floor too, and [`label_rule`] checks each instance against the rule, so a family cannot drift
 //! into the ambiguous zone unnoticed. Run with `--nocapture` for the confusion table.
 
-use memtools_user::analysis::{self, GIB, MIB, Params, Verdict};
+use memtools_user::analysis::{self, Algo, GIB, MIB, Params, Verdict};
 use memtools_user::model::{NS_PER_SEC, TimeNs};
 
 const MIB_F: f64 = MIB as f64;
@@ -414,6 +414,29 @@ fn corpus(instances: u64, first_seed: u64) {
     }
     for m in &false_leaks {
         println!("false leak: {m}");
+    }
+    // The single detectors, for comparison (the targets apply to the default only).
+    for algo in [Algo::Lbr, Algo::Trend, Algo::Cpd] {
+        let p = Params {
+            algo,
+            ..params.clone()
+        };
+        let (mut tp, mut fp, mut leaks) = (0, 0, 0);
+        for (fi, (_, label, generate)) in FAMILIES.iter().enumerate() {
+            for i in 0..instances {
+                let s = generate(&mut Rng::new(first_seed + 1_000_000 * fi as u64 + i));
+                let (t, y) = to_ns(&s);
+                let leak = analysis::analyze(&t, y, &p).verdict == Verdict::Leak;
+                leaks += usize::from(*label == Label::Leak);
+                tp += usize::from(leak && *label == Label::Leak);
+                fp += usize::from(leak && *label != Label::Leak);
+            }
+        }
+        println!(
+            "--algo {:<5} recall {:.3} ({tp}/{leaks}), {fp} false leaks",
+            algo.name(),
+            tp as f64 / leaks as f64
+        );
     }
     assert!(false_leaks.is_empty(), "false leaks: {false_leaks:#?}");
     assert!(recall >= 0.95, "recall {recall:.3}; missed: {misses:#?}");

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use chrono::NaiveDateTime;
-use memtools_user::analysis::{self, Analysis, GIB, Params, Verdict};
+use memtools_user::analysis::{self, Algo, Analysis, GIB, Params, Verdict};
 use memtools_user::model::TimeNs;
 
 /// A fixed limit so the verdicts do not depend on the machine running the test.
@@ -98,6 +98,26 @@ fn long_lived_control(results: &[(Process, Analysis)]) -> &(Process, Analysis) {
         .expect("a tdcsarvControl process")
 }
 
+/// The processes each single-detector algorithm calls a leak, as "pid name".
+fn leaks_by_algo(file: &str) -> Vec<(Algo, Vec<String>)> {
+    let procs = load(file);
+    [Algo::Lbr, Algo::Trend, Algo::Cpd]
+        .into_iter()
+        .map(|algo| {
+            let params = Params {
+                algo,
+                ..Params::with_limit(LIMIT)
+            };
+            let leaks = procs
+                .iter()
+                .filter(|p| analysis::analyze(&p.t, &p.y, &params).verdict == Verdict::Leak)
+                .map(|p| format!("{} {}", p.pid, p.name))
+                .collect();
+            (algo, leaks)
+        })
+        .collect()
+}
+
 fn assert_leak_in_377208(file: &str) {
     let results = run(file);
     let (p, a) = long_lived_control(&results);
@@ -111,6 +131,17 @@ fn assert_leak_in_377208(file: &str) {
     );
     let e = a.evidence.unwrap();
     assert!(e.slope_bytes_per_s > 1e6, "{e:?}");
+    // Nothing else in the file is a leak.
+    let others = results
+        .iter()
+        .filter(|(q, a)| q.pid != p.pid && a.verdict == Verdict::Leak)
+        .count();
+    assert_eq!(others, 0);
+    // Each detector on its own agrees: the leak, and only it.
+    for (algo, leaks) in leaks_by_algo(file) {
+        let expected = vec![format!("{} tdcsarvControl", p.pid)];
+        assert_eq!(leaks, expected, "{file}: --algo {}", algo.name());
+    }
 }
 
 fn assert_no_leak(file: &str) {
@@ -121,6 +152,13 @@ fn assert_no_leak(file: &str) {
         .map(|(p, a)| format!("{} {}: {}", p.pid, p.name, a.reason))
         .collect();
     assert!(leaks.is_empty(), "{file}: false leaks: {leaks:#?}");
+    for (algo, leaks) in leaks_by_algo(file) {
+        assert!(
+            leaks.is_empty(),
+            "{file}: --algo {}: {leaks:?}",
+            algo.name()
+        );
+    }
     // The long-lived processes are judged, not waved through as insufficient.
     let (p, a) = long_lived_control(&results);
     assert_eq!(a.verdict, Verdict::Ok, "{} {}: {}", p.pid, p.name, a.reason);

@@ -161,7 +161,9 @@ pub fn time_to_limit(fit: &Fit, t_end: f64, limit: f64) -> Option<f64> {
     Some(((limit - y_end) / fit.slope).max(0.0))
 }
 
-/// Runs LBR over one segment's grid. `None` when the segment has fewer than `min_window` points.
+/// Runs LBR over one segment's grid: the first window from the end with R^2 >= the threshold, a
+/// rising line reaching the limit within the critical time, and at least the minimum growth.
+/// `None` when the segment has fewer than `min_window` points.
 pub fn lbr(grid: &Grid, params: &Params) -> Option<Lbr> {
     let n = grid.len();
     let min_window = params.min_window.max(3);
@@ -190,9 +192,12 @@ pub fn lbr(grid: &Grid, params: &Params) -> Option<Lbr> {
             time_to_limit_s: ttl,
         };
         let rising = fit.slope > 0.0;
+        // A well-fitting window that barely grew (a fraction of a second of a dense recording)
+        // is no evidence; the minimum growth applies to LBR too.
         if rising
             && fit.r2 >= params.r2_threshold
             && ttl.is_some_and(|s| s <= params.critical_time_s)
+            && window.growth >= params.min_growth_at(fit.at(t[i]))
         {
             return Some(Lbr {
                 flagged: true,
@@ -287,6 +292,15 @@ mod tests {
         let ttl = w.time_to_limit_s.unwrap();
         let expected = ((4u64 << 30) as f64 - (1e9 + 5e6 * 99.0)) / 5e6;
         assert!((ttl - expected).abs() < 1e-3, "{ttl} vs {expected}");
+        // Windows that grew less than the minimum growth are passed over: 5 MB/s needs 41 points
+        // (40 s) to grow 200 MB.
+        let p200 = Params {
+            min_growth_bytes: 200_000_000,
+            min_growth_fraction: 0.0,
+            ..p
+        };
+        let r = lbr(&grid(t.clone(), y.clone()), &p200).unwrap();
+        assert_eq!(r.window.unwrap().fit.n, 41);
         // A limit 1 TB away is not within the hour.
         let r = lbr(&grid(t, y), &Params::with_limit(1 << 40)).unwrap();
         assert!(!r.flagged);

@@ -268,3 +268,138 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
         overlay,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NS_PER_SEC;
+
+    const T0: TimeNs = 1_714_000_000 * NS_PER_SEC;
+    const MIB_F: f64 = MIB as f64;
+
+    /// One sample per second for `n` seconds.
+    fn series(n: usize, f: impl Fn(f64) -> f64) -> (Vec<TimeNs>, Vec<f64>) {
+        (0..n)
+            .map(|i| (T0 + i as i64 * NS_PER_SEC, f(i as f64)))
+            .unzip()
+    }
+
+    fn run(n: usize, f: impl Fn(f64) -> f64) -> Analysis {
+        let (t, y) = series(n, f);
+        analyze(&t, &y, &Params::with_limit(16 * GIB))
+    }
+
+    #[test]
+    fn fast_leak_is_lbr_with_time_to_limit_from_the_window_end() {
+        // 1 GiB + 10 MiB/s for 600 s: ends at 1024 + 5990 MiB, 16384 MiB limit.
+        let a = run(600, |x| GIB as f64 + 10.0 * MIB_F * x);
+        assert_eq!(a.verdict, Verdict::Leak, "{}", a.reason);
+        let e = a.evidence.unwrap();
+        assert_eq!(e.detector, Detector::Lbr);
+        assert_eq!(e.window_end, T0 + 599 * NS_PER_SEC);
+        assert_eq!(e.before_end_s, 0.0);
+        assert!((e.slope_bytes_per_s - 10.0 * MIB_F).abs() < 1.0);
+        let expected = (16384.0 - 1024.0 - 5990.0) / 10.0;
+        assert!((e.time_to_limit_s.unwrap() - expected).abs() < 1e-3);
+        assert!(
+            a.reason.contains("reaches the 16 GiB limit in 15 min 37 s"),
+            "{}",
+            a.reason
+        );
+    }
+
+    #[test]
+    fn slow_leak_is_caught_by_the_envelope_when_lbr_is_blind() {
+        // 100 KiB/s on 500 MiB: the limit is days away, LBR cannot flag it.
+        let a = run(1200, |x| 500.0 * MIB_F + 100.0 * 1024.0 * x);
+        assert_eq!(a.verdict, Verdict::Leak, "{}", a.reason);
+        assert_eq!(a.evidence.unwrap().detector, Detector::Envelope);
+        assert!(!a.overlay.votes.lbr && a.overlay.votes.envelope);
+    }
+
+    #[test]
+    fn flat_and_falling_are_ok_unlike_memorytools() {
+        let a = run(600, |_| 300.0 * MIB_F);
+        assert_eq!(a.verdict, Verdict::Ok);
+        assert!(a.reason.starts_with("no growth"), "{}", a.reason);
+        // A clean fall (R^2 = 1) that memorytools' epoch-timestamp comparison flags.
+        let a = run(600, |x| 4.0 * GIB as f64 - 1e6 * x);
+        assert_eq!(a.verdict, Verdict::Ok, "{}", a.reason);
+    }
+
+    #[test]
+    fn trailing_zeros_are_an_exit_not_a_release() {
+        let (mut t, mut y) = series(600, |x| GIB as f64 + 10.0 * MIB_F * x);
+        t.push(T0 + 600 * NS_PER_SEC);
+        y.push(0.0);
+        let a = analyze(&t, &y, &Params::with_limit(16 * GIB));
+        assert_eq!(a.verdict, Verdict::Leak, "{}", a.reason);
+        assert_eq!((a.trailing_zeros, a.samples), (1, 600));
+    }
+
+    #[test]
+    fn release_step_and_plateau_are_ok() {
+        let release = run(600, |x| {
+            200.0 * MIB_F + if x < 540.0 { 0.2 * MIB_F * x } else { 0.0 }
+        });
+        assert_eq!(release.verdict, Verdict::Ok);
+        assert!(
+            release.reason.starts_with("released at the end"),
+            "{}",
+            release.reason
+        );
+        // A step late in the run: most pairs of blocks do not straddle it, so the robust
+        // growth is nil.
+        let step = run(600, |x| {
+            200.0 * MIB_F + if x < 540.0 { 0.0 } else { 50.0 * MIB_F }
+        });
+        assert_eq!(step.verdict, Verdict::Ok, "{}", step.reason);
+        // Steps in the middle of the second half with a little noise: change points see one
+        // step between flat levels.
+        let step = run(600, |x| {
+            let wiggle = if (x as i64 * 7919) % 5 == 0 { 0.3 } else { 0.0 };
+            200.0 * MIB_F + if x < 460.0 { 0.0 } else { 50.0 * MIB_F } + wiggle * MIB_F
+        });
+        assert_eq!(step.verdict, Verdict::Ok, "{}", step.reason);
+        let ramp = run(600, |x| 200.0 * MIB_F + 0.5 * MIB_F * x.min(420.0));
+        assert_eq!(ramp.verdict, Verdict::Ok);
+        assert!(
+            ramp.reason.starts_with("flat for the last"),
+            "{}",
+            ramp.reason
+        );
+    }
+
+    #[test]
+    fn too_little_data_is_insufficient_and_says_why() {
+        let a = analyze(&[], &[], &Params::default());
+        assert_eq!(
+            (a.verdict, a.reason.as_str()),
+            (Verdict::Insufficient, "no samples")
+        );
+        let a = run(19, |x| x * MIB_F);
+        assert_eq!(a.verdict, Verdict::Insufficient);
+        assert_eq!(a.reason, "only 19 samples; at least 20 are needed");
+        assert!(a.evidence.is_none());
+        // Zeros only: a process seen while exiting.
+        let a = run(30, |_| 0.0);
+        assert_eq!(a.reason, "no samples before the process exited");
+        // Plenty of samples, all at the same instant.
+        let t = vec![T0; 50];
+        let a = analyze(&t, &[1.0; 50], &Params::default());
+        assert_eq!(a.verdict, Verdict::Insufficient);
+    }
+
+    #[test]
+    fn one_hertz_with_gaps_stays_in_long_segments() {
+        // 1 Hz leak with two 30 s pauses: three segments, not hundreds of single points.
+        let (t, y): (Vec<TimeNs>, Vec<f64>) = (0..900)
+            .filter(|i| !(200..230).contains(i) && !(500..530).contains(i))
+            .map(|i| (T0 + i * NS_PER_SEC, GIB as f64 + 0.5 * MIB_F * i as f64))
+            .unzip();
+        let a = analyze(&t, &y, &Params::with_limit(16 * GIB));
+        assert_eq!(a.overlay.segments.len(), 3);
+        assert_eq!(a.overlay.gap_threshold_s, Some(17.98)); // 2 % of 899 s
+        assert_eq!(a.verdict, Verdict::Leak, "{}", a.reason);
+    }
+}
