@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{Cli, Command, ExportFormat, Format, RecordArgs};
-use crate::record::{self, Progress, RecordError, RecordOptions, Target};
+use crate::cli::{BackendArg, Cli, Command, ExportFormat, Format, RecordArgs};
+use crate::record::{self, BackendChoice, Progress, RecordError, RecordOptions, Target};
 use crate::report::summary::HistorySummary;
 use crate::report::{jsonl, memorytools, text};
 use crate::store::{ForEachError, Store};
@@ -117,6 +117,9 @@ fn record(args: RecordArgs) -> Result<i32> {
     };
     let options = RecordOptions {
         target,
+        backend: match args.backend {
+            BackendArg::Procfs => BackendChoice::Procfs,
+        },
         interval: args.interval,
         duration: args.duration,
     };

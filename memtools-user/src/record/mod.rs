@@ -133,4 +133,28 @@ pub trait Backend {
     fn poll(&mut self, clock: &Clock, sink: &mut dyn Sink) -> Result<(), RecordError>;
     /// How many processes are followed now.
     fn followed(&self) -> usize;
+    /// Processes that could not be read (permissions), for the summary.
+    fn unreadable(&self) -> u64 {
+        0
+    }
+}
+
+/// Which backend the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Poll /proc.
+    Procfs,
+}
+
+/// Opens the backend asked for, and says why it is the one that runs (stored with the session).
+pub fn open_backend(
+    choice: BackendChoice,
+    scope: Scope,
+) -> Result<(Box<dyn Backend>, String), RecordError> {
+    match choice {
+        BackendChoice::Procfs => Ok((
+            Box::new(procfs::Procfs::new(scope)?),
+            "procfs requested".to_string(),
+        )),
+    }
 }

@@ -285,7 +285,7 @@ pub struct Procfs {
     path: String,
     ns_per_tick: u64,
     /// Processes whose files we were not allowed to read (hidepid, another user's process).
-    pub unreadable: u64,
+    unreadable: u64,
 }
 
 impl Procfs {
@@ -546,6 +546,10 @@ impl Backend for Procfs {
 
     fn followed(&self) -> usize {
         self.followed.len()
+    }
+
+    fn unreadable(&self) -> u64 {
+        self.unreadable
     }
 }
 

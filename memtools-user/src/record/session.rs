@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::command::{Child, Command};
-use super::procfs::Procfs;
-use super::{Backend, Clock, Event, MIN_INTERVAL, RecordError, Scope, Sink};
+use super::{BackendChoice, Clock, Event, MIN_INTERVAL, RecordError, Scope, Sink, open_backend};
 use crate::model::{ExitStatus, Metric, NewSession, ProcessKey};
 use crate::store::{ProcessId, SessionWriter, Store};
 
@@ -28,6 +27,7 @@ pub enum Target {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordOptions {
     pub target: Target,
+    pub backend: BackendChoice,
     pub interval: Duration,
     /// Stop after this long (a recorded command is then sent SIGTERM, like `timeout`).
     pub duration: Option<Duration>,
@@ -231,7 +231,7 @@ pub fn record(
         },
         (Target::Command(_), None) => unreachable!("the command was spawned above"),
     };
-    let mut backend = match Procfs::new(scope) {
+    let (mut backend, backend_reason) = match open_backend(options.backend, scope) {
         Ok(b) => b,
         Err(e) => {
             if let Some(c) = &child {
@@ -246,7 +246,7 @@ pub fn record(
         host,
         kernel,
         backend: backend.kind(),
-        backend_reason: "procfs requested (the only backend in this build)".to_string(),
+        backend_reason,
         interval_ns: Some(options.interval.as_nanos() as i64),
         command: match &options.target {
             Target::Command(c) => Some(c.display()),
@@ -379,7 +379,7 @@ pub fn record(
         exit,
         interrupted_by,
         top,
-        unreadable: backend.unreadable,
+        unreadable: backend.unreadable(),
     })
 }
 
