@@ -87,7 +87,29 @@ pub struct Segment {
     pub lbr: Option<Lbr>,
 }
 
+/// The part of an [`Analysis`] a report prints: no overlay, so a JSON line per process stays
+/// small.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub verdict: Verdict,
+    pub reason: String,
+    pub evidence: Option<Evidence>,
+    pub samples: usize,
+    pub trailing_zeros: usize,
+}
+
 impl Analysis {
+    /// The verdict, reason and evidence without the overlay.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            verdict: self.verdict,
+            reason: self.reason.clone(),
+            evidence: self.evidence,
+            samples: self.samples,
+            trailing_zeros: self.trailing_zeros,
+        }
+    }
+
     fn insufficient(reason: String, samples: usize, trailing_zeros: usize, o: Overlay) -> Self {
         Analysis {
             verdict: Verdict::Insufficient,
@@ -306,6 +328,9 @@ mod tests {
             "{}",
             a.reason
         );
+        let json = serde_json::to_value(a.summary()).unwrap();
+        assert_eq!(json["verdict"], "leak");
+        assert_eq!(json["evidence"]["detector"], "lbr");
     }
 
     #[test]
