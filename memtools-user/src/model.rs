@@ -260,6 +260,8 @@ pub struct NewSession {
     pub start: TimeNs,
     /// Wall clock minus monotonic clock at the start, so monotonic times can be recovered.
     pub monotonic_offset_ns: Option<i64>,
+    /// The recording machine's memory in bytes: the default limit leaks are projected against.
+    pub mem_total: Option<u64>,
 }
 
 /// How a recorded command ended, for the session record and the recorder's own exit status.

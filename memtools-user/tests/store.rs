@@ -17,6 +17,7 @@ fn new_session(start: i64) -> NewSession {
         source: None,
         start,
         monotonic_offset_ns: Some(42),
+        mem_total: Some(16 << 30),
     }
 }
 
@@ -34,9 +35,11 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("s.db")).unwrap();
     let mut w = store.begin_session(&new_session(1_000)).unwrap();
-    let a = w.add_process(&process(10, 5_000, "alpha")).unwrap();
+    let a = w
+        .add_process(&process(10, 5_000, "alpha"), Some(1 << 30))
+        .unwrap();
     // Same pid, another start time: another process.
-    let b = w.add_process(&process(10, 9_000, "alpha")).unwrap();
+    let b = w.add_process(&process(10, 9_000, "alpha"), None).unwrap();
     assert_ne!(a, b);
     let full = Metrics {
         rss_anon: Some(1),
@@ -99,6 +102,11 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
     assert_eq!(procs.len(), 2);
     assert_eq!(procs[0].info, process(10, 5_000, "alpha"));
     assert_eq!(procs[0].exit, Some(1_250));
+    assert_eq!(
+        (procs[0].memory_limit, procs[1].memory_limit),
+        (Some(1 << 30), None)
+    );
+    assert_eq!(s.mem_total, Some(16 << 30));
     assert_eq!(procs[1].info.name, "beta");
     assert_eq!(procs[1].info.cmdline, "beta --exec");
 
@@ -161,7 +169,7 @@ fn an_unfinished_session_keeps_its_committed_samples() {
     let path = dir.path().join("s.db");
     let store = Store::open(&path).unwrap();
     let mut w = store.begin_session(&new_session(0)).unwrap();
-    let p = w.add_process(&process(1, 1, "a")).unwrap();
+    let p = w.add_process(&process(1, 1, "a"), None).unwrap();
     w.add_sample(
         p,
         &Sample {

@@ -4,6 +4,7 @@
 //! clock, the recorded command and its signals, and the bookkeeping for the summary.
 
 mod command;
+pub mod limits;
 pub mod procfs;
 mod session;
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::command::{Child, Command};
-use super::{BackendChoice, Clock, Event, MIN_INTERVAL, RecordError, Scope, Sink, open_backend};
+use super::{
+    BackendChoice, Clock, Event, MIN_INTERVAL, RecordError, Scope, Sink, limits, open_backend,
+};
 use crate::model::{ExitStatus, Metric, NewSession, ProcessKey};
 use crate::store::{ProcessId, SessionWriter, Store};
 
@@ -108,7 +110,8 @@ impl Sink for Recording<'_> {
         match event {
             Event::Started(info) => {
                 if !self.processes.contains_key(&info.key) {
-                    let id = self.writer.add_process(info)?;
+                    let limit = limits::cgroup_limit(info.key.pid);
+                    let id = self.writer.add_process(info, limit)?;
                     let tracked = Tracked {
                         id,
                         pid: info.key.pid,
@@ -259,6 +262,7 @@ pub fn record(
         source: None,
         start: clock.start_wall(),
         monotonic_offset_ns: Some(clock.start_wall() - monotonic_now_ns()),
+        mem_total: limits::machine_memory(),
     };
     let mut rec = Recording {
         writer: store.begin_session(&session)?,

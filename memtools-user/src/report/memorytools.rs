@@ -77,6 +77,7 @@ pub fn import_file(store: &mut Store, path: &Path) -> Result<i64, ImportError> {
         source: Some(path.display().to_string()),
         start: 0,
         monotonic_offset_ns: None,
+        mem_total: None,
     };
     store
         .import(&session, |importer| parse(path, input, importer))

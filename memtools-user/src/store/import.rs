@@ -28,7 +28,7 @@ pub enum ImportFailure<E> {
 impl Importer<'_> {
     /// Adds a process and returns its id.
     pub fn add_process(&mut self, info: &ProcessInfo) -> rusqlite::Result<ProcessId> {
-        insert_process(&self.tx, self.session_id, info)
+        insert_process(&self.tx, self.session_id, info, None)
     }
 
     /// Adds a sample of a process added before.

@@ -26,6 +26,8 @@ pub struct SessionRow {
     pub exit: Option<ExitStatus>,
     pub processes: u64,
     pub samples: u64,
+    /// The recording machine's memory, when known.
+    pub mem_total: Option<u64>,
 }
 
 impl SessionRow {
@@ -60,9 +62,11 @@ pub struct ProcessRow {
     pub id: i64,
     pub info: ProcessInfo,
     pub exit: Option<TimeNs>,
+    /// Its cgroup's memory limit, when one applied.
+    pub memory_limit: Option<u64>,
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count";
+const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let code: Option<i32> = r.get(11)?;
@@ -84,6 +88,7 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
             .or(signal.map(ExitStatus::Signal)),
         processes: r.get::<_, i64>(13)? as u64,
         samples: r.get::<_, i64>(14)? as u64,
+        mem_total: r.get::<_, Option<i64>>(15)?.map(|m| m as u64),
     })
 }
 
@@ -100,6 +105,7 @@ fn process_row(r: &Row<'_>) -> rusqlite::Result<ProcessRow> {
             cmdline: r.get(5)?,
         },
         exit: r.get(6)?,
+        memory_limit: r.get::<_, Option<i64>>(7)?.map(|m| m as u64),
     })
 }
 
@@ -152,7 +158,7 @@ impl Store {
     pub fn processes(&self, session: i64) -> Result<Vec<ProcessRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns FROM processes WHERE session_id = ?1 ORDER BY id")
+            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit FROM processes WHERE session_id = ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([session], process_row)

@@ -85,6 +85,12 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE processes.session_id = sessions.id);
     CREATE INDEX processes_by_session ON processes(session_id);
     "#,
+    // 3: the memory a process could grow into where it ran (the machine's, its cgroup's), so
+    // time-to-limit is projected against that, not the analysing machine's memory.
+    r#"
+    ALTER TABLE sessions ADD COLUMN mem_total INTEGER;
+    ALTER TABLE processes ADD COLUMN memory_limit INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

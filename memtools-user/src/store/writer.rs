@@ -13,7 +13,7 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
 pub(super) const INSERT_SAMPLE: &str = "INSERT INTO samples (process_id, t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
-pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid, start_time, ppid, name, cmdline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid, start_time, ppid, name, cmdline, memory_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// Writes one session. Every write joins an open transaction that [`SessionWriter::flush_if_due`]
 /// commits; dropping the writer without [`SessionWriter::finish`] commits what it has and
@@ -49,7 +49,7 @@ impl Store {
 
 pub(super) fn insert_session(conn: &rusqlite::Connection, s: &NewSession) -> rusqlite::Result<i64> {
     conn.execute(
-        "INSERT INTO sessions (host, kernel, backend, backend_reason, interval_ns, command, source, start_ns, monotonic_offset_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO sessions (host, kernel, backend, backend_reason, interval_ns, command, source, start_ns, monotonic_offset_ns, mem_total) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             s.host,
             s.kernel,
@@ -59,7 +59,8 @@ pub(super) fn insert_session(conn: &rusqlite::Connection, s: &NewSession) -> rus
             s.command,
             s.source,
             s.start,
-            s.monotonic_offset_ns
+            s.monotonic_offset_ns,
+            s.mem_total.map(|m| m as i64)
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -69,6 +70,7 @@ pub(super) fn insert_process(
     conn: &rusqlite::Connection,
     session_id: i64,
     p: &ProcessInfo,
+    memory_limit: Option<u64>,
 ) -> rusqlite::Result<ProcessId> {
     let mut stmt = conn.prepare_cached(INSERT_PROCESS)?;
     stmt.execute(params![
@@ -77,7 +79,8 @@ pub(super) fn insert_process(
         p.key.start_time as i64,
         p.ppid,
         p.name,
-        p.cmdline
+        p.cmdline,
+        memory_limit.map(|m| m as i64)
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -130,10 +133,16 @@ impl SessionWriter<'_> {
         Ok(())
     }
 
-    /// Records a newly seen process and returns the id its samples are written under.
-    pub fn add_process(&mut self, info: &ProcessInfo) -> Result<ProcessId, StoreError> {
+    /// Records a newly seen process, with its cgroup's memory limit when one applies, and
+    /// returns the id its samples are written under.
+    pub fn add_process(
+        &mut self,
+        info: &ProcessInfo,
+        memory_limit: Option<u64>,
+    ) -> Result<ProcessId, StoreError> {
         self.begin()?;
-        insert_process(&self.store.conn, self.session_id, info).map_err(|e| self.store.err(e))
+        insert_process(&self.store.conn, self.session_id, info, memory_limit)
+            .map_err(|e| self.store.err(e))
     }
 
     /// Records a new name and command line after exec.
