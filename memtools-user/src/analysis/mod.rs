@@ -66,7 +66,8 @@ pub struct Overlay {
     pub end_s: f64,
     /// Theil-Sen / Mann-Kendall on block medians of the second half.
     pub trend: Option<Trend>,
-    /// Theil-Sen / Mann-Kendall on block minima (the lower envelope) of the second half.
+    /// Theil-Sen / Mann-Kendall on a low quantile of each block (the lower envelope) of the second
+    /// half.
     pub envelope: Option<Trend>,
     /// Change points of the lower envelope.
     pub cpd: Option<Cpd>,

@@ -2,7 +2,7 @@
 //!
 //! The rules, in order (see [`decide`]):
 //! 1. Too little data is `insufficient`, never silently `ok`.
-//! 2. A leak needs the lower envelope (block minima) to grow through the second half of the run
+//! 2. A leak needs the lower envelope (the 10th percentile of each block) to grow through the second half of the run
 //!    by at least the minimum growth, measured robustly (Theil-Sen) and up to the last block (so
 //!    memory released at the end is not a leak).
 //! 3. ... and a detector to vouch for it: LBR (fast growth towards the limit), or a significant
@@ -47,7 +47,8 @@ pub enum Detector {
     Lbr,
     /// Theil-Sen / Mann-Kendall on block medians of the second half.
     Trend,
-    /// Theil-Sen / Mann-Kendall on block minima (the lower envelope) of the second half.
+    /// Theil-Sen / Mann-Kendall on a low quantile of each block (the lower envelope) of the
+    /// second half.
     Envelope,
     /// Change-point levels stepping up through the second half.
     Cpd,
