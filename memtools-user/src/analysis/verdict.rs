@@ -1,6 +1,6 @@
 //! Stage 5: one verdict per process and metric, with its evidence.
 //!
-//! The rules, in order (see [`decide`]):
+//! The rules, in order:
 //! 1. Too little data is `insufficient`, never silently `ok`.
 //! 2. A leak needs the lower envelope (the 10th percentile of each block) to grow through the second half of the run
 //!    by at least the minimum growth, measured robustly (Theil-Sen) and up to the last block (so
