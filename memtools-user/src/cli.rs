@@ -60,6 +60,10 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         metric: Option<Metric>,
     },
+    /// Tell which processes leak: a verdict per process with its evidence
+    ///
+    /// Exit status with --fail-on-leak: 3 when a process leaks, 0 otherwise, 1 on errors.
+    Detect(DetectArgs),
     /// Import memorytools' CSV exports (plain or .gz), each file as one session
     Import {
         #[command(flatten)]
@@ -80,6 +84,54 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub session: SessionArg,
+    /// The metric to analyse (default: rss for recordings, vm_size for memorytools imports)
+    #[arg(long, value_name = "NAME")]
+    pub metric: Option<Metric>,
+    /// Which detectors decide
+    #[arg(long, value_enum, default_value_t = AlgoArg::Combined)]
+    pub algo: AlgoArg,
+    /// R^2 a Linear Backward Regression window needs
+    #[arg(long, default_value_t = 0.9, value_name = "F")]
+    pub r2: f64,
+    /// Smallest regression window, in points; also the fewest samples for a verdict
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub min_window: usize,
+    /// Flag a line that reaches the limit within this time, like 1h, 30m
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DUR")]
+    pub critical_time: Duration,
+    /// The memory limit, like 16GiB (default: the process's cgroup limit or the recording
+    /// machine's memory)
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    pub limit: Option<u64>,
+    /// Samples further apart than this split a history (default: from its sampling interval)
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub gap: Option<Duration>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Exit with status 3 when any process leaks
+    #[arg(long)]
+    pub fail_on_leak: bool,
+}
+
+/// The detectors, as `--algo` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AlgoArg {
+    /// Minimum growth of the lower envelope, its robust trend or LBR, vetoed by change points
+    Combined,
+    /// Linear Backward Regression alone (memorytools' detector, its bug fixed)
+    Lbr,
+    /// Theil-Sen slope with a Mann-Kendall test, alone
+    Trend,
+    /// Change-point segmentation alone
+    Cpd,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +177,13 @@ pub enum ExportFormat {
     Csv,
     /// JSON lines: one sample per line with every metric
     Json,
+}
+
+/// Parses `16GiB`, `512MiB`, `1.5GB`, `4096`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("`{s}` is not a size like 16GiB or 512MiB ({e})"))
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h 30m`.

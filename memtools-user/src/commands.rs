@@ -5,10 +5,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{BackendArg, Cli, Command, ExportFormat, Format, RecordArgs};
+use crate::analysis::{Algo, Params};
+use crate::cli::{AlgoArg, BackendArg, Cli, Command, DetectArgs, ExportFormat, Format, RecordArgs};
+use crate::detect;
+use crate::record::limits;
 use crate::record::{self, BackendChoice, Progress, RecordError, RecordOptions, Target};
 use crate::report::summary::HistorySummary;
-use crate::report::{jsonl, memorytools, text};
+use crate::report::{jsonl, memorytools, text, verdicts};
 use crate::store::{ForEachError, Store};
 use crate::units;
 
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             writeln!(out, "{}", text::processes_table(&rows, metric))?;
             Ok(0)
         }
+        Command::Detect(args) => detect(args),
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
             for file in &files {
@@ -103,6 +107,37 @@ fn export(store: &Store, id: i64, format: ExportFormat, output: Option<&Path>) -
         eprintln!("wrote {rows} samples of session {id} to {}", path.display());
     }
     Ok(())
+}
+
+fn detect(args: DetectArgs) -> Result<i32> {
+    let store = Store::open_read_only(&args.store.store)?;
+    let id = store.resolve(args.session.session)?;
+    let params = Params {
+        algo: match args.algo {
+            AlgoArg::Combined => Algo::Combined,
+            AlgoArg::Lbr => Algo::Lbr,
+            AlgoArg::Trend => Algo::Trend,
+            AlgoArg::Cpd => Algo::Cpd,
+        },
+        r2_threshold: args.r2,
+        min_window: args.min_window,
+        critical_time_s: args.critical_time.as_secs_f64(),
+        gap_threshold_s: args.gap.map(|g| g.as_secs_f64()),
+        ..Params::default()
+    };
+    let this_machine = limits::machine_memory().unwrap_or(params.limit_bytes);
+    let report =
+        detect::analyse_session(&store, id, args.metric, &params, args.limit, this_machine)?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Text => write!(out, "{}", verdicts::text(&report, out.is_terminal()))?,
+        Format::Json => writeln!(out, "{}", verdicts::json(&report)?)?,
+    }
+    Ok(if args.fail_on_leak && report.has_leak() {
+        3
+    } else {
+        0
+    })
 }
 
 fn record(args: RecordArgs) -> Result<i32> {

@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod commands;
+pub mod detect;
 pub mod model;
 pub mod record;
 pub mod report;

@@ -1,13 +1,16 @@
 //! Human units for memory and time, as the tables, the status line and the GUI show them.
+//! Bytes and durations are the analysis's own wording ([`crate::analysis::format`]), so a
+//! table and a verdict never disagree on how to write a number; this adds wall-clock times.
 
+use crate::analysis::format;
 use crate::model::{NS_PER_SEC, TimeNs};
 
-/// Bytes in binary units: `512 B`, `4.0 KiB`, `1.3 MiB`, `16.0 GiB`.
+/// Bytes in binary units (`512 B`, `1.3 MiB`, `16 GiB`), as the analysis words them.
 pub fn bytes(n: u64) -> String {
-    bytesize::ByteSize::b(n).display().iec().to_string()
+    format::bytes(n as f64)
 }
 
-/// A signed change in bytes: `+412.0 MiB`, `-3.0 KiB`, `0 B`.
+/// A signed change in bytes: `+412 MiB`, `-3 KiB`, `0 B`.
 pub fn signed_bytes(n: i64) -> String {
     match n {
         0 => "0 B".to_string(),
@@ -16,23 +19,9 @@ pub fn signed_bytes(n: i64) -> String {
     }
 }
 
-/// A duration in the two largest units that matter: `250 ms`, `5.2 s`, `5 min 10 s`,
-/// `3 h 20 min`, `2 d 4 h`.
+/// A duration in nanoseconds, in its two largest units (`0.3 s`, `5 min 10 s`, `3 h 20 min`).
 pub fn duration_ns(ns: i64) -> String {
-    let ns = ns.max(0);
-    if ns < NS_PER_SEC {
-        return format!("{} ms", ns / 1_000_000);
-    }
-    let secs = ns / NS_PER_SEC;
-    if secs < 60 {
-        return format!("{:.1} s", ns as f64 / NS_PER_SEC as f64);
-    }
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (d, h) {
-        (0, 0) => format!("{m} min {s} s"),
-        (0, h) => format!("{h} h {m} min"),
-        (d, h) => format!("{d} d {h} h"),
-    }
+    format::duration(ns as f64 / NS_PER_SEC as f64)
 }
 
 /// A wall-clock time as `2024-05-07 13:53:53` in UTC.
@@ -56,10 +45,10 @@ mod tests {
     #[test]
     fn human_units() {
         assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(2 * 1024 * 1024), "2.0 MiB");
-        assert_eq!(signed_bytes(-3 * 1024), "-3.0 KiB");
+        assert_eq!(bytes(2 * 1024 * 1024), "2 MiB");
+        assert_eq!(signed_bytes(-3 * 1024), "-3 KiB");
         assert_eq!(signed_bytes(0), "0 B");
-        assert_eq!(duration_ns(250_000_000), "250 ms");
+        assert_eq!(duration_ns(250_000_000), "0.3 s");
         assert_eq!(duration_ns(310 * NS_PER_SEC), "5 min 10 s");
         assert_eq!(duration_ns(12_000 * NS_PER_SEC), "3 h 20 min");
         assert_eq!(time(1_714_061_305 * NS_PER_SEC), "2024-04-25 16:08:25");

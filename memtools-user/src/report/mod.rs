@@ -4,3 +4,4 @@ pub mod jsonl;
 pub mod memorytools;
 pub mod summary;
 pub mod text;
+pub mod verdicts;

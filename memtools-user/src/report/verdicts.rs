@@ -1,0 +1,149 @@
+//! `detect`'s reports: a table in words for people, one JSON object for machines.
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{Cell, CellAlignment, Color, ContentArrangement, Table};
+use serde::Serialize;
+
+use super::text::SessionJson;
+use crate::analysis::{Detector, Params, Verdict, format};
+use crate::detect::{Limit, LimitSource, SessionReport};
+
+fn source_words(s: LimitSource) -> &'static str {
+    match s {
+        LimitSource::Given => "given",
+        LimitSource::Cgroup => "cgroup",
+        LimitSource::RecordingMachine => "recording machine's memory",
+        LimitSource::ThisMachine => "this machine's memory (the session does not say)",
+    }
+}
+
+/// The text report: a header, the counts, and a table with leaks first.
+pub fn text(report: &SessionReport, colour: bool) -> String {
+    let s = &report.session;
+    let (leaks, ok, insufficient) = report.counts();
+    let mut out = format!(
+        "session {}: {}\n  {} of {} processes, {} detector\n  {} leak{}, {} ok, {} insufficient\n",
+        s.id,
+        s.what(),
+        report.metric,
+        report.processes.len(),
+        report.params.algo.name(),
+        leaks,
+        if leaks == 1 { "" } else { "s" },
+        ok,
+        insufficient
+    );
+    if report.processes.is_empty() {
+        return out;
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(vec!["verdict", "pid", "name", "samples", "evidence"]);
+    if let Some(c) = t.column_mut(1) {
+        c.set_cell_alignment(CellAlignment::Right);
+    }
+    if let Some(c) = t.column_mut(3) {
+        c.set_cell_alignment(CellAlignment::Right);
+    }
+    for r in &report.processes {
+        let verdict = match r.analysis.verdict {
+            Verdict::Leak => "LEAK",
+            Verdict::Ok => "ok",
+            Verdict::Insufficient => "insufficient",
+        };
+        let mut cell = Cell::new(verdict);
+        if colour && r.analysis.verdict == Verdict::Leak {
+            cell = cell.fg(Color::Red);
+        }
+        t.add_row(vec![
+            cell,
+            Cell::new(r.process.info.key.pid),
+            Cell::new(&r.process.info.name),
+            Cell::new(r.analysis.samples),
+            Cell::new(&r.analysis.reason),
+        ]);
+    }
+    out += &t.to_string();
+    out.push('\n');
+    let limits: Vec<String> = {
+        let mut seen: Vec<Limit> = report.processes.iter().map(|p| p.limit).collect();
+        seen.sort_by_key(|l| (l.bytes, l.source as u8));
+        seen.dedup();
+        seen.iter()
+            .map(|l| {
+                format!(
+                    "{} ({})",
+                    format::bytes(l.bytes as f64),
+                    source_words(l.source)
+                )
+            })
+            .collect()
+    };
+    out += &format!("  limit: {}\n", limits.join(", "));
+    out
+}
+
+/// One process in the JSON report.
+#[derive(Serialize)]
+struct ProcessJson<'a> {
+    pid: u32,
+    start_time: u64,
+    name: &'a str,
+    samples: usize,
+    verdict: Verdict,
+    reason: &'a str,
+    limit_bytes: u64,
+    limit_source: LimitSource,
+    detector: Option<Detector>,
+    slope_bytes_per_s: Option<f64>,
+    r2: Option<f64>,
+    window_start_ns: Option<i64>,
+    window_end_ns: Option<i64>,
+    growth_bytes: Option<f64>,
+    time_to_limit_s: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    session: SessionJson<'a>,
+    metric: &'static str,
+    params: &'a Params,
+    leaks: usize,
+    processes: Vec<ProcessJson<'a>>,
+}
+
+/// The JSON report: `session`, `metric`, `params`, `leaks` and `processes`, leaks first.
+pub fn json(report: &SessionReport) -> serde_json::Result<String> {
+    let processes = report
+        .processes
+        .iter()
+        .map(|r| {
+            let e = r.analysis.evidence;
+            ProcessJson {
+                pid: r.process.info.key.pid,
+                start_time: r.process.info.key.start_time,
+                name: &r.process.info.name,
+                samples: r.analysis.samples,
+                verdict: r.analysis.verdict,
+                reason: &r.analysis.reason,
+                limit_bytes: r.limit.bytes,
+                limit_source: r.limit.source,
+                detector: e.map(|e| e.detector),
+                slope_bytes_per_s: e.map(|e| e.slope_bytes_per_s),
+                r2: e.map(|e| e.r2),
+                window_start_ns: e.map(|e| e.window_start),
+                window_end_ns: e.map(|e| e.window_end),
+                growth_bytes: e.map(|e| e.growth_bytes),
+                time_to_limit_s: e.and_then(|e| e.time_to_limit_s),
+            }
+        })
+        .collect();
+    serde_json::to_string_pretty(&ReportJson {
+        session: SessionJson::of(&report.session),
+        metric: report.metric.name(),
+        params: &report.params,
+        leaks: report.counts().0,
+        processes,
+    })
+}
