@@ -48,7 +48,7 @@ mod tests {
         assert_eq!(bytes(2 * 1024 * 1024), "2 MiB");
         assert_eq!(signed_bytes(-3 * 1024), "-3 KiB");
         assert_eq!(signed_bytes(0), "0 B");
-        assert_eq!(duration_ns(250_000_000), "0.3 s");
+        assert_eq!(duration_ns(250_000_000), "0.2 s");
         assert_eq!(duration_ns(310 * NS_PER_SEC), "5 min 10 s");
         assert_eq!(duration_ns(12_000 * NS_PER_SEC), "3 h 20 min");
         assert_eq!(time(1_714_061_305 * NS_PER_SEC), "2024-04-25 16:08:25");
