@@ -214,34 +214,77 @@ fn duration_stops_the_recording_and_the_command() {
 }
 
 #[test]
-fn sigterm_to_the_recorder_stops_the_command_and_finishes_the_session() {
-    let store = TestStore::new();
-    let ready = store.dir.path().join("ready");
-    let mut rec = store
-        .cmd(&[
-            "record",
-            "--",
-            leak_sim(),
-            "flat",
-            "--duration",
-            "30s",
-            "--ready-file",
-        ])
-        .arg(&ready)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+fn sigterm_or_sigint_to_the_recorder_stops_the_command_and_finishes_the_session() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let store = TestStore::new();
+        let ready = store.dir.path().join("ready");
+        let mut rec = store
+            .cmd(&[
+                "record",
+                "--",
+                leak_sim(),
+                "flat",
+                "--duration",
+                "30s",
+                "--ready-file",
+            ])
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        kill(Pid::from_raw(rec.id() as i32), signal).unwrap();
+        let status = rec.wait().unwrap();
+        // The signal was passed on to the command, which died of it: its status is ours.
+        assert_eq!(status.code(), Some(128 + signal as i32), "{signal}");
+        let s = &store.sessions()[0];
+        assert!(s["end"].is_string(), "{signal}: session not finished: {s}");
+        assert_eq!(s["exit_signal"], signal as i32);
+        assert!(s["samples"].as_u64().unwrap() > 0);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    kill(Pid::from_raw(rec.id() as i32), Signal::SIGTERM).unwrap();
-    let status = rec.wait().unwrap();
-    assert_eq!(status.code(), Some(128 + 15));
+}
+
+#[test]
+fn all_records_every_user_process_until_the_duration_is_over() {
+    let store = TestStore::new();
+    let started = Instant::now();
+    let out = store.run(&["record", "--all", "--interval", "100ms", "--duration", "1s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
     let s = &store.sessions()[0];
-    assert!(s["end"].is_string(), "session not finished: {s}");
-    assert!(s["samples"].as_u64().unwrap() > 0);
+    assert_eq!(s["command"], "--all");
+    assert!(s["end"].is_string());
+    // This test process was running all along, so it is in there, with samples.
+    let me = std::process::id();
+    let samples: i64 = store
+        .sql()
+        .query_row(
+            "SELECT COUNT(*) FROM samples JOIN processes p ON p.id = samples.process_id WHERE p.pid = ?1",
+            [me],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(samples >= 5, "{samples} samples of this process");
+    assert!(s["processes"].as_u64().unwrap() >= 3, "{s}");
+    // Kernel threads have no memory of their own and are left out.
+    let kthreads: i64 = store
+        .sql()
+        .query_row(
+            "SELECT COUNT(*) FROM processes WHERE name LIKE 'kworker%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kthreads, 0);
 }
 
 #[test]

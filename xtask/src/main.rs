@@ -33,7 +33,8 @@ fn run() -> Result<()> {
         "help" | "--help" | "-h" => {
             println!(
                 "cargo xtask setup              install what building and testing need\n\
-                 cargo xtask run -- ARGS        build and run memtools-user ARGS (release)\n\
+                 cargo xtask run -- ARGS        build and run memtools-user ARGS (release; builds
+                                                target/release/leak-sim too)\n\
                  cargo xtask test [ARGS]        set up, check formatting and lints, run every test\n\
                                                 (ARGS go to `cargo test`, e.g. a test name filter)\n\
                  cargo xtask bench [WHICH]      recorder | analysis | all (default all)"
@@ -71,7 +72,19 @@ fn cargo() -> Command {
 
 fn run_user(args: &[String]) -> Result<()> {
     let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
-    sh(cargo().args(["build", "--release", "-p", "memtools-user"]))?;
+    // The simulator too, so the README's first example has something that leaks to record.
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "memtools-user",
+        "-p",
+        "memtools-tests",
+        "--bin",
+        "memtools-user",
+        "--bin",
+        "leak-sim",
+    ]))?;
     let bin = root().join("target/release/memtools-user");
     let status = Command::new(&bin)
         .args(args)
