@@ -1,0 +1,103 @@
+//! The map keys and values the kernel side (memtools-ebpf) and the recorder (memtools-user)
+//! share. Every type is `#[repr(C)]` with explicit padding, so both sides agree on the layout
+//! byte for byte; `no_std` so the eBPF crate can use it.
+#![no_std]
+
+/// `kmem:rss_stat`'s `member`: resident file pages.
+pub const MEMBER_FILE: usize = 0;
+/// `kmem:rss_stat`'s `member`: resident anonymous pages.
+pub const MEMBER_ANON: usize = 1;
+/// `kmem:rss_stat`'s `member`: swap entries.
+pub const MEMBER_SWAP: usize = 2;
+/// `kmem:rss_stat`'s `member`: resident shared memory pages.
+pub const MEMBER_SHMEM: usize = 3;
+/// How many `rss_stat` members there are.
+pub const MEMBERS: usize = 4;
+
+/// How many processes the maps hold; beyond this, events are counted as dropped.
+pub const MAX_PROCESSES: u32 = 32_768;
+
+/// Per-process (tgid) counters, kept by the kernel side and read by the recorder.
+///
+/// Only the kernel writes it: the recorder resets "since the last drain" figures by bumping
+/// the epoch (see [`EPOCH_INDEX`]), never by writing here, so no update is lost to a race.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcStats {
+    /// The `rss_stat` counters by member, in bytes: exact, the event carries the whole counter.
+    pub rss: [u64; MEMBERS],
+    /// Bit `1 << member` set once that member has been seen (the others are not known yet).
+    pub seen: u32,
+    /// The epoch this process was last queued as changed in (at most once per epoch).
+    pub dirty_epoch: u32,
+    /// The epoch the peak belongs to.
+    pub peak_epoch: u32,
+    pub _pad: u32,
+    /// The largest file + anon + shmem in the peak's epoch, with each member at that moment.
+    pub peak_rss: [u64; MEMBERS],
+    pub peak_total: u64,
+    /// When the peak was reached, `bpf_ktime_get_boot_ns`.
+    pub peak_time: u64,
+    /// User page faults seen since the process was followed.
+    pub faults: u64,
+    pub mmap_calls: u64,
+    pub munmap_calls: u64,
+    pub brk_calls: u64,
+    /// Bytes mapped by successful mmap calls and brk growth.
+    pub mapped_bytes: u64,
+    /// Bytes unmapped by successful munmap calls and brk shrinking.
+    pub unmapped_bytes: u64,
+    /// The program break after the last brk call (0 before the first).
+    pub last_brk: u64,
+}
+
+/// What a [`LifeEvent`] reports.
+pub mod life {
+    /// A followed process forked a new process (not a thread): `tgid` is the child.
+    pub const FORK: u32 = 1;
+    /// A followed process called exec: `comm` is its new name.
+    pub const EXEC: u32 = 2;
+    /// The last thread of a followed process exited.
+    pub const EXIT: u32 = 3;
+}
+
+/// A process-tree event, sent through the `LIFE` ring buffer in order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifeEvent {
+    /// One of [`life`]'s constants.
+    pub kind: u32,
+    pub tgid: u32,
+    /// The forking process, for FORK.
+    pub ppid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_boot_ns` when it happened.
+    pub time: u64,
+    pub comm: [u8; 16],
+}
+
+/// Indices of the `COUNTERS` array: things the kernel side had to drop.
+pub mod counter {
+    /// A process could not be added to the followed map (full).
+    pub const FOLLOW_FULL: u32 = 0;
+    /// A process's counters could not be created (stats map full).
+    pub const STATS_FULL: u32 = 1;
+    /// A lifecycle event was lost (ring buffer full).
+    pub const LIFE_LOST: u32 = 2;
+    /// A changed process could not be queued (ring buffer full): the recorder rereads all.
+    pub const DIRTY_LOST: u32 = 3;
+    /// How many counters there are.
+    pub const COUNT: u32 = 4;
+}
+
+/// The index in the `EPOCH` array of the current drain epoch, bumped by the recorder each time
+/// it drains; a process is queued as changed once per epoch and its peak restarts each epoch.
+pub const EPOCH_INDEX: u32 = 0;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, `#[repr(C)]` with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::ProcStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LifeEvent {}
+}

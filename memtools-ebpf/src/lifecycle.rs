@@ -1,0 +1,117 @@
+//! `task:task_newtask`, `sched:sched_process_exec` and `sched:sched_process_exit`: the process
+//! tree, names after exec and exits, so the recorder never scans /proc while recording.
+//!
+//! `task_newtask` rather than `sched_process_fork`: it carries the clone flags, which tell a
+//! new process from a new thread (fork's record has thread ids only).
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use memtools_common::{LifeEvent, counter, life};
+
+use crate::shared::{
+    EXIT_GROUP_DEAD_OFFSET, FOLLOW_ALL, FOLLOWED, STATS, count_drop, current_tgid, followed,
+    send_life,
+};
+
+/// clone(2)'s CLONE_THREAD: the new task is a thread of the caller's process.
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    // The record: pid_t pid @8, char comm[16] @12, u64 clone_flags @32.
+    // SAFETY: offsets from the tracepoint's format.
+    let (child, flags) = match unsafe { (ctx.read_at::<i32>(8), ctx.read_at::<u64>(32)) } {
+        (Ok(c), Ok(f)) => (c as u32, f),
+        _ => return 0,
+    };
+    if flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let parent = current_tgid();
+    if FOLLOW_ALL.load() == 0 && !followed(parent) {
+        return 0;
+    }
+    if FOLLOWED.insert(&child, &1, 0).is_err() {
+        count_drop(counter::FOLLOW_FULL);
+        warn!(
+            &ctx,
+            "memtools: followed map full, pid {} not followed", child
+        );
+        return 0;
+    }
+    // Counters left by an earlier process with this pid (whose exit was missed) start over.
+    let _ = STATS.remove(&child);
+    send_life(
+        &ctx,
+        &LifeEvent {
+            kind: life::FORK,
+            tgid: child,
+            ppid: parent,
+            _pad: 0,
+            // SAFETY: no preconditions.
+            time: unsafe { bpf_ktime_get_boot_ns() },
+            comm: ctx.command().unwrap_or_default(),
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let tgid = current_tgid();
+    if !followed(tgid) {
+        return 0;
+    }
+    send_life(
+        &ctx,
+        &LifeEvent {
+            kind: life::EXEC,
+            tgid,
+            ppid: 0,
+            _pad: 0,
+            // SAFETY: no preconditions.
+            time: unsafe { bpf_ktime_get_boot_ns() },
+            comm: ctx.command().unwrap_or_default(),
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if !followed(tgid) {
+        return 0;
+    }
+    let offset = EXIT_GROUP_DEAD_OFFSET.load();
+    let last_thread = if offset == 0 {
+        id as u32 == tgid
+    } else {
+        // SAFETY: an offset the recorder read from the tracepoint's format.
+        unsafe { ctx.read_at::<u8>(offset as usize) }.is_ok_and(|b| b != 0)
+    };
+    if !last_thread {
+        return 0;
+    }
+    // The memory teardown that follows is not recorded: the process is no longer followed.
+    let _ = FOLLOWED.remove(&tgid);
+    send_life(
+        &ctx,
+        &LifeEvent {
+            kind: life::EXIT,
+            tgid,
+            ppid: 0,
+            _pad: 0,
+            // SAFETY: no preconditions.
+            time: unsafe { bpf_ktime_get_boot_ns() },
+            comm: ctx.command().unwrap_or_default(),
+        },
+    );
+    0
+}

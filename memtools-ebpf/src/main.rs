@@ -1,0 +1,41 @@
+//! memtools' kernel side: per-process (tgid) memory counters kept in maps, which the recorder
+//! drains each interval. One module per hook family; this file holds the maps they share.
+//!
+//! Only followed processes cost more than one hash lookup per event: the recorder puts the
+//! roots it follows in `FOLLOWED`, and `lifecycle` adds their children as they fork (or every
+//! new process when `FOLLOW_ALL` is set).
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+// The bpf target has no atomic compare-and-swap, so no AtomicU64::fetch_add: counters shared
+// by a process's threads use the intrinsic, which LLVM lowers to BPF's atomic add.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+
+#[cfg(target_arch = "bpf")]
+mod faults;
+#[cfg(target_arch = "bpf")]
+mod lifecycle;
+#[cfg(target_arch = "bpf")]
+mod rss;
+#[cfg(target_arch = "bpf")]
+mod shared;
+#[cfg(target_arch = "bpf")]
+mod syscalls;
+
+/// The eBPF object is built only for the bpf target; a host build (clippy, `cargo check
+/// --workspace`) gets this empty program instead.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(all(target_arch = "bpf", not(test)))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic, so this is never called.
+    loop {}
+}
+
+/// GPL-compatible, as the tracing helpers (bpf_probe_read_kernel, ...) require.
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
