@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
 
 use crate::sh;
 
@@ -10,6 +12,7 @@ use crate::sh;
 /// Each step checks first, so a second run does nothing.
 pub fn setup() -> Result<()> {
     rust_components()?;
+    ebpf_toolchain()?;
     python_psutil()?;
     Ok(())
 }
@@ -39,6 +42,91 @@ fn python_psutil() -> Result<()> {
             // Only `cargo xtask bench` needs it; say so rather than fail the tests.
             eprintln!("xtask: psutil not installed ({e:#}); the psutil comparison will be skipped");
         }
+    }
+    Ok(())
+}
+
+/// The nightly the kernel side (memtools-ebpf) is built with: build-std needs a nightly, and
+/// bpf-linker must link the very LLVM that nightly's rustc emits bitcode for, so the two are
+/// pinned together (memtools-user/build.rs names the same toolchain).
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-10-30";
+/// The bpf-linker release that links LLVM 23, that nightly's.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The pinned nightly with rust-src, and bpf-linker built against its LLVM.
+fn ebpf_toolchain() -> Result<()> {
+    let sysroot = || -> Option<PathBuf> {
+        let out = Command::new("rustup")
+            .args(["run", EBPF_TOOLCHAIN, "rustc", "--print", "sysroot"])
+            .env("RUSTUP_AUTO_INSTALL", "0")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    };
+    let has_src = |root: &PathBuf| root.join("lib/rustlib/src/rust/library/core").is_dir();
+    if !sysroot().is_some_and(|r| has_src(&r)) {
+        sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            EBPF_TOOLCHAIN,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    let root = sysroot().context("the eBPF toolchain did not install")?;
+    let linker_ok = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        });
+    if linker_ok {
+        return Ok(());
+    }
+    // bpf-linker links the nightly's own libLLVM: give it a prefix whose lib/ holds the library
+    // under its soname (for run time: the binary's rpath points there) and as libLLVM.so (for
+    // the link). The prefix must stay, so it is not a temporary directory.
+    let lib = std::fs::read_dir(root.join("lib"))
+        .context("listing the eBPF toolchain's lib/")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
+        .context("the eBPF toolchain has no libLLVM.so.* to link bpf-linker against")?;
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let prefix = PathBuf::from(home).join(".local/share/memtools-llvm");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
+    let soname = lib.file_name().context("libLLVM has no file name")?;
+    for link in [prefix_lib.join(soname), prefix_lib.join("libLLVM.so")] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&lib, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    sh(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--force",
+        ])
+        .env("LLVM_PREFIX", &prefix)
+        // Not the workspace's target dir: an install must not fight the build for its lock.
+        .env_remove("CARGO_TARGET_DIR"))?;
+    let runs = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !runs {
+        bail!("bpf-linker installed but does not run (is ~/.cargo/bin on PATH?)");
     }
     Ok(())
 }
