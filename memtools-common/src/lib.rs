@@ -74,6 +74,9 @@ pub struct LifeEvent {
     /// `bpf_ktime_get_boot_ns` when it happened.
     pub time: u64,
     pub comm: [u8; 16],
+    /// For EXIT: the process's last counters. The kernel removes them from the map as it
+    /// sends this, so a pid reused before the recorder drains never mixes two processes.
+    pub stats: ProcStats,
 }
 
 /// Indices of the `COUNTERS` array: things the kernel side had to drop.

@@ -11,10 +11,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
-use memtools_common::{LifeEvent, counter, life};
+use memtools_common::{LifeEvent, ProcStats, counter, life};
 
 use crate::shared::{
-    EXIT_GROUP_DEAD_OFFSET, FOLLOW_ALL, FOLLOWED, STATS, count_drop, current_tgid, followed,
+    EXIT_GROUP_DEAD_OFFSET, FOLLOW_ALL, FOLLOWED, LIFE, STATS, count_drop, current_tgid, followed,
     send_life,
 };
 
@@ -56,6 +56,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
             // SAFETY: no preconditions.
             time: unsafe { bpf_ktime_get_boot_ns() },
             comm: ctx.command().unwrap_or_default(),
+            stats: ProcStats::default(),
         },
     );
     0
@@ -77,6 +78,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             // SAFETY: no preconditions.
             time: unsafe { bpf_ktime_get_boot_ns() },
             comm: ctx.command().unwrap_or_default(),
+            stats: ProcStats::default(),
         },
     );
     0
@@ -101,17 +103,24 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     // The memory teardown that follows is not recorded: the process is no longer followed.
     let _ = FOLLOWED.remove(&tgid);
-    send_life(
-        &ctx,
-        &LifeEvent {
-            kind: life::EXIT,
-            tgid,
-            ppid: 0,
-            _pad: 0,
-            // SAFETY: no preconditions.
-            time: unsafe { bpf_ktime_get_boot_ns() },
-            comm: ctx.command().unwrap_or_default(),
-        },
-    );
+    let Some(mut event) = LIFE.reserve::<LifeEvent>(0) else {
+        count_drop(counter::LIFE_LOST);
+        let _ = STATS.remove(&tgid);
+        return 0;
+    };
+    // SAFETY: read by value from a live map value.
+    let stats = unsafe { STATS.get(&tgid) }.copied().unwrap_or_default();
+    event.write(LifeEvent {
+        kind: life::EXIT,
+        tgid,
+        ppid: 0,
+        _pad: 0,
+        // SAFETY: no preconditions.
+        time: unsafe { bpf_ktime_get_boot_ns() },
+        comm: ctx.command().unwrap_or_default(),
+        stats,
+    });
+    event.submit(0);
+    let _ = STATS.remove(&tgid);
     0
 }

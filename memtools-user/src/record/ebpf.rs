@@ -500,18 +500,28 @@ impl Ebpf {
         if zombie {
             // Exited before it could be followed: one sample of what was seen, then the exit.
             let now = clock_offset + boottime_ns();
-            self.sample(pid, now, clock_offset, sink)?;
-            self.exit(pid, now, sink)?;
+            self.sample(pid, now, clock_offset, None, sink)?;
+            self.exit(pid, now, true, sink)?;
         }
         Ok(())
     }
 
-    /// Ends a process's history.
-    fn exit(&mut self, pid: u32, time: TimeNs, sink: &mut dyn Sink) -> Result<(), RecordError> {
+    /// Ends a process's history. The kernel forgets an exited process itself (its pid may be
+    /// followed again by now, for a new process); `forget` is for one gone without an exit
+    /// event (lost), whose map entries would otherwise stay.
+    fn exit(
+        &mut self,
+        pid: u32,
+        time: TimeNs,
+        forget: bool,
+        sink: &mut dyn Sink,
+    ) -> Result<(), RecordError> {
         if let Some(p) = self.procs.remove(&pid) {
             sink.event(Event::Exited(p.key, time))?;
-            let _ = self.stats.remove(&pid);
-            let _ = self.followed_map.remove(&pid);
+            if forget {
+                let _ = self.stats.remove(&pid);
+                let _ = self.followed_map.remove(&pid);
+            }
         }
         Ok(())
     }
@@ -523,6 +533,7 @@ impl Ebpf {
         pid: u32,
         now: TimeNs,
         clock_offset: i64,
+        last_stats: Option<ProcStats>,
         sink: &mut dyn Sink,
     ) -> Result<bool, RecordError> {
         let (has_faults, has_syscalls, page) = (self.has_faults, self.has_syscalls, self.page_size);
@@ -533,8 +544,8 @@ impl Ebpf {
         if !dirty && now - p.last_time < KEEPALIVE_NS {
             return Ok(true);
         }
-        // Not there until the process's first counted event.
-        let stats = self.stats.get(&pid, 0).ok();
+        // Not there until the process's first counted event; an exit event brings its own.
+        let stats = last_stats.or_else(|| self.stats.get(&pid, 0).ok());
         let mut alive = true;
         if let Some(f) = &p.statm {
             let mut buf = [0u8; 128];
@@ -679,8 +690,9 @@ impl Backend for Ebpf {
                         if let Some(p) = self.procs.get_mut(&event.tgid) {
                             p.dirty = true;
                         }
-                        self.sample(event.tgid, time.min(now), offset, sink)?;
-                        self.exit(event.tgid, time.min(now), sink)?;
+                        let stats = event.stats;
+                        self.sample(event.tgid, time.min(now), offset, Some(stats), sink)?;
+                        self.exit(event.tgid, time.min(now), false, sink)?;
                     }
                 }
                 _ => {}
@@ -708,14 +720,14 @@ impl Backend for Ebpf {
         pids.clear();
         pids.extend(self.procs.keys().copied());
         for &pid in &pids {
-            if !self.sample(pid, now, offset, sink)? {
+            if !self.sample(pid, now, offset, None, sink)? {
                 self.gone.push(pid);
             }
         }
         self.pids = pids;
         // Gone without an exit event (it was lost): the held statm says so.
         for pid in std::mem::take(&mut self.gone) {
-            self.exit(pid, now, sink)?;
+            self.exit(pid, now, true, sink)?;
         }
         Ok(())
     }

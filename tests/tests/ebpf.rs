@@ -1,0 +1,553 @@
+//! `memtools-user record --backend ebpf` end to end: the real kernel programs, the real
+//! recorder, the real simulator. These need root (loading tracing programs); CI runs as root.
+//!
+//! They run one at a time (`serial`): one of them unmounts tracefs, which the others' loaders
+//! read tracepoint ids from.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{TestStore, is_root, kill_pid_file, leak_sim, skip};
+
+const MIB: i64 = 1024 * 1024;
+const PAGE: i64 = 4096;
+
+/// One test at a time; a failed test must not poison the others.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the test can load eBPF programs; says so loudly when it cannot.
+fn can_load(test: &str) -> bool {
+    if !is_root() {
+        skip(test, "loading eBPF programs needs root");
+        return false;
+    }
+    true
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Records `leak-sim ARGS` with the eBPF backend; panics with stderr when it fails.
+fn record(store: &TestStore, interval: &str, sim: &[&str]) -> String {
+    let mut args = vec!["record", "--backend", "ebpf", "--interval", interval, "--"];
+    args.push(leak_sim());
+    args.extend_from_slice(sim);
+    let out = store.run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "record {sim:?} failed: {stderr}");
+    assert!(
+        stderr.contains("(ebpf)"),
+        "not recorded with eBPF: {stderr}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The memory lines of /proc/PID/status that the backend reports, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Status {
+    anon: i64,
+    file: i64,
+    shmem: i64,
+    swap: i64,
+    vm_size: i64,
+}
+
+fn read_status(pid: i32) -> Option<Status> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| -> Option<i64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|v| v * 1024)
+    };
+    Some(Status {
+        anon: kb("RssAnon:")?,
+        file: kb("RssFile:")?,
+        shmem: kb("RssShmem:")?,
+        swap: kb("VmSwap:")?,
+        vm_size: kb("VmSize:")?,
+    })
+}
+
+/// The recorded samples of one pid: time -> figures.
+fn samples_of(store: &TestStore, pid: i32) -> BTreeMap<i64, Status> {
+    let sql = store.sql();
+    let mut stmt = sql
+        .prepare(
+            "SELECT t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size FROM samples
+             JOIN processes p ON p.id = samples.process_id WHERE p.pid = ?1 ORDER BY t_ns",
+        )
+        .unwrap();
+    stmt.query_map([pid], |r| {
+        Ok((
+            r.get(0)?,
+            Status {
+                anon: r.get(1)?,
+                file: r.get(2)?,
+                shmem: r.get(3)?,
+                swap: r.get(4)?,
+                vm_size: r.get(5)?,
+            },
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Steps of one kind of memory: while the simulator runs, /proc/PID/status is read every few
+/// milliseconds; every recorded sample that falls between two equal readings (memory did not
+/// move around it) must agree with them within one page on every figure.
+fn agrees_with_proc_status(kind: &str) {
+    let store = TestStore::new();
+    let pid_file = store.dir.path().join("sim.pid");
+    let pid_arg = pid_file.to_string_lossy().into_owned();
+    let mut args = vec!["record", "--backend", "ebpf", "--interval", "20ms", "--"];
+    let sim = [
+        "steps",
+        "--kind",
+        kind,
+        "--step",
+        "1MiB",
+        "--every",
+        "50ms",
+        "--hold-ticks",
+        "6",
+        "--duration",
+        "3s",
+        "--pid-file",
+        &pid_arg,
+    ];
+    args.push(leak_sim());
+    args.extend_from_slice(&sim);
+    let rec = store
+        .cmd(&args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no pid file");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut readings: Vec<(i64, Status)> = Vec::new();
+    while let Some(s) = read_status(pid) {
+        readings.push((now_ns(), s));
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let out = rec.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill_pid_file(&pid_file);
+    let samples = samples_of(&store, pid);
+    let check = |s: &Status, want: &Status| {
+        for (what, got, want) in [
+            ("RssAnon", s.anon, want.anon),
+            ("RssFile", s.file, want.file),
+            ("RssShmem", s.shmem, want.shmem),
+            ("VmSwap", s.swap, want.swap),
+            ("VmSize", s.vm_size, want.vm_size),
+        ] {
+            assert!(
+                (got - want).abs() <= PAGE,
+                "--kind {kind}: {what} recorded {got}, /proc/{pid}/status says {want}"
+            );
+        }
+    };
+    // Each stair: a run of equal readings. The eBPF backend writes a process when it changes
+    // (and once a second), so what is on record at the end of a stair is the last sample
+    // before it, and it must be the stair's figures.
+    let mut stairs = 0;
+    let mut start = 0;
+    for i in 1..=readings.len() {
+        if i < readings.len() && readings[i].1 == readings[start].1 {
+            continue;
+        }
+        let (t_start, want) = readings[start];
+        let t_end = readings[i - 1].0;
+        start = i;
+        if t_end - t_start < 100_000_000 {
+            continue;
+        }
+        let (_, on_record) = samples
+            .range(..=t_end)
+            .next_back()
+            .unwrap_or_else(|| panic!("--kind {kind}: no sample before {t_end}"));
+        check(on_record, &want);
+        stairs += 1;
+    }
+    assert!(
+        stairs >= 8,
+        "--kind {kind}: only {stairs} stairs of 100 ms or more"
+    );
+    let mut compared = 0;
+    for pair in readings.windows(2) {
+        let ((t1, a), (t2, b)) = (pair[0], pair[1]);
+        if a != b {
+            continue;
+        }
+        for (_, s) in samples.range(t1..=t2) {
+            compared += 1;
+            check(s, &a);
+        }
+    }
+    // One sample per stair (10 in 3 s) and a keepalive a second; most fall inside a stair.
+    assert!(
+        compared >= 5,
+        "--kind {kind}: only {compared} samples fell between equal /proc readings"
+    );
+    // And the steps themselves are there: 1 MiB each of this kind.
+    let first = samples.values().next().copied().unwrap();
+    let last = samples.values().last().copied().unwrap();
+    let grown = match kind {
+        "anon" => last.anon - first.anon,
+        "file" => last.file - first.file,
+        _ => last.shmem - first.shmem,
+    };
+    assert!(grown >= 5 * MIB, "--kind {kind}: grew {grown} bytes");
+}
+
+#[test]
+fn counters_agree_with_proc_status_within_a_page_anon() {
+    let _one = serial();
+    if can_load("counters_agree_with_proc_status_within_a_page_anon") {
+        agrees_with_proc_status("anon");
+    }
+}
+
+#[test]
+fn counters_agree_with_proc_status_within_a_page_file() {
+    let _one = serial();
+    if can_load("counters_agree_with_proc_status_within_a_page_file") {
+        agrees_with_proc_status("file");
+    }
+}
+
+#[test]
+fn counters_agree_with_proc_status_within_a_page_shmem() {
+    let _one = serial();
+    if can_load("counters_agree_with_proc_status_within_a_page_shmem") {
+        agrees_with_proc_status("shmem");
+    }
+}
+
+#[test]
+fn a_30ms_spike_inside_a_1s_interval_is_in_the_recorded_peak() {
+    let _one = serial();
+    if !can_load("a_30ms_spike_inside_a_1s_interval_is_in_the_recorded_peak") {
+        return;
+    }
+    let store = TestStore::new();
+    record(
+        &store,
+        "1s",
+        &[
+            "spike",
+            "--base",
+            "8MiB",
+            "--step",
+            "64MiB",
+            "--at",
+            "1300ms",
+            "--spike-len",
+            "30ms",
+            "--duration",
+            "3s",
+        ],
+    );
+    let peak: i64 = store
+        .sql()
+        .query_row("SELECT MAX(rss_anon) FROM samples", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        peak >= 72 * MIB,
+        "peak rss_anon {peak} misses the 64 MiB spike"
+    );
+    // The show command's peak column has it too.
+    let show = store.ok(&["show"]);
+    assert!(show.contains("leak-sim"), "{show}");
+}
+
+#[test]
+fn a_childs_children_are_followed_with_their_parents() {
+    let _one = serial();
+    if !can_load("a_childs_children_are_followed_with_their_parents") {
+        return;
+    }
+    let store = TestStore::new();
+    record(
+        &store,
+        "50ms",
+        &[
+            "tree",
+            "--children",
+            "2",
+            "--depth",
+            "2",
+            "--child-shape",
+            "linear",
+            "--step",
+            "1MiB",
+            "--duration",
+            "1500ms",
+        ],
+    );
+    let sql = store.sql();
+    let mut stmt = sql
+        .prepare(
+            "SELECT pid, ppid, exit_ns IS NOT NULL,
+                (SELECT COUNT(*) FROM samples WHERE process_id = processes.id)
+             FROM processes ORDER BY id",
+        )
+        .unwrap();
+    let rows: Vec<(i64, Option<i64>, bool, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // The root, 2 children, 4 grandchildren.
+    assert_eq!(rows.len(), 7, "{rows:?}");
+    let root = rows[0].0;
+    let children: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.1 == Some(root))
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(children.len(), 2, "{rows:?}");
+    let grandchildren = rows
+        .iter()
+        .filter(|r| r.1.is_some_and(|pp| children.contains(&pp)))
+        .count();
+    assert_eq!(grandchildren, 4, "{rows:?}");
+    // Everyone exited, and that closed each history; each has samples of its own.
+    for r in &rows {
+        assert!(r.2, "no exit recorded: {r:?}");
+        assert!(r.3 >= 2, "too few samples: {r:?}");
+    }
+}
+
+#[test]
+fn exit_closes_the_history() {
+    let _one = serial();
+    if !can_load("exit_closes_the_history") {
+        return;
+    }
+    let store = TestStore::new();
+    record(
+        &store,
+        "20ms",
+        &[
+            "churn",
+            "--every",
+            "100ms",
+            "--step",
+            "2MiB",
+            "--child-life",
+            "200ms",
+            "--duration",
+            "2s",
+        ],
+    );
+    let sql = store.sql();
+    let mut stmt = sql
+        .prepare(
+            "SELECT exit_ns, (SELECT MAX(t_ns) FROM samples WHERE process_id = processes.id)
+             FROM processes ORDER BY id",
+        )
+        .unwrap();
+    let rows: Vec<(Option<i64>, Option<i64>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        rows.len() >= 10,
+        "{} processes for ~20 children",
+        rows.len()
+    );
+    for (exit, last) in &rows {
+        let exit = exit.unwrap_or_else(|| panic!("an exit was not recorded: {rows:?}"));
+        if let Some(last) = last {
+            assert!(*last <= exit, "a sample after the exit: {rows:?}");
+        }
+    }
+}
+
+#[test]
+fn a_reused_pid_becomes_a_new_process() {
+    let _one = serial();
+    if !can_load("a_reused_pid_becomes_a_new_process") {
+        return;
+    }
+    let store = TestStore::new();
+    let stdout = record(
+        &store,
+        "20ms",
+        &[
+            "reuse",
+            "--base",
+            "4MiB",
+            "--child-life",
+            "400ms",
+            "--duration",
+            "20s",
+        ],
+    );
+    let pid: u32 = stdout
+        .trim()
+        .strip_prefix("reuse pid=")
+        .and_then(|s| s.strip_suffix(" ok"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected simulator output `{stdout}`"));
+    let sql = store.sql();
+    let mut stmt = sql
+        .prepare(
+            "SELECT start_time, exit_ns IS NOT NULL,
+                (SELECT COUNT(*) FROM samples WHERE process_id = processes.id)
+             FROM processes WHERE pid = ?1 ORDER BY id",
+        )
+        .unwrap();
+    let rows: Vec<(i64, bool, i64)> = stmt
+        .query_map([pid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2, "pid {pid} should be two processes: {rows:?}");
+    assert!(rows[0].0 < rows[1].0, "start times must differ: {rows:?}");
+    assert!(rows[0].1 && rows[1].1, "both exits recorded: {rows:?}");
+    assert!(rows[0].2 > 0 && rows[1].2 > 0, "both sampled: {rows:?}");
+}
+
+#[test]
+fn auto_as_an_unprivileged_user_falls_back_to_proc_and_says_why() {
+    let _one = serial();
+    let test = "auto_as_an_unprivileged_user_falls_back_to_proc_and_says_why";
+    if !is_root() {
+        skip(
+            test,
+            "dropping to an unprivileged user needs root to start with",
+        );
+        return;
+    }
+    let has_setpriv = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_setpriv {
+        skip(test, "setpriv (util-linux) is not installed");
+        return;
+    }
+    let store = TestStore::new();
+    // nobody must be able to create the store (and its WAL) in the directory.
+    std::fs::set_permissions(
+        store.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(common::memtools_user())
+        .args(["record", "--backend", "auto", "--interval", "50ms", "--"])
+        .arg(leak_sim())
+        .args(["flat", "--duration", "500ms"])
+        .env("MEMTOOLS_STORE", store.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("eBPF not possible"))
+        .unwrap_or_else(|| panic!("no line saying why: {stderr}"));
+    assert!(line.contains("root or CAP_BPF"), "{line}");
+    assert!(stderr.contains("(procfs)"), "{stderr}");
+    let s = &store.sessions()[0];
+    assert_eq!(s["backend"], "procfs", "{s}");
+    let reason = s["backend_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("eBPF not possible") && reason.contains("root or CAP_BPF"),
+        "{s}"
+    );
+    assert!(s["samples"].as_u64().unwrap_or(0) > 0, "{s}");
+
+    // `--backend ebpf` refuses, with the same reason.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::memtools_user())
+        .args(["record", "--backend", "ebpf", "--"])
+        .arg(leak_sim())
+        .args(["flat", "--duration", "200ms"])
+        .env("MEMTOOLS_STORE", store.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("root or CAP_BPF"), "{stderr}");
+}
+
+#[test]
+fn an_unmounted_tracefs_is_mounted_again() {
+    let _one = serial();
+    if !can_load("an_unmounted_tracefs_is_mounted_again") {
+        return;
+    }
+    let tracing = Path::new("/sys/kernel/tracing");
+    if Path::new("/sys/kernel/debug/tracing/events").is_dir() {
+        skip(
+            "an_unmounted_tracefs_is_mounted_again",
+            "debugfs exposes tracefs too, so unmounting /sys/kernel/tracing proves nothing",
+        );
+        return;
+    }
+    if tracing.join("events").is_dir() {
+        // SAFETY: a NUL-terminated literal, read only during the call.
+        let rc = unsafe { libc::umount2(c"/sys/kernel/tracing".as_ptr(), libc::MNT_DETACH) };
+        assert_eq!(
+            rc,
+            0,
+            "unmounting tracefs: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    assert!(!tracing.join("events").is_dir(), "tracefs still mounted");
+    let store = TestStore::new();
+    record(
+        &store,
+        "50ms",
+        &["linear", "--step", "1MiB", "--duration", "500ms"],
+    );
+    assert!(
+        tracing.join("events").is_dir(),
+        "tracefs was not mounted again"
+    );
+    let samples = store.sessions()[0]["samples"].as_u64().unwrap_or(0);
+    assert!(samples >= 3, "{samples} samples");
+}
