@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::analysis::{self, Analysis, Params, Verdict};
-use crate::model::{Metric, TimeNs};
+use crate::model::{History, Metric, TimeNs};
 use crate::store::{ProcessRow, SessionRow, Store, StoreError};
 
 /// One process's verdict.
@@ -88,7 +88,7 @@ pub fn resolve_limit(
 /// `params.limit_bytes` is ignored: each process gets the limit [`resolve_limit`] gives.
 pub fn analyse_histories(
     session: &SessionRow,
-    histories: Vec<(ProcessRow, Vec<(TimeNs, u64)>)>,
+    histories: Vec<(ProcessRow, History)>,
     params: &Params,
     given_limit: Option<u64>,
     this_machine: u64,

@@ -9,6 +9,9 @@ use std::str::FromStr;
 /// Wall-clock time in nanoseconds since the Unix epoch.
 pub type TimeNs = i64;
 
+/// One process's history of one metric: (time, value) pairs in time order.
+pub type History = Vec<(TimeNs, u64)>;
+
 /// Nanoseconds in one second, for conversions.
 pub const NS_PER_SEC: i64 = 1_000_000_000;
 

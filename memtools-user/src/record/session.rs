@@ -331,10 +331,10 @@ pub fn record(
                     (Some(c), Stopping::No) => {
                         // Pass the request on (a terminal's Ctrl-C reached the command
                         // already) and record until the command has wound down.
-                        if sig != libc::SIGINT || !sigint_from_terminal() {
-                            if let Ok(s) = Signal::try_from(sig) {
-                                c.signal(s);
-                            }
+                        if (sig != libc::SIGINT || !sigint_from_terminal())
+                            && let Ok(s) = Signal::try_from(sig)
+                        {
+                            c.signal(s);
                         }
                         stop = Stopping::Asked(Instant::now() + STOP_GRACE);
                     }

@@ -4,7 +4,7 @@ use rusqlite::{Row, params};
 
 use super::{Store, StoreError};
 use crate::model::{
-    BackendKind, ExitStatus, Metric, Metrics, ProcessInfo, ProcessKey, Sample, TimeNs,
+    BackendKind, ExitStatus, History, Metric, Metrics, ProcessInfo, ProcessKey, Sample, TimeNs,
 };
 
 /// A session as listed by `sessions`.
@@ -173,7 +173,7 @@ impl Store {
         &self,
         session: i64,
         metric: Metric,
-    ) -> Result<Vec<(ProcessRow, Vec<(TimeNs, u64)>)>, StoreError> {
+    ) -> Result<Vec<(ProcessRow, History)>, StoreError> {
         let processes = self.processes(session)?;
         let sql = format!(
             "SELECT t_ns, {m} FROM samples WHERE process_id = ?1 AND {m} IS NOT NULL ORDER BY t_ns",
