@@ -97,12 +97,12 @@ pub fn skip(test: &str, why: &str) {
 
 /// Kills a process left behind by a test (a simulator orphaned by a killed recorder).
 pub fn kill_pid_file(path: &Path) {
-    if let Ok(pid) = std::fs::read_to_string(path) {
-        if let Ok(pid) = pid.trim().parse::<i32>() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    if let Ok(pid) = std::fs::read_to_string(path)
+        && let Ok(pid) = pid.trim().parse::<i32>()
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
