@@ -136,7 +136,7 @@ fn malformed_files_are_rejected_with_file_line_and_field_and_the_store_is_unchan
     let cases: [(&str, String, &str); 7] = [
         (
             "missing-column.csv",
-            format!("Process ID,Process Name,Time\n1,a,2024-04-25 16:08:25.210648\n"),
+            "Process ID,Process Name,Time\n1,a,2024-04-25 16:08:25.210648\n".to_string(),
             ":1: field `Memory Usage`: missing column",
         ),
         (
