@@ -315,8 +315,13 @@ pub fn record(
                 }
             }
         }
-        // Sleep until the next tick, waking up for signals and the command's exit.
-        tick = tick.saturating_add(1);
+        // Sleep until the next tick, waking up for signals and the command's exit. A recorder
+        // that fell behind (an overloaded machine) skips the ticks it missed rather than
+        // polling back to back to catch up.
+        let due = started.elapsed().as_nanos() / options.interval.as_nanos().max(1);
+        tick = tick
+            .saturating_add(1)
+            .max(u32::try_from(due).unwrap_or(u32::MAX).saturating_add(1));
         let next = started + options.interval * tick;
         loop {
             if let Some(c) = child.as_mut() {
