@@ -1,4 +1,5 @@
 //! `memtools-user record` with the /proc backend, end to end: real recorder, real simulator.
+//! Every recording here asks for `--backend procfs`; tests/tests/ebpf.rs covers the eBPF one.
 
 mod common;
 
@@ -34,6 +35,8 @@ fn a_child_allocating_2mib_every_100ms_shows_its_growth_in_show() {
     let store = TestStore::new();
     let out = store.run(&[
         "record",
+        "--backend",
+        "procfs",
         "--interval",
         "50ms",
         "--",
@@ -97,6 +100,8 @@ fn the_command_exit_status_is_the_recorders() {
     let store = TestStore::new();
     let out = store.run(&[
         "record",
+        "--backend",
+        "procfs",
         "--",
         leak_sim(),
         "flat",
@@ -112,7 +117,13 @@ fn the_command_exit_status_is_the_recorders() {
     assert_eq!(s["exit_status"], 5);
     assert!(s["end"].is_string(), "{s}");
 
-    let missing = store.run(&["record", "--", "/nonexistent/program"]);
+    let missing = store.run(&[
+        "record",
+        "--backend",
+        "procfs",
+        "--",
+        "/nonexistent/program",
+    ]);
     assert_eq!(missing.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run `/nonexistent/program`"));
 }
@@ -122,6 +133,8 @@ fn a_process_tree_is_followed_with_its_parent_links() {
     let store = TestStore::new();
     let out = store.run(&[
         "record",
+        "--backend",
+        "procfs",
         "--interval",
         "20ms",
         "--",
@@ -174,7 +187,15 @@ fn running_processes_are_recorded_by_pid_until_they_exit() {
         .spawn()
         .unwrap();
     let pid = sim.id().to_string();
-    let out = store.run(&["record", "--interval", "50ms", "--pid", &pid]);
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "procfs",
+        "--interval",
+        "50ms",
+        "--pid",
+        &pid,
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -186,7 +207,7 @@ fn running_processes_are_recorded_by_pid_until_they_exit() {
     assert!(rows[0].1 >= 10, "{rows:?}");
     assert_eq!(store.sessions()[0]["command"], format!("--pid {pid}"));
 
-    let gone = store.run(&["record", "--pid", "999999999"]);
+    let gone = store.run(&["record", "--backend", "procfs", "--pid", "999999999"]);
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("no process with pid 999999999"));
 }
@@ -197,6 +218,8 @@ fn duration_stops_the_recording_and_the_command() {
     let started = Instant::now();
     let out = store.run(&[
         "record",
+        "--backend",
+        "procfs",
         "--duration",
         "1s",
         "--",
@@ -221,6 +244,8 @@ fn sigterm_or_sigint_to_the_recorder_stops_the_command_and_finishes_the_session(
         let mut rec = store
             .cmd(&[
                 "record",
+                "--backend",
+                "procfs",
                 "--",
                 leak_sim(),
                 "flat",
@@ -253,7 +278,16 @@ fn sigterm_or_sigint_to_the_recorder_stops_the_command_and_finishes_the_session(
 fn all_records_every_user_process_until_the_duration_is_over() {
     let store = TestStore::new();
     let started = Instant::now();
-    let out = store.run(&["record", "--all", "--interval", "100ms", "--duration", "1s"]);
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "procfs",
+        "--all",
+        "--interval",
+        "100ms",
+        "--duration",
+        "1s",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -294,6 +328,8 @@ fn a_recorder_killed_with_sigkill_leaves_a_readable_store_with_all_but_the_last_
     let mut rec = store
         .cmd(&[
             "record",
+            "--backend",
+            "procfs",
             "--interval",
             "20ms",
             "--",
@@ -353,6 +389,8 @@ fn a_second_reader_reads_while_a_recording_runs() {
     let mut rec = store
         .cmd(&[
             "record",
+            "--backend",
+            "procfs",
             "--interval",
             "20ms",
             "--",
@@ -390,6 +428,8 @@ fn a_reused_pid_becomes_a_new_process() {
     let store = TestStore::new();
     let out = store.run(&[
         "record",
+        "--backend",
+        "procfs",
         "--interval",
         "20ms",
         "--",
@@ -441,13 +481,27 @@ fn a_reused_pid_becomes_a_new_process() {
 #[test]
 fn bad_arguments_are_refused_with_what_to_do() {
     let store = TestStore::new();
-    let short = store.run(&["record", "--interval", "5ms", "--all"]);
+    let short = store.run(&[
+        "record",
+        "--backend",
+        "procfs",
+        "--interval",
+        "5ms",
+        "--all",
+    ]);
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10ms"));
     let nothing = store.run(&["record"]);
     assert!(!nothing.status.success());
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("say what to record"));
-    let bad = store.run(&["record", "--interval", "soon", "--all"]);
+    let bad = store.run(&[
+        "record",
+        "--backend",
+        "procfs",
+        "--interval",
+        "soon",
+        "--all",
+    ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("`soon` is not a duration"));
     // Nothing was recorded by any of them.

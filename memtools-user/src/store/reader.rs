@@ -169,11 +169,19 @@ impl Store {
 
     /// Every process's history of one metric in a session, in time order; samples where the
     /// metric is absent are left out. Processes appear in the order of [`Store::processes`].
+    ///
+    /// The eBPF backend stores a process only when its counters changed: its histories are
+    /// given back on the session's sampling grid, each value held until the next sample and
+    /// the last until the process exited or the session ended, as the /proc backend would have
+    /// recorded them. Readers (show, detect, the GUI) see one kind of history.
     pub fn series(
         &self,
         session: i64,
         metric: Metric,
     ) -> Result<Vec<(ProcessRow, History)>, StoreError> {
+        let row = self.session(session)?;
+        let change_only = BackendKind::from_name(&row.backend) == Some(BackendKind::Ebpf);
+        let grid = row.interval_ns.filter(|&i| i > 0 && change_only);
         let processes = self.processes(session)?;
         let sql = format!(
             "SELECT t_ns, {m} FROM samples WHERE process_id = ?1 AND {m} IS NOT NULL ORDER BY t_ns",
@@ -188,6 +196,13 @@ impl Store {
                 })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| self.err(e))?;
+            let points = match grid {
+                Some(step) => {
+                    let until = p.exit.or(row.end).or(row.last_sample);
+                    hold_on_grid(&points, step, until)
+                }
+                None => points,
+            };
             out.push((p, points));
         }
         Ok(out)
@@ -225,6 +240,39 @@ pub enum ForEachError {
     Io(#[from] std::io::Error),
 }
 
+/// The most points one held history may grow to; a longer one is left as stored.
+const MAX_HELD_POINTS: i64 = 20_000_000;
+
+/// A change-only history on a grid of `step`: each value repeated every `step` until the next
+/// sample, the last one until `until`. Stored samples are kept as they are.
+fn hold_on_grid(points: &[(TimeNs, u64)], step: i64, until: Option<TimeNs>) -> History {
+    let (Some(&(first, _)), Some(&(last, last_value))) = (points.first(), points.last()) else {
+        return Vec::new();
+    };
+    let end = until.unwrap_or(last).max(last);
+    if (end - first) / step > MAX_HELD_POINTS {
+        return points.to_vec();
+    }
+    let mut out = Vec::with_capacity(((end - first) / step) as usize + points.len() + 1);
+    for pair in points.windows(2) {
+        let ((t0, v), (t1, _)) = (pair[0], pair[1]);
+        out.push((t0, v));
+        // Fill to half a step before the next sample, so no two points crowd together.
+        let mut t = t0 + step;
+        while t < t1 - step / 2 {
+            out.push((t, v));
+            t += step;
+        }
+    }
+    out.push((last, last_value));
+    let mut t = last + step;
+    while t <= end {
+        out.push((t, last_value));
+        t += step;
+    }
+    out
+}
+
 fn sample_row(r: &Row<'_>) -> rusqlite::Result<Sample> {
     let mut metrics = Metrics::default();
     for (i, m) in Metric::STORED.into_iter().enumerate() {
@@ -235,4 +283,21 @@ fn sample_row(r: &Row<'_>) -> rusqlite::Result<Sample> {
         time: r.get(0)?,
         metrics,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hold_on_grid;
+
+    #[test]
+    fn a_change_only_history_is_held_on_the_grid_until_the_end() {
+        let held = hold_on_grid(&[(0, 5), (35, 7), (40, 9)], 10, Some(62));
+        assert_eq!(
+            held,
+            vec![(0, 5), (10, 5), (20, 5), (35, 7), (40, 9), (50, 9), (60, 9)]
+        );
+        // Nothing to hold without samples; no end given holds to the last sample.
+        assert_eq!(hold_on_grid(&[], 10, Some(100)), vec![]);
+        assert_eq!(hold_on_grid(&[(3, 1)], 10, None), vec![(3, 1)]);
+    }
 }
