@@ -6,6 +6,7 @@
 //! read while a recording is in progress.
 
 mod import;
+mod live;
 mod reader;
 pub mod schema;
 mod writer;

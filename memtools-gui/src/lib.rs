@@ -1,0 +1,29 @@
+//! memtools' desktop viewer: browse a store's sessions, plot process histories, and run the
+//! analysis pipeline interactively with the same parameters and code as `memtools-user detect`.
+//!
+//! [`App`] holds all state; [`App::show`] draws a frame into any `egui::Ui`, which is how the
+//! window (eframe) and the headless tests (egui_kittest) both drive it.
+
+pub mod app;
+pub mod downsample;
+pub mod loader;
+pub mod params_panel;
+pub mod plot;
+pub mod problem;
+pub mod sessions;
+pub mod table;
+mod ui;
+
+pub use app::{App, Saved};
+
+use std::path::PathBuf;
+
+/// The store the app opens when none is given: as the CLI, `MEMTOOLS_STORE` or `memtools.db`.
+pub fn default_store() -> PathBuf {
+    std::env::var_os("MEMTOOLS_STORE")
+        .filter(|v| !v.is_empty())
+        .map_or_else(
+            || PathBuf::from(memtools_user::store::DEFAULT_STORE),
+            PathBuf::from,
+        )
+}

@@ -1,0 +1,33 @@
+//! Reading one process's history in pieces: for the GUI, which reads a big session in chunks
+//! (so it can show progress and stay cancellable) and follows a session still being recorded
+//! (only the samples newer than those it has).
+
+use super::reader::metric_sql;
+use super::{Store, StoreError};
+use crate::model::{Metric, TimeNs};
+
+impl Store {
+    /// Up to `limit` samples of one process (a [`super::ProcessRow::id`]) with `metric` present,
+    /// strictly after `after` (from the start when `None`), in time order. Reading again from
+    /// the last time returned gives the next chunk; an empty result means none are left yet.
+    pub fn process_series_after(
+        &self,
+        process_id: i64,
+        metric: Metric,
+        after: Option<TimeNs>,
+        limit: usize,
+    ) -> Result<Vec<(TimeNs, u64)>, StoreError> {
+        let sql = format!(
+            "SELECT t_ns, {m} FROM samples WHERE process_id = ?1 AND t_ns > ?2 AND {m} IS NOT NULL ORDER BY t_ns LIMIT ?3",
+            m = metric_sql(metric)
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map(
+            rusqlite::params![process_id, after.unwrap_or(i64::MIN), limit],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)),
+        )
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| self.err(e))
+    }
+}
