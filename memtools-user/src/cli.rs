@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::model::Metric;
+use crate::report::ReportSpec;
 use crate::store::{DEFAULT_STORE, SessionSelector};
 
 /// Record per-process memory and find the processes that keep growing.
@@ -153,6 +154,13 @@ pub struct RecordArgs {
     /// Record every process on the machine
     #[arg(long)]
     pub all: bool,
+    /// When the recording ends, run the leak analysis and print the verdicts; exit 3 when the
+    /// command succeeded but a process leaked (the command's own status when it failed)
+    #[arg(long)]
+    pub fail_on_leak: bool,
+    /// Also write the verdicts as junit:PATH, json:PATH or markdown:PATH (repeatable)
+    #[arg(long, value_name = "FORMAT:PATH")]
+    pub report: Vec<ReportSpec>,
     /// The command to run and record, with its arguments, after `--`
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -158,6 +158,10 @@ fn record(args: RecordArgs) -> Result<i32> {
         interval: args.interval,
         duration: args.duration,
     };
+    // A report that cannot be written is said now, not after an hour of recording.
+    for spec in &args.report {
+        spec.check_writable()?;
+    }
     let store = Store::open(&args.store.store)?;
     let tty = std::io::stderr().is_terminal();
     let show = |p: &Progress| {
@@ -214,9 +218,45 @@ fn record(args: RecordArgs) -> Result<i32> {
     if let Some(sig) = outcome.interrupted_by {
         writeln!(err, "  stopped by signal {sig}")?;
     }
-    Ok(match (outcome.exit, outcome.interrupted_by) {
+    let status = match (outcome.exit, outcome.interrupted_by) {
         (Some(exit), _) => exit.shell_code(),
         (None, Some(sig)) if matches!(options.target, Target::Command(_)) => 128 + sig,
         _ => 0,
+    };
+    drop(err);
+    if !args.fail_on_leak && args.report.is_empty() {
+        return Ok(status);
+    }
+    // The recording is stored whatever happens below: an analysis or report failure is said,
+    // and the session stays for `detect` and the GUI.
+    let params = Params::default();
+    let this_machine = limits::machine_memory().unwrap_or(params.limit_bytes);
+    let report = detect::analyse_session(
+        &store,
+        outcome.session_id,
+        None,
+        &params,
+        None,
+        this_machine,
+    )
+    .with_context(|| format!("analysing session {} (it is stored)", outcome.session_id))?;
+    eprint!("{}", verdicts::text(&report, tty));
+    let mut failed = false;
+    for spec in &args.report {
+        match spec.write(&report) {
+            Ok(()) => eprintln!("memtools: wrote {spec}"),
+            Err(e) => {
+                eprintln!(
+                    "memtools-user: {e} (session {} is stored)",
+                    outcome.session_id
+                );
+                failed = true;
+            }
+        }
+    }
+    Ok(match status {
+        0 if args.fail_on_leak && report.has_leak() => 3,
+        0 if failed => 1,
+        s => s,
     })
 }

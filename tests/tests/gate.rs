@@ -1,0 +1,145 @@
+//! `record --fail-on-leak --report ...`: memtools as a CI gate around a test command.
+
+mod common;
+
+use common::{TestStore, leak_sim};
+
+/// A "test suite" of three processes of which exactly one leaks: a shell, a flat simulator and
+/// a linear one.
+fn suite(exit_code: u8) -> String {
+    let sim = leak_sim();
+    format!(
+        "{sim} flat --base 4MiB --duration 3s & {sim} linear --step 1MiB --every 50ms --duration 3s; wait; exit {exit_code}"
+    )
+}
+
+#[test]
+fn a_leaking_suite_exits_3_with_one_junit_failure_naming_the_process() {
+    let store = TestStore::new();
+    let junit = store.dir.path().join("leaks.xml");
+    let md = store.dir.path().join("summary.md");
+    let json = store.dir.path().join("leaks.json");
+    let out = store.run(&[
+        "record",
+        "--interval",
+        "50ms",
+        "--fail-on-leak",
+        "--report",
+        &format!("junit:{}", junit.display()),
+        "--report",
+        &format!("markdown:{}", md.display()),
+        "--report",
+        &format!("json:{}", json.display()),
+        "--",
+        "sh",
+        "-c",
+        &suite(0),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("LEAK"),
+        "the verdicts are printed: {stderr}"
+    );
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
+    assert_eq!(xml.matches("<testcase").count(), 3, "{xml}");
+    let failing = xml
+        .split("<testcase")
+        .find(|case| case.contains("<failure"))
+        .unwrap();
+    assert!(failing.contains("name=\"leak-sim (pid"), "{failing}");
+    assert!(
+        failing.contains("grew"),
+        "the evidence is in the failure: {failing}"
+    );
+
+    let summary = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        summary.starts_with("## memtools: 1 leak in `sh -c"),
+        "{summary}"
+    );
+    assert!(summary.contains("**leak-sim**"), "{summary}");
+    let plots = md.with_extension("plots");
+    let svg = std::fs::read_dir(&plots)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    assert!(summary.contains(&format!(
+        "(summary.plots/{})",
+        svg.file_name().unwrap().to_string_lossy()
+    )));
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["leaks"], 1);
+}
+
+#[test]
+fn a_clean_suite_exits_0() {
+    let store = TestStore::new();
+    let sim = leak_sim();
+    let out = store.run(&[
+        "record",
+        "--interval",
+        "50ms",
+        "--fail-on-leak",
+        "--",
+        sim,
+        "flat",
+        "--base",
+        "8MiB",
+        "--duration",
+        "3s",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("0 leaks"), "{stderr}");
+}
+
+#[test]
+fn a_failing_command_keeps_its_own_exit_status_even_when_it_leaks() {
+    let store = TestStore::new();
+    let out = store.run(&[
+        "record",
+        "--interval",
+        "50ms",
+        "--fail-on-leak",
+        "--",
+        "sh",
+        "-c",
+        &suite(7),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_reports_are_refused_before_anything_is_recorded() {
+    let store = TestStore::new();
+    let out = store.run(&["record", "--report", "html:x.html", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown report format `html`"));
+    let out = store.run(&[
+        "record",
+        "--report",
+        "junit:/nonexistent/dir/x.xml",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot write the junit:/nonexistent/dir/x.xml report"),
+        "{stderr}"
+    );
+    assert!(!store.path().exists(), "nothing should have been recorded");
+}
