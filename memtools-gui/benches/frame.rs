@@ -52,10 +52,12 @@ fn write_store(path: &Path) {
             // A sawtooth (garbage collector) on a base; process 0 also grows.
             let saw = (i % 5000) as u64 * 4096;
             let growth = if p == 0 { i as u64 * 64 } else { 0 };
-            let mut m = Metrics::default();
-            m.rss_anon = Some((100 << 20) + saw + growth);
-            m.rss_file = Some(8 << 20);
-            m.rss_shmem = Some(0);
+            let m = Metrics {
+                rss_anon: Some((100 << 20) + saw + growth),
+                rss_file: Some(8 << 20),
+                rss_shmem: Some(0),
+                ..Default::default()
+            };
             let s = Sample {
                 time: start + i * STEP_NS,
                 metrics: m,

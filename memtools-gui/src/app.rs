@@ -66,6 +66,9 @@ pub struct App {
     /// What the last frame's plot drew.
     pub drawn: Drawn,
     pub counts: HashMap<i64, Counts>,
+    /// The knobs `counts` were computed with; other knobs make them stale.
+    counts_for: Option<crate::params_panel::Knobs>,
+    counts_job: u64,
     jobs: Jobs,
     started: bool,
     pub this_machine: u64,
@@ -97,6 +100,8 @@ impl App {
             plot_cache: PlotCache::default(),
             drawn: Drawn::default(),
             counts: HashMap::new(),
+            counts_for: None,
+            counts_job: 0,
             jobs: Jobs::default(),
             started: false,
             this_machine: memtools_user::record::limits::machine_memory().unwrap_or(16 * GIB),
@@ -209,6 +214,13 @@ impl App {
                     }
                     self.set_loaded(loaded);
                 }
+                Reply::Counts {
+                    job,
+                    session,
+                    counts,
+                } if job == self.counts_job => {
+                    self.counts.insert(session, counts);
+                }
                 Reply::Analysed { job, results } if job == self.analyse_job => {
                     self.analysing = false;
                     self.on_results(results);
@@ -267,6 +279,7 @@ impl App {
         );
         self.rows = crate::table::rows(loaded, Some(&results));
         self.results = Some(results);
+        self.count_other_sessions();
         self.order_for = None;
         self.refresh_order();
         // Show something at once: the table's first row (the biggest leak by default).
@@ -275,6 +288,38 @@ impl App {
         {
             self.selected.insert(self.rows[first].process_id);
         }
+    }
+
+    /// Starts counting verdicts of the sessions not counted with the current knobs (after the
+    /// selected one, which the user waits for).
+    fn count_other_sessions(&mut self) {
+        let knobs = &self.saved.knobs;
+        if self.counts_for.as_ref() != Some(knobs) {
+            let keep = self
+                .selected_session
+                .and_then(|id| Some((id, *self.counts.get(&id)?)));
+            self.counts.clear();
+            self.counts.extend(keep);
+            self.counts_for = Some(knobs.clone());
+        }
+        let Some(Ok(list)) = &self.sessions else {
+            return;
+        };
+        let todo: Vec<i64> = list
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| !self.counts.contains_key(id))
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        self.counts_job = self.jobs.count_sessions(
+            self.store_path.clone(),
+            todo,
+            knobs.params.clone(),
+            knobs.given_limit,
+            self.this_machine,
+        );
     }
 
     /// Re-sorts and re-filters when the table state or the rows changed.

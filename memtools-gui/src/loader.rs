@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memtools_user::analysis::Params;
-use memtools_user::detect::{ProcessResult, analyse_histories};
+use memtools_user::detect::{ProcessResult, analyse_histories, analyse_session};
 use memtools_user::model::{Metric, NS_PER_SEC, TimeNs};
 use memtools_user::store::{ProcessRow, SessionRow, Store, StoreError};
 
@@ -96,6 +96,12 @@ pub enum Reply {
         job: u64,
         loaded: Loaded,
     },
+    /// Verdict counts of another session, for the sessions panel: (leak, ok, insufficient).
+    Counts {
+        job: u64,
+        session: i64,
+        counts: (usize, usize, usize),
+    },
 }
 
 /// Starts jobs and collects their replies.
@@ -106,7 +112,9 @@ pub struct Jobs {
     next: u64,
     /// Cancels the current load (and the live poll that follows it).
     cancel: Arc<AtomicBool>,
-    /// Pipeline runs of a live session wait for each other.
+    /// Cancels the sessions panel's counting.
+    cancel_counts: Arc<AtomicBool>,
+    /// Pipeline runs wait for each other: two at once would only halve each one's speed.
     analysing: Arc<Mutex<()>>,
 }
 
@@ -119,6 +127,7 @@ impl Default for Jobs {
             ctx: None,
             next: 0,
             cancel: Arc::new(AtomicBool::new(false)),
+            cancel_counts: Arc::new(AtomicBool::new(false)),
             analysing: Arc::new(Mutex::new(())),
         }
     }
@@ -200,6 +209,49 @@ impl Jobs {
                 this_machine,
             );
             send(&tx, &ctx, Reply::Analysed { job, results });
+        });
+        job
+    }
+
+    /// Runs the pipeline over each of `sessions` in turn, one at a time and after any other
+    /// analysis, for the sessions panel's verdict counts. Returns the job number.
+    pub fn count_sessions(
+        &mut self,
+        path: PathBuf,
+        sessions: Vec<i64>,
+        params: Params,
+        given_limit: Option<u64>,
+        this_machine: u64,
+    ) -> u64 {
+        self.cancel_counts.store(true, Ordering::Relaxed);
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.cancel_counts = cancel.clone();
+        let (job, tx, ctx) = self.start();
+        let lock = self.analysing.clone();
+        std::thread::spawn(move || {
+            let Ok(store) = Store::open_read_only(&path) else {
+                return;
+            };
+            for session in sessions {
+                let _one_at_a_time = lock.lock();
+                if cancel.load(Ordering::Relaxed) {
+                    return;
+                }
+                let report =
+                    analyse_session(&store, session, None, &params, given_limit, this_machine);
+                if let Ok(report) = report {
+                    let counts = report.counts();
+                    send(
+                        &tx,
+                        &ctx,
+                        Reply::Counts {
+                            job,
+                            session,
+                            counts,
+                        },
+                    );
+                }
+            }
         });
         job
     }

@@ -88,7 +88,7 @@ pub fn rows(loaded: &Loaded, results: Option<&[ProcessResult]>) -> Vec<Row> {
             let live = h.points.iter().rposition(|p| p.1 > 0).map_or(0, |i| i + 1);
             let values = || h.points[..live].iter().map(|p| p.1 as f64);
             let first = values().next().unwrap_or(0.0);
-            let last = values().last().unwrap_or(0.0);
+            let last = values().next_back().unwrap_or(0.0);
             let result = by_id.get(&h.process.id);
             Row {
                 process_id: h.process.id,

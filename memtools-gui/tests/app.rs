@@ -47,10 +47,12 @@ fn process(pid: u32, name: &str) -> ProcessInfo {
 
 /// Resident anonymous memory only (file and shmem 0), so `rss` is this value.
 fn sample(t: TimeNs, bytes: f64) -> Sample {
-    let mut metrics = Metrics::default();
-    metrics.rss_anon = Some(bytes.max(0.0) as u64);
-    metrics.rss_file = Some(0);
-    metrics.rss_shmem = Some(0);
+    let metrics = Metrics {
+        rss_anon: Some(bytes.max(0.0) as u64),
+        rss_file: Some(0),
+        rss_shmem: Some(0),
+        ..Default::default()
+    };
     Sample { time: t, metrics }
 }
 
@@ -177,6 +179,27 @@ fn newest_session_is_selected_and_its_top_leak_plotted() {
         app.drawn.items.contains(&"grower (101)".to_string()),
         "{:?}",
         app.drawn.items
+    );
+    // Both sessions get verdict counts in the panel: the selected one first, then the other
+    // in the background.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while h.state().counts.len() < 2 {
+        assert!(Instant::now() < deadline, "no counts for the older session");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let app = h.state();
+    assert_eq!(
+        app.counts.get(&sessions[1].id),
+        Some(&(0, 1, 0)),
+        "{:?}",
+        app.counts
+    );
+    assert!(app.counts[&sessions[0].id].0 >= 1);
+    assert!(
+        h.query_all_by_label_contains("0 leak, 1 ok, 0 insufficient")
+            .count()
+            >= 1
     );
     // The panel says what the session is.
     assert!(h.query_all_by_label_contains("pytest -x tests/").count() >= 1);
