@@ -51,9 +51,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .map(|(p, points)| (p, HistorySummary::of(&points)))
                 .collect();
             rows.sort_by_key(|(p, s)| (std::cmp::Reverse(s.map_or(i64::MIN, |s| s.growth)), p.id));
+            let phases = store.phases(id)?;
             let mut out = std::io::stdout().lock();
             write!(out, "{}", text::session_header(&session, metric))?;
             writeln!(out, "{}", text::processes_table(&rows, metric))?;
+            if !phases.is_empty() {
+                writeln!(out, "{}", text::phases_table(&phases, session.start))?;
+            }
             Ok(0)
         }
         Command::Detect(args) => detect(args),
@@ -213,6 +217,14 @@ fn record(args: RecordArgs) -> Result<i32> {
             err,
             "  {} processes could not be read (permissions); run as root to see them",
             outcome.unreadable
+        )?;
+    }
+    if !outcome.ignored_phase_lines.is_empty() {
+        writeln!(
+            err,
+            "  ignored phase lines written to ${}: {}",
+            record::phases::PHASES_ENV,
+            outcome.ignored_phase_lines.join(", ")
         )?;
     }
     if let Some(sig) = outcome.interrupted_by {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::analysis::{self, Analysis, Params, Verdict};
 use crate::model::{History, Metric, TimeNs};
-use crate::store::{ProcessRow, SessionRow, Store, StoreError};
+use crate::store::{Phase, ProcessRow, SessionRow, Store, StoreError};
 
 /// One process's verdict.
 #[derive(Clone, Debug)]
@@ -16,6 +16,103 @@ pub struct ProcessResult {
     /// The limit its time-to-limit was projected against, and where it came from.
     pub limit: Limit,
     pub analysis: Analysis,
+    /// For a leak, the phases during which its memory grew most, largest first.
+    pub grew_during: Vec<PhaseGrowth>,
+}
+
+/// How much a process grew during one phase.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PhaseGrowth {
+    pub name: String,
+    pub growth_bytes: f64,
+}
+
+impl ProcessResult {
+    /// "grew most during test_b (+40 MiB), test_c (+12 MiB)", or nothing without phases.
+    pub fn phases_in_words(&self) -> Option<String> {
+        if self.grew_during.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self
+            .grew_during
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} (+{})",
+                    p.name,
+                    crate::analysis::format::bytes(p.growth_bytes)
+                )
+            })
+            .collect();
+        Some(format!("grew most during {}", list.join(", ")))
+    }
+
+    /// The reason, with the phases a leak grew in when there are any.
+    pub fn explanation(&self) -> String {
+        match self.phases_in_words() {
+            Some(p) => format!("{}; {p}", self.analysis.reason),
+            None => self.analysis.reason.clone(),
+        }
+    }
+}
+
+/// How close to its exit a fall in memory counts as the process tearing down.
+const TEARDOWN_NS: i64 = 1_000_000_000;
+
+/// How many trailing samples are a process tearing itself down on its way out: a run of falling
+/// values in the last second before its recorded exit. An interpreter freeing its heap at
+/// shutdown, or a service dropping its caches as it stops, is an exit, not a release, as a
+/// trailing 0-byte sample is.
+pub fn exit_teardown(points: &[(TimeNs, u64)], exit: Option<TimeNs>) -> usize {
+    let Some(exit) = exit else { return 0 };
+    let mut n = 0;
+    while n + 1 < points.len() {
+        let (t, v) = points[points.len() - 1 - n];
+        let (_, before) = points[points.len() - 2 - n];
+        if t < exit - TEARDOWN_NS || v > before {
+            break;
+        }
+        n += 1;
+    }
+    // A flat tail is not a fall: keep the run only if memory really dropped over it.
+    let last = points.len().saturating_sub(1);
+    match (points.get(last.saturating_sub(n)), points.get(last)) {
+        (Some(&(_, top)), Some(&(_, end))) if n > 0 && end < top => n,
+        _ => 0,
+    }
+}
+
+/// How many phases a leak is attributed to at most.
+const TOP_PHASES: usize = 3;
+
+/// The growth of a history within each phase (value at its end minus value at its start, each
+/// the last sample at or before that time), the largest positive ones first.
+pub fn growth_by_phase(points: &[(TimeNs, u64)], phases: &[Phase]) -> Vec<PhaseGrowth> {
+    let at = |t: TimeNs| -> Option<f64> {
+        let i = points.partition_point(|p| p.0 <= t);
+        i.checked_sub(1).map(|i| points[i].1 as f64)
+    };
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PhaseGrowth> = phases
+        .iter()
+        .filter_map(|ph| {
+            let end = ph.end.unwrap_or(last.0);
+            if end < first.0 || ph.begin > last.0 {
+                return None;
+            }
+            let before = at(ph.begin).unwrap_or(first.1 as f64);
+            let growth = at(end)? - before;
+            (growth > 0.0).then(|| PhaseGrowth {
+                name: ph.name.clone(),
+                growth_bytes: growth,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.growth_bytes.total_cmp(&a.growth_bytes));
+    out.truncate(TOP_PHASES);
+    out
 }
 
 /// The memory limit a history was analysed against.
@@ -43,6 +140,8 @@ pub enum LimitSource {
 #[derive(Clone, Debug)]
 pub struct SessionReport {
     pub session: SessionRow,
+    /// The phases a test harness marked, in order.
+    pub phases: Vec<Phase>,
     pub metric: Metric,
     pub params: Params,
     pub processes: Vec<ProcessResult>,
@@ -93,6 +192,18 @@ pub fn analyse_histories(
     given_limit: Option<u64>,
     this_machine: u64,
 ) -> Vec<ProcessResult> {
+    analyse_with_phases(session, histories, &[], params, given_limit, this_machine)
+}
+
+/// [`analyse_histories`], and each leak attributed to the phases during which it grew most.
+pub fn analyse_with_phases(
+    session: &SessionRow,
+    histories: Vec<(ProcessRow, History)>,
+    phases: &[Phase],
+    params: &Params,
+    given_limit: Option<u64>,
+    this_machine: u64,
+) -> Vec<ProcessResult> {
     let mut results: Vec<ProcessResult> = histories
         .into_par_iter()
         .map(|(process, points)| {
@@ -101,13 +212,20 @@ pub fn analyse_histories(
                 limit_bytes: limit.bytes,
                 ..params.clone()
             };
-            let times: Vec<TimeNs> = points.iter().map(|p| p.0).collect();
-            let values: Vec<f64> = points.iter().map(|p| p.1 as f64).collect();
+            let kept = &points[..points.len() - exit_teardown(&points, process.exit)];
+            let times: Vec<TimeNs> = kept.iter().map(|p| p.0).collect();
+            let values: Vec<f64> = kept.iter().map(|p| p.1 as f64).collect();
             let analysis = analysis::analyze(&times, &values, &params);
+            let grew_during = if analysis.verdict == Verdict::Leak {
+                growth_by_phase(&points, phases)
+            } else {
+                Vec::new()
+            };
             ProcessResult {
                 process,
                 limit,
                 analysis,
+                grew_during,
             }
         })
         .collect();
@@ -139,11 +257,69 @@ pub fn analyse_session(
     let session = store.session(session)?;
     let metric = metric.unwrap_or(session.default_metric());
     let histories = store.series(session.id, metric)?;
-    let processes = analyse_histories(&session, histories, params, given_limit, this_machine);
+    let phases = store.phases(session.id)?;
+    let processes = analyse_with_phases(
+        &session,
+        histories,
+        &phases,
+        params,
+        given_limit,
+        this_machine,
+    );
     Ok(SessionReport {
         session,
+        phases,
         metric,
         params: params.clone(),
         processes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(name: &str, begin: TimeNs, end: Option<TimeNs>) -> Phase {
+        Phase {
+            name: name.into(),
+            begin,
+            end,
+        }
+    }
+
+    #[test]
+    fn a_leak_is_attributed_to_the_phases_it_grew_in() {
+        let points = [(0, 10), (10, 10), (20, 50), (30, 55), (40, 55), (50, 90)];
+        let phases = [
+            phase("warm-up", 0, Some(10)),
+            phase("test_a", 10, Some(20)),
+            phase("test_b", 25, Some(40)),
+            phase("test_c", 40, None),
+            phase("before", -20, Some(-10)),
+        ];
+        let g = growth_by_phase(&points, &phases);
+        let names: Vec<_> = g
+            .iter()
+            .map(|p| (p.name.as_str(), p.growth_bytes))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("test_a", 40.0), ("test_c", 35.0), ("test_b", 5.0)]
+        );
+        assert!(growth_by_phase(&[], &phases).is_empty());
+    }
+
+    #[test]
+    fn a_fall_just_before_exit_is_teardown_not_release() {
+        let s = 1_000_000_000;
+        let pts = [(0, 10), (s, 20), (2 * s, 30), (2 * s + s / 2, 25), (2 * s + 3 * s / 4, 5)];
+        // Exit recorded right after the last sample: the last two are the process tearing down.
+        assert_eq!(exit_teardown(&pts, Some(2 * s + 4 * s / 5)), 2);
+        // Still running, or exiting long after the fall: a release, left to the analysis.
+        assert_eq!(exit_teardown(&pts, None), 0);
+        assert_eq!(exit_teardown(&pts, Some(10 * s)), 0);
+        // A flat tail before exit is not a fall.
+        assert_eq!(exit_teardown(&[(0, 5), (s, 5), (2 * s, 5)], Some(2 * s)), 0);
+        assert_eq!(exit_teardown(&[], Some(0)), 0);
+    }
 }

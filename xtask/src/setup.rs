@@ -14,6 +14,7 @@ pub fn setup() -> Result<()> {
     rust_components()?;
     ebpf_toolchain()?;
     python_psutil()?;
+    python_pytest()?;
     Ok(())
 }
 
@@ -42,6 +43,18 @@ fn python_psutil() -> Result<()> {
             // Only `cargo xtask bench` needs it; say so rather than fail the tests.
             eprintln!("xtask: psutil not installed ({e:#}); the psutil comparison will be skipped");
         }
+    }
+    Ok(())
+}
+
+/// pytest, for the end-to-end test of the pytest plugin (contrib/pytest_memtools.py).
+fn python_pytest() -> Result<()> {
+    let has = Command::new("python3")
+        .args(["-c", "import pytest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        sh(Command::new("python3").args(["-m", "pip", "install", "--quiet", "pytest"]))?;
     }
     Ok(())
 }

@@ -48,7 +48,10 @@ pub(crate) struct Child {
 impl Child {
     /// Starts the command. The recorder becomes a child subreaper first, so descendants
     /// orphaned by a parent's exit are re-parented to it and stay in the followed tree.
-    pub fn spawn(command: &Command) -> Result<Child, RecordError> {
+    pub fn spawn(
+        command: &Command,
+        env: &[(&str, &std::path::Path)],
+    ) -> Result<Child, RecordError> {
         let program = command.argv.first().ok_or_else(|| RecordError::Spawn {
             program: String::new(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
@@ -57,6 +60,7 @@ impl Child {
         let _ = nix::sys::prctl::set_child_subreaper(true);
         let child = std::process::Command::new(program)
             .args(&command.argv[1..])
+            .envs(env.iter().copied())
             .spawn()
             .map_err(|source| RecordError::Spawn {
                 program: program.to_string_lossy().into_owned(),

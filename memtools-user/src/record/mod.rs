@@ -5,6 +5,7 @@
 
 mod command;
 pub mod limits;
+pub mod phases;
 pub mod procfs;
 mod session;
 

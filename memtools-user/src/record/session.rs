@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::command::{Child, Command};
+use super::phases::{PHASES_ENV, PhaseChannel, PhaseLine};
 use super::{
     BackendChoice, Clock, Event, MIN_INTERVAL, RecordError, Scope, Sink, limits, open_backend,
 };
@@ -73,6 +74,8 @@ pub struct RecordOutcome {
     pub top: Vec<ProcessPeak>,
     /// Processes that could not be read (permissions).
     pub unreadable: u64,
+    /// Phase lines that were not `begin NAME` / `end NAME` (the first few), to say so.
+    pub ignored_phase_lines: Vec<String>,
 }
 
 /// How long a recorded command may take to exit after it was asked to stop.
@@ -187,6 +190,53 @@ impl Drop for StopSignals {
     }
 }
 
+/// How many malformed phase lines are kept to report.
+const MAX_IGNORED_LINES: usize = 10;
+
+/// Stores the phases written since the last look, timed now; malformed lines are kept to say.
+fn drain_phases(
+    channel: &mut PhaseChannel,
+    writer: &mut SessionWriter<'_>,
+    clock: &Clock,
+    ignored: &mut Vec<String>,
+) -> Result<(), RecordError> {
+    let mut lines: Vec<(PhaseKind, String)> = Vec::new();
+    channel.drain(|l| {
+        lines.push(match l {
+            PhaseLine::Begin(n) => (PhaseKind::Begin, n.to_string()),
+            PhaseLine::End(n) => (PhaseKind::End, n.to_string()),
+            PhaseLine::Malformed(l) => (PhaseKind::Malformed, l.to_string()),
+        })
+    });
+    let now = clock.now();
+    let mut ignore = |why: String| {
+        if ignored.len() < MAX_IGNORED_LINES {
+            ignored.push(why);
+        }
+    };
+    for (kind, text) in lines {
+        match kind {
+            PhaseKind::Begin => writer.begin_phase(&text, now)?,
+            PhaseKind::End => {
+                if !writer.end_phase(&text, now)? {
+                    ignore(format!("`end {text}` without a `begin {text}`"));
+                }
+            }
+            PhaseKind::Malformed => {
+                ignore(format!("`{text}` (expected `begin NAME` or `end NAME`)"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum PhaseKind {
+    Begin,
+    End,
+    Malformed,
+}
+
 /// Whether a SIGINT most likely came from the terminal, which sent it to the command too.
 fn sigint_from_terminal() -> bool {
     let stdin = std::io::stdin();
@@ -218,8 +268,17 @@ pub fn record(
     }
     raise_fd_limit();
     let signals = StopSignals::install()?;
+    // Phases are for a recorded command's test harness; without a FIFO it still records.
+    let mut phases = match &options.target {
+        Target::Command(_) => PhaseChannel::create().ok(),
+        _ => None,
+    };
     let mut child = match &options.target {
-        Target::Command(c) => Some(Child::spawn(c)?),
+        Target::Command(c) => {
+            let env: Vec<(&str, &std::path::Path)> =
+                phases.iter().map(|p| (PHASES_ENV, p.path())).collect();
+            Some(Child::spawn(c, &env)?)
+        }
         _ => None,
     };
     let scope = match (&options.target, &child) {
@@ -275,8 +334,12 @@ pub fn record(
     let mut last_progress = Instant::now() - PROGRESS_EVERY;
     let started = Instant::now();
     let mut tick: u32 = 0;
+    let mut ignored_phase_lines = Vec::new();
     loop {
         backend.poll(&clock, &mut rec)?;
+        if let Some(ph) = phases.as_mut() {
+            drain_phases(ph, &mut rec.writer, &clock, &mut ignored_phase_lines)?;
+        }
         rec.writer.flush_if_due()?;
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
@@ -362,6 +425,9 @@ pub fn record(
     if let Some(c) = child.as_mut() {
         c.reap();
     }
+    if let Some(ph) = phases.as_mut() {
+        drain_phases(ph, &mut rec.writer, &clock, &mut ignored_phase_lines)?;
+    }
     let exit = child.as_ref().and_then(Child::status);
     let end = clock.now();
     let samples = rec.writer.samples_written();
@@ -389,6 +455,7 @@ pub fn record(
         interrupted_by,
         top,
         unreadable: backend.unreadable(),
+        ignored_phase_lines,
     })
 }
 

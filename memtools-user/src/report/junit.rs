@@ -55,7 +55,9 @@ pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()>
                                 let message = format!("{} leaks {}", p.name, report.metric);
                                 let body = format!(
                                     "{}\ncommand: {}\nsamples: {}",
-                                    r.analysis.reason, p.cmdline, r.analysis.samples
+                                    r.explanation(),
+                                    p.cmdline,
+                                    r.analysis.samples
                                 );
                                 case.write_inner_content(|w| {
                                     w.create_element("failure")

@@ -159,7 +159,7 @@ pub fn render(
                 md_escape(&r.process.info.name),
                 r.process.info.key.pid,
                 sparkline(&r.analysis, 24),
-                md_escape(&r.analysis.reason)
+                md_escape(&r.explanation())
             );
         }
         out.push('\n');

@@ -7,8 +7,9 @@ use comfy_table::{CellAlignment, Table};
 use serde::Serialize;
 
 use super::summary::HistorySummary;
+use crate::model::TimeNs;
 use crate::model::{ExitStatus, Metric};
-use crate::store::{ProcessRow, SessionRow};
+use crate::store::{Phase, ProcessRow, SessionRow};
 use crate::units;
 
 fn table(header: &[&str], right: &[usize]) -> Table {
@@ -154,6 +155,21 @@ pub fn session_header(s: &SessionRow, metric: Metric) -> String {
         metric.name()
     );
     out
+}
+
+/// The phases a test harness marked: name, start (from the session's start) and length.
+pub fn phases_table(phases: &[Phase], session_start: TimeNs) -> String {
+    let mut t = table(&["phase", "from", "lasted"], &[1, 2]);
+    for p in phases {
+        t.add_row(vec![
+            p.name.clone(),
+            units::duration_ns(p.begin - session_start),
+            p.end.map_or("(never ended)".to_string(), |e| {
+                units::duration_ns(e - p.begin)
+            }),
+        ]);
+    }
+    t.to_string()
 }
 
 /// The `show` table: one row per process, largest growth first.

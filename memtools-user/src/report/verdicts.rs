@@ -61,7 +61,7 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
             Cell::new(r.process.info.key.pid),
             Cell::new(&r.process.info.name),
             Cell::new(r.analysis.samples),
-            Cell::new(&r.analysis.reason),
+            Cell::new(r.explanation()),
         ]);
     }
     out += &t.to_string();
@@ -102,6 +102,8 @@ struct ProcessJson<'a> {
     window_end_ns: Option<i64>,
     growth_bytes: Option<f64>,
     time_to_limit_s: Option<f64>,
+    /// For a leak, the phases it grew in most.
+    grew_during: &'a [crate::detect::PhaseGrowth],
 }
 
 #[derive(Serialize)]
@@ -110,6 +112,7 @@ struct ReportJson<'a> {
     metric: &'static str,
     params: &'a Params,
     leaks: usize,
+    phases: &'a [crate::store::Phase],
     processes: Vec<ProcessJson<'a>>,
 }
 
@@ -136,6 +139,7 @@ pub fn json(report: &SessionReport) -> serde_json::Result<String> {
                 window_end_ns: e.map(|e| e.window_end),
                 growth_bytes: e.map(|e| e.growth_bytes),
                 time_to_limit_s: e.and_then(|e| e.time_to_limit_s),
+                grew_during: &r.grew_during,
             }
         })
         .collect();
@@ -144,6 +148,7 @@ pub fn json(report: &SessionReport) -> serde_json::Result<String> {
         metric: report.metric.name(),
         params: &report.params,
         leaks: report.counts().0,
+        phases: &report.phases,
         processes,
     })
 }

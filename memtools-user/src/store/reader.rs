@@ -56,6 +56,14 @@ impl SessionRow {
     }
 }
 
+/// A phase a test harness marked; `end` is None when it never ended (the run was cut short).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub begin: TimeNs,
+    pub end: Option<TimeNs>,
+}
+
 /// A process of a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessRow {
@@ -165,6 +173,23 @@ impl Store {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
         Ok(rows)
+    }
+
+    /// A session's phases, in the order they began.
+    pub fn phases(&self, session: i64) -> Result<Vec<Phase>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, begin_ns, end_ns FROM phases WHERE session_id = ?1 ORDER BY begin_ns, id")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([session], |r| {
+            Ok(Phase {
+                name: r.get(0)?,
+                begin: r.get(1)?,
+                end: r.get(2)?,
+            })
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| self.err(e))
     }
 
     /// Every process's history of one metric in a session, in time order; samples where the

@@ -91,6 +91,18 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN mem_total INTEGER;
     ALTER TABLE processes ADD COLUMN memory_limit INTEGER;
     "#,
+    // 4: phases a test harness marked (`begin NAME` / `end NAME`), so a leak can be attributed
+    // to the tests during which the memory grew.
+    r#"
+    CREATE TABLE phases (
+        id          INTEGER PRIMARY KEY,
+        session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        begin_ns    INTEGER NOT NULL,
+        end_ns      INTEGER
+    );
+    CREATE INDEX phases_by_session ON phases(session_id, begin_ns);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -172,6 +172,32 @@ impl SessionWriter<'_> {
         Ok(())
     }
 
+    /// A test harness marked the beginning of a phase.
+    pub fn begin_phase(&mut self, name: &str, time: TimeNs) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .prepare_cached("INSERT INTO phases (session_id, name, begin_ns) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![self.session_id, name, time]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// A test harness marked the end of a phase: the latest open one of that name. Returns
+    /// false when no such phase is open.
+    pub fn end_phase(&mut self, name: &str, time: TimeNs) -> Result<bool, StoreError> {
+        self.begin()?;
+        let changed = self
+            .store
+            .conn
+            .prepare_cached(
+                "UPDATE phases SET end_ns = ?3 WHERE id = (SELECT id FROM phases WHERE session_id = ?1 AND name = ?2 AND end_ns IS NULL ORDER BY begin_ns DESC, id DESC LIMIT 1)",
+            )
+            .and_then(|mut s| s.execute(params![self.session_id, name, time]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(changed == 1)
+    }
+
     /// Adds one sample of a process; it is written at the next commit.
     pub fn add_sample(&mut self, id: ProcessId, sample: &Sample) -> Result<(), StoreError> {
         self.begin()?;

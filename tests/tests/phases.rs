@@ -1,0 +1,159 @@
+//! Phases: a test harness marks its tests through `$MEMTOOLS_PHASES`, and a leak is attributed
+//! to the tests during which the memory grew.
+
+mod common;
+
+use std::path::Path;
+
+use common::{TestStore, leak_sim};
+use serde_json::Value;
+
+fn json_report(store: &TestStore, path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no report at {}: {e}", path.display()));
+    let _ = store;
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn a_leak_is_attributed_to_the_phase_it_grew_in() {
+    let store = TestStore::new();
+    let report = store.dir.path().join("report.json");
+    let sim = leak_sim();
+    // A shell "suite": one quiet test, one test during which a process leaks, and a line that
+    // is not the protocol (said, and the recording goes on).
+    let script = format!(
+        r#"echo "begin test_quiet" > "$MEMTOOLS_PHASES"
+{sim} flat --base 4MiB --duration 1s
+echo "end test_quiet" > "$MEMTOOLS_PHASES"
+echo "bogus line" > "$MEMTOOLS_PHASES"
+echo "begin test_leaky" > "$MEMTOOLS_PHASES"
+{sim} linear --step 1MiB --every 50ms --duration 3s
+echo "end test_leaky" > "$MEMTOOLS_PHASES""#
+    );
+    let out = store.run(&[
+        "record",
+        "--interval",
+        "50ms",
+        "--fail-on-leak",
+        "--report",
+        &format!("json:{}", report.display()),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("ignored phase lines"), "{stderr}");
+    assert!(stderr.contains("`bogus line`"), "{stderr}");
+    assert!(stderr.contains("grew most during test_leaky"), "{stderr}");
+
+    let r = json_report(&store, &report);
+    let names: Vec<&str> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["test_quiet", "test_leaky"]);
+    let leak = &r["processes"][0];
+    assert_eq!(leak["verdict"], "leak");
+    assert_eq!(leak["grew_during"][0]["name"], "test_leaky");
+    assert!(leak["grew_during"][0]["growth_bytes"].as_f64().unwrap() > 40.0 * 1048576.0);
+
+    let show = store.ok(&["show"]);
+    assert!(
+        show.contains("test_quiet") && show.contains("test_leaky"),
+        "{show}"
+    );
+}
+
+#[test]
+fn the_pytest_plugin_marks_each_test_in_a_real_pytest_run() {
+    let has_pytest = std::process::Command::new("python3")
+        .args(["-c", "import pytest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_pytest,
+        "pytest is missing: `cargo xtask setup` installs it (python3 -m pip install pytest)"
+    );
+    let store = TestStore::new();
+    let suite = store.dir.path().join("test_suite.py");
+    std::fs::write(
+        &suite,
+        r#"import time
+
+kept = []
+
+
+def test_quiet():
+    time.sleep(1.0)
+
+
+def test_leaky():
+    for _ in range(120):
+        kept.append(b"x" * (1 << 20))
+        time.sleep(0.025)
+"#,
+    )
+    .unwrap();
+    let report = store.dir.path().join("report.json");
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
+    let out = store
+        .cmd(&[
+            "record",
+            "--interval",
+            "50ms",
+            "--fail-on-leak",
+            "--report",
+            &format!("json:{}", report.display()),
+            "--",
+            "python3",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "pytest_memtools",
+            "-p",
+            "no:cacheprovider",
+            suite.to_str().unwrap(),
+        ])
+        .env("PYTHONPATH", &contrib)
+        .current_dir(store.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("2 passed"),
+        "pytest output: {stdout}{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    let r = json_report(&store, &report);
+    let names: Vec<&str> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["test_suite.py::test_quiet", "test_suite.py::test_leaky"]
+    );
+    assert!(
+        r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["end"].is_i64())
+    );
+    let leak = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["verdict"] == "leak")
+        .unwrap_or_else(|| panic!("no leak found: {r}"));
+    assert_eq!(leak["grew_during"][0]["name"], "test_suite.py::test_leaky");
+}
