@@ -312,7 +312,13 @@ mod tests {
     #[test]
     fn a_fall_just_before_exit_is_teardown_not_release() {
         let s = 1_000_000_000;
-        let pts = [(0, 10), (s, 20), (2 * s, 30), (2 * s + s / 2, 25), (2 * s + 3 * s / 4, 5)];
+        let pts = [
+            (0, 10),
+            (s, 20),
+            (2 * s, 30),
+            (2 * s + s / 2, 25),
+            (2 * s + 3 * s / 4, 5),
+        ];
         // Exit recorded right after the last sample: the last two are the process tearing down.
         assert_eq!(exit_teardown(&pts, Some(2 * s + 4 * s / 5)), 2);
         // Still running, or exiting long after the fall: a release, left to the analysis.
