@@ -17,7 +17,8 @@ pub const MEMBERS: usize = 4;
 /// How many processes the maps hold; beyond this, events are counted as dropped.
 pub const MAX_PROCESSES: u32 = 32_768;
 
-/// Per-process (tgid) counters, kept by the kernel side and read by the recorder.
+/// Per-process (tgid) counters, kept by the kernel side and read by the recorder. An entry
+/// exists exactly for the followed processes: one lookup both filters and finds the counters.
 ///
 /// Only the kernel writes it: the recorder resets "since the last drain" figures by bumping
 /// the epoch (see [`EPOCH_INDEX`]), never by writing here, so no update is lost to a race.
@@ -32,7 +33,8 @@ pub struct ProcStats {
     pub dirty_epoch: u32,
     /// The epoch the peak belongs to.
     pub peak_epoch: u32,
-    pub _pad: u32,
+    /// The `rss_stat` mm_id last seen for this process (to update `MM_TGID` only on change).
+    pub mm_id: u32,
     /// The largest file + anon + shmem in the peak's epoch, with each member at that moment.
     pub peak_rss: [u64; MEMBERS],
     pub peak_total: u64,
@@ -81,9 +83,9 @@ pub struct LifeEvent {
 
 /// Indices of the `COUNTERS` array: things the kernel side had to drop.
 pub mod counter {
-    /// A process could not be added to the followed map (full).
+    /// A new process could not be followed (the counters map is full).
     pub const FOLLOW_FULL: u32 = 0;
-    /// A process's counters could not be created (stats map full).
+    /// Unused (kept so the indices stay stable).
     pub const STATS_FULL: u32 = 1;
     /// A lifecycle event was lost (ring buffer full).
     pub const LIFE_LOST: u32 = 2;

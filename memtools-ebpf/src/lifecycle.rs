@@ -14,8 +14,7 @@ use aya_log_ebpf::warn;
 use memtools_common::{LifeEvent, ProcStats, counter, life};
 
 use crate::shared::{
-    EXIT_GROUP_DEAD_OFFSET, FOLLOW_ALL, FOLLOWED, LIFE, STATS, count_drop, current_tgid, followed,
-    send_life,
+    EXIT_GROUP_DEAD_OFFSET, FOLLOW_ALL, LIFE, STATS, count_drop, current_tgid, send_life, stats_of,
 };
 
 /// clone(2)'s CLONE_THREAD: the new task is a thread of the caller's process.
@@ -33,19 +32,19 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let parent = current_tgid();
-    if FOLLOW_ALL.load() == 0 && !followed(parent) {
+    if FOLLOW_ALL.load() == 0 && stats_of(parent).is_none() {
         return 0;
     }
-    if FOLLOWED.insert(&child, &1, 0).is_err() {
+    // Fresh counters: any left by an earlier process with this pid (whose exit was missed)
+    // are replaced.
+    if STATS.insert(child, ProcStats::default(), 0).is_err() {
         count_drop(counter::FOLLOW_FULL);
         warn!(
             &ctx,
-            "memtools: followed map full, pid {} not followed", child
+            "memtools: counters map full, pid {} not followed", child
         );
         return 0;
     }
-    // Counters left by an earlier process with this pid (whose exit was missed) start over.
-    let _ = STATS.remove(&child);
     send_life(
         &ctx,
         &LifeEvent {
@@ -65,9 +64,13 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let tgid = current_tgid();
-    if !followed(tgid) {
+    let Some(s) = stats_of(tgid) else {
         return 0;
-    }
+    };
+    // A new image has a new mm whose counters start over: those not seen from here on are
+    // taken from /proc by the recorder when it gets this event, not from the old image.
+    // SAFETY: `s` points at a live map value.
+    unsafe { (*s).seen = 0 };
     send_life(
         &ctx,
         &LifeEvent {
@@ -88,9 +91,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if !followed(tgid) {
+    let Some(s) = stats_of(tgid) else {
         return 0;
-    }
+    };
     let offset = EXIT_GROUP_DEAD_OFFSET.load();
     let last_thread = if offset == 0 {
         id as u32 == tgid
@@ -101,26 +104,25 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if !last_thread {
         return 0;
     }
-    // The memory teardown that follows is not recorded: the process is no longer followed.
-    let _ = FOLLOWED.remove(&tgid);
     let Some(mut event) = LIFE.reserve::<LifeEvent>(0) else {
         count_drop(counter::LIFE_LOST);
-        let _ = STATS.remove(&tgid);
+        let _ = STATS.remove(tgid);
         return 0;
     };
-    // SAFETY: read by value from a live map value.
-    let stats = unsafe { STATS.get(&tgid) }.copied().unwrap_or_default();
-    event.write(LifeEvent {
-        kind: life::EXIT,
-        tgid,
-        ppid: 0,
-        _pad: 0,
-        // SAFETY: no preconditions.
-        time: unsafe { bpf_ktime_get_boot_ns() },
-        comm: ctx.command().unwrap_or_default(),
-        stats,
-    });
+    let e = event.as_mut_ptr();
+    // SAFETY: `e` is the reserved record, `s` a live map value; written field by field so the
+    // counters are copied straight from the map (the BPF stack is too small for two copies).
+    unsafe {
+        (*e).kind = life::EXIT;
+        (*e).tgid = tgid;
+        (*e).ppid = 0;
+        (*e)._pad = 0;
+        (*e).time = bpf_ktime_get_boot_ns();
+        (*e).comm = ctx.command().unwrap_or_default();
+        (*e).stats = *s;
+    }
     event.submit(0);
-    let _ = STATS.remove(&tgid);
+    // The memory teardown that follows is not recorded: the process is no longer followed.
+    let _ = STATS.remove(tgid);
     0
 }

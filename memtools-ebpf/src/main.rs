@@ -1,9 +1,9 @@
 //! memtools' kernel side: per-process (tgid) memory counters kept in maps, which the recorder
 //! drains each interval. One module per hook family; this file holds the maps they share.
 //!
-//! Only followed processes cost more than one hash lookup per event: the recorder puts the
-//! roots it follows in `FOLLOWED`, and `lifecycle` adds their children as they fork (or every
-//! new process when `FOLLOW_ALL` is set).
+//! Only followed processes cost more than one hash lookup per event: a process is followed when
+//! it has counters in `STATS`; the recorder creates them for the processes it starts with, and
+//! `lifecycle` for their children as they fork (or for every new process with `FOLLOW_ALL`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The bpf target has no atomic compare-and-swap, so no AtomicU64::fetch_add: counters shared

@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, macros::tracepoint, programs::TracePointContext};
 use memtools_common::{MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM, MEMBERS};
 
-use crate::shared::{MM_TGID, current_tgid, epoch, followed, mark_dirty, stats_of};
+use crate::shared::{MM_TGID, current_tgid, epoch, mark_dirty, stats_of};
 
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
@@ -23,30 +23,33 @@ fn try_rss_stat(ctx: &TracePointContext) -> Result<(), i32> {
             ctx.read_at::<i64>(24)?,
         )
     };
-    let tgid = if curr != 0 {
-        let tgid = current_tgid();
-        if !followed(tgid) {
-            return Ok(());
-        }
-        // Remember whose mm this is, for events raised by other tasks (reclaim, khugepaged).
-        // SAFETY: read by value.
-        if unsafe { MM_TGID.get(&mm_id) }.copied() != Some(tgid) {
-            let _ = MM_TGID.insert(&mm_id, &tgid, 0);
-        }
-        tgid
-    } else {
-        // SAFETY: read by value.
-        match unsafe { MM_TGID.get(&mm_id) } {
-            Some(t) => *t,
-            None => return Ok(()),
-        }
-    };
     if member < 0 || member as usize >= MEMBERS {
         return Ok(());
     }
     let m = member as usize;
-    let Some(s) = stats_of(tgid) else {
-        return Ok(());
+    let (tgid, s) = if curr != 0 {
+        // The common case (the task's own faults): one lookup, a miss for everyone unfollowed.
+        let tgid = current_tgid();
+        let Some(s) = stats_of(tgid) else {
+            return Ok(());
+        };
+        // Remember whose mm this is, for events raised by other tasks (reclaim, khugepaged).
+        // SAFETY: `s` points at a live map value.
+        if unsafe { (*s).mm_id } != mm_id {
+            let _ = MM_TGID.insert(mm_id, tgid, 0);
+            // SAFETY: as above.
+            unsafe { (*s).mm_id = mm_id };
+        }
+        (tgid, s)
+    } else {
+        // SAFETY: read by value.
+        let Some(tgid) = (unsafe { MM_TGID.get(mm_id) }).copied() else {
+            return Ok(());
+        };
+        let Some(s) = stats_of(tgid) else {
+            return Ok(());
+        };
+        (tgid, s)
     };
     let epoch = epoch();
     // SAFETY: `s` points at a live map value; `m` is bounded above.

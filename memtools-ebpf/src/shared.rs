@@ -18,11 +18,7 @@ pub static FOLLOW_ALL: Global<u8> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static EXIT_GROUP_DEAD_OFFSET: Global<u32> = Global::new(0);
 
-/// The processes (tgids) followed. The value is unused.
-#[map]
-pub static FOLLOWED: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PROCESSES, 0);
-
-/// The counters of each followed process.
+/// The counters of each followed process; a process is followed exactly when it has an entry.
 #[map]
 pub static STATS: HashMap<u32, ProcStats> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
@@ -52,11 +48,10 @@ pub fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
-/// Whether a process is followed.
+/// The counters of a followed process; None when it is not followed.
 #[inline(always)]
-pub fn followed(tgid: u32) -> bool {
-    // SAFETY: the value is only tested for presence.
-    unsafe { FOLLOWED.get(&tgid) }.is_some()
+pub fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
+    STATS.get_ptr_mut(tgid)
 }
 
 /// Counts one dropped thing.
@@ -66,23 +61,6 @@ pub fn count_drop(which: u32) {
         // SAFETY: a valid array slot; a lost increment under contention is harmless here.
         unsafe { *c += 1 };
     }
-}
-
-/// The counters of a followed process, created on first use; None when not followed.
-#[inline(always)]
-pub fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
-    if !followed(tgid) {
-        return None;
-    }
-    if let Some(s) = STATS.get_ptr_mut(&tgid) {
-        return Some(s);
-    }
-    // BPF_NOEXIST: another CPU may have created it meanwhile; then use that one.
-    if STATS.insert(&tgid, &ProcStats::default(), 1).is_err() && STATS.get_ptr(&tgid).is_none() {
-        count_drop(counter::STATS_FULL);
-        return None;
-    }
-    STATS.get_ptr_mut(&tgid)
 }
 
 /// The current drain epoch.

@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::shared::{atomic_add as add, epoch, followed, mark_dirty, stats_of};
+use crate::shared::{atomic_add as add, epoch, mark_dirty, stats_of};
 
 /// Length of the mmap or munmap call each thread is in.
 #[map]
@@ -19,12 +19,12 @@ static PENDING: HashMap<u64, u64> = HashMap::with_max_entries(16_384, 0);
 #[inline(always)]
 fn enter(ctx: &TracePointContext) {
     let id = bpf_get_current_pid_tgid();
-    if !followed((id >> 32) as u32) {
+    if stats_of((id >> 32) as u32).is_none() {
         return;
     }
     // SAFETY: offset from the tracepoint's format.
     if let Ok(len) = unsafe { ctx.read_at::<u64>(24) } {
-        let _ = PENDING.insert(&id, &len, 0);
+        let _ = PENDING.insert(id, len, 0);
     }
 }
 
@@ -33,8 +33,8 @@ fn enter(ctx: &TracePointContext) {
 fn exit(ctx: &TracePointContext) -> Option<(u32, u64, i64)> {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: read by value.
-    let len = unsafe { PENDING.get(&id) }.copied()?;
-    let _ = PENDING.remove(&id);
+    let len = unsafe { PENDING.get(id) }.copied()?;
+    let _ = PENDING.remove(id);
     // SAFETY: offset from the tracepoint's format.
     let ret = unsafe { ctx.read_at::<i64>(16) }.ok()?;
     Some(((id >> 32) as u32, len, ret))

@@ -1,8 +1,12 @@
 //! `cargo xtask bench`: the measurements behind the README's figures.
 //!
 //! - `recorder`: CPU time the recorder spends per second of recording while it follows 1, 50
-//!   and 500 processes at 100 ms and 10 ms, store bytes per sample, and the same polling done
-//!   the way memorytools does it (psutil `process_iter()` + `memory_info()`) for comparison.
+//!   and 500 processes at 100 ms and 10 ms, with each backend (procfs, ebpf), store bytes per
+//!   sample, and the same polling done the way memorytools does it (psutil `process_iter()` +
+//!   `memory_info()`) for comparison.
+//! - `faults`: the slowdown of a page-fault-heavy workload (touching 4 GiB page by page) while
+//!   each backend records it, against no recorder: the eBPF programs run in the faulting
+//!   task, so their cost shows there, not in the recorder's CPU time.
 //! - `analysis`: the criterion benchmarks of the analysis pipeline.
 
 use std::fmt::Write as _;
@@ -17,18 +21,28 @@ use crate::{cargo, root, sh};
 const COUNTS: [usize; 3] = [1, 50, 500];
 const INTERVALS_MS: [u64; 2] = [100, 10];
 const SECONDS: u64 = 10;
+/// The recorder's backends, each measured on the same processes.
+const BACKENDS: [&str; 2] = ["procfs", "ebpf"];
+/// The fault-heavy workload: this much anonymous memory, touched page by page.
+const FAULT_BYTES: usize = 4 << 30;
+/// Runs of the fault workload per configuration; the median is reported.
+const FAULT_RUNS: usize = 5;
 
 /// Runs the benchmarks named in `args` (all by default).
 pub fn bench(args: &[String]) -> Result<()> {
     let which = args.first().map_or("all", String::as_str);
     match which {
         "recorder" => recorder(),
+        "faults" => faults(),
+        // The fault workload itself, started by `faults` (not for direct use).
+        "__touch" => touch_worker(),
         "analysis" => analysis(),
         "all" => {
             recorder()?;
+            faults()?;
             analysis()
         }
-        other => bail!("unknown benchmark `{other}` (recorder, analysis or all)"),
+        other => bail!("unknown benchmark `{other}` (recorder, faults, analysis or all)"),
     }
 }
 
@@ -104,14 +118,27 @@ fn cpu_seconds(cmd: &mut Command) -> Result<(f64, String)> {
 struct Row {
     processes: usize,
     interval_ms: u64,
+    backend: &'static str,
     ours_cpu_pct: f64,
+    /// Without the one-time start (loading the eBPF programs, listing /proc).
+    steady_cpu_pct: f64,
     ours_samples: u64,
     bytes_per_sample: f64,
     psutil_cpu_pct: Option<f64>,
     psutil_samples: Option<u64>,
 }
 
-fn recorder() -> Result<()> {
+/// Where cargo puts release binaries (CARGO_TARGET_DIR when set).
+fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root().join(d) })
+        .unwrap_or_else(|| root().join("target"))
+        .join("release")
+}
+
+/// Builds the recorder and the simulator in release mode; returns their paths.
+fn build_release() -> Result<(PathBuf, PathBuf)> {
     sh(cargo().args([
         "build",
         "--release",
@@ -124,9 +151,12 @@ fn recorder() -> Result<()> {
         "--bin",
         "leak-sim",
     ]))?;
-    let release = root().join("target/release");
-    let user = release.join("memtools-user");
-    let sim = release.join("leak-sim");
+    let release = release_dir();
+    Ok((release.join("memtools-user"), release.join("leak-sim")))
+}
+
+fn recorder() -> Result<()> {
+    let (user, sim) = build_release()?;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let psutil = Command::new("python3")
@@ -143,20 +173,16 @@ fn recorder() -> Result<()> {
     for n in COUNTS {
         let followed = Followed::start(&sim, n)?;
         let pids = followed.pids();
-        for interval_ms in INTERVALS_MS {
-            let store = dir.join(format!("recorder-{n}-{interval_ms}ms.db"));
+        // The one-time start of each backend (loading and verifying the eBPF programs, the
+        // first listing of /proc), measured with a recording that ends at once.
+        let mut start_cpu = Vec::new();
+        for backend in BACKENDS {
+            let store = dir.join(format!("recorder-{n}-{backend}-start.db"));
             remove_store(&store);
-            let mut cmd = Command::new(&user);
-            cmd.arg("record")
-                .arg("--store")
-                .arg(&store)
-                .args(["--interval", &format!("{interval_ms}ms")])
-                .args(["--duration", &format!("{SECONDS}s")]);
-            for p in &pids {
-                cmd.args(["--pid", p]);
-            }
-            let (cpu, _) = cpu_seconds(&mut cmd)?;
-            let (samples, bytes) = store_figures(&user, &store)?;
+            let mut cmd = record_cmd(&user, &store, backend, 100, Duration::ZERO, &pids);
+            start_cpu.push(cpu_seconds(&mut cmd)?.0);
+        }
+        for interval_ms in INTERVALS_MS {
             let (psutil_cpu, psutil_samples) = if psutil {
                 let script = root().join("xtask/bench/psutil_poll.py");
                 let (_, out) = cpu_seconds(
@@ -175,30 +201,208 @@ fn recorder() -> Result<()> {
             } else {
                 (None, None)
             };
-            let row = Row {
-                processes: n,
-                interval_ms,
-                ours_cpu_pct: cpu / SECONDS as f64 * 100.0,
-                ours_samples: samples,
-                bytes_per_sample: bytes as f64 / samples.max(1) as f64,
-                psutil_cpu_pct: psutil_cpu,
-                psutil_samples,
-            };
-            eprintln!(
-                "xtask: {n} processes @ {interval_ms} ms: memtools {:.2} % of a core, {} samples, {:.1} B/sample; psutil {}",
-                row.ours_cpu_pct,
-                row.ours_samples,
-                row.bytes_per_sample,
-                row.psutil_cpu_pct
-                    .map_or("-".into(), |c| format!("{c:.2} %"))
-            );
-            rows.push(row);
+            for (b, backend) in BACKENDS.into_iter().enumerate() {
+                let store = dir.join(format!("recorder-{n}-{interval_ms}ms-{backend}.db"));
+                remove_store(&store);
+                let duration = Duration::from_secs(SECONDS);
+                let mut cmd = record_cmd(&user, &store, backend, interval_ms, duration, &pids);
+                let (cpu, _) = cpu_seconds(&mut cmd)?;
+                let (samples, bytes) = store_figures(&user, &store)?;
+                let row = Row {
+                    processes: n,
+                    interval_ms,
+                    backend,
+                    ours_cpu_pct: cpu / SECONDS as f64 * 100.0,
+                    steady_cpu_pct: (cpu - start_cpu[b]).max(0.0) / SECONDS as f64 * 100.0,
+                    ours_samples: samples,
+                    bytes_per_sample: bytes as f64 / samples.max(1) as f64,
+                    psutil_cpu_pct: psutil_cpu,
+                    psutil_samples,
+                };
+                eprintln!(
+                    "xtask: {n} processes @ {interval_ms} ms, {backend}: memtools {:.2} % of a core ({:.3} % steady), {} samples, {:.1} B/sample; psutil {}",
+                    row.ours_cpu_pct,
+                    row.steady_cpu_pct,
+                    row.ours_samples,
+                    row.bytes_per_sample,
+                    row.psutil_cpu_pct
+                        .map_or("-".into(), |c| format!("{c:.2} %"))
+                );
+                rows.push(row);
+            }
         }
         drop(followed);
     }
     let table = markdown(&rows);
     println!("{table}");
     let out = dir.join("recorder.md");
+    std::fs::write(&out, &table)?;
+    eprintln!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+/// `memtools-user record` of these pids with one backend (a zero duration: start and stop).
+fn record_cmd(
+    user: &Path,
+    store: &Path,
+    backend: &str,
+    interval_ms: u64,
+    duration: Duration,
+    pids: &[String],
+) -> Command {
+    let mut cmd = Command::new(user);
+    cmd.arg("record")
+        .arg("--store")
+        .arg(store)
+        .args(["--backend", backend])
+        .args(["--interval", &format!("{interval_ms}ms")])
+        .args(["--duration", &format!("{}ms", duration.as_millis().max(1))]);
+    for p in pids {
+        cmd.args(["--pid", p]);
+    }
+    cmd
+}
+
+/// The fault-heavy workload, timed from when it is told to start: this program again
+/// (`bench __touch`), which waits for a line on stdin, then maps FAULT_BYTES and touches every
+/// page. The wait lets a recorder attach to it first. Returns (wall seconds, CPU seconds).
+fn fault_workload(recorder: Option<(&Path, &Path, &str)>) -> Result<(f64, f64)> {
+    let exe = std::env::current_exe().context("cannot find xtask's own binary")?;
+    let mut shell = Command::new(exe)
+        .args(["bench", "__touch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start the fault workload")?;
+    let pid = shell.id();
+    let rec = match recorder {
+        Some((user, store, backend)) => {
+            remove_store(store);
+            let rec = Command::new(user)
+                .arg("record")
+                .arg("--store")
+                .arg(store)
+                .args(["--backend", backend, "--interval", "100ms", "--pid"])
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start the recorder")?;
+            // Loaded, attached and following before the workload starts.
+            std::thread::sleep(Duration::from_secs(2));
+            Some(rec)
+        }
+        None => None,
+    };
+    let started = std::time::Instant::now();
+    {
+        let mut stdin = shell.stdin.take().context("no stdin")?;
+        std::io::Write::write_all(&mut stdin, b"go\n")?;
+    }
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child; status and usage point to live locals.
+    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    let wall = started.elapsed().as_secs_f64();
+    if let Some(mut rec) = rec {
+        // It stops by itself once the workload is gone.
+        let _ = rec.wait();
+    }
+    if r != pid as libc::pid_t || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("the fault workload failed (status {status})");
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((wall, secs(usage.ru_utime) + secs(usage.ru_stime)))
+}
+
+/// Waits for a line on stdin, then touches FAULT_BYTES of fresh anonymous memory one 4 KiB
+/// page at a time (no transparent huge pages: one fault per page).
+fn touch_worker() -> Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    // SAFETY: a fresh private anonymous mapping; checked for failure below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            FAULT_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        bail!(
+            "mmap of {FAULT_BYTES} bytes failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: the mapping above, whole.
+    unsafe { libc::madvise(ptr, FAULT_BYTES, libc::MADV_NOHUGEPAGE) };
+    let base = ptr.cast::<u8>();
+    for offset in (0..FAULT_BYTES).step_by(4096) {
+        // SAFETY: inside the mapping; volatile so the writes are not optimised away.
+        unsafe { base.add(offset).write_volatile(1) };
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The fault-heavy workload without a recorder, then with each backend recording it.
+fn faults() -> Result<()> {
+    let (user, _) = build_release()?;
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let store = dir.join("faults.db");
+    let configs: [Option<&str>; 3] = [None, Some("procfs"), Some("ebpf")];
+    // Rounds interleave the configurations, so a change in the machine's load (2 cores shared
+    // with builds) spreads over all of them instead of skewing one.
+    let mut walls = vec![Vec::new(); configs.len()];
+    let mut cpus = vec![Vec::new(); configs.len()];
+    for _ in 0..FAULT_RUNS {
+        for (i, config) in configs.iter().enumerate() {
+            let recorder = config.map(|b| (user.as_path(), store.as_path(), b));
+            let (wall, cpu) = fault_workload(recorder)?;
+            walls[i].push(wall);
+            cpus[i].push(cpu);
+        }
+    }
+    let mut results: Vec<(String, f64, f64)> = Vec::new();
+    for (i, config) in configs.iter().enumerate() {
+        let name = config.map_or("off".to_string(), |b| format!("{b} @ 100 ms"));
+        let (wall, cpu) = (median(walls[i].clone()), median(cpus[i].clone()));
+        eprintln!(
+            "xtask: touching {} GiB page by page, recorder {name}: {wall:.3} s wall, {cpu:.3} s CPU (median of {FAULT_RUNS})",
+            FAULT_BYTES >> 30
+        );
+        results.push((name, wall, cpu));
+    }
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "Touching {} GiB page by page (one fault per 4 KiB page), median of {FAULT_RUNS} runs:\n",
+        FAULT_BYTES >> 30
+    );
+    let _ = writeln!(
+        table,
+        "| recorder | wall | slowdown | workload CPU | slowdown |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|");
+    let (base_wall, base_cpu) = (results[0].1, results[0].2);
+    for (name, wall, cpu) in &results {
+        let _ = writeln!(
+            table,
+            "| {name} | {wall:.3} s | {:+.1} % | {cpu:.3} s | {:+.1} % |",
+            (wall / base_wall - 1.0) * 100.0,
+            (cpu / base_cpu - 1.0) * 100.0
+        );
+    }
+    println!("{table}");
+    let out = dir.join("faults.md");
     std::fs::write(&out, &table)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())
@@ -248,16 +452,18 @@ fn markdown(rows: &[Row]) -> String {
     );
     let _ = writeln!(
         s,
-        "| processes | interval | memtools (procfs) CPU | samples | store bytes/sample | psutil polling CPU | psutil samples |"
+        "| processes | interval | backend | memtools CPU | without start | samples | store bytes/sample | psutil polling CPU | psutil samples |"
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} ms | {:.2} % | {} | {:.1} | {} | {} |",
+            "| {} | {} ms | {} | {:.2} % | {:.3} % | {} | {:.1} | {} | {} |",
             r.processes,
             r.interval_ms,
+            r.backend,
             r.ours_cpu_pct,
+            r.steady_cpu_pct,
             r.ours_samples,
             r.bytes_per_sample,
             r.psutil_cpu_pct.map_or("-".into(), |c| format!("{c:.2} %")),

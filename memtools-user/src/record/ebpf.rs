@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 use memtools_common::{
     EPOCH_INDEX, LifeEvent, MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM, MEMBER_SWAP, MEMBERS,
     ProcStats, counter, life,
@@ -80,7 +80,8 @@ const PROGRAMS: &[(&str, &str, &str, bool)] = &[
     ("sched_process_exec", "sched", "sched_process_exec", true),
     ("sched_process_exit", "sched", "sched_process_exit", true),
     ("rss_stat", "kmem", "rss_stat", true),
-    ("page_fault_user", "exceptions", "page_fault_user", false),
+    // A raw tracepoint ("raw"): by name, without tracefs.
+    ("page_fault_user", "raw", "page_fault_user", false),
     ("sys_enter_mmap", "syscalls", "sys_enter_mmap", false),
     ("sys_exit_mmap", "syscalls", "sys_exit_mmap", false),
     ("sys_enter_munmap", "syscalls", "sys_enter_munmap", false),
@@ -112,7 +113,6 @@ pub struct Ebpf {
     /// Owns the programs and their links: dropping it detaches everything.
     _bpf: aya::Ebpf,
     logger: Option<aya_log::EbpfLogger<KernelLog>>,
-    followed_map: BpfHashMap<MapData, u32, u8>,
     stats: BpfHashMap<MapData, u32, ProcStats>,
     epoch_map: Array<MapData, u32>,
     counters: Array<MapData, u64>,
@@ -323,7 +323,6 @@ impl Ebpf {
             .load(OBJECT)
             .map_err(|e| EbpfError::Load(Box::new(e)))?;
         let logger = aya_log::EbpfLogger::init_with_logger(&mut bpf, KernelLog).ok();
-        let followed_map = take_map(&mut bpf, "FOLLOWED", BpfHashMap::try_from)?;
         let stats = take_map(&mut bpf, "STATS", BpfHashMap::try_from)?;
         let mut epoch_map: Array<MapData, u32> = take_map(&mut bpf, "EPOCH", Array::try_from)?;
         let counters = take_map(&mut bpf, "COUNTERS", Array::try_from)?;
@@ -332,8 +331,27 @@ impl Ebpf {
         // Epoch 0 is what a fresh counter holds: start at 1 so its first change is queued.
         epoch_map.set(EPOCH_INDEX, 1, 0).map_err(map_err("EPOCH"))?;
         let (mut has_faults, mut has_syscalls) = (true, true);
+        let skip = std::env::var("MEMTOOLS_EBPF_SKIP").unwrap_or_default();
         for &(name, category, tracepoint, required) in PROGRAMS {
+            if skip.split(',').any(|s| s == name) {
+                if category == "raw" {
+                    has_faults = false;
+                } else if category == "syscalls" {
+                    has_syscalls = false;
+                }
+                continue;
+            }
             let attached = (|| -> Result<(), (&'static str, aya::programs::ProgramError)> {
+                if category == "raw" {
+                    let program: &mut RawTracePoint = bpf
+                        .program_mut(name)
+                        .ok_or(("exist", aya::programs::ProgramError::UnexpectedProgramType))?
+                        .try_into()
+                        .map_err(|e| ("be a raw tracepoint", e))?;
+                    program.load().map_err(|e| ("load", e))?;
+                    program.attach(tracepoint).map_err(|e| ("attach", e))?;
+                    return Ok(());
+                }
                 let program: &mut TracePoint = bpf
                     .program_mut(name)
                     .ok_or(("exist", aya::programs::ProgramError::UnexpectedProgramType))?
@@ -354,7 +372,7 @@ impl Ebpf {
                         source: Box::new(source),
                     });
                 }
-                Err(_) if category == "exceptions" => has_faults = false,
+                Err(_) if category == "raw" => has_faults = false,
                 Err(_) => has_syscalls = false,
             }
         }
@@ -368,7 +386,6 @@ impl Ebpf {
         let mut backend = Ebpf {
             _bpf: bpf,
             logger,
-            followed_map,
             stats,
             epoch_map,
             counters,
@@ -433,9 +450,13 @@ impl Ebpf {
             }
         }
         for &(pid, _) in &chosen {
-            self.followed_map
-                .insert(pid, 1, 0)
-                .map_err(map_err("FOLLOWED"))?;
+            // BPF_NOEXIST: the kernel may have created it already, for a fork just now.
+            match self.stats.insert(pid, ProcStats::default(), 1) {
+                Ok(()) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(map_err("STATS")(e)),
+            }
         }
         self.initial = chosen;
         Ok(())
@@ -459,13 +480,13 @@ impl Ebpf {
             // Gone already: the fork's time is its start, to within the tick.
             (None, Some(t)) => t / self.ns_per_tick,
             (None, None) => {
-                let _ = self.followed_map.remove(&pid);
+                let _ = self.stats.remove(&pid);
                 return Ok(());
             }
         };
         if view.as_ref().is_some_and(|v| v.kthread) {
             // FOLLOW_ALL also sees kernel threads being created: they have no user memory.
-            let _ = self.followed_map.remove(&pid);
+            let _ = self.stats.remove(&pid);
             return Ok(());
         }
         let key = ProcessKey {
@@ -483,11 +504,14 @@ impl Ebpf {
         };
         sink.event(Event::Started(&info))?;
         let statm = File::open(format!("/proc/{pid}/statm")).ok();
+        // The kernel has counted faults since the process was followed (at fork, or when the
+        // recording started), and /proc has them all: the base is what it had before.
+        let counted = self.stats.get(&pid, 0).map_or(0, |s| s.faults);
         let proc = Proc {
             key,
             statm,
             base_rss: view.as_ref().map_or([0; MEMBERS], |v| v.rss),
-            base_faults: view.as_ref().map_or(0, |v| v.faults),
+            base_faults: view.as_ref().map_or(0, |v| v.faults.saturating_sub(counted)),
             vm_size: view.as_ref().and_then(|v| v.vm_size),
             last: Metrics::default(),
             last_time: 0,
@@ -520,7 +544,6 @@ impl Ebpf {
             sink.event(Event::Exited(p.key, time))?;
             if forget {
                 let _ = self.stats.remove(&pid);
-                let _ = self.followed_map.remove(&pid);
             }
         }
         Ok(())
@@ -685,15 +708,13 @@ impl Backend for Ebpf {
                         })?;
                     }
                 }
-                life::EXIT => {
-                    if self.procs.contains_key(&event.tgid) {
-                        if let Some(p) = self.procs.get_mut(&event.tgid) {
-                            p.dirty = true;
-                        }
-                        let stats = event.stats;
-                        self.sample(event.tgid, time.min(now), offset, Some(stats), sink)?;
-                        self.exit(event.tgid, time.min(now), false, sink)?;
+                life::EXIT if self.procs.contains_key(&event.tgid) => {
+                    if let Some(p) = self.procs.get_mut(&event.tgid) {
+                        p.dirty = true;
                     }
+                    let stats = event.stats;
+                    self.sample(event.tgid, time.min(now), offset, Some(stats), sink)?;
+                    self.exit(event.tgid, time.min(now), false, sink)?;
                 }
                 _ => {}
             }
