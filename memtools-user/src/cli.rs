@@ -161,6 +161,11 @@ pub struct RecordArgs {
     /// Also write the verdicts as junit:PATH, json:PATH or markdown:PATH (repeatable)
     #[arg(long, value_name = "FORMAT:PATH")]
     pub report: Vec<ReportSpec>,
+    /// Compare each process's peak and slope with an earlier session: an id, or
+    /// `latest-passing` (the newest earlier run of the same command that exited 0); with
+    /// --fail-on-leak a regression fails the run too
+    #[arg(long, value_name = "ID|latest-passing")]
+    pub baseline: Option<BaselineArg>,
     /// The command to run and record, with its arguments, after `--`
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -185,6 +190,26 @@ pub enum ExportFormat {
     Csv,
     /// JSON lines: one sample per line with every metric
     Json,
+}
+
+/// Which earlier session `--baseline` compares with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaselineArg {
+    Id(i64),
+    LatestPassing,
+}
+
+impl std::str::FromStr for BaselineArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "latest-passing" => Ok(BaselineArg::LatestPassing),
+            _ => s
+                .parse()
+                .map(BaselineArg::Id)
+                .map_err(|_| format!("`{s}` is neither a session id nor `latest-passing`")),
+        }
+    }
 }
 
 /// Parses `16GiB`, `512MiB`, `1.5GB`, `4096`.

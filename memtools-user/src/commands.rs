@@ -6,7 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use crate::analysis::{Algo, Params};
-use crate::cli::{AlgoArg, BackendArg, Cli, Command, DetectArgs, ExportFormat, Format, RecordArgs};
+use crate::baseline;
+use crate::cli::{
+    AlgoArg, BackendArg, BaselineArg, Cli, Command, DetectArgs, ExportFormat, Format, RecordArgs,
+};
 use crate::detect;
 use crate::record::limits;
 use crate::record::{self, BackendChoice, Progress, RecordError, RecordOptions, Target};
@@ -167,6 +170,10 @@ fn record(args: RecordArgs) -> Result<i32> {
         spec.check_writable()?;
     }
     let store = Store::open(&args.store.store)?;
+    if let Some(BaselineArg::Id(id)) = args.baseline {
+        // Said now: a missing baseline must not cost a recording.
+        store.session(id).context("--baseline")?;
+    }
     let tty = std::io::stderr().is_terminal();
     let show = |p: &Progress| {
         if tty {
@@ -236,14 +243,14 @@ fn record(args: RecordArgs) -> Result<i32> {
         _ => 0,
     };
     drop(err);
-    if !args.fail_on_leak && args.report.is_empty() {
+    if !args.fail_on_leak && args.report.is_empty() && args.baseline.is_none() {
         return Ok(status);
     }
     // The recording is stored whatever happens below: an analysis or report failure is said,
     // and the session stays for `detect` and the GUI.
     let params = Params::default();
     let this_machine = limits::machine_memory().unwrap_or(params.limit_bytes);
-    let report = detect::analyse_session(
+    let mut report = detect::analyse_session(
         &store,
         outcome.session_id,
         None,
@@ -252,6 +259,25 @@ fn record(args: RecordArgs) -> Result<i32> {
         this_machine,
     )
     .with_context(|| format!("analysing session {} (it is stored)", outcome.session_id))?;
+    let baseline = match args.baseline {
+        None => None,
+        Some(BaselineArg::Id(id)) => Some(id),
+        Some(BaselineArg::LatestPassing) => {
+            let found = store.latest_passing(report.session.what(), outcome.session_id)?;
+            if found.is_none() {
+                eprintln!(
+                    "memtools: no earlier passing run of this command to compare with; this one can be the baseline of the next"
+                );
+            }
+            found
+        }
+    };
+    if let Some(id) = baseline {
+        let before =
+            detect::analyse_session(&store, id, Some(report.metric), &params, None, this_machine)
+                .with_context(|| format!("analysing the baseline session {id}"))?;
+        report.baseline = Some(baseline::compare(&report, &before));
+    }
     eprint!("{}", verdicts::text(&report, tty));
     let mut failed = false;
     for spec in &args.report {
@@ -266,8 +292,12 @@ fn record(args: RecordArgs) -> Result<i32> {
             }
         }
     }
+    let regressed = report
+        .baseline
+        .as_ref()
+        .is_some_and(|b| !b.regressions.is_empty());
     Ok(match status {
-        0 if args.fail_on_leak && report.has_leak() => 3,
+        0 if args.fail_on_leak && (report.has_leak() || regressed) => 3,
         0 if failed => 1,
         s => s,
     })

@@ -18,6 +18,8 @@ pub struct ProcessResult {
     pub analysis: Analysis,
     /// For a leak, the phases during which its memory grew most, largest first.
     pub grew_during: Vec<PhaseGrowth>,
+    /// The largest value of its history (teardown and a trailing exit left out).
+    pub peak: u64,
 }
 
 /// How much a process grew during one phase.
@@ -142,6 +144,8 @@ pub struct SessionReport {
     pub session: SessionRow,
     /// The phases a test harness marked, in order.
     pub phases: Vec<Phase>,
+    /// The comparison with an earlier session, when one was asked for.
+    pub baseline: Option<crate::baseline::Comparison>,
     pub metric: Metric,
     pub params: Params,
     pub processes: Vec<ProcessResult>,
@@ -221,11 +225,13 @@ pub fn analyse_with_phases(
             } else {
                 Vec::new()
             };
+            let peak = kept.iter().map(|p| p.1).max().unwrap_or(0);
             ProcessResult {
                 process,
                 limit,
                 analysis,
                 grew_during,
+                peak,
             }
         })
         .collect();
@@ -269,6 +275,7 @@ pub fn analyse_session(
     Ok(SessionReport {
         session,
         phases,
+        baseline: None,
         metric,
         params: params.clone(),
         processes,

@@ -4,6 +4,7 @@
 //! [`analysis`] pipeline turns a process's history into a verdict, and a report shows it.
 
 pub mod analysis;
+pub mod baseline;
 pub mod cli;
 pub mod commands;
 pub mod detect;

@@ -143,3 +143,54 @@ fn bad_reports_are_refused_before_anything_is_recorded() {
     );
     assert!(!store.path().exists(), "nothing should have been recorded");
 }
+
+#[test]
+fn a_baseline_run_reports_the_regression() {
+    let store = TestStore::new();
+    // The same command line both times; the size comes from the environment.
+    let script = format!("{} flat --base \"$SIZE\" --duration 2s", leak_sim());
+    let run = |size: &str, extra: &[&str]| {
+        let mut args = vec!["record", "--interval", "50ms"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sh", "-c", &script]);
+        store.cmd(&args).env("SIZE", size).output().unwrap()
+    };
+    // No earlier passing run yet: said, and not a failure.
+    let first = run("8MiB", &["--fail-on-leak", "--baseline", "latest-passing"]);
+    assert_eq!(first.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("no earlier passing run"));
+
+    let junit = store.dir.path().join("j.xml");
+    let spec = format!("junit:{}", junit.display());
+    let second = run(
+        "72MiB",
+        &[
+            "--fail-on-leak",
+            "--baseline",
+            "latest-passing",
+            "--report",
+            &spec,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("compared with session 1: 1 regression"),
+        "{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("leak-sim peak"))
+        .unwrap();
+    assert!(line.contains("-> 7"), "{line}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("leak-sim against session 1"), "{xml}");
+    assert!(xml.contains("type=\"memory-regression\""), "{xml}");
+
+    // A baseline that does not exist is refused before anything is recorded.
+    let before = store.sessions().len();
+    let missing = run("8MiB", &["--baseline", "99"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no session with id 99"));
+    assert_eq!(store.sessions().len(), before);
+}

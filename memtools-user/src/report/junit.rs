@@ -13,10 +13,15 @@ use crate::detect::SessionReport;
 pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()> {
     let s = &report.session;
     let (leaks, _, insufficient) = report.counts();
+    let regressions = report
+        .baseline
+        .as_ref()
+        .map_or(&[][..], |b| b.regressions.as_slice());
+    let baseline_id = report.baseline.as_ref().map_or(0, |b| b.baseline_session);
     let suite = format!("memtools: {}", s.what());
     let seconds = s.duration_ns().map_or(0.0, |d| d as f64 / 1e9);
-    let tests = report.processes.len().to_string();
-    let failures = leaks.to_string();
+    let tests = (report.processes.len() + regressions.len()).to_string();
+    let failures = (leaks + regressions.len()).to_string();
     let skipped = insufficient.to_string();
     let time = format!("{seconds:.3}");
     out.write_all(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n")?;
@@ -78,6 +83,25 @@ pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()>
                                 })?;
                             }
                         }
+                    }
+                    // A regression against the baseline is a failing test of its own.
+                    for r in regressions {
+                        let name = format!("{} against session {baseline_id}", r.name);
+                        let message = format!("{} regressed", r.name);
+                        w.create_element("testcase")
+                            .with_attributes([
+                                ("classname", "memtools.baseline"),
+                                ("name", name.as_str()),
+                            ])
+                            .write_inner_content(|w| {
+                                w.create_element("failure")
+                                    .with_attributes([
+                                        ("message", message.as_str()),
+                                        ("type", "memory-regression"),
+                                    ])
+                                    .write_text_content(BytesText::new(&r.words()))?;
+                                Ok(())
+                            })?;
                     }
                     Ok(())
                 })?;

@@ -174,6 +174,16 @@ pub fn render(
             }
         }
     }
+    if let Some(b) = &report.baseline {
+        let _ = writeln!(out, "### Compared with session {}\n", b.baseline_session);
+        if b.regressions.is_empty() {
+            let _ = writeln!(out, "No regression.\n");
+        }
+        for r in &b.regressions {
+            let _ = writeln!(out, "- {}", md_escape(&r.words()));
+        }
+        out.push('\n');
+    }
     let rest: Vec<&ProcessResult> = report
         .processes
         .iter()

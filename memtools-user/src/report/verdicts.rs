@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::text::SessionJson;
 use crate::analysis::{Detector, Params, Verdict, format};
+use crate::baseline::Comparison;
 use crate::detect::{Limit, LimitSource, SessionReport};
 
 fn source_words(s: LimitSource) -> &'static str {
@@ -81,6 +82,29 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
             .collect()
     };
     out += &format!("  limit: {}\n", limits.join(", "));
+    if let Some(b) = &report.baseline {
+        out += &baseline_text(b);
+    }
+    out
+}
+
+/// The comparison with a baseline, in lines.
+pub fn baseline_text(b: &Comparison) -> String {
+    if b.regressions.is_empty() {
+        return format!(
+            "  compared with session {}: no regression\n",
+            b.baseline_session
+        );
+    }
+    let mut out = format!(
+        "  compared with session {}: {} regression{}\n",
+        b.baseline_session,
+        b.regressions.len(),
+        if b.regressions.len() == 1 { "" } else { "s" }
+    );
+    for r in &b.regressions {
+        out += &format!("    {}\n", r.words());
+    }
     out
 }
 
@@ -114,6 +138,7 @@ struct ReportJson<'a> {
     leaks: usize,
     phases: &'a [crate::store::Phase],
     processes: Vec<ProcessJson<'a>>,
+    baseline: Option<&'a Comparison>,
 }
 
 /// The JSON report: `session`, `metric`, `params`, `leaks` and `processes`, leaks first.
@@ -150,5 +175,6 @@ pub fn json(report: &SessionReport) -> serde_json::Result<String> {
         leaks: report.counts().0,
         phases: &report.phases,
         processes,
+        baseline: report.baseline.as_ref(),
     })
 }

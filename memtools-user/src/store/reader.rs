@@ -175,6 +175,20 @@ impl Store {
         Ok(rows)
     }
 
+    /// The newest session before `before` that recorded the same command and whose command
+    /// exited 0: what `--baseline latest-passing` compares with.
+    pub fn latest_passing(&self, command: &str, before: i64) -> Result<Option<i64>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT id FROM sessions WHERE command = ?1 AND id < ?2 AND exit_status = 0 ORDER BY start_ns DESC, id DESC LIMIT 1",
+                params![command, before],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// A session's phases, in the order they began.
     pub fn phases(&self, session: i64) -> Result<Vec<Phase>, StoreError> {
         let mut stmt = self
