@@ -511,7 +511,9 @@ impl Ebpf {
             key,
             statm,
             base_rss: view.as_ref().map_or([0; MEMBERS], |v| v.rss),
-            base_faults: view.as_ref().map_or(0, |v| v.faults.saturating_sub(counted)),
+            base_faults: view
+                .as_ref()
+                .map_or(0, |v| v.faults.saturating_sub(counted)),
             vm_size: view.as_ref().and_then(|v| v.vm_size),
             last: Metrics::default(),
             last_time: 0,
