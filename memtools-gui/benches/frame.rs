@@ -5,71 +5,14 @@
 //! written once per run (about half a minute) into a temporary directory and read by the app as
 //! a person's would be, so the setup also reports how long opening it takes.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+#[path = "../examples/big_store.rs"]
+mod big_store;
 use egui::{Event, Pos2, RawInput, Rect, pos2, vec2};
 use memtools_gui::{App, Saved};
-use memtools_user::model::{
-    BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, Sample,
-};
-use memtools_user::store::Store;
-
-const PROCESSES: u32 = 10;
-const SAMPLES: i64 = 1_000_000;
-const STEP_NS: i64 = 10_000_000;
-
-fn write_store(path: &Path) {
-    let store = Store::open(path).expect("store");
-    let start = 1_767_225_600 * NS_PER_SEC;
-    let mut w = store
-        .begin_session(&NewSession {
-            host: "bench".into(),
-            kernel: "6.12".into(),
-            backend: BackendKind::Procfs,
-            backend_reason: "bench".into(),
-            interval_ns: Some(STEP_NS),
-            command: Some("bench".into()),
-            source: None,
-            start,
-            monotonic_offset_ns: None,
-            mem_total: Some(16 << 30),
-        })
-        .expect("session");
-    for p in 0..PROCESSES {
-        let info = ProcessInfo {
-            key: ProcessKey {
-                pid: 1000 + p,
-                start_time: u64::from(p),
-            },
-            ppid: None,
-            name: format!("proc{p}"),
-            cmdline: String::new(),
-        };
-        let id = w.add_process(&info, None).expect("process");
-        for i in 0..SAMPLES {
-            // A sawtooth (garbage collector) on a base; process 0 also grows.
-            let saw = (i % 5000) as u64 * 4096;
-            let growth = if p == 0 { i as u64 * 64 } else { 0 };
-            let m = Metrics {
-                rss_anon: Some((100 << 20) + saw + growth),
-                rss_file: Some(8 << 20),
-                rss_shmem: Some(0),
-                ..Default::default()
-            };
-            let s = Sample {
-                time: start + i * STEP_NS,
-                metrics: m,
-            };
-            w.add_sample(id, &s).expect("sample");
-            if i % 100_000 == 0 {
-                w.flush().expect("flush");
-            }
-        }
-    }
-    w.finish(start + SAMPLES * STEP_NS, None).expect("finish");
-}
 
 fn input(events: Vec<Event>) -> RawInput {
     RawInput {
@@ -89,7 +32,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("big.db");
     let t = Instant::now();
-    write_store(&path);
+    big_store::write_store(&path);
     eprintln!("wrote 10M samples in {:.1?}", t.elapsed());
     let ctx = egui::Context::default();
     let mut app = App::new(path, Saved::default());
@@ -107,7 +50,10 @@ fn bench(c: &mut Criterion) {
         "opened and analysed {samples} samples in {:.1?}",
         t.elapsed()
     );
-    assert_eq!(samples, (PROCESSES as usize) * SAMPLES as usize);
+    assert_eq!(
+        samples,
+        (big_store::PROCESSES as usize) * big_store::SAMPLES as usize
+    );
     for _ in 0..5 {
         frame(&ctx, &mut app, vec![]);
     }

@@ -71,6 +71,7 @@ pub struct App {
     counts_job: u64,
     jobs: Jobs,
     started: bool,
+    pub(crate) frame_stats: crate::frame_stats::FrameStats,
     pub this_machine: u64,
 }
 
@@ -104,6 +105,7 @@ impl App {
             counts_job: 0,
             jobs: Jobs::default(),
             started: false,
+            frame_stats: crate::frame_stats::FrameStats::from_env(),
             this_machine: memtools_user::record::limits::machine_memory().unwrap_or(16 * GIB),
         }
     }

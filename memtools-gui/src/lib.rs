@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod downsample;
+pub mod frame_stats;
 pub mod loader;
 pub mod params_panel;
 pub mod plot;

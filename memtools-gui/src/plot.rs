@@ -96,6 +96,7 @@ pub fn show(
     selected: &BTreeSet<i64>,
     overlays: &Overlays,
     cache: &mut PlotCache,
+    pan: Option<f64>,
 ) -> Drawn {
     let bytes = loaded.metric.is_bytes();
     let plotted: Vec<_> = loaded
@@ -142,7 +143,7 @@ pub fn show(
         }
     };
     let plot = Plot::new("history")
-        .legend(Legend::default())
+        .legend(Legend::default().position(egui_plot::Corner::LeftTop))
         .x_axis_label("time since the session started")
         .x_axis_formatter(|m, _| time_label(m.value))
         .y_axis_formatter(move |m, _| y_fmt(m.value))
@@ -165,7 +166,11 @@ pub fn show(
     let items = &mut drawn.items;
     let mut points = 0;
     let response = plot.show(ui, |plot_ui| {
-        for (i, h) in &plotted {
+        if let Some(f) = pan {
+            let width = plot_ui.plot_bounds().width();
+            plot_ui.translate_bounds(egui::vec2((width * f) as f32, 0.0));
+        }
+        for (i, (_, h)) in plotted.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let name = line_name(&h.process.info.name, h.process.info.key.pid);
             let pts = lines.get(&h.process.id).map_or(&[][..], Vec::as_slice);
@@ -275,7 +280,10 @@ fn overlay_items(
         }
     }
     if o.lbr {
-        let mut projected = false;
+        // The projection goes to the limit when it gets there within half the run again;
+        // further out it stops there, so a distant limit does not squash the history.
+        let horizon = (ov.end_s * 0.5).max(60.0);
+        let mut reaches = false;
         for (flagged, w) in ov
             .segments
             .iter()
@@ -292,26 +300,25 @@ fn overlay_items(
             ));
             let fit = [[ws, w.fit.at(w.start_s)], [we, w.fit.at(w.end_s)]];
             out.push(line(
-                format!("LBR fit: {name} (R² {:.2})", w.fit.r2),
+                format!("LBR fit: {name}"),
                 fit.to_vec(),
                 Color32::from_rgb(220, 60, 60),
                 LineStyle::Solid,
             ));
-            if let Some(ttl) = w.time_to_limit_s.filter(|t| t.is_finite()) {
-                let end = [we + ttl, w.fit.at(w.end_s + ttl)];
+            let ttl = w.time_to_limit_s.filter(|t| t.is_finite());
+            if let (true, Some(ttl)) = (flagged, ttl) {
+                let ahead = ttl.min(horizon);
+                reaches |= ttl <= horizon;
+                let end = [we + ahead, w.fit.at(w.end_s + ahead)];
                 out.push(line(
-                    format!(
-                        "LBR projection: {name} (limit in {})",
-                        format::duration(ttl)
-                    ),
+                    format!("LBR projection: {name}"),
                     vec![fit[1], end],
                     Color32::from_rgb(220, 60, 60),
                     dashed,
                 ));
-                projected = true;
             }
         }
-        if projected {
+        if reaches {
             out.push(Item::HLine(
                 HLine::new(format!("limit {}", format::bytes(limit)), limit)
                     .color(Color32::from_rgb(220, 60, 60))
@@ -346,7 +353,7 @@ fn overlay_items(
             .zip(&t.blocks.y)
             .map(|(t, y)| [t + x0, *y]);
         out.push(line(
-            format!("envelope blocks: {name}"),
+            format!("lower envelope: {name}"),
             pts.collect(),
             Color32::from_rgb(52, 168, 83).gamma_multiply(0.7),
             LineStyle::Dotted { spacing: 3.0 },

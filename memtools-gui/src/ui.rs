@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use egui::{Panel, RichText};
 use memtools_user::analysis::format;
-use memtools_user::detect::ProcessResult;
+use memtools_user::detect::{LimitSource, ProcessResult};
 use memtools_user::model::Metric;
 
 use crate::app::{App, LoadState};
@@ -26,10 +26,13 @@ impl App {
     /// Draws the whole app into `ui` (the eframe window, or a test harness).
     pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll(ui.ctx());
+        let ready = !self.busy() && !self.selected.is_empty();
+        self.frame_stats.record(ui.ctx(), ready);
         Panel::top("store").show(ui, |ui| self.store_bar(ui));
         Panel::left("sessions")
             .resizable(true)
             .default_size(280.0)
+            .min_size(220.0)
             .show(ui, |ui| self.sessions_panel(ui));
         Panel::right("params")
             .resizable(true)
@@ -151,9 +154,9 @@ impl App {
                     yes(v.cpd)
                 ));
                 ui.weak(format!(
-                    "limit {} ({:?})",
+                    "limit {} ({})",
                     format::bytes(r.limit.bytes as f64),
-                    r.limit.source
+                    limit_source(r.limit.source)
                 ));
                 ui.add_space(6.0);
             }
@@ -219,6 +222,7 @@ impl App {
             &self.selected,
             &self.saved.overlays,
             &mut self.plot_cache,
+            self.frame_stats.pan(),
         );
     }
 
@@ -253,6 +257,15 @@ impl App {
             }
             crate::plot::reset_view(&mut self.plot_cache);
         }
+    }
+}
+
+fn limit_source(s: LimitSource) -> &'static str {
+    match s {
+        LimitSource::Given => "the limit field",
+        LimitSource::Cgroup => "its cgroup's limit",
+        LimitSource::RecordingMachine => "the recording machine's memory",
+        LimitSource::ThisMachine => "this machine's memory: the session does not say",
     }
 }
 

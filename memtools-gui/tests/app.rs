@@ -333,6 +333,15 @@ fn vlt_377208_leak_shows_with_its_lbr_window() {
         .collect();
     assert_eq!(leaks, vec![(1152220, "tdcsarvControl".to_string())]);
     assert_eq!(app.table_names()[0], "tdcsarvControl");
+    // LBR itself flagged a window of it: the window drawn is the one that decided.
+    let leak = app
+        .results
+        .iter()
+        .flatten()
+        .find(|r| r.process.info.key.pid == 1152220)
+        .expect("analysed");
+    let flagged = leak.analysis.overlay.segments.iter();
+    assert!(flagged.filter_map(|s| s.lbr).any(|l| l.flagged));
     let name = "tdcsarvControl (1152220)";
     let items = &app.drawn.items;
     assert!(items.contains(&name.to_string()), "{items:?}");
