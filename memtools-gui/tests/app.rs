@@ -445,3 +445,40 @@ fn a_session_being_recorded_updates_in_place() {
     settle(&mut h);
     assert!(h.state().table_names().contains(&"second".to_string()));
 }
+
+#[test]
+fn another_store_opens_from_the_store_bar_and_is_remembered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = suite_store(dir.path());
+    let second = dir.path().join("second.db");
+    let store = Store::open(&second).expect("store");
+    let mut w = store
+        .begin_session(&new_session(T0, "second-store-run"))
+        .expect("session");
+    add(&mut w, 7, "lonely", T0, |_| 10.0 * MIB as f64, 50);
+    w.finish(T0 + 50 * NS_PER_SEC, None).expect("finish");
+    drop(store);
+
+    let mut h = harness(&first);
+    settle(&mut h);
+    let field = first.display().to_string();
+    h.get_all_by_role(Role::TextInput)
+        .find(|n| n.value().as_deref() == Some(field.as_str()))
+        .expect("store field")
+        .click();
+    h.run_steps(1);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.run_steps(1);
+    h.get_all_by_role(Role::TextInput)
+        .find(|n| n.is_focused())
+        .expect("focused store field")
+        .type_text(&second.display().to_string());
+    h.run_steps(1);
+    h.get_by_label("Open").click();
+    h.run_steps(2);
+    settle(&mut h);
+    let app = h.state();
+    assert_eq!(app.store_path, second);
+    assert_eq!(app.table_names(), ["lonely"]);
+    assert_eq!(app.saved.recent, [second.clone(), first.clone()]);
+}
