@@ -37,6 +37,9 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// An unchanged process is written again this often, so its history has no gaps.
 const KEEPALIVE_NS: i64 = NS_PER_SEC;
+/// How often every followed process is looked at for its keepalive; in between, only the
+/// ones the kernel queued are, so an idle process costs nothing per interval.
+const SWEEP_NS: i64 = NS_PER_SEC / 4;
 
 /// PF_KTHREAD in /proc/PID/stat's flags.
 const PF_KTHREAD: u64 = 0x0020_0000;
@@ -129,6 +132,12 @@ pub struct Ebpf {
     dropped_seen: u64,
     dirty_lost_seen: u64,
     last_drop_report: TimeNs,
+    last_drop_check: TimeNs,
+    /// Lifecycle events lost so far (exits among them).
+    life_lost_seen: u64,
+    last_sweep: TimeNs,
+    /// Some changes were not queued (the queue was full): look at every process.
+    sweep_all: bool,
     pids: Vec<u32>,
     queued: Vec<u32>,
     gone: Vec<u32>,
@@ -401,6 +410,10 @@ impl Ebpf {
             dropped_seen: 0,
             dirty_lost_seen: 0,
             last_drop_report: 0,
+            last_drop_check: 0,
+            life_lost_seen: 0,
+            last_sweep: 0,
+            sweep_all: false,
             pids: Vec::with_capacity(256),
             queued: Vec::with_capacity(256),
             gone: Vec::with_capacity(64),
@@ -523,11 +536,13 @@ impl Ebpf {
         };
         let zombie = view.as_ref().is_none_or(|v| v.zombie);
         self.procs.insert(pid, proc);
+        self.queued.push(pid);
         if zombie {
             // Exited before it could be followed: one sample of what was seen, then the exit.
             let now = clock_offset + boottime_ns();
             self.sample(pid, now, clock_offset, None, sink)?;
-            self.exit(pid, now, true, sink)?;
+            // A forked one's exit event is on its way: the kernel has forgotten it already.
+            self.exit(pid, now, fork_boot_ns.is_none(), sink)?;
         }
         Ok(())
     }
@@ -562,17 +577,27 @@ impl Ebpf {
         sink: &mut dyn Sink,
     ) -> Result<bool, RecordError> {
         let (has_faults, has_syscalls, page) = (self.has_faults, self.has_syscalls, self.page_size);
+        let events_lost = self.life_lost_seen > 0;
         let Some(p) = self.procs.get_mut(&pid) else {
             return Ok(true);
         };
         let dirty = std::mem::take(&mut p.dirty);
-        if !dirty && now - p.last_time < KEEPALIVE_NS {
+        // Swept every SWEEP_NS: written again after KEEPALIVE_NS at the latest.
+        if !dirty && now - p.last_time < KEEPALIVE_NS - SWEEP_NS {
             return Ok(true);
         }
         // Not there until the process's first counted event; an exit event brings its own.
         let stats = last_stats.or_else(|| self.stats.get(&pid, 0).ok());
         let mut alive = true;
-        if let Some(f) = &p.statm {
+        // The virtual size moves with mmap/munmap/brk and faults, which queue the process: an
+        // unchanged one's statm is not read again, unless exit events were lost (then a failed
+        // read is how an exit shows).
+        let statm = if dirty || events_lost {
+            p.statm.as_ref()
+        } else {
+            None
+        };
+        if let Some(f) = statm {
             let mut buf = [0u8; 128];
             match f.read_at(&mut buf, 0) {
                 Ok(n) => match parse_statm(&buf[..n]) {
@@ -627,7 +652,9 @@ impl Ebpf {
             }
             p.last_peak = s.peak_time;
         }
-        if alive || p.last_time == 0 {
+        // An exit brings the last counters (taken before the memory is torn down): written even
+        // though statm is gone by now.
+        if alive || p.last_time == 0 || last_stats.is_some() {
             let sample = Sample { time: now, metrics };
             sink.event(Event::Sample(p.key, &sample))?;
             p.last = metrics;
@@ -638,9 +665,14 @@ impl Ebpf {
 
     /// Reports what the kernel side had to drop, at most once a second.
     fn report_drops(&mut self, now: TimeNs) {
+        // Four reads are four system calls: a few times a second is enough.
+        if now - self.last_drop_check < NS_PER_SEC / 4 {
+            return;
+        }
+        self.last_drop_check = now;
         let read = |i: u32| self.counters.get(&i, 0).unwrap_or(0);
-        let dropped =
-            read(counter::FOLLOW_FULL) + read(counter::STATS_FULL) + read(counter::LIFE_LOST);
+        let (not_followed, life_lost) = (read(counter::FOLLOW_FULL), read(counter::LIFE_LOST));
+        let dropped = not_followed + life_lost;
         let dirty_lost = read(counter::DIRTY_LOST);
         if dirty_lost > self.dirty_lost_seen {
             // Some changed processes were not queued: read them all this time.
@@ -648,19 +680,18 @@ impl Ebpf {
             for p in self.procs.values_mut() {
                 p.dirty = true;
             }
+            self.sweep_all = true;
         }
         if dropped > self.dropped_seen && now - self.last_drop_report >= NS_PER_SEC {
             eprintln!(
-                "memtools: the kernel side dropped {} events so far (maps or queues full: \
-                 followed {}, counters {}, process events {}); some processes may be missing",
-                dropped,
-                read(counter::FOLLOW_FULL),
-                read(counter::STATS_FULL),
-                read(counter::LIFE_LOST),
+                "memtools: the kernel side dropped {dropped} events so far (its maps or queues \
+                 were full: {not_followed} new processes not followed, {life_lost} fork/exec/exit \
+                 events lost); some processes may be missing or end late"
             );
             self.dropped_seen = dropped;
             self.last_drop_report = now;
         }
+        self.life_lost_seen = life_lost;
     }
 }
 
@@ -678,6 +709,8 @@ impl Backend for Ebpf {
         self.epoch_map
             .set(EPOCH_INDEX, self.epoch, 0)
             .map_err(|e| RecordError::Proc(format!("eBPF map EPOCH: {e}")))?;
+        // The processes to look at this time: started, exec'ed or changed.
+        self.queued.clear();
         for (pid, ppid) in std::mem::take(&mut self.initial) {
             self.start(pid, ppid, None, sink, offset)?;
         }
@@ -701,6 +734,7 @@ impl Backend for Ebpf {
                             p.base_rss = v.rss;
                         }
                         p.dirty = true;
+                        self.queued.push(event.tgid);
                         let name = comm_str(&event.comm);
                         let cmdline = read_cmdline(event.tgid);
                         sink.event(Event::Renamed {
@@ -722,7 +756,6 @@ impl Backend for Ebpf {
             }
         }
         // Processes whose counters changed.
-        self.queued.clear();
         while let Some(item) = self.dirty.next() {
             if let Some(b) = item.get(..4) {
                 self.queued
@@ -741,7 +774,13 @@ impl Backend for Ebpf {
         self.gone.clear();
         let mut pids = std::mem::take(&mut self.pids);
         pids.clear();
-        pids.extend(self.procs.keys().copied());
+        if now - self.last_sweep >= SWEEP_NS || self.sweep_all {
+            self.last_sweep = now;
+            self.sweep_all = false;
+            pids.extend(self.procs.keys().copied());
+        } else {
+            pids.extend_from_slice(&self.queued);
+        }
         for &pid in &pids {
             if !self.sample(pid, now, offset, None, sink)? {
                 self.gone.push(pid);
