@@ -568,3 +568,48 @@ fn an_unmounted_tracefs_is_mounted_again() {
     let samples = store.sessions()[0]["samples"].as_u64().unwrap_or(0);
     assert!(samples >= 3, "{samples} samples");
 }
+
+#[test]
+fn a_process_shorter_than_the_interval_is_recorded_from_its_exit() {
+    let _one = serial();
+    if !can_load("a_process_shorter_than_the_interval_is_recorded_from_its_exit") {
+        return;
+    }
+    let store = TestStore::new();
+    // The pause lets the recorder attach before the short ones run; each lives ~1 ms, far
+    // less than the 500 ms interval: /proc polling would never see them.
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--interval",
+        "500ms",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.5; /bin/true; /bin/true; /bin/true; sleep 0.6",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sql = store.sql();
+    let mut stmt = sql
+        .prepare(
+            "SELECT p.name, p.exit_ns IS NOT NULL, MAX(s.rss_file) FROM processes p
+             JOIN samples s ON s.process_id = p.id WHERE p.name = 'true' GROUP BY p.id",
+        )
+        .unwrap();
+    let rows: Vec<(String, bool, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for (name, exited, file) in &rows {
+        assert!(*exited, "{name}: no exit");
+        // Its own pages (the binary, libc) were counted before it exited.
+        assert!(*file > 0, "{name}: no resident memory recorded: {rows:?}");
+    }
+}

@@ -109,6 +109,8 @@ struct Proc {
     last_peak: u64,
     /// Queued by the kernel this drain.
     dirty: bool,
+    /// Gone before /proc could be read: named from its exit event.
+    unnamed: bool,
 }
 
 /// The eBPF backend.
@@ -531,10 +533,12 @@ impl Ebpf {
             last: Metrics::default(),
             last_time: 0,
             last_peak: 0,
-            // Written at once, so a process is recorded from its first poll.
-            dirty: true,
+            // Written at once, so a process is recorded from its first poll; one already gone
+            // is written from its exit event, which carries its last counters.
+            dirty: view.is_some(),
+            unnamed: view.is_none(),
         };
-        let zombie = view.as_ref().is_none_or(|v| v.zombie);
+        let zombie = view.as_ref().is_some_and(|v| v.zombie);
         self.procs.insert(pid, proc);
         self.queued.push(pid);
         if zombie {
@@ -597,6 +601,10 @@ impl Ebpf {
         } else {
             None
         };
+        if p.statm.is_none() && events_lost {
+            // Never readable (gone at once), and its exit event may be among the lost ones.
+            alive = false;
+        }
         if let Some(f) = statm {
             let mut buf = [0u8; 128];
             match f.read_at(&mut buf, 0) {
@@ -747,6 +755,15 @@ impl Backend for Ebpf {
                 life::EXIT if self.procs.contains_key(&event.tgid) => {
                     if let Some(p) = self.procs.get_mut(&event.tgid) {
                         p.dirty = true;
+                        if p.unnamed {
+                            // Lived less than an interval: its name is all there is.
+                            let name = comm_str(&event.comm);
+                            sink.event(Event::Renamed {
+                                key: p.key,
+                                name: &name,
+                                cmdline: "",
+                            })?;
+                        }
                     }
                     let stats = event.stats;
                     self.sample(event.tgid, time.min(now), offset, Some(stats), sink)?;
