@@ -79,6 +79,13 @@ fn bench(c: &mut Criterion) {
         }
         frame(&ctx, app, vec![Event::PointerMoved(pos2(x, centre.y))]);
     };
+    // The drag really pans: the view moves, so each frame samples a new range.
+    let before = app.plot_view();
+    for _ in 0..10 {
+        pan(&mut app);
+    }
+    assert_ne!(before, app.plot_view(), "the drag did not pan the plot");
+    assert!(app.drawn.points > 0);
     let mut group = c.benchmark_group("frame_10M_samples");
     group.sample_size(50);
     group.bench_function("pan_one_process", |b| b.iter(|| pan(&mut app)));

@@ -349,6 +349,11 @@ impl App {
             .find(|r| r.process.id == process_id)
     }
 
+    /// The plot's time range in the last frame (seconds since the session started).
+    pub fn plot_view(&self) -> Option<(f64, f64)> {
+        self.plot_cache.view()
+    }
+
     pub(crate) fn generation(&self) -> u64 {
         self.generation
     }

@@ -201,6 +201,13 @@ pub fn show(
     drawn
 }
 
+impl PlotCache {
+    /// The time range the plot showed in the last frame.
+    pub fn view(&self) -> Option<(f64, f64)> {
+        self.view
+    }
+}
+
 /// Forgets the view (a new selection starts from the whole history).
 pub fn reset_view(cache: &mut PlotCache) {
     *cache = PlotCache::default();
