@@ -45,12 +45,24 @@ impl Overlays {
 }
 
 /// Downsampled lines, valid for one view, width and data generation.
-#[derive(Default)]
 pub struct PlotCache {
     key: Option<(u64, [u64; 2], usize)>,
     lines: HashMap<i64, Vec<PlotPoint>>,
     /// The view the last frame showed, so the next one samples for it.
     view: Option<(f64, f64)>,
+    /// Whether the last frame's x axis fitted the data by itself.
+    auto_x: bool,
+}
+
+impl Default for PlotCache {
+    fn default() -> Self {
+        PlotCache {
+            key: None,
+            lines: HashMap::new(),
+            view: None,
+            auto_x: true,
+        }
+    }
 }
 
 /// What one frame drew, by item name (tests look at it) and how many line points.
@@ -109,7 +121,10 @@ pub fn show(
         .iter()
         .filter_map(|(_, h)| h.series.x_range())
         .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
-    let (x0, x1) = cache.view.or(full).unwrap_or((0.0, 1.0));
+    // While the plot fits its data (auto bounds: nobody zoomed or panned), sample everything,
+    // so a growing live session is followed at once; else the view of the last frame.
+    let view = if cache.auto_x { full } else { cache.view.or(full) };
+    let (x0, x1) = view.unwrap_or((0.0, 1.0));
     let pixels = ui.available_width().max(100.0) as usize;
     // Sample a view wider than the last one, so a pan shows no missing edge before the next
     // frame catches up.
@@ -165,7 +180,9 @@ pub fn show(
     let lines = &cache.lines;
     let items = &mut drawn.items;
     let mut points = 0;
+    let mut auto_x = cache.auto_x;
     let response = plot.show(ui, |plot_ui| {
+        auto_x = plot_ui.auto_bounds().x;
         if let Some(f) = pan {
             let width = plot_ui.plot_bounds().width();
             plot_ui.translate_bounds(egui::vec2((width * f) as f32, 0.0));
@@ -192,6 +209,7 @@ pub fn show(
         }
     });
     drawn.points = points;
+    cache.auto_x = auto_x && pan.is_none();
     let b = response.transform.bounds();
     let view = (b.min()[0], b.max()[0]);
     if cache.view != Some(view) {

@@ -112,6 +112,8 @@ pub fn rows(loaded: &Loaded, results: Option<&[ProcessResult]>) -> Vec<Row> {
 pub struct TableState {
     pub sort: Column,
     pub ascending: bool,
+    /// Not remembered: a filter left from an earlier run would hide processes unnoticed.
+    #[serde(skip)]
     pub filter: String,
 }
 

@@ -180,7 +180,6 @@ impl App {
         };
         let s = &loaded.session;
         ui.horizontal(|ui| {
-            ui.label(RichText::new(format!("session {}: {}", s.id, s.what())).strong());
             let mut metric = loaded.metric;
             egui::ComboBox::new("metric", "metric")
                 .selected_text(metric.name())
@@ -198,6 +197,10 @@ impl App {
             if s.end.is_none() {
                 ui.label(RichText::new("LIVE").color(egui::Color32::from_rgb(220, 60, 60)));
             }
+            // Last and truncated: a long command must not widen the panel under the others.
+            let title = format!("session {}: {}", s.id, s.what());
+            ui.add(egui::Label::new(RichText::new(&title).strong()).truncate())
+                .on_hover_text(title);
         });
         Panel::top("table")
             .resizable(true)

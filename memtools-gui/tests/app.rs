@@ -444,6 +444,9 @@ fn a_session_being_recorded_updates_in_place() {
     }
     settle(&mut h);
     assert!(h.state().table_names().contains(&"second".to_string()));
+    // The plot follows the new samples (79 s after the start) unless the user moved it.
+    let view = h.state().plot_view().expect("plotted");
+    assert!(view.1 >= 79.0, "the plot shows {view:?}");
 }
 
 #[test]
