@@ -123,7 +123,11 @@ pub fn show(
         .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
     // While the plot fits its data (auto bounds: nobody zoomed or panned), sample everything,
     // so a growing live session is followed at once; else the view of the last frame.
-    let view = if cache.auto_x { full } else { cache.view.or(full) };
+    let view = if cache.auto_x {
+        full
+    } else {
+        cache.view.or(full)
+    };
     let (x0, x1) = view.unwrap_or((0.0, 1.0));
     let pixels = ui.available_width().max(100.0) as usize;
     // Sample a view wider than the last one, so a pan shows no missing edge before the next
