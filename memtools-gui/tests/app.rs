@@ -296,6 +296,12 @@ fn r2_threshold_flips_a_borderline_verdict() {
     assert_eq!(of("grower"), Some(Verdict::Leak));
     assert_eq!(of("steady"), Some(Verdict::Ok));
     assert_eq!(of("tiny"), Some(Verdict::Insufficient));
+    // Reset to defaults: back to 0.9 (and the combined detector), and the verdicts with it.
+    h.get_by_label("Reset to defaults").click();
+    h.run_steps(2);
+    settle(&mut h);
+    assert_eq!(h.state().saved.knobs.params.r2_threshold, 0.9);
+    assert_eq!(h.state().saved.knobs.params.algo, Algo::Combined);
 }
 
 fn vlt_file(name: &str) -> PathBuf {
@@ -358,6 +364,12 @@ fn vlt_377208_leak_shows_with_its_lbr_window() {
             .any(|i| i.starts_with(&format!("LBR projection: {name}"))),
         "{items:?}"
     );
+    // The overlay goes when its box is unticked.
+    h.get_by_label("LBR window and fit").click();
+    h.run_steps(3);
+    let items = &h.state().drawn.items;
+    assert!(items.contains(&name.to_string()), "{items:?}");
+    assert!(!items.iter().any(|i| i.starts_with("LBR")), "{items:?}");
 }
 
 fn problem_of(path: &Path) -> ProblemKind {
