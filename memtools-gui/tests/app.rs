@@ -497,3 +497,48 @@ fn another_store_opens_from_the_store_bar_and_is_remembered() {
     assert_eq!(app.table_names(), ["lonely"]);
     assert_eq!(app.saved.recent, [second.clone(), first.clone()]);
 }
+
+#[test]
+fn reading_a_big_session_shows_progress() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("big.db");
+    let store = Store::open(&path).expect("store");
+    let mut w = store
+        .begin_session(&new_session(T0, "big"))
+        .expect("session");
+    let id = w.add_process(&process(9, "big"), None).expect("process");
+    for i in 0..1_000_000i64 {
+        let s = sample(T0 + i * 10_000_000, (100 + i % 1000) as f64 * MIB as f64);
+        w.add_sample(id, &s).expect("sample");
+    }
+    w.finish(T0 + 10_000 * NS_PER_SEC, None).expect("finish");
+    drop(store);
+    // One frame at build time (the default harness runs frames until the load is over).
+    let app = App::new(path.clone(), Saved::default());
+    let mut h = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .with_max_steps(1)
+        .build_ui_state(|ui, app: &mut App| app.show(ui), app);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen = None;
+    while h.state().busy() {
+        h.step();
+        if let memtools_gui::app::LoadState::Loading { done, total } = h.state().load
+            && done > 0
+            && done < total
+        {
+            if h.query_all_by_label_contains("reading").count() >= 1 {
+                seen = Some((done, total));
+            }
+        }
+        assert!(Instant::now() < deadline, "the app stayed busy");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (done, total) = seen.expect("a progress bar part way through the read");
+    assert_eq!(total, 1_000_000, "{done}");
+    settle(&mut h);
+    assert_eq!(
+        h.state().loaded.as_ref().map(|l| l.samples()),
+        Some(1_000_000)
+    );
+}
