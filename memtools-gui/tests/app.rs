@@ -526,10 +526,9 @@ fn reading_a_big_session_shows_progress() {
         if let memtools_gui::app::LoadState::Loading { done, total } = h.state().load
             && done > 0
             && done < total
+            && h.query_all_by_label_contains("reading").count() >= 1
         {
-            if h.query_all_by_label_contains("reading").count() >= 1 {
-                seen = Some((done, total));
-            }
+            seen = Some((done, total));
         }
         assert!(Instant::now() < deadline, "the app stayed busy");
         std::thread::sleep(Duration::from_millis(2));
