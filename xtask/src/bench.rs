@@ -288,12 +288,13 @@ fn fault_workload(recorder: Option<(&Path, &Path, &str)>) -> Result<(f64, f64)> 
                 .stderr(Stdio::null())
                 .spawn()
                 .context("cannot start the recorder")?;
-            // Loaded, attached and following before the workload starts.
-            std::thread::sleep(Duration::from_secs(2));
             Some(rec)
         }
         None => None,
     };
+    // Loaded, attached and following before the workload starts; the same pause without a
+    // recorder, so every run starts from a machine as settled (the last run's 4 GiB freed).
+    std::thread::sleep(Duration::from_secs(2));
     let started = std::time::Instant::now();
     {
         let mut stdin = shell.stdin.take().context("no stdin")?;
