@@ -57,21 +57,19 @@ pub enum EbpfError {
     #[error("tracefs is not mounted at {TRACEFS} and mounting it failed: {0}")]
     Tracefs(std::io::Error),
     #[error("the eBPF programs did not load: {0}")]
-    Load(#[source] Box<aya::EbpfError>),
-    #[error("program `{program}` did not {what}: {source}")]
+    Load(Box<aya::EbpfError>),
+    #[error("program `{program}` did not {what}: {error}")]
     Program {
         program: &'static str,
         what: &'static str,
-        #[source]
-        source: Box<aya::programs::ProgramError>,
+        error: Box<aya::programs::ProgramError>,
     },
     #[error("eBPF map `{0}` is missing or of the wrong type")]
     MissingMap(&'static str),
-    #[error("eBPF map `{map}`: {source}")]
+    #[error("eBPF map `{map}`: {error}")]
     Map {
         map: &'static str,
-        #[source]
-        source: Box<aya::maps::MapError>,
+        error: Box<aya::maps::MapError>,
     },
     #[error("no process with pid {0}")]
     NoSuchPid(u32),
@@ -236,14 +234,14 @@ fn take_map<T>(
     let map = bpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
     convert(map).map_err(|e| EbpfError::Map {
         map: name,
-        source: Box::new(e),
+        error: Box::new(e),
     })
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EbpfError {
     move |e| EbpfError::Map {
         map,
-        source: Box::new(e),
+        error: Box::new(e),
     }
 }
 
@@ -380,7 +378,7 @@ impl Ebpf {
                     return Err(EbpfError::Program {
                         program: name,
                         what,
-                        source: Box::new(source),
+                        error: Box::new(source),
                     });
                 }
                 Err(_) if category == "raw" => has_faults = false,
@@ -712,11 +710,6 @@ impl Backend for Ebpf {
         let now = clock.now();
         // Wall time = boot-clock time + offset (the kernel stamps events with the boot clock).
         let offset = now - boottime_ns();
-        // A new epoch first: changes from here on are queued again and start a new peak.
-        self.epoch = self.epoch.wrapping_add(1).max(1);
-        self.epoch_map
-            .set(EPOCH_INDEX, self.epoch, 0)
-            .map_err(|e| RecordError::Proc(format!("eBPF map EPOCH: {e}")))?;
         // The processes to look at this time: started, exec'ed or changed.
         self.queued.clear();
         for (pid, ppid) in std::mem::take(&mut self.initial) {
@@ -779,6 +772,14 @@ impl Backend for Ebpf {
                     .push(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
             }
         }
+        // Then a new epoch, before the counters are read: a change from here on queues its
+        // process again (for the next poll), and starts a new peak. Bumped before the queue
+        // was drained, a process queued in the new epoch would be read now and its later
+        // changes in that epoch never queued.
+        self.epoch = self.epoch.wrapping_add(1).max(1);
+        self.epoch_map
+            .set(EPOCH_INDEX, self.epoch, 0)
+            .map_err(|e| RecordError::Proc(format!("eBPF map EPOCH: {e}")))?;
         for &pid in &self.queued {
             if let Some(p) = self.procs.get_mut(&pid) {
                 p.dirty = true;
