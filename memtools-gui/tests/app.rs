@@ -541,3 +541,39 @@ fn reading_a_big_session_shows_progress() {
         Some(1_000_000)
     );
 }
+
+/// eframe's storage, in memory.
+#[derive(Default)]
+struct Memory(std::collections::HashMap<String, String>);
+
+impl eframe::Storage for Memory {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn recent_stores_overlays_sort_and_parameters_are_remembered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = suite_store(dir.path());
+    let mut h = harness(&path);
+    settle(&mut h);
+    h.get_by_label("trend").click();
+    h.get_by_label("peak").click();
+    h.run_steps(2);
+    h.state_mut().saved.knobs.params.r2_threshold = 0.75;
+    let mut storage = Memory::default();
+    eframe::App::save(h.state_mut(), &mut storage);
+    let saved: Saved = eframe::get_value(&storage, eframe::APP_KEY).expect("saved");
+    assert_eq!(saved.recent, [path]);
+    assert!(saved.overlays.trend);
+    assert_eq!(saved.table.sort, memtools_gui::table::Column::Peak);
+    assert_eq!(saved.knobs.params.r2_threshold, 0.75);
+}
