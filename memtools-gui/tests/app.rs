@@ -414,6 +414,13 @@ fn empty_and_error_states_say_what_is_wrong() {
     conn.pragma_update(None, "user_version", 999).expect("bump");
     drop(conn);
     assert_eq!(problem_of(&newer), ProblemKind::NewerSchema);
+
+    let foreign = dir.path().join("foreign.db");
+    let conn = rusqlite::Connection::open(&foreign).expect("sqlite");
+    conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);")
+        .expect("create");
+    drop(conn);
+    assert_eq!(problem_of(&foreign), ProblemKind::NotAStore);
 }
 
 #[test]
