@@ -1,7 +1,8 @@
 //! A developer hook for measuring the real window's frame time, rendering included (the
 //! criterion bench measures the CPU side only): with `MEMTOOLS_GUI_FRAME_STATS=1` the app
 //! repaints continuously, pans the plot back and forth by 1% of its width per frame, and prints
-//! the frame times every 300 frames to stderr. scripts/frame-time.sh runs it under Xvfb.
+//! the frame times every 300 frames to stderr (`=all`: with every process plotted).
+//! scripts/frame-time.sh runs it under Xvfb.
 
 /// Frames per printed line.
 const REPORT_EVERY: usize = 300;
@@ -11,14 +12,18 @@ const SWING: u64 = 60;
 #[derive(Debug, Default)]
 pub struct FrameStats {
     enabled: bool,
+    /// `MEMTOOLS_GUI_FRAME_STATS=all`: plot every process, not just the first row.
+    pub all: bool,
     frame: u64,
     dts: Vec<f32>,
 }
 
 impl FrameStats {
     pub fn from_env() -> FrameStats {
+        let v = std::env::var_os("MEMTOOLS_GUI_FRAME_STATS");
         FrameStats {
-            enabled: std::env::var_os("MEMTOOLS_GUI_FRAME_STATS").is_some_and(|v| v == "1"),
+            enabled: v.as_ref().is_some_and(|v| v == "1" || v == "all"),
+            all: v.is_some_and(|v| v == "all"),
             ..FrameStats::default()
         }
     }

@@ -26,6 +26,9 @@ impl App {
     /// Draws the whole app into `ui` (the eframe window, or a test harness).
     pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll(ui.ctx());
+        if self.frame_stats.all && !self.busy() && self.selected.len() < self.rows.len() {
+            self.selected = self.rows.iter().map(|r| r.process_id).collect();
+        }
         let ready = !self.busy() && !self.selected.is_empty();
         self.frame_stats.record(ui.ctx(), ready);
         Panel::top("store").show(ui, |ui| self.store_bar(ui));
