@@ -216,12 +216,18 @@ pub fn analyse_with_phases(
                 limit_bytes: limit.bytes,
                 ..params.clone()
             };
-            let kept = &points[..points.len() - exit_teardown(&points, process.exit)];
+            // A trailing 0 is a process caught exiting; a fall just before its exit is its
+            // teardown: neither is a release, for the verdict, the peak or the phases.
+            let live = points
+                .iter()
+                .rposition(|p| p.1 != 0)
+                .map_or(&points[..], |i| &points[..=i]);
+            let kept = &live[..live.len() - exit_teardown(live, process.exit)];
             let times: Vec<TimeNs> = kept.iter().map(|p| p.0).collect();
             let values: Vec<f64> = kept.iter().map(|p| p.1 as f64).collect();
             let analysis = analysis::analyze(&times, &values, &params);
             let grew_during = if analysis.verdict == Verdict::Leak {
-                growth_by_phase(&points, phases)
+                growth_by_phase(kept, phases)
             } else {
                 Vec::new()
             };
