@@ -590,6 +590,14 @@ impl Ebpf {
         }
         // Not there until the process's first counted event; an exit event brings its own.
         let stats = last_stats.or_else(|| self.stats.get(&pid, 0).ok());
+        // Stamped when read (an exit at its own time), like the /proc backend: the counters may
+        // hold changes made after the poll began, and a sample must not predate its data (a
+        // test harness's phase marker would otherwise get the growth that followed it).
+        let now = if last_stats.is_some() {
+            now
+        } else {
+            (clock_offset + boottime_ns()).max(now)
+        };
         let mut alive = true;
         // The virtual size moves with mmap/munmap/brk and faults, which queue the process: an
         // unchanged one's statm is not read again, unless exit events were lost (then a failed
@@ -658,9 +666,12 @@ impl Ebpf {
             }
             p.last_peak = s.peak_time;
         }
-        // An exit brings the last counters (taken before the memory is torn down): written even
-        // though statm is gone by now.
-        if alive || p.last_time == 0 || last_stats.is_some() {
+        // An exit brings the last counters (taken before the kernel tears the memory down):
+        // written even though statm is gone by now, unless they fell since the last sample (the
+        // program freeing its memory on its way out, which the /proc backend cannot see and the
+        // analysis would take for a release); a rise just before exiting is kept.
+        let exit_rise = last_stats.is_some() && total(&metrics) >= total(&p.last);
+        if alive || p.last_time == 0 || exit_rise {
             let sample = Sample { time: now, metrics };
             sink.event(Event::Sample(p.key, &sample))?;
             p.last = metrics;
