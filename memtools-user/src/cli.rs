@@ -140,7 +140,7 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub store: StoreArg,
     /// How samples are taken
-    #[arg(long, value_enum, default_value_t = BackendArg::Procfs)]
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
     /// Time between samples (at least 10ms), like 100ms, 1s
     #[arg(long, default_value = "100ms", value_parser = parse_duration, value_name = "DUR")]
@@ -174,6 +174,10 @@ pub struct RecordArgs {
 /// The backends this build has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
+    /// eBPF when it can load (root or CAP_BPF+CAP_PERFMON), otherwise /proc, saying why
+    Auto,
+    /// Kernel-side counters (eBPF): every change seen, almost no cost; fails if not possible
+    Ebpf,
     /// Poll /proc/PID/stat and status each interval
     Procfs,
 }

@@ -160,6 +160,8 @@ fn record(args: RecordArgs) -> Result<i32> {
     let options = RecordOptions {
         target,
         backend: match args.backend {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Ebpf => BackendChoice::Ebpf,
             BackendArg::Procfs => BackendChoice::Procfs,
         },
         interval: args.interval,

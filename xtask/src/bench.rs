@@ -38,13 +38,20 @@ pub fn bench(args: &[String]) -> Result<()> {
         // The fault workload itself, started by `faults` (not for direct use).
         "__touch" => touch_worker(),
         "analysis" => analysis(),
+        "gui" => gui(),
         "all" => {
             recorder()?;
             faults()?;
-            analysis()
+            analysis()?;
+            gui()
         }
-        other => bail!("unknown benchmark `{other}` (recorder, faults, analysis or all)"),
+        other => bail!("unknown benchmark `{other}` (recorder, faults, analysis, gui or all)"),
     }
+}
+
+/// The GUI's frame time over a 10-million-sample session (criterion, CPU side of a frame).
+fn gui() -> Result<()> {
+    sh(cargo().args(["bench", "-p", "memtools-gui", "--bench", "frame"]))
 }
 
 fn analysis() -> Result<()> {

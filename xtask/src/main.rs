@@ -6,6 +6,7 @@
 //! - `cargo xtask bench [recorder|analysis|all]`: the benchmarks whose figures the README quotes.
 
 mod bench;
+mod gui;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,17 @@ fn main() {
     }
 }
 
+const HELP: &str = "\
+cargo xtask setup              install what building and testing need
+cargo xtask run -- ARGS        build and run memtools-user ARGS (release; builds
+                               target/release/leak-sim too)
+cargo xtask test [ARGS]        set up, check formatting and lints, run every test
+                               (ARGS go to `cargo test`, e.g. a test name filter)
+cargo xtask bench [WHICH]      recorder | faults | analysis | gui | all (default all)
+cargo xtask screenshot         the GUI on VLT revision 377208 in a real window under
+                               Xvfb, into docs/screenshot-vlt-377208.png
+";
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (task, rest) = args
@@ -30,15 +42,9 @@ fn run() -> Result<()> {
         "run" => run_user(rest),
         "test" => test(rest),
         "bench" => bench::bench(rest),
+        "screenshot" => gui::screenshot(),
         "help" | "--help" | "-h" => {
-            println!(
-                "cargo xtask setup              install what building and testing need\n\
-                 cargo xtask run -- ARGS        build and run memtools-user ARGS (release; builds
-                                                target/release/leak-sim too)\n\
-                 cargo xtask test [ARGS]        set up, check formatting and lints, run every test\n\
-                                                (ARGS go to `cargo test`, e.g. a test name filter)\n\
-                 cargo xtask bench [WHICH]      recorder | analysis | all (default all)"
-            );
+            print!("{HELP}");
             Ok(())
         }
         other => bail!("unknown task `{other}` (try `cargo xtask help`)"),

@@ -15,6 +15,12 @@ pub fn setup() -> Result<()> {
     ebpf_toolchain()?;
     python_psutil()?;
     python_pytest()?;
+    // Only `cargo xtask screenshot` needs a real window; the GUI's tests run headless.
+    if let Err(e) = crate::gui::setup_gui() {
+        eprintln!(
+            "xtask: Xvfb and Mesa not installed ({e:#}); `cargo xtask screenshot` needs them"
+        );
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! clock, the recorded command and its signals, and the bookkeeping for the summary.
 
 mod command;
+pub mod ebpf;
 pub mod limits;
 pub mod phases;
 pub mod procfs;
@@ -39,6 +40,8 @@ pub enum RecordError {
     IntervalTooShort(Duration),
     #[error("{0}")]
     Signals(std::io::Error),
+    #[error("cannot record with eBPF")]
+    Ebpf(#[from] ebpf::EbpfError),
 }
 
 /// Which processes a backend follows.
@@ -144,6 +147,10 @@ pub trait Backend {
 /// Which backend the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendChoice {
+    /// eBPF when it can load, otherwise /proc.
+    Auto,
+    /// eBPF, or fail saying why not.
+    Ebpf,
     /// Poll /proc.
     Procfs,
 }
@@ -158,5 +165,19 @@ pub fn open_backend(
             Box::new(procfs::Procfs::new(scope)?),
             "procfs requested".to_string(),
         )),
+        BackendChoice::Ebpf => Ok((
+            Box::new(ebpf::Ebpf::new(scope)?),
+            "ebpf requested".to_string(),
+        )),
+        BackendChoice::Auto => match ebpf::Ebpf::new(scope.clone()) {
+            Ok(b) => Ok((Box::new(b), "auto: eBPF loaded".to_string())),
+            // A missing pid is the same error for every backend.
+            Err(ebpf::EbpfError::NoSuchPid(pid)) => Err(RecordError::NoSuchPid(pid)),
+            Err(e) => {
+                let reason = format!("auto: eBPF not possible ({e}); fell back to procfs");
+                eprintln!("memtools: eBPF not possible ({e}); recording with /proc");
+                Ok((Box::new(procfs::Procfs::new(scope)?), reason))
+            }
+        },
     }
 }
