@@ -23,13 +23,26 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether the test can load eBPF programs; says so loudly when it cannot.
+/// Whether the test can load eBPF programs; says so loudly when it cannot (not root, or a
+/// build without the eBPF object because the pinned nightly could not be installed).
 fn can_load(test: &str) -> bool {
     if !is_root() {
         skip(test, "loading eBPF programs needs root");
         return false;
     }
-    true
+    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let built = *BUILT.get_or_init(|| {
+        let store = TestStore::new();
+        let out = store.run(&["record", "--backend", "ebpf", "--", "/bin/true"]);
+        !String::from_utf8_lossy(&out.stderr).contains("eBPF object was not built")
+    });
+    if !built {
+        skip(
+            test,
+            "memtools-user was built without its eBPF object (run `cargo xtask setup`)",
+        );
+    }
+    built
 }
 
 fn now_ns() -> i64 {

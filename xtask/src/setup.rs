@@ -12,7 +12,14 @@ use crate::sh;
 /// Each step checks first, so a second run does nothing.
 pub fn setup() -> Result<()> {
     rust_components()?;
-    ebpf_toolchain()?;
+    if let Err(e) = ebpf_toolchain() {
+        // The build falls back to an empty eBPF object and recording to /proc; say so rather
+        // than fail everything (the eBPF tests say SKIPPED when the object was not built).
+        eprintln!(
+            "xtask: the eBPF toolchain could not be installed ({e:#}); memtools-user will build \
+             without its eBPF backend"
+        );
+    }
     python_psutil()?;
     python_pytest()?;
     // Only `cargo xtask screenshot` needs a real window; the GUI's tests run headless.

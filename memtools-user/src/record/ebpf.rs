@@ -312,10 +312,11 @@ fn list_pids() -> Vec<u32> {
 impl Ebpf {
     /// Loads and attaches the kernel side and marks the scope's processes as followed.
     pub fn new(scope: Scope) -> Result<Ebpf, EbpfError> {
+        // Privileges first: an unprivileged user learns what they can change.
+        privileged()?;
         if OBJECT.is_empty() {
             return Err(EbpfError::NotBuilt);
         }
-        privileged()?;
         if let Scope::Tree { roots, .. } = &scope {
             for &pid in roots {
                 if !Path::new(&format!("/proc/{pid}")).exists() {
