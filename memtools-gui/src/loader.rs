@@ -12,7 +12,7 @@ use std::time::Duration;
 use memtools_user::analysis::Params;
 use memtools_user::detect::{ProcessResult, analyse_histories, analyse_session};
 use memtools_user::model::{Metric, NS_PER_SEC, TimeNs};
-use memtools_user::store::{ProcessRow, SessionRow, Store, StoreError};
+use memtools_user::store::{Phase, ProcessRow, SessionRow, Store, StoreError, as_recorded};
 
 use crate::downsample::Series;
 use crate::problem::Problem;
@@ -59,6 +59,8 @@ pub struct Loaded {
     pub session: SessionRow,
     pub metric: Metric,
     pub histories: Vec<History>,
+    /// The phases a test harness marked, drawn on the plot.
+    pub phases: Vec<Phase>,
 }
 
 impl Loaded {
@@ -291,12 +293,16 @@ pub fn read_session(
             progress(done, total);
         })
         .map_err(err)?;
+        // Held on the grid for a change-only (eBPF) session, as `detect` reads it.
+        let points = as_recorded(&session, &process, points);
         histories.push(History::new(process, points, session.start));
     }
+    let phases = store.phases(session.id).map_err(err)?;
     Ok(Loaded {
         session,
         metric,
         histories,
+        phases,
     })
 }
 
@@ -328,7 +334,9 @@ fn read_after(
 struct Snapshot {
     session: SessionRow,
     metric: Metric,
+    /// As stored: held on the grid only when rebuilt, so new samples append to the raw ones.
     histories: Vec<(ProcessRow, Vec<(TimeNs, u64)>)>,
+    phases: Vec<Phase>,
 }
 
 impl Snapshot {
@@ -337,6 +345,7 @@ impl Snapshot {
             session: l.session.clone(),
             metric: l.metric,
             histories: l.owned_histories(),
+            phases: l.phases.clone(),
         }
     }
 }
@@ -391,6 +400,9 @@ fn follow(
         }
         let ended = row.end.is_some();
         snap.session = row;
+        if let Ok(phases) = store.phases(session) {
+            snap.phases = phases;
+        }
         if cancel.load(Ordering::Relaxed) {
             return;
         }
@@ -412,11 +424,15 @@ fn rebuild(snap: &Snapshot) -> Loaded {
     let histories = snap
         .histories
         .iter()
-        .map(|(p, points)| History::new(p.clone(), points.clone(), snap.session.start))
+        .map(|(p, points)| {
+            let points = as_recorded(&snap.session, p, points.clone());
+            History::new(p.clone(), points, snap.session.start)
+        })
         .collect();
     Loaded {
         session: snap.session.clone(),
         metric: snap.metric,
         histories,
+        phases: snap.phases.clone(),
     }
 }

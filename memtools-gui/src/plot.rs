@@ -14,7 +14,10 @@ use crate::loader::{Loaded, seconds_since};
 
 /// Which overlays are drawn; remembered across runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Overlays {
+    /// The phases a test harness marked (`MEMTOOLS_PHASES`), as shaded bands.
+    pub phases: bool,
     pub gaps: bool,
     pub resampled: bool,
     pub lbr: bool,
@@ -25,6 +28,7 @@ pub struct Overlays {
 impl Default for Overlays {
     fn default() -> Self {
         Overlays {
+            phases: true,
             gaps: true,
             resampled: false,
             lbr: true,
@@ -36,6 +40,7 @@ impl Default for Overlays {
 
 impl Overlays {
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        ui.checkbox(&mut self.phases, "phases");
         ui.checkbox(&mut self.gaps, "gap boundaries");
         ui.checkbox(&mut self.resampled, "resampled");
         ui.checkbox(&mut self.lbr, "LBR window and fit");
@@ -191,6 +196,12 @@ pub fn show(
             let width = plot_ui.plot_bounds().width();
             plot_ui.translate_bounds(egui::vec2((width * f) as f32, 0.0));
         }
+        if overlays.phases {
+            for item in phase_items(loaded) {
+                items.push(item.name().to_string());
+                item.add_to(plot_ui);
+            }
+        }
         for (i, (_, h)) in plotted.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let name = line_name(&h.process.info.name, h.process.info.key.pid);
@@ -271,6 +282,27 @@ fn line(name: String, pts: Vec<[f64; 2]>, color: Color32, style: LineStyle) -> I
             .style(style)
             .width(1.2),
     )
+}
+
+/// The phases of the session as alternating faint bands named after them; a phase that never
+/// ended runs to the session's last sample.
+fn phase_items(loaded: &Loaded) -> Vec<Item> {
+    let s = &loaded.session;
+    let last = s.end.or(s.last_sample).unwrap_or(s.start);
+    loaded
+        .phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let x0 = seconds_since(p.begin, s.start);
+            let x1 = seconds_since(p.end.unwrap_or(last), s.start).max(x0);
+            let shade = if i % 2 == 0 { 28 } else { 16 };
+            Item::Span(
+                Span::new(format!("phase: {}", p.name), x0..=x1)
+                    .fill(Color32::from_rgba_unmultiplied(120, 160, 255, shade)),
+            )
+        })
+        .collect()
 }
 
 /// The overlays of one process: gap boundaries, resampled grid, LBR windows with their fitted

@@ -122,6 +122,14 @@ fn suite_store(dir: &Path) -> PathBuf {
         600,
     );
     add(&mut w, 104, "tiny", t1, |_| 5.0 * mib, 5);
+    // Two phases a test harness marked.
+    w.begin_phase("test_setup", t1).expect("phase");
+    w.end_phase("test_setup", t1 + 100 * NS_PER_SEC)
+        .expect("phase");
+    w.begin_phase("test_growth", t1 + 100 * NS_PER_SEC)
+        .expect("phase");
+    w.end_phase("test_growth", t1 + 600 * NS_PER_SEC)
+        .expect("phase");
     w.finish(t1 + 600 * NS_PER_SEC, None).expect("finish");
     path
 }
@@ -180,6 +188,14 @@ fn newest_session_is_selected_and_its_top_leak_plotted() {
         "{:?}",
         app.drawn.items
     );
+    // The phases the harness marked are drawn as bands.
+    for phase in ["phase: test_setup", "phase: test_growth"] {
+        assert!(
+            app.drawn.items.contains(&phase.to_string()),
+            "{:?}",
+            app.drawn.items
+        );
+    }
     // Both sessions get verdict counts in the panel: the selected one first, then the other
     // in the background.
     let deadline = Instant::now() + Duration::from_secs(60);

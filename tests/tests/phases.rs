@@ -1,5 +1,7 @@
 //! Phases: a test harness marks its tests through `$MEMTOOLS_PHASES`, and a leak is attributed
-//! to the tests during which the memory grew.
+//! to the tests during which the memory grew. The recordings here use the /proc backend: what
+//! is under test is the phase protocol and the attribution, the same for either backend, and
+//! polling every 50 ms gives the analysis the same dense history on a loaded machine.
 
 mod common;
 
@@ -104,6 +106,8 @@ def test_leaky():
     let out = store
         .cmd(&[
             "record",
+            "--backend",
+            "procfs",
             "--interval",
             "50ms",
             "--fail-on-leak",

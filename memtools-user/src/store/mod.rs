@@ -17,7 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use import::{ImportFailure, Importer};
-pub use reader::{ForEachError, Phase, ProcessRow, SessionRow};
+pub use reader::{ForEachError, Phase, ProcessRow, SessionRow, as_recorded};
 pub use writer::{COMMIT_EVERY, ProcessId, SessionWriter};
 
 /// Where the store is when neither `--store` nor `MEMTOOLS_STORE` says otherwise.

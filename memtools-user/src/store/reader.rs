@@ -219,8 +219,6 @@ impl Store {
         metric: Metric,
     ) -> Result<Vec<(ProcessRow, History)>, StoreError> {
         let row = self.session(session)?;
-        let change_only = BackendKind::from_name(&row.backend) == Some(BackendKind::Ebpf);
-        let grid = row.interval_ns.filter(|&i| i > 0 && change_only);
         let processes = self.processes(session)?;
         let sql = format!(
             "SELECT t_ns, {m} FROM samples WHERE process_id = ?1 AND {m} IS NOT NULL ORDER BY t_ns",
@@ -235,13 +233,7 @@ impl Store {
                 })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| self.err(e))?;
-            let points = match grid {
-                Some(step) => {
-                    let until = p.exit.or(row.end).or(row.last_sample);
-                    hold_on_grid(&points, step, until)
-                }
-                None => points,
-            };
+            let points = as_recorded(&row, &p, points);
             out.push((p, points));
         }
         Ok(out)
@@ -277,6 +269,21 @@ pub enum ForEachError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// A process's stored samples as every reader should see them: for a change-only (eBPF)
+/// session, each value held on the session's sampling grid until the next sample and the last
+/// until the process exited or the session ended; other sessions as stored. [`Store::series`]
+/// applies it; a reader that fetches samples itself (the GUI's chunked and live reads) calls it.
+pub fn as_recorded(session: &SessionRow, process: &ProcessRow, points: History) -> History {
+    let change_only = BackendKind::from_name(&session.backend) == Some(BackendKind::Ebpf);
+    match session.interval_ns.filter(|&i| i > 0 && change_only) {
+        Some(step) => {
+            let until = process.exit.or(session.end).or(session.last_sample);
+            hold_on_grid(&points, step, until)
+        }
+        None => points,
+    }
 }
 
 /// The most points one held history may grow to; a longer one is left as stored.
