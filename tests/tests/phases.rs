@@ -35,6 +35,8 @@ echo "end test_leaky" > "$MEMTOOLS_PHASES""#
     );
     let out = store.run(&[
         "record",
+        "--backend",
+        "procfs",
         "--interval",
         "50ms",
         "--fail-on-leak",
