@@ -1,7 +1,8 @@
 //! Developer tasks, so a fresh checkout needs one command for each job:
 //!
 //! - `cargo xtask setup`: install what building and testing need, idempotently.
-//! - `cargo xtask run -- ARGS`: build memtools-user (release) and run it with ARGS.
+//! - `cargo xtask run -- ARGS`: set up, build memtools-user (release) and run it with ARGS, as
+//!   root (through sudo when needed) so the eBPF backend can load.
 //! - `cargo xtask test`: set up, then formatting, lints and every test.
 //! - `cargo xtask bench [recorder|analysis|all]`: the benchmarks whose figures the README quotes.
 
@@ -23,8 +24,8 @@ fn main() {
 
 const HELP: &str = "\
 cargo xtask setup              install what building and testing need
-cargo xtask run -- ARGS        build and run memtools-user ARGS (release; builds
-                               target/release/leak-sim too)
+cargo xtask run -- ARGS        set up, build and run memtools-user ARGS as root
+                               (release; builds target/release/leak-sim too)
 cargo xtask test [ARGS]        set up, check formatting and lints, run every test
                                (ARGS go to `cargo test`, e.g. a test name filter)
 cargo xtask bench [WHICH]      recorder | faults | analysis | gui | all (default all)
@@ -78,6 +79,8 @@ fn cargo() -> Command {
 
 fn run_user(args: &[String]) -> Result<()> {
     let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
+    // A fresh machine gets the pinned nightly and bpf-linker first, so the eBPF backend is built.
+    setup::setup()?;
     // The simulator too, so the README's first example has something that leaks to record.
     sh(cargo().args([
         "build",
@@ -92,7 +95,23 @@ fn run_user(args: &[String]) -> Result<()> {
         "leak-sim",
     ]))?;
     let bin = root().join("target/release/memtools-user");
-    let status = Command::new(&bin)
+    // eBPF needs root: go through sudo when we are not (the recorder falls back to /proc and
+    // says why if even that is not possible).
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root_already = unsafe { libc::geteuid() } == 0;
+    let has_sudo = Command::new("sudo")
+        .arg("-n")
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut cmd = if root_already || !has_sudo {
+        Command::new(&bin)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("--preserve-env=MEMTOOLS_STORE").arg(&bin);
+        c
+    };
+    let status = cmd
         .args(args)
         .status()
         .with_context(|| format!("cannot run {}", bin.display()))?;
