@@ -25,7 +25,7 @@ use memtools_common::{
     ProcStats, counter, life,
 };
 
-use super::procfs::{parse_stat, parse_statm, parse_status};
+use super::procfs::{parse_stat, parse_statm, parse_status, read_cmdline};
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
 use crate::model::{BackendKind, Metrics, NS_PER_SEC, ProcessInfo, ProcessKey, Sample, TimeNs};
 
@@ -243,19 +243,6 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EbpfError {
         map,
         error: Box::new(e),
     }
-}
-
-/// The command line, arguments joined by spaces; empty when it cannot be read.
-fn read_cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|&b| b == 0)
-                .filter(|a| !a.is_empty())
-                .map(String::from_utf8_lossy)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }
 
 /// A kernel comm (NUL-padded) as a string.

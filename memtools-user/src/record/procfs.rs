@@ -232,7 +232,7 @@ fn sample_one(
 
 /// The command line, arguments joined by spaces; empty when it cannot be read. Read when a
 /// process is first seen and after exec, never per sample.
-fn read_cmdline(pid: u32) -> String {
+pub(crate) fn read_cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|raw| {
             raw.split(|&b| b == 0)
