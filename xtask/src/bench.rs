@@ -137,7 +137,7 @@ struct Row {
 }
 
 /// Where cargo puts release binaries (CARGO_TARGET_DIR when set).
-fn release_dir() -> PathBuf {
+pub fn release_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|d| if d.is_absolute() { d } else { root().join(d) })
@@ -146,7 +146,7 @@ fn release_dir() -> PathBuf {
 }
 
 /// Builds the recorder and the simulator in release mode; returns their paths.
-fn build_release() -> Result<(PathBuf, PathBuf)> {
+pub fn build_release() -> Result<(PathBuf, PathBuf)> {
     sh(cargo().args([
         "build",
         "--release",

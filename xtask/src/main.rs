@@ -82,19 +82,7 @@ fn run_user(args: &[String]) -> Result<()> {
     // A fresh machine gets the pinned nightly and bpf-linker first, so the eBPF backend is built.
     setup::setup()?;
     // The simulator too, so the README's first example has something that leaks to record.
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "memtools-user",
-        "-p",
-        "memtools-tests",
-        "--bin",
-        "memtools-user",
-        "--bin",
-        "leak-sim",
-    ]))?;
-    let bin = root().join("target/release/memtools-user");
+    let (bin, _) = bench::build_release()?;
     // eBPF needs root: go through sudo when we are not (the recorder falls back to /proc and
     // says why if even that is not possible).
     // SAFETY: geteuid has no preconditions and cannot fail.
