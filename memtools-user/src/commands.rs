@@ -189,7 +189,8 @@ fn record(args: RecordArgs) -> Result<i32> {
             );
         }
     };
-    let outcome = match record::record(&store, &options, show) {
+    let notice = |line: &str| eprintln!("memtools: {line}");
+    let outcome = match record::record(&store, &options, show, notice) {
         Ok(o) => o,
         Err(e @ RecordError::Spawn { .. }) => {
             eprintln!("memtools-user: {e}");

@@ -155,29 +155,36 @@ pub enum BackendChoice {
     Procfs,
 }
 
-/// Opens the backend asked for, and says why it is the one that runs (stored with the session).
-pub fn open_backend(
-    choice: BackendChoice,
-    scope: Scope,
-) -> Result<(Box<dyn Backend>, String), RecordError> {
+/// The backend that runs, why (stored with the session), and, when `auto` had to fall back,
+/// the line to tell the user at once.
+pub struct OpenedBackend {
+    pub backend: Box<dyn Backend>,
+    pub reason: String,
+    pub fallback: Option<String>,
+}
+
+/// Opens the backend asked for.
+pub fn open_backend(choice: BackendChoice, scope: Scope) -> Result<OpenedBackend, RecordError> {
+    let chosen = |backend: Box<dyn Backend>, reason: &str| OpenedBackend {
+        backend,
+        reason: reason.to_string(),
+        fallback: None,
+    };
     match choice {
-        BackendChoice::Procfs => Ok((
+        BackendChoice::Procfs => Ok(chosen(
             Box::new(procfs::Procfs::new(scope)?),
-            "procfs requested".to_string(),
+            "procfs requested",
         )),
-        BackendChoice::Ebpf => Ok((
-            Box::new(ebpf::Ebpf::new(scope)?),
-            "ebpf requested".to_string(),
-        )),
+        BackendChoice::Ebpf => Ok(chosen(Box::new(ebpf::Ebpf::new(scope)?), "ebpf requested")),
         BackendChoice::Auto => match ebpf::Ebpf::new(scope.clone()) {
-            Ok(b) => Ok((Box::new(b), "auto: eBPF loaded".to_string())),
+            Ok(b) => Ok(chosen(Box::new(b), "auto: eBPF loaded")),
             // A missing pid is the same error for every backend.
             Err(ebpf::EbpfError::NoSuchPid(pid)) => Err(RecordError::NoSuchPid(pid)),
-            Err(e) => {
-                let reason = format!("auto: eBPF not possible ({e}); fell back to procfs");
-                eprintln!("memtools: eBPF not possible ({e}); recording with /proc");
-                Ok((Box::new(procfs::Procfs::new(scope)?), reason))
-            }
+            Err(e) => Ok(OpenedBackend {
+                backend: Box::new(procfs::Procfs::new(scope)?),
+                reason: format!("auto: eBPF not possible ({e}); fell back to procfs"),
+                fallback: Some(format!("eBPF not possible ({e}); recording with /proc")),
+            }),
         },
     }
 }

@@ -10,7 +10,8 @@ use nix::sys::signal::Signal;
 use super::command::{Child, Command};
 use super::phases::{PHASES_ENV, PhaseChannel, PhaseLine};
 use super::{
-    BackendChoice, Clock, Event, MIN_INTERVAL, RecordError, Scope, Sink, limits, open_backend,
+    BackendChoice, Clock, Event, MIN_INTERVAL, OpenedBackend, RecordError, Scope, Sink, limits,
+    open_backend,
 };
 use crate::model::{ExitStatus, Metric, NewSession, ProcessKey};
 use crate::store::{ProcessId, SessionWriter, Store};
@@ -257,11 +258,13 @@ fn host_and_kernel() -> (String, String) {
 }
 
 /// Records until the command exits, the followed processes are gone, the duration is over,
-/// or a stop signal arrives; `progress` is called a few times a second.
+/// or a stop signal arrives; `progress` is called a few times a second, `notice` with what the
+/// user should hear at once (the backend `auto` fell back from, and why).
 pub fn record(
     store: &Store,
     options: &RecordOptions,
     mut progress: impl FnMut(&Progress),
+    mut notice: impl FnMut(&str),
 ) -> Result<RecordOutcome, RecordError> {
     if options.interval < MIN_INTERVAL {
         return Err(RecordError::IntervalTooShort(options.interval));
@@ -293,7 +296,11 @@ pub fn record(
         },
         (Target::Command(_), None) => unreachable!("the command was spawned above"),
     };
-    let (mut backend, backend_reason) = match open_backend(options.backend, scope) {
+    let OpenedBackend {
+        mut backend,
+        reason: backend_reason,
+        fallback,
+    } = match open_backend(options.backend, scope) {
         Ok(b) => b,
         Err(e) => {
             if let Some(c) = &child {
@@ -302,6 +309,9 @@ pub fn record(
             return Err(e);
         }
     };
+    if let Some(line) = &fallback {
+        notice(line);
+    }
     let clock = Clock::start();
     let (host, kernel) = host_and_kernel();
     let session = NewSession {
