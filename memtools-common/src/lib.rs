@@ -25,23 +25,21 @@ pub const MAX_PROCESSES: u32 = 32_768;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcStats {
-    /// The `rss_stat` counters by member, in bytes: exact, the event carries the whole counter.
+    /// The `rss_stat` counters by member, in bytes, when last updated: the kernel's running
+    /// figures, short of what each CPU has not folded in yet (the recorder reads exact ones
+    /// from /proc for the processes queued as changed).
     pub rss: [u64; MEMBERS],
-    /// Bit `1 << member` set once that member has been seen (the others are not known yet).
-    pub seen: u32,
     /// The epoch this process was last queued as changed in (at most once per epoch).
     pub dirty_epoch: u32,
     /// The epoch the peak belongs to.
     pub peak_epoch: u32,
-    /// The `rss_stat` mm_id last seen for this process (to update `MM_TGID` only on change).
-    pub mm_id: u32,
+    /// The address of the process's mm, last seen (to update `MM_TGID` only on change).
+    pub mm: u64,
     /// The largest file + anon + shmem in the peak's epoch, with each member at that moment.
     pub peak_rss: [u64; MEMBERS],
     pub peak_total: u64,
     /// When the peak was reached, `bpf_ktime_get_boot_ns`.
     pub peak_time: u64,
-    /// User page faults seen since the process was followed.
-    pub faults: u64,
     pub mmap_calls: u64,
     pub munmap_calls: u64,
     pub brk_calls: u64,

@@ -13,8 +13,10 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use memtools_common::{LifeEvent, ProcStats, counter, life};
 
+use crate::rss::refresh;
 use crate::shared::{
-    EXIT_GROUP_DEAD_OFFSET, FOLLOW_ALL, LIFE, STATS, count_drop, current_tgid, send_life, stats_of,
+    EXIT_GROUP_DEAD_OFFSET, FOLLOW_ALL, LIFE, MM_TGID, STATS, count_drop, current_tgid, send_life,
+    stats_of,
 };
 
 /// clone(2)'s CLONE_THREAD: the new task is a thread of the caller's process.
@@ -64,13 +66,9 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let tgid = current_tgid();
-    let Some(s) = stats_of(tgid) else {
+    if stats_of(tgid).is_none() {
         return 0;
-    };
-    // A new image has a new mm whose counters start over: those not seen from here on are
-    // taken from /proc by the recorder when it gets this event, not from the old image.
-    // SAFETY: `s` points at a live map value.
-    unsafe { (*s).seen = 0 };
+    }
     send_life(
         &ctx,
         &LifeEvent {
@@ -103,6 +101,15 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     };
     if !last_thread {
         return 0;
+    }
+    // SAFETY: `s` points at a live map value.
+    let mm = unsafe { (*s).mm };
+    if mm != 0 {
+        // Its address will be another process's mm soon.
+        let _ = MM_TGID.remove(&mm);
+        // The counters now (the mm is still there when this tracepoint fires), taken into
+        // the record the exit event carries.
+        refresh(s, mm as *const u8);
     }
     let Some(mut event) = LIFE.reserve::<LifeEvent>(0) else {
         count_drop(counter::LIFE_LOST);

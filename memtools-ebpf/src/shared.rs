@@ -22,9 +22,10 @@ pub static EXIT_GROUP_DEAD_OFFSET: Global<u32> = Global::new(0);
 #[map]
 pub static STATS: HashMap<u32, ProcStats> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
-/// `rss_stat`'s mm_id -> the tgid owning that mm, for events raised on another task's behalf.
+/// An mm's address -> the followed tgid owning it, for `rss_stat` events raised on another
+/// task's behalf (reclaim, khugepaged). Removed at exit, as the address is then reused.
 #[map]
-pub static MM_TGID: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PROCESSES, 0);
+pub static MM_TGID: LruHashMap<u64, u32> = LruHashMap::with_max_entries(MAX_PROCESSES, 0);
 
 /// The drain epoch, bumped by the recorder at each drain (see memtools_common::EPOCH_INDEX).
 #[map]

@@ -1,6 +1,9 @@
-//! `syscalls:sys_{enter,exit}_{mmap,munmap}` and `sys_exit_brk`: mapping calls and the bytes
-//! they mapped and unmapped. The length is known at entry and success at exit, so entries
-//! wait in `PENDING`, keyed by thread.
+//! `syscalls:sys_{enter,exit}_{mmap,munmap}`, `sys_{enter,exit}_brk` and `sys_enter_madvise`:
+//! mapping calls and the bytes they mapped and unmapped. The length is known at entry and
+//! success at exit, so entries wait in `PENDING`, keyed by thread.
+//!
+//! Each entry also looks at the process's resident counters first (see rss.rs): these calls
+//! are how a process gives memory back, so what it holds just before is where a peak ends.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -9,7 +12,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::shared::{atomic_add as add, epoch, mark_dirty, stats_of};
+use crate::rss::observe_current;
+use crate::shared::{atomic_add as add, current_tgid, epoch, mark_dirty, stats_of};
 
 /// Length of the mmap or munmap call each thread is in.
 #[map]
@@ -19,9 +23,11 @@ static PENDING: HashMap<u64, u64> = HashMap::with_max_entries(16_384, 0);
 #[inline(always)]
 fn enter(ctx: &TracePointContext) {
     let id = bpf_get_current_pid_tgid();
-    if stats_of((id >> 32) as u32).is_none() {
+    let tgid = (id >> 32) as u32;
+    let Some(s) = stats_of(tgid) else {
         return;
-    }
+    };
+    observe_current(ctx, tgid, s);
     // SAFETY: offset from the tracepoint's format.
     if let Ok(len) = unsafe { ctx.read_at::<u64>(24) } {
         let _ = PENDING.insert(id, len, 0);
@@ -89,6 +95,28 @@ pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
         }
         mark_dirty(&ctx, tgid, s, epoch());
     }
+    0
+}
+
+/// Before a brk call (which may shrink the heap) and madvise (MADV_DONTNEED and the like give
+/// pages back): the counters as they stand.
+#[inline(always)]
+fn before_release(ctx: &TracePointContext) {
+    let tgid = current_tgid();
+    if let Some(s) = stats_of(tgid) {
+        observe_current(ctx, tgid, s);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
+    before_release(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_madvise(ctx: TracePointContext) -> u32 {
+    before_release(&ctx);
     0
 }
 

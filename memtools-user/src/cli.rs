@@ -142,6 +142,10 @@ pub struct RecordArgs {
     /// How samples are taken
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// eBPF: also hook every change of resident memory (kmem:rss_stat), so peaks between
+    /// context switches are seen too; costs fault-heavy programs about 5 %
+    #[arg(long)]
+    pub rss_events: bool,
     /// Time between samples (at least 10ms), like 100ms, 1s
     #[arg(long, default_value = "100ms", value_parser = parse_duration, value_name = "DUR")]
     pub interval: Duration,

@@ -164,6 +164,7 @@ fn record(args: RecordArgs) -> Result<i32> {
             BackendArg::Ebpf => BackendChoice::Ebpf,
             BackendArg::Procfs => BackendChoice::Procfs,
         },
+        rss_events: args.rss_events,
         interval: args.interval,
         duration: args.duration,
     };

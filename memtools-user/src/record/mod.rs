@@ -164,7 +164,11 @@ pub struct OpenedBackend {
 }
 
 /// Opens the backend asked for.
-pub fn open_backend(choice: BackendChoice, scope: Scope) -> Result<OpenedBackend, RecordError> {
+pub fn open_backend(
+    choice: BackendChoice,
+    scope: Scope,
+    rss_events: bool,
+) -> Result<OpenedBackend, RecordError> {
     let chosen = |backend: Box<dyn Backend>, reason: &str| OpenedBackend {
         backend,
         reason: reason.to_string(),
@@ -175,8 +179,11 @@ pub fn open_backend(choice: BackendChoice, scope: Scope) -> Result<OpenedBackend
             Box::new(procfs::Procfs::new(scope)?),
             "procfs requested",
         )),
-        BackendChoice::Ebpf => Ok(chosen(Box::new(ebpf::Ebpf::new(scope)?), "ebpf requested")),
-        BackendChoice::Auto => match ebpf::Ebpf::new(scope.clone()) {
+        BackendChoice::Ebpf => Ok(chosen(
+            Box::new(ebpf::Ebpf::new(scope, rss_events)?),
+            "ebpf requested",
+        )),
+        BackendChoice::Auto => match ebpf::Ebpf::new(scope.clone(), rss_events) {
             Ok(b) => Ok(chosen(Box::new(b), "auto: eBPF loaded")),
             // A missing pid is the same error for every backend.
             Err(ebpf::EbpfError::NoSuchPid(pid)) => Err(RecordError::NoSuchPid(pid)),

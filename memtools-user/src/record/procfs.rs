@@ -120,7 +120,7 @@ fn parse_u64(field: &[u8]) -> Option<u64> {
 }
 
 /// Reads a whole /proc file from offset 0 into `buf`, growing it only if the file outgrew it.
-fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+pub(crate) fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
     let mut len = 0;
     loop {
         if len == buf.len() {

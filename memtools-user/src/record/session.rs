@@ -32,6 +32,8 @@ pub enum Target {
 pub struct RecordOptions {
     pub target: Target,
     pub backend: BackendChoice,
+    /// eBPF: hook every rss change too (see memtools-ebpf's rss.rs for the cost).
+    pub rss_events: bool,
     pub interval: Duration,
     /// Stop after this long (a recorded command is then sent SIGTERM, like `timeout`).
     pub duration: Option<Duration>,
@@ -300,7 +302,7 @@ pub fn record(
         mut backend,
         reason: backend_reason,
         fallback,
-    } = match open_backend(options.backend, scope) {
+    } = match open_backend(options.backend, scope, options.rss_events) {
         Ok(b) => b,
         Err(e) => {
             if let Some(c) = &child {

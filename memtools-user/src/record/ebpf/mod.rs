@@ -13,27 +13,41 @@
 //!   identity the /proc backend uses, and the figures of counters that have not moved yet),
 //!   and `statm` for the virtual size of processes that changed.
 
+//! The eBPF backend: kernel programs (memtools-ebpf) watch every change of resident memory
+//! and the process tree; each poll drains what changed.
+//!
+//! - `kmem:rss_stat` (a BTF tracepoint, on nearly every page fault) queues a process as changed
+//!   the first time it changes in each drain epoch and keeps its peak within the epoch and
+//!   when it was, so a spike shorter than the interval is recorded as a sample of its own.
+//!   Everything else it does returns after a few loads (see memtools-ebpf's rss.rs): the
+//!   workload pays well under 2 % even when it does nothing but fault pages in.
+//! - Forks, execs and exits come in order through a ring buffer: the process tree is followed
+//!   without scanning /proc, and the kernel filters by it (a map of followed tgids, filled on
+//!   fork), so unrelated processes cost nothing here.
+//! - mmap/munmap/brk calls and the bytes they mapped are counted in the kernel.
+//! - Only the processes queued as changed are read, from /proc/PID/status and stat held open:
+//!   the exact figures (the kernel's own counters lag by what each CPU has not folded in),
+//!   page faults included (the kernel counts them per task; hooking every fault for them cost
+//!   the workload 8 %). Unchanged processes are written again once a second, unread, so a flat
+//!   history has no gaps.
+
+mod btf;
+mod load;
+
+pub use load::EbpfError;
+
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
 use memtools_common::{
     EPOCH_INDEX, LifeEvent, MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM, MEMBER_SWAP, MEMBERS,
     ProcStats, counter, life,
 };
 
-use super::procfs::{parse_stat, parse_statm, parse_status, read_cmdline};
+use super::procfs::{parse_stat, parse_statm, parse_status, read_cmdline, read_whole};
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
 use crate::model::{BackendKind, Metrics, NS_PER_SEC, ProcessInfo, ProcessKey, Sample, TimeNs};
-
-/// The kernel side, built by build.rs (empty when the toolchain was missing).
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtools"));
-
-/// Where tracefs is mounted when it is not.
-const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// An unchanged process is written again this often, so its history has no gaps.
 const KEEPALIVE_NS: i64 = NS_PER_SEC;
@@ -44,71 +58,66 @@ const SWEEP_NS: i64 = NS_PER_SEC / 4;
 /// PF_KTHREAD in /proc/PID/stat's flags.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
-/// Why the eBPF backend cannot run. Each message says what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum EbpfError {
-    #[error(
-        "the eBPF object was not built (the pinned nightly or bpf-linker was missing at build \
-         time); run `cargo xtask setup` and rebuild"
-    )]
-    NotBuilt,
-    #[error("loading eBPF programs needs root or CAP_BPF and CAP_PERFMON (running as uid {0})")]
-    NotPrivileged(u32),
-    #[error("tracefs is not mounted at {TRACEFS} and mounting it failed: {0}")]
-    Tracefs(std::io::Error),
-    #[error("the eBPF programs did not load: {0}")]
-    Load(Box<aya::EbpfError>),
-    #[error("program `{program}` did not {what}: {error}")]
-    Program {
-        program: &'static str,
-        what: &'static str,
-        error: Box<aya::programs::ProgramError>,
-    },
-    #[error("eBPF map `{0}` is missing or of the wrong type")]
-    MissingMap(&'static str),
-    #[error("eBPF map `{map}`: {error}")]
-    Map {
-        map: &'static str,
-        error: Box<aya::maps::MapError>,
-    },
-    #[error("no process with pid {0}")]
-    NoSuchPid(u32),
-}
-
-/// Programs and the tracepoints they attach to; the optional ones only add metrics.
-const PROGRAMS: &[(&str, &str, &str, bool)] = &[
-    ("task_newtask", "task", "task_newtask", true),
-    ("sched_process_exec", "sched", "sched_process_exec", true),
-    ("sched_process_exit", "sched", "sched_process_exit", true),
-    ("rss_stat", "kmem", "rss_stat", true),
-    // A raw tracepoint ("raw"): by name, without tracefs.
-    ("page_fault_user", "raw", "page_fault_user", false),
-    ("sys_enter_mmap", "syscalls", "sys_enter_mmap", false),
-    ("sys_exit_mmap", "syscalls", "sys_exit_mmap", false),
-    ("sys_enter_munmap", "syscalls", "sys_enter_munmap", false),
-    ("sys_exit_munmap", "syscalls", "sys_exit_munmap", false),
-    ("sys_exit_brk", "syscalls", "sys_exit_brk", false),
-];
-
 /// A followed process.
 struct Proc {
     key: ProcessKey,
-    /// Held open: re-read for the virtual size; it pins the process, so a reused pid fails.
-    statm: Option<File>,
-    /// Figures from /proc when first followed (or after exec), for counters that have not
-    /// moved since: the kernel only knows a counter once it changes.
-    base_rss: [u64; MEMBERS],
-    base_faults: u64,
-    vm_size: Option<u64>,
-    /// What was written last, and when.
+    /// Held open and re-read when the process changed; they pin the process, so a reused pid
+    /// fails instead of reading another process.
+    files: Option<ProcFiles>,
+    /// What was written last, and when, and statm when it was read.
     last: Metrics,
     last_time: TimeNs,
+    last_statm: Option<[u64; 3]>,
     /// The boot-clock time of the last peak written, so a peak is written once.
     last_peak: u64,
     /// Queued by the kernel this drain.
     dirty: bool,
     /// Gone before /proc could be read: named from its exit event.
     unnamed: bool,
+}
+
+/// A process's stat (page faults, state), status (memory by kind, virtual size) and statm
+/// (a cheap check that nothing moved).
+struct ProcFiles {
+    stat: File,
+    status: File,
+    statm: File,
+}
+
+impl ProcFiles {
+    fn open(pid: u32) -> Option<ProcFiles> {
+        Some(ProcFiles {
+            stat: File::open(format!("/proc/{pid}/stat")).ok()?,
+            status: File::open(format!("/proc/{pid}/status")).ok()?,
+            statm: File::open(format!("/proc/{pid}/statm")).ok()?,
+        })
+    }
+
+    /// statm's size, resident and shared pages (a tenth of status's cost to read).
+    fn statm(&self) -> Option<[u64; 3]> {
+        let mut buf = [0u8; 128];
+        let n = std::os::unix::fs::FileExt::read_at(&self.statm, &mut buf, 0).ok()?;
+        parse_statm(&buf[..n])
+    }
+
+    /// The process's figures now; None once it has exited (a zombie has no memory left).
+    fn read(&self, bufs: &mut [Vec<u8>; 2]) -> Option<Metrics> {
+        let [stat_buf, status_buf] = bufs;
+        let len = read_whole(&self.stat, stat_buf).ok()?;
+        let stat = parse_stat(&stat_buf[..len]).filter(|s| s.state != b'Z' && s.state != b'X')?;
+        let len = read_whole(&self.status, status_buf).ok()?;
+        let status = parse_status(&status_buf[..len]);
+        status.vm_size?;
+        Some(Metrics {
+            rss_anon: status.rss_anon,
+            rss_file: status.rss_file,
+            rss_shmem: status.rss_shmem,
+            swap: status.swap,
+            vm_size: status.vm_size,
+            page_faults: Some(stat.page_faults),
+            ..Metrics::default()
+        })
+    }
 }
 
 /// The eBPF backend.
@@ -125,10 +134,14 @@ pub struct Ebpf {
     procs: HashMap<u32, Proc>,
     /// Processes found when the recording started, reported at the first poll.
     initial: Vec<(u32, u32)>,
-    has_faults: bool,
     has_syscalls: bool,
     ns_per_tick: u64,
-    page_size: u64,
+    /// How far the kernel's running counters may be from the exact figures (bytes): what
+    /// each CPU may hold back before folding it in. A peak must beat the samples around it
+    /// by more than this to be written.
+    counter_slack: u64,
+    /// Read buffers for stat and status, shared by every process.
+    bufs: [Vec<u8>; 2],
     dropped_seen: u64,
     dirty_lost_seen: u64,
     last_drop_report: TimeNs,
@@ -156,86 +169,10 @@ impl log::Log for KernelLog {
     fn flush(&self) {}
 }
 
-/// Whether this process may load tracing programs: root, or CAP_BPF and CAP_PERFMON.
-fn privileged() -> Result<(), EbpfError> {
-    let uid = nix::unistd::geteuid().as_raw();
-    if uid == 0 {
-        return Ok(());
-    }
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let caps = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0);
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_BPF) && has(CAP_PERFMON) {
-        Ok(())
-    } else {
-        Err(EbpfError::NotPrivileged(uid))
-    }
-}
-
-/// Mounts tracefs where the tracepoints' ids are read, unless it (or debugfs' copy) is there.
-fn ensure_tracefs() -> Result<(), EbpfError> {
-    let has_events = |p: &str| Path::new(p).join("events").is_dir();
-    if has_events(TRACEFS) || has_events("/sys/kernel/debug/tracing") {
-        return Ok(());
-    }
-    // SAFETY: NUL-terminated literals; mount(2) reads them only during the call.
-    let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            c"/sys/kernel/tracing".as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(EbpfError::Tracefs(std::io::Error::last_os_error()))
-    }
-}
-
-/// The offset of `group_dead` in sched_process_exit's record, 0 when the kernel has none.
-fn exit_group_dead_offset() -> u32 {
-    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|t| {
-            std::fs::read_to_string(format!("{t}/events/sched/sched_process_exit/format")).ok()
-        })
-        .unwrap_or_default();
-    format
-        .lines()
-        .find(|l| l.contains(" group_dead;"))
-        .and_then(|l| l.split("offset:").nth(1))
-        .and_then(|v| v.split(';').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn boottime_ns() -> i64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
         .map(|t| t.tv_sec() * NS_PER_SEC + t.tv_nsec())
         .unwrap_or(0)
-}
-
-fn take_map<T>(
-    bpf: &mut aya::Ebpf,
-    name: &'static str,
-    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
-) -> Result<T, EbpfError> {
-    let map = bpf.take_map(name).ok_or(EbpfError::MissingMap(name))?;
-    convert(map).map_err(|e| EbpfError::Map {
-        map: name,
-        error: Box::new(e),
-    })
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EbpfError {
@@ -258,32 +195,26 @@ struct ProcView {
     comm: String,
     kthread: bool,
     zombie: bool,
-    rss: [u64; MEMBERS],
-    faults: u64,
-    vm_size: Option<u64>,
 }
 
 fn read_proc(pid: u32) -> Option<ProcView> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let s = parse_stat(&stat)?;
-    let status = std::fs::read(format!("/proc/{pid}/status"))
-        .map(|b| parse_status(&b))
-        .unwrap_or_default();
-    let mut rss = [0; MEMBERS];
-    rss[MEMBER_FILE] = status.rss_file.unwrap_or(0);
-    rss[MEMBER_ANON] = status.rss_anon.unwrap_or(0);
-    rss[MEMBER_SWAP] = status.swap.unwrap_or(0);
-    rss[MEMBER_SHMEM] = status.rss_shmem.unwrap_or(0);
     Some(ProcView {
         ppid: s.ppid,
         start_ticks: s.start_ticks,
         comm: String::from_utf8_lossy(s.comm).into_owned(),
         kthread: s.flags & PF_KTHREAD != 0,
         zombie: s.state == b'Z' || s.state == b'X',
-        rss,
-        faults: s.page_faults,
-        vm_size: status.vm_size,
     })
+}
+
+/// Bytes the kernel's per-CPU rss counters may hold back in all: `percpu_counter_batch`
+/// (max(32, 2 x CPUs)) pages per CPU.
+fn counter_slack(page_size: u64) -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as u64;
+    cpus * (2 * cpus).max(32) * page_size
 }
 
 /// The pids of /proc's numeric entries.
@@ -298,81 +229,7 @@ fn list_pids() -> Vec<u32> {
 
 impl Ebpf {
     /// Loads and attaches the kernel side and marks the scope's processes as followed.
-    pub fn new(scope: Scope) -> Result<Ebpf, EbpfError> {
-        // Privileges first: an unprivileged user learns what they can change.
-        privileged()?;
-        if OBJECT.is_empty() {
-            return Err(EbpfError::NotBuilt);
-        }
-        if let Scope::Tree { roots, .. } = &scope {
-            for &pid in roots {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(EbpfError::NoSuchPid(pid));
-                }
-            }
-        }
-        ensure_tracefs()?;
-        let follow_all: u8 = u8::from(scope == Scope::All);
-        let group_dead = exit_group_dead_offset();
-        let mut bpf = aya::EbpfLoader::new()
-            .override_global("FOLLOW_ALL", &follow_all, true)
-            .override_global("EXIT_GROUP_DEAD_OFFSET", &group_dead, true)
-            .load(OBJECT)
-            .map_err(|e| EbpfError::Load(Box::new(e)))?;
-        let logger = aya_log::EbpfLogger::init_with_logger(&mut bpf, KernelLog).ok();
-        let stats = take_map(&mut bpf, "STATS", BpfHashMap::try_from)?;
-        let mut epoch_map: Array<MapData, u32> = take_map(&mut bpf, "EPOCH", Array::try_from)?;
-        let counters = take_map(&mut bpf, "COUNTERS", Array::try_from)?;
-        let dirty = take_map(&mut bpf, "DIRTY", RingBuf::try_from)?;
-        let life = take_map(&mut bpf, "LIFE", RingBuf::try_from)?;
-        // Epoch 0 is what a fresh counter holds: start at 1 so its first change is queued.
-        epoch_map.set(EPOCH_INDEX, 1, 0).map_err(map_err("EPOCH"))?;
-        let (mut has_faults, mut has_syscalls) = (true, true);
-        let skip = std::env::var("MEMTOOLS_EBPF_SKIP").unwrap_or_default();
-        for &(name, category, tracepoint, required) in PROGRAMS {
-            if skip.split(',').any(|s| s == name) {
-                if category == "raw" {
-                    has_faults = false;
-                } else if category == "syscalls" {
-                    has_syscalls = false;
-                }
-                continue;
-            }
-            let attached = (|| -> Result<(), (&'static str, aya::programs::ProgramError)> {
-                if category == "raw" {
-                    let program: &mut RawTracePoint = bpf
-                        .program_mut(name)
-                        .ok_or(("exist", aya::programs::ProgramError::UnexpectedProgramType))?
-                        .try_into()
-                        .map_err(|e| ("be a raw tracepoint", e))?;
-                    program.load().map_err(|e| ("load", e))?;
-                    program.attach(tracepoint).map_err(|e| ("attach", e))?;
-                    return Ok(());
-                }
-                let program: &mut TracePoint = bpf
-                    .program_mut(name)
-                    .ok_or(("exist", aya::programs::ProgramError::UnexpectedProgramType))?
-                    .try_into()
-                    .map_err(|e| ("be a tracepoint", e))?;
-                program.load().map_err(|e| ("load", e))?;
-                program
-                    .attach(category, tracepoint)
-                    .map_err(|e| ("attach", e))?;
-                Ok(())
-            })();
-            match attached {
-                Ok(()) => {}
-                Err((what, source)) if required => {
-                    return Err(EbpfError::Program {
-                        program: name,
-                        what,
-                        error: Box::new(source),
-                    });
-                }
-                Err(_) if category == "raw" => has_faults = false,
-                Err(_) => has_syscalls = false,
-            }
-        }
+    pub fn new(scope: Scope, rss_events: bool) -> Result<Ebpf, EbpfError> {
         // SAFETY: sysconf has no memory-safety preconditions.
         let (hz, page) = unsafe {
             (
@@ -380,21 +237,33 @@ impl Ebpf {
                 libc::sysconf(libc::_SC_PAGESIZE),
             )
         };
+        let page = if page > 0 { page as u64 } else { 4096 };
+        let skip = std::env::var("MEMTOOLS_EBPF_SKIP").unwrap_or_default();
+        let loaded = load::load(scope == Scope::All, rss_events, page as u32, &skip)?;
+        if let Scope::Tree { roots, .. } = &scope {
+            for &pid in roots {
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(EbpfError::NoSuchPid(pid));
+                }
+            }
+        }
+        let mut bpf = loaded.bpf;
+        let logger = aya_log::EbpfLogger::init_with_logger(&mut bpf, KernelLog).ok();
         let mut backend = Ebpf {
             _bpf: bpf,
             logger,
-            stats,
-            epoch_map,
-            counters,
-            dirty,
-            life,
+            stats: loaded.stats,
+            epoch_map: loaded.epoch,
+            counters: loaded.counters,
+            dirty: loaded.dirty,
+            life: loaded.life,
             epoch: 1,
             procs: HashMap::new(),
             initial: Vec::new(),
-            has_faults,
-            has_syscalls,
+            has_syscalls: loaded.has_syscalls,
             ns_per_tick: 1_000_000_000 / if hz > 0 { hz as u64 } else { 100 },
-            page_size: if page > 0 { page as u64 } else { 4096 },
+            counter_slack: counter_slack(page),
+            bufs: [Vec::with_capacity(512), Vec::with_capacity(2048)],
             dropped_seen: 0,
             dirty_lost_seen: 0,
             last_drop_report: 0,
@@ -504,20 +373,12 @@ impl Ebpf {
             cmdline: read_cmdline(pid),
         };
         sink.event(Event::Started(&info))?;
-        let statm = File::open(format!("/proc/{pid}/statm")).ok();
-        // The kernel has counted faults since the process was followed (at fork, or when the
-        // recording started), and /proc has them all: the base is what it had before.
-        let counted = self.stats.get(&pid, 0).map_or(0, |s| s.faults);
         let proc = Proc {
             key,
-            statm,
-            base_rss: view.as_ref().map_or([0; MEMBERS], |v| v.rss),
-            base_faults: view
-                .as_ref()
-                .map_or(0, |v| v.faults.saturating_sub(counted)),
-            vm_size: view.as_ref().and_then(|v| v.vm_size),
+            files: ProcFiles::open(pid),
             last: Metrics::default(),
             last_time: 0,
+            last_statm: None,
             last_peak: 0,
             // Written at once, so a process is recorded from its first poll; one already gone
             // is written from its exit event, which carries its last counters.
@@ -556,8 +417,9 @@ impl Ebpf {
         Ok(())
     }
 
-    /// Reads one process's counters and writes a sample when they changed (or the keepalive
-    /// is due), preceded by the peak since the last one when it was higher than both ends.
+    /// Reads one process and writes a sample when it changed (or the keepalive is due),
+    /// preceded by the peak since the last one when it was higher than both ends. At exit,
+    /// `last_stats` are the kernel's counters as the process went (its files are gone).
     fn sample(
         &mut self,
         pid: u32,
@@ -566,19 +428,26 @@ impl Ebpf {
         last_stats: Option<ProcStats>,
         sink: &mut dyn Sink,
     ) -> Result<bool, RecordError> {
-        let (has_faults, has_syscalls, page) = (self.has_faults, self.has_syscalls, self.page_size);
+        let (has_syscalls, slack) = (self.has_syscalls, self.counter_slack);
         let events_lost = self.life_lost_seen > 0;
         let Some(p) = self.procs.get_mut(&pid) else {
             return Ok(true);
         };
-        let dirty = std::mem::take(&mut p.dirty);
+        let mut dirty = std::mem::take(&mut p.dirty);
         // Swept every SWEEP_NS: written again after KEEPALIVE_NS at the latest.
         if !dirty && now - p.last_time < KEEPALIVE_NS - SWEEP_NS {
             return Ok(true);
         }
-        // Not there until the process's first counted event; an exit event brings its own.
+        if !dirty && last_stats.is_none() {
+            // The keepalive. A thread that has not left its CPU since it changed its memory
+            // has not been looked at by the kernel side yet: statm tells.
+            let statm = p.files.as_ref().and_then(ProcFiles::statm);
+            dirty = statm.is_none() || statm != p.last_statm;
+        }
+        // The kernel's record: the peak, the mapping calls; not there until the process's
+        // first counted event. An exit event brings its own.
         let stats = last_stats.or_else(|| self.stats.get(&pid, 0).ok());
-        // Stamped when read (an exit at its own time), like the /proc backend: the counters may
+        // Stamped when read (an exit at its own time), like the /proc backend: the figures may
         // hold changes made after the poll began, and a sample must not predate its data (a
         // test harness's phase marker would otherwise get the growth that followed it).
         let now = if last_stats.is_some() {
@@ -586,80 +455,75 @@ impl Ebpf {
         } else {
             (clock_offset + boottime_ns()).max(now)
         };
+        let kernel_rss = |rss: &[u64; MEMBERS], base: &Metrics| Metrics {
+            rss_anon: Some(rss[MEMBER_ANON]),
+            rss_file: Some(rss[MEMBER_FILE]),
+            rss_shmem: Some(rss[MEMBER_SHMEM]),
+            swap: Some(rss[MEMBER_SWAP]),
+            ..*base
+        };
         let mut alive = true;
-        // The virtual size moves with mmap/munmap/brk and faults, which queue the process: an
-        // unchanged one's statm is not read again, unless exit events were lost (then a failed
-        // read is how an exit shows).
-        let statm = if dirty || events_lost {
-            p.statm.as_ref()
-        } else {
-            None
-        };
-        if p.statm.is_none() && events_lost {
-            // Never readable (gone at once), and its exit event may be among the lost ones.
-            alive = false;
-        }
-        if let Some(f) = statm {
-            let mut buf = [0u8; 128];
-            match f.read_at(&mut buf, 0) {
-                Ok(n) => match parse_statm(&buf[..n]) {
-                    // A zombie's statm reads all zeros: its memory is gone.
-                    Some([0, ..]) | None => alive = false,
-                    Some([size, ..]) => p.vm_size = Some(size * page),
-                },
-                Err(_) => alive = false,
+        let mut metrics = p.last;
+        if let Some(s) = last_stats {
+            // Gone: the kernel's last counters, taken as it exited.
+            metrics = kernel_rss(&s.rss, &p.last);
+        } else if dirty || events_lost {
+            // Changed (or, with exit events lost, possibly gone: a failed read says so).
+            let statm = p.files.as_ref().and_then(ProcFiles::statm);
+            match p.files.as_ref().and_then(|f| f.read(&mut self.bufs)) {
+                Some(m) => {
+                    metrics = m;
+                    p.last_statm = statm;
+                }
+                None => {
+                    alive = false;
+                    if p.last_time == 0
+                        && let Some(s) = &stats
+                    {
+                        // Gone before it could be read: what the kernel saw is all there is.
+                        metrics = kernel_rss(&s.rss, &p.last);
+                    }
+                }
             }
         }
-        let s = stats.unwrap_or_default();
-        let member = |m: usize, rss: &[u64; MEMBERS]| {
-            if s.seen & (1 << m) != 0 {
-                rss[m]
-            } else {
-                p.base_rss[m]
-            }
-        };
-        let metrics = Metrics {
-            rss_anon: Some(member(MEMBER_ANON, &s.rss)),
-            rss_file: Some(member(MEMBER_FILE, &s.rss)),
-            rss_shmem: Some(member(MEMBER_SHMEM, &s.rss)),
-            swap: Some(member(MEMBER_SWAP, &s.rss)),
-            vm_size: p.vm_size,
-            page_faults: has_faults.then_some(p.base_faults + s.faults),
-            mmap_calls: has_syscalls.then_some(s.mmap_calls),
-            munmap_calls: has_syscalls.then_some(s.munmap_calls),
-            brk_calls: has_syscalls.then_some(s.brk_calls),
-            mapped_bytes: has_syscalls.then_some(s.mapped_bytes),
-            unmapped_bytes: has_syscalls.then_some(s.unmapped_bytes),
-        };
+        if let Some(s) = &stats
+            && has_syscalls
+        {
+            metrics.mmap_calls = Some(s.mmap_calls);
+            metrics.munmap_calls = Some(s.munmap_calls);
+            metrics.brk_calls = Some(s.brk_calls);
+            metrics.mapped_bytes = Some(s.mapped_bytes);
+            metrics.unmapped_bytes = Some(s.unmapped_bytes);
+        }
         let total = |m: &Metrics| {
             m.rss_anon.unwrap_or(0) + m.rss_file.unwrap_or(0) + m.rss_shmem.unwrap_or(0)
         };
-        // The peak since the last sample, when it rose above both the last and this one.
-        let peak_wall = clock_offset + s.peak_time as i64;
-        if s.peak_time > p.last_peak && peak_wall > p.last_time && peak_wall < now {
-            let peak = Metrics {
-                rss_anon: Some(member(MEMBER_ANON, &s.peak_rss)),
-                rss_file: Some(member(MEMBER_FILE, &s.peak_rss)),
-                rss_shmem: Some(member(MEMBER_SHMEM, &s.peak_rss)),
-                swap: Some(member(MEMBER_SWAP, &s.peak_rss)),
-                ..metrics
-            };
-            let peak_total = total(&peak);
-            if peak_total > total(&metrics) && (p.last_time == 0 || peak_total > total(&p.last)) {
-                let sample = Sample {
-                    time: peak_wall,
-                    metrics: peak,
-                };
-                sink.event(Event::Sample(p.key, &sample))?;
+        // The peak since the last sample, when it rose above both the last and this one by
+        // more than the kernel's counters may be off.
+        if let Some(s) = &stats {
+            let peak_wall = clock_offset + s.peak_time as i64;
+            if s.peak_time > p.last_peak && peak_wall > p.last_time && peak_wall < now {
+                let peak = kernel_rss(&s.peak_rss, &metrics);
+                let around = total(&metrics).max(if p.last_time == 0 { 0 } else { total(&p.last) });
+                if total(&peak) > around + slack {
+                    let sample = Sample {
+                        time: peak_wall,
+                        metrics: peak,
+                    };
+                    sink.event(Event::Sample(p.key, &sample))?;
+                }
+                p.last_peak = s.peak_time;
             }
-            p.last_peak = s.peak_time;
         }
-        // An exit brings the last counters (taken before the kernel tears the memory down):
-        // written even though statm is gone by now, unless they fell since the last sample (the
-        // program freeing its memory on its way out, which the /proc backend cannot see and the
-        // analysis would take for a release); a rise just before exiting is kept.
-        let exit_rise = last_stats.is_some() && total(&metrics) >= total(&p.last);
-        if alive || p.last_time == 0 || exit_rise {
+        // An exit's counters are written unless they did not rise since the last sample (the
+        // program freeing its memory on its way out, which the /proc backend cannot see and
+        // the analysis would take for a release); a rise just before exiting is kept.
+        let exit_rise = last_stats.is_some() && total(&metrics) > total(&p.last) + slack;
+        if (alive && last_stats.is_none()) || p.last_time == 0 || exit_rise {
+            if metrics.vm_size.is_none() && metrics.rss_anon.is_none() {
+                // Nothing known of it at all.
+                return Ok(alive);
+            }
             let sample = Sample { time: now, metrics };
             sink.event(Event::Sample(p.key, &sample))?;
             p.last = metrics;
@@ -729,10 +593,6 @@ impl Backend for Ebpf {
                 life::FORK => self.start(event.tgid, event.ppid, Some(event.time), sink, offset)?,
                 life::EXEC => {
                     if let Some(p) = self.procs.get_mut(&event.tgid) {
-                        // A new image: its counters start over; take /proc's as the base.
-                        if let Some(v) = read_proc(event.tgid) {
-                            p.base_rss = v.rss;
-                        }
                         p.dirty = true;
                         self.queued.push(event.tgid);
                         let name = comm_str(&event.comm);
