@@ -8,7 +8,7 @@
 //! nearly every page fault, costs a fault-heavy workload 3 % even when it returns at once
 //! (measured: the tracepoint's dispatch alone), so by default they are looked at when a
 //! thread of a followed process is switched out (`sched_switch`: it cannot change its own
-//! memory while off the CPU), just before it releases memory (munmap, madvise, brk: the
+//! memory while off the CPU) or found running by a 10 Hz timer on its CPU, just before it releases memory (munmap, madvise, brk: the
 //! moments a peak can end, so a spike shorter than the interval still has its top
 //! recorded), and at exit. `--rss-events` adds the `rss_stat` hook below for the peak of
 //! every change, for those who will pay for it.
@@ -22,9 +22,9 @@ use aya_ebpf::{
         bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
         generated::bpf_get_current_task,
     },
-    macros::{btf_tracepoint, map},
+    macros::{btf_tracepoint, map, perf_event},
     maps::PerCpuArray,
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, PerfEventContext},
 };
 use memtools_common::{MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM, MEMBER_SWAP};
 
@@ -154,6 +154,18 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     if let Some(s) = stats_of(tgid) {
         let prev: *const u8 = ctx.arg(1);
         observe(&ctx, tgid, s, task_mm(prev));
+    }
+    0
+}
+
+/// A timer on each CPU, ten times a second: the thread running there, when its process is
+/// followed, is looked at, so one that keeps its CPU (never switched out) still has its
+/// changes seen within a tenth of a second.
+#[perf_event]
+pub fn cpu_tick(ctx: PerfEventContext) -> u32 {
+    let tgid = current_tgid();
+    if let Some(s) = stats_of(tgid) {
+        observe_current(&ctx, tgid, s);
     }
     0
 }

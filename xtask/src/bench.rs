@@ -29,7 +29,7 @@ const FAULT_BYTES: usize = 4 << 30;
 const FAULT_CHUNK: usize = 256 << 20;
 /// Runs of the fault workload per configuration; the fastest is reported (the machine is
 /// shared: the least disturbed run is the closest to the workload's own cost).
-const FAULT_RUNS: usize = 5;
+const FAULT_RUNS: usize = 7;
 
 /// Runs the benchmarks named in `args` (all by default).
 pub fn bench(args: &[String]) -> Result<()> {

@@ -4,6 +4,9 @@
 use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
+use aya::programs::perf_event::{
+    PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use memtools_common::{EPOCH_INDEX, ProcStats};
 
@@ -56,6 +59,8 @@ enum Hook {
     Classic(&'static str, &'static str),
     /// A BTF tracepoint, by name: no tracefs, no trace record built.
     Btf(&'static str),
+    /// A CPU-clock timer on every CPU, this many times a second.
+    Timer(u64),
 }
 
 /// Programs, their hooks, and whether recording can go on without them (the syscall ones
@@ -73,6 +78,7 @@ const PROGRAMS: &[(&str, Hook, bool)] = &[
         true,
     ),
     ("sched_switch", Hook::Btf("sched_switch"), true),
+    ("cpu_tick", Hook::Timer(10), true),
     // Only with --rss-events (see memtools-ebpf's rss.rs for what it costs).
     ("rss_stat", Hook::Btf("rss_stat"), true),
     (
@@ -259,6 +265,24 @@ pub fn load(
                         .load(tracepoint, &kernel_btf)
                         .map_err(|e| ("load", e))?;
                     program.attach().map_err(|e| ("attach", e))?;
+                }
+                Hook::Timer(hz) => {
+                    let program: &mut PerfEvent = program
+                        .try_into()
+                        .map_err(|e| ("be a perf event program", e))?;
+                    program.load().map_err(|e| ("load", e))?;
+                    let cpus = aya::util::online_cpus()
+                        .map_err(|(_, e)| ("list the online CPUs", ProgramError::IOError(e)))?;
+                    for cpu in cpus {
+                        program
+                            .attach(
+                                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                                PerfEventScope::AllProcessesOneCpu { cpu },
+                                SamplePolicy::Frequency(*hz),
+                                false,
+                            )
+                            .map_err(|e| ("attach", e))?;
+                    }
                 }
                 Hook::Classic(category, tracepoint) => {
                     let program: &mut TracePoint =

@@ -1,26 +1,12 @@
-//! The eBPF backend: kernel programs (memtools-ebpf) keep per-process counters in maps; each
-//! poll drains what changed.
+//! The eBPF backend: kernel programs (memtools-ebpf) watch the resident memory of followed
+//! processes and the process tree; each poll drains what changed.
 //!
-//! - Resident memory by kind comes exact from `kmem:rss_stat` (the event carries the whole
-//!   counter), with the peak since the last drain and its time, so a spike shorter than the
-//!   interval is recorded as a sample of its own.
-//! - Forks, execs and exits come in order through a ring buffer: the process tree is followed
-//!   without scanning /proc, and the kernel filters by it (a map of followed tgids, filled on
-//!   fork), so unrelated processes cost one hash lookup per event and nothing here.
-//! - Changed processes are queued by the kernel once per drain epoch; only they are read and
-//!   written. Unchanged ones are written again once a second, so a flat history has no gaps.
-//! - /proc is read once per process when it is first followed or execs (its start time, the
-//!   identity the /proc backend uses, and the figures of counters that have not moved yet),
-//!   and `statm` for the virtual size of processes that changed.
-
-//! The eBPF backend: kernel programs (memtools-ebpf) watch every change of resident memory
-//! and the process tree; each poll drains what changed.
-//!
-//! - `kmem:rss_stat` (a BTF tracepoint, on nearly every page fault) queues a process as changed
-//!   the first time it changes in each drain epoch and keeps its peak within the epoch and
-//!   when it was, so a spike shorter than the interval is recorded as a sample of its own.
-//!   Everything else it does returns after a few loads (see memtools-ebpf's rss.rs): the
-//!   workload pays well under 2 % even when it does nothing but fault pages in.
+//! - The kernel side reads each followed process's resident counters from its mm when one of
+//!   its threads leaves a CPU, is found running by a 10 Hz timer, or is about to release
+//!   memory (munmap, madvise, brk), and at exit; nothing runs per page fault (see
+//!   memtools-ebpf's rss.rs for why, and `--rss-events` for the per-change hook). A process
+//!   whose counters moved is queued as changed once per drain epoch, with its peak within the
+//!   epoch and when it was, so a spike shorter than the interval is a sample of its own.
 //! - Forks, execs and exits come in order through a ring buffer: the process tree is followed
 //!   without scanning /proc, and the kernel filters by it (a map of followed tgids, filled on
 //!   fork), so unrelated processes cost nothing here.
@@ -45,7 +31,7 @@ use memtools_common::{
     ProcStats, counter, life,
 };
 
-use super::procfs::{parse_stat, parse_statm, parse_status, read_cmdline, read_whole};
+use super::procfs::{parse_stat, parse_status, read_cmdline, read_whole};
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
 use crate::model::{BackendKind, Metrics, NS_PER_SEC, ProcessInfo, ProcessKey, Sample, TimeNs};
 
@@ -64,10 +50,9 @@ struct Proc {
     /// Held open and re-read when the process changed; they pin the process, so a reused pid
     /// fails instead of reading another process.
     files: Option<ProcFiles>,
-    /// What was written last, and when, and statm when it was read.
+    /// What was written last, and when.
     last: Metrics,
     last_time: TimeNs,
-    last_statm: Option<[u64; 3]>,
     /// The boot-clock time of the last peak written, so a peak is written once.
     last_peak: u64,
     /// Queued by the kernel this drain.
@@ -76,12 +61,10 @@ struct Proc {
     unnamed: bool,
 }
 
-/// A process's stat (page faults, state), status (memory by kind, virtual size) and statm
-/// (a cheap check that nothing moved).
+/// A process's stat (page faults, state) and status (memory by kind, virtual size).
 struct ProcFiles {
     stat: File,
     status: File,
-    statm: File,
 }
 
 impl ProcFiles {
@@ -89,15 +72,7 @@ impl ProcFiles {
         Some(ProcFiles {
             stat: File::open(format!("/proc/{pid}/stat")).ok()?,
             status: File::open(format!("/proc/{pid}/status")).ok()?,
-            statm: File::open(format!("/proc/{pid}/statm")).ok()?,
         })
-    }
-
-    /// statm's size, resident and shared pages (a tenth of status's cost to read).
-    fn statm(&self) -> Option<[u64; 3]> {
-        let mut buf = [0u8; 128];
-        let n = std::os::unix::fs::FileExt::read_at(&self.statm, &mut buf, 0).ok()?;
-        parse_statm(&buf[..n])
     }
 
     /// The process's figures now; None once it has exited (a zombie has no memory left).
@@ -378,7 +353,6 @@ impl Ebpf {
             files: ProcFiles::open(pid),
             last: Metrics::default(),
             last_time: 0,
-            last_statm: None,
             last_peak: 0,
             // Written at once, so a process is recorded from its first poll; one already gone
             // is written from its exit event, which carries its last counters.
@@ -433,17 +407,12 @@ impl Ebpf {
         let Some(p) = self.procs.get_mut(&pid) else {
             return Ok(true);
         };
-        let mut dirty = std::mem::take(&mut p.dirty);
+        let dirty = std::mem::take(&mut p.dirty);
         // Swept every SWEEP_NS: written again after KEEPALIVE_NS at the latest.
         if !dirty && now - p.last_time < KEEPALIVE_NS - SWEEP_NS {
             return Ok(true);
         }
-        if !dirty && last_stats.is_none() {
-            // The keepalive. A thread that has not left its CPU since it changed its memory
-            // has not been looked at by the kernel side yet: statm tells.
-            let statm = p.files.as_ref().and_then(ProcFiles::statm);
-            dirty = statm.is_none() || statm != p.last_statm;
-        }
+
         // The kernel's record: the peak, the mapping calls; not there until the process's
         // first counted event. An exit event brings its own.
         let stats = last_stats.or_else(|| self.stats.get(&pid, 0).ok());
@@ -469,12 +438,8 @@ impl Ebpf {
             metrics = kernel_rss(&s.rss, &p.last);
         } else if dirty || events_lost {
             // Changed (or, with exit events lost, possibly gone: a failed read says so).
-            let statm = p.files.as_ref().and_then(ProcFiles::statm);
             match p.files.as_ref().and_then(|f| f.read(&mut self.bufs)) {
-                Some(m) => {
-                    metrics = m;
-                    p.last_statm = statm;
-                }
+                Some(m) => metrics = m,
                 None => {
                     alive = false;
                     if p.last_time == 0
@@ -664,7 +629,7 @@ impl Backend for Ebpf {
             }
         }
         self.pids = pids;
-        // Gone without an exit event (it was lost): the held statm says so.
+        // Gone without an exit event (it was lost): the held files say so.
         for pid in std::mem::take(&mut self.gone) {
             self.exit(pid, now, true, sink)?;
         }
