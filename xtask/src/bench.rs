@@ -276,7 +276,7 @@ fn record_cmd(
 /// The fault-heavy workload: this program again (`bench __touch`), which waits for a line on
 /// stdin (so a recorder can attach to it first), then faults its memory in and reports the
 /// (wall seconds, CPU seconds) of the timed faults.
-fn fault_workload(recorder: Option<(&Path, &Path, &str)>) -> Result<(f64, f64)> {
+fn fault_workload(recorder: Option<(&Path, &Path, &[&str])>) -> Result<(f64, f64)> {
     let exe = std::env::current_exe().context("cannot find xtask's own binary")?;
     let mut worker = Command::new(exe)
         .args(["bench", "__touch"])
@@ -286,13 +286,14 @@ fn fault_workload(recorder: Option<(&Path, &Path, &str)>) -> Result<(f64, f64)> 
         .context("cannot start the fault workload")?;
     let pid = worker.id();
     let rec = match recorder {
-        Some((user, store, backend)) => {
+        Some((user, store, options)) => {
             remove_store(store);
             let rec = Command::new(user)
                 .arg("record")
                 .arg("--store")
                 .arg(store)
-                .args(["--backend", backend, "--interval", "100ms", "--pid"])
+                .args(options)
+                .args(["--interval", "100ms", "--pid"])
                 .arg(pid.to_string())
                 .stderr(Stdio::null())
                 .spawn()
@@ -406,7 +407,12 @@ fn faults() -> Result<()> {
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let store = dir.join("faults.db");
-    let configs: [Option<&str>; 3] = [None, Some("procfs"), Some("ebpf")];
+    let configs: [Option<&[&str]>; 4] = [
+        None,
+        Some(&["--backend", "procfs"]),
+        Some(&["--backend", "ebpf"]),
+        Some(&["--backend", "ebpf", "--rss-events"]),
+    ];
     // Rounds interleave the configurations, so a change in the machine's load (2 cores shared
     // with builds) spreads over all of them instead of skewing one.
     let mut walls = vec![Vec::new(); configs.len()];
@@ -421,7 +427,9 @@ fn faults() -> Result<()> {
     }
     let mut results: Vec<(String, f64, f64)> = Vec::new();
     for (i, config) in configs.iter().enumerate() {
-        let name = config.map_or("off".to_string(), |b| format!("{b} @ 100 ms"));
+        let name = config.map_or("off".to_string(), |o| {
+            format!("{} @ 100 ms", o.join(" ").replace("--backend ", ""))
+        });
         let (wall, cpu) = (fastest(&walls[i]), fastest(&cpus[i]));
         eprintln!(
             "xtask: touching {} GiB page by page, recorder {name}: {wall:.3} s wall, {cpu:.3} s CPU (fastest of {FAULT_RUNS})",
