@@ -13,7 +13,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use memtools_common::{LifeEvent, ProcStats, counter, life};
 
-use crate::rss::refresh;
+use crate::rss::refresh_current;
 use crate::shared::{
     EXIT_GROUP_DEAD_OFFSET, FOLLOW_ALL, LIFE, MM_TGID, STATS, count_drop, current_tgid, send_life,
     stats_of,
@@ -107,10 +107,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if mm != 0 {
         // Its address will be another process's mm soon.
         let _ = MM_TGID.remove(&mm);
-        // The counters now (the mm is still there when this tracepoint fires), taken into
-        // the record the exit event carries.
-        refresh(s, mm as *const u8);
     }
+    // The counters now, taken into the record the exit event carries.
+    refresh_current(s);
     let Some(mut event) = LIFE.reserve::<LifeEvent>(0) else {
         count_drop(counter::LIFE_LOST);
         let _ = STATS.remove(tgid);

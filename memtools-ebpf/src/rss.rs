@@ -18,10 +18,7 @@
 
 use aya_ebpf::{
     Global,
-    helpers::{
-        bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
-        generated::bpf_get_current_task,
-    },
+    helpers::{bpf_get_current_task_btf, bpf_ktime_get_boot_ns},
     macros::{btf_tracepoint, map, perf_event},
     maps::PerCpuArray,
     programs::{BtfTracePointContext, PerfEventContext},
@@ -93,10 +90,17 @@ fn task_mm(task: *const u8) -> *const u8 {
     unsafe { core::ptr::read_volatile(task.wrapping_add(offset).cast::<*const u8>()) }
 }
 
-/// Looks at a followed process's counters in `mm`: queued as changed when they moved, and
-/// the peak taken when this is one.
+/// Looks at a followed process's counters in `mm`: queued as changed when they moved (or
+/// `always_queue`: a change may sit in a CPU's unfolded part), and the peak taken when this
+/// is one.
 #[inline(always)]
-fn observe<C: EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStats, mm: *const u8) {
+fn observe<C: EbpfContext>(
+    ctx: &C,
+    tgid: u32,
+    s: *mut ProcStats,
+    mm: *const u8,
+    always_queue: bool,
+) {
     if mm.is_null() {
         return;
     }
@@ -112,7 +116,8 @@ fn observe<C: EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStats, mm: *const u8)
     // SAFETY: `s` points at a live map value.
     unsafe {
         let r = &raw mut (*s).rss;
-        let moved = (*r)[MEMBER_FILE] != file
+        let moved = always_queue
+            || (*r)[MEMBER_FILE] != file
             || (*r)[MEMBER_ANON] != anon
             || (*r)[MEMBER_SWAP] != swap
             || (*r)[MEMBER_SHMEM] != shmem;
@@ -142,7 +147,7 @@ fn observe<C: EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStats, mm: *const u8)
 pub fn observe_current<C: EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStats) {
     // SAFETY: no preconditions; the current task is never null in a tracepoint.
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    observe(ctx, tgid, s, task_mm(task));
+    observe(ctx, tgid, s, task_mm(task), false);
 }
 
 /// A thread leaves the CPU: while it is off it cannot change its process's memory, so what
@@ -153,7 +158,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let tgid = current_tgid();
     if let Some(s) = stats_of(tgid) {
         let prev: *const u8 = ctx.arg(1);
-        observe(&ctx, tgid, s, task_mm(prev));
+        observe(&ctx, tgid, s, task_mm(prev), false);
     }
     0
 }
@@ -192,7 +197,7 @@ pub fn rss_stat(ctx: BtfTracePointContext) -> i32 {
             }
             (*seen).peak = total;
             if let Some(s) = stats_of((*seen).tgid) {
-                update(s, mm, total, epoch);
+                observe(&ctx, (*seen).tgid, s, mm, false);
             }
             return 0;
         }
@@ -211,15 +216,8 @@ fn first_in_epoch(
     current: u32,
     epoch: u32,
 ) {
-    // SAFETY: reads the current task's `mm` field; a failed read means "not its own".
-    let own = unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        bpf_probe_read_kernel(
-            task.wrapping_add(TASK_MM_OFFSET.load() as usize)
-                .cast::<u64>(),
-        )
-        .is_ok_and(|m| m == mm as u64)
-    };
+    // SAFETY: no preconditions; the current task is never null in a tracepoint.
+    let own = task_mm(unsafe { bpf_get_current_task_btf() } as *const u8) == mm;
     let tgid = if own {
         current
     } else {
@@ -247,57 +245,27 @@ fn first_in_epoch(
         // SAFETY: as above.
         unsafe { (*s).mm = mm as u64 };
     }
-    update(s, mm, total, epoch);
-    mark_dirty(ctx, tgid, s, epoch);
+    // Queued even when the folded counters did not move: this event is a change.
+    observe(ctx, tgid, s, mm, true);
 }
 
-/// Takes the counters into the process's record, and the peak when this is one.
+/// The counters of the current task's mm into `s` (at exit: the mm is still attached when
+/// the exit tracepoint fires on kernels that have `group_dead` in it; otherwise `s` keeps
+/// the last figures).
 #[inline(always)]
-fn update(s: *mut ProcStats, mm: *const u8, total: i64, epoch: u32) {
+pub fn refresh_current(s: *mut ProcStats) {
+    // SAFETY: no preconditions; the current task is never null in a tracepoint.
+    let mm = task_mm(unsafe { bpf_get_current_task_btf() } as *const u8);
+    if mm.is_null() {
+        return;
+    }
     let page = u64::from(PAGE_SIZE.load());
     let bytes = |m: usize| counter(mm, m).max(0) as u64 * page;
-    // SAFETY: `s` points at a live map value. Member by member (not a loop), so each offset
-    // is a constant to the verifier.
+    // SAFETY: `s` points at a live map value.
     unsafe {
         (*s).rss[MEMBER_FILE] = bytes(MEMBER_FILE);
         (*s).rss[MEMBER_ANON] = bytes(MEMBER_ANON);
         (*s).rss[MEMBER_SWAP] = bytes(MEMBER_SWAP);
         (*s).rss[MEMBER_SHMEM] = bytes(MEMBER_SHMEM);
-        let total = total.max(0) as u64 * page;
-        if (*s).peak_epoch != epoch || total > (*s).peak_total {
-            (*s).peak_epoch = epoch;
-            (*s).peak_total = total;
-            (*s).peak_rss = (*s).rss;
-            (*s).peak_time = bpf_ktime_get_boot_ns();
-        }
-    }
-}
-
-/// The counters of the current task's mm into `s`, when that mm is `mm` (at exit, where the
-/// mm is still attached on kernels whose exit tracepoint comes before the memory is torn
-/// down; otherwise `s` keeps the last figures). Probe reads: the caller is a classic
-/// tracepoint, whose `mm` is a plain number rather than a BTF pointer.
-#[inline(always)]
-pub fn refresh(s: *mut ProcStats, mm: *const u8) {
-    // SAFETY: probe reads, which fail rather than fault.
-    unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let attached = bpf_probe_read_kernel(
-            task.wrapping_add(TASK_MM_OFFSET.load() as usize)
-                .cast::<u64>(),
-        );
-        if attached != Ok(mm as u64) {
-            return;
-        }
-        let page = u64::from(PAGE_SIZE.load());
-        let read = |m: usize| {
-            let offset = RSS_COUNT_OFFSET.load() as usize + m * RSS_COUNTER_SIZE.load() as usize;
-            bpf_probe_read_kernel(mm.wrapping_add(offset).cast::<i64>())
-                .map_or(0, |v| v.max(0) as u64 * page)
-        };
-        (*s).rss[MEMBER_FILE] = read(MEMBER_FILE);
-        (*s).rss[MEMBER_ANON] = read(MEMBER_ANON);
-        (*s).rss[MEMBER_SWAP] = read(MEMBER_SWAP);
-        (*s).rss[MEMBER_SHMEM] = read(MEMBER_SHMEM);
     }
 }

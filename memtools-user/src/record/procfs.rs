@@ -81,6 +81,20 @@ pub struct StatusMemory {
     pub swap: Option<u64>,
 }
 
+/// A sample's figures from status's memory lines and stat's page faults (both backends read
+/// them this way).
+pub(crate) fn metrics_of(status: &StatusMemory, page_faults: u64) -> Metrics {
+    Metrics {
+        rss_anon: status.rss_anon,
+        rss_file: status.rss_file,
+        rss_shmem: status.rss_shmem,
+        swap: status.swap,
+        vm_size: status.vm_size,
+        page_faults: Some(page_faults),
+        ..Metrics::default()
+    }
+}
+
 /// Parses the `Vm*`/`Rss*` lines of /proc/PID/status (values in kB).
 pub fn parse_status(buf: &[u8]) -> StatusMemory {
     let mut m = StatusMemory::default();
@@ -211,15 +225,7 @@ fn sample_one(
     if status.vm_size.is_none() {
         return Ok(false);
     }
-    f.last = Metrics {
-        rss_anon: status.rss_anon,
-        rss_file: status.rss_file,
-        rss_shmem: status.rss_shmem,
-        swap: status.swap,
-        vm_size: status.vm_size,
-        page_faults: Some(stat.page_faults),
-        ..Metrics::default()
-    };
+    f.last = metrics_of(&status, stat.page_faults);
     f.last_statm = statm;
     f.last_full = now;
     let sample = Sample {

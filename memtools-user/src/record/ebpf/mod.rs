@@ -31,7 +31,7 @@ use memtools_common::{
     ProcStats, counter, life,
 };
 
-use super::procfs::{parse_stat, parse_status, read_cmdline, read_whole};
+use super::procfs::{metrics_of, parse_stat, parse_status, read_cmdline, read_whole};
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
 use crate::model::{BackendKind, Metrics, NS_PER_SEC, ProcessInfo, ProcessKey, Sample, TimeNs};
 
@@ -83,15 +83,7 @@ impl ProcFiles {
         let len = read_whole(&self.status, status_buf).ok()?;
         let status = parse_status(&status_buf[..len]);
         status.vm_size?;
-        Some(Metrics {
-            rss_anon: status.rss_anon,
-            rss_file: status.rss_file,
-            rss_shmem: status.rss_shmem,
-            swap: status.swap,
-            vm_size: status.vm_size,
-            page_faults: Some(stat.page_faults),
-            ..Metrics::default()
-        })
+        Some(metrics_of(&status, stat.page_faults))
     }
 }
 
