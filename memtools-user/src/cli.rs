@@ -143,7 +143,7 @@ pub struct RecordArgs {
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
     /// eBPF: also hook every change of resident memory (kmem:rss_stat), so peaks between
-    /// context switches are seen too; costs fault-heavy programs about 5 %
+    /// context switches are seen too; costs fault-heavy programs about 5 % (README: benchmarks)
     #[arg(long)]
     pub rss_events: bool,
     /// Time between samples (at least 10ms), like 100ms, 1s
