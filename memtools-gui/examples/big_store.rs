@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use memtools_user::model::{
+use memtools::model::{
     BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, Sample,
 };
-use memtools_user::store::Store;
+use memtools::store::Store;
 
 #[allow(dead_code)] // also compiled into the bench, which has its own main
 fn main() {

@@ -6,10 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use memtools_user::analysis::GIB;
-use memtools_user::detect::ProcessResult;
-use memtools_user::model::Metric;
-use memtools_user::store::SessionRow;
+use memtools::analysis::GIB;
+use memtools::detect::ProcessResult;
+use memtools::model::Metric;
+use memtools::store::SessionRow;
 use serde::{Deserialize, Serialize};
 
 use crate::loader::{Jobs, Loaded, Reply};
@@ -106,7 +106,7 @@ impl App {
             jobs: Jobs::default(),
             started: false,
             frame_stats: crate::frame_stats::FrameStats::from_env(),
-            this_machine: memtools_user::record::limits::machine_memory().unwrap_or(16 * GIB),
+            this_machine: memtools::limits::machine_memory().unwrap_or(16 * GIB),
         }
     }
 
@@ -270,7 +270,7 @@ impl App {
     fn on_results(&mut self, results: Vec<ProcessResult>) {
         let Some(loaded) = &self.loaded else { return };
         let counts = |v| results.iter().filter(|r| r.analysis.verdict == v).count();
-        use memtools_user::analysis::Verdict;
+        use memtools::analysis::Verdict;
         self.counts.insert(
             loaded.session.id,
             (

@@ -24,7 +24,7 @@ pub fn default_store() -> PathBuf {
     std::env::var_os("MEMTOOLS_STORE")
         .filter(|v| !v.is_empty())
         .map_or_else(
-            || PathBuf::from(memtools_user::store::DEFAULT_STORE),
+            || PathBuf::from(memtools::store::DEFAULT_STORE),
             PathBuf::from,
         )
 }

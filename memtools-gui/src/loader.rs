@@ -9,10 +9,10 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use memtools_user::analysis::Params;
-use memtools_user::detect::{ProcessResult, analyse_histories, analyse_session};
-use memtools_user::model::{Metric, NS_PER_SEC, TimeNs};
-use memtools_user::store::{Phase, ProcessRow, SessionRow, Store, StoreError, as_recorded};
+use memtools::analysis::Params;
+use memtools::detect::{ProcessResult, analyse_histories, analyse_session};
+use memtools::model::{Metric, NS_PER_SEC, TimeNs};
+use memtools::store::{Phase, ProcessRow, SessionRow, Store, StoreError, as_recorded};
 
 use crate::downsample::Series;
 use crate::problem::Problem;

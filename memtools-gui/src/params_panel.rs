@@ -1,7 +1,7 @@
 //! The parameter panel: the knobs of `memtools-user detect`, on the same [`Params`] struct, so
 //! what the GUI shows is what the CLI says for the same values.
 
-use memtools_user::analysis::{Algo, MIB, Params, format};
+use memtools::analysis::{Algo, MIB, Params, format};
 use serde::{Deserialize, Serialize};
 
 /// The pipeline's parameters and the limit field (the CLI's `--limit`: `None` resolves it per

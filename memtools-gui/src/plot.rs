@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use egui::Color32;
 use egui_plot::{HLine, Legend, Line, LineStyle, Plot, PlotPoint, PlotPoints, Span, VLine};
-use memtools_user::analysis::{Analysis, format};
-use memtools_user::detect::ProcessResult;
+use memtools::analysis::{Analysis, format};
+use memtools::detect::ProcessResult;
 use serde::{Deserialize, Serialize};
 
 use crate::loader::{Loaded, seconds_since};
@@ -387,7 +387,7 @@ fn overlay_items(
             ));
         }
     }
-    let trend_line = |t: &memtools_user::analysis::trend::Trend, label: &str, c: Color32| {
+    let trend_line = |t: &memtools::analysis::trend::Trend, label: &str, c: Color32| {
         let pts = vec![
             [t.from_s + x0, t.slope * t.from_s + t.intercept],
             [t.to_s + x0, t.slope * t.to_s + t.intercept],

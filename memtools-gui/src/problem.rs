@@ -1,7 +1,7 @@
 //! What went wrong, said the way the empty and error states show it: a short title, the store's
 //! own message (which already names the file and what to do), and a next step in the GUI.
 
-use memtools_user::store::StoreError;
+use memtools::store::StoreError;
 
 /// A problem the UI shows in place of the data.
 #[derive(Clone, Debug, PartialEq, Eq)]

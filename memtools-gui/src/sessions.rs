@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use egui::RichText;
-use memtools_user::analysis::format;
-use memtools_user::model::{NS_PER_SEC, TimeNs};
-use memtools_user::store::SessionRow;
+use memtools::analysis::format;
+use memtools::model::{NS_PER_SEC, TimeNs};
+use memtools::store::SessionRow;
+use memtools::units;
 
 /// Verdict counts of a session the pipeline has run over: (leak, ok, insufficient).
 pub type Counts = (usize, usize, usize);
@@ -78,17 +79,17 @@ pub fn show(
                                 ui.label(format!("{} · {duration}", clock(s.start)));
                                 ui.label(
                                     RichText::new(format!(
-                                        "{} · {} processes · {} samples {}",
+                                        "{} · {} · {} {}",
                                         s.backend,
-                                        s.processes,
-                                        s.samples,
+                                        units::processes(s.processes),
+                                        units::samples(s.samples),
                                         status(s)
                                     ))
                                     .small(),
                                 );
                                 let color = if counts.get(&s.id).is_some_and(|c| c.0 > 0) {
                                     crate::table::verdict_color(Some(
-                                        memtools_user::analysis::Verdict::Leak,
+                                        memtools::analysis::Verdict::Leak,
                                     ))
                                 } else {
                                     ui.visuals().weak_text_color()

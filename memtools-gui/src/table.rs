@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use egui::{Color32, RichText};
 use egui_extras::{Column as Col, TableBuilder};
-use memtools_user::analysis::{Verdict, format};
-use memtools_user::detect::ProcessResult;
+use memtools::analysis::{Verdict, format};
+use memtools::detect::ProcessResult;
 use serde::{Deserialize, Serialize};
 
 use crate::loader::Loaded;

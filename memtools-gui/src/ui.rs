@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use egui::{Panel, RichText};
-use memtools_user::analysis::format;
-use memtools_user::detect::{LimitSource, ProcessResult};
-use memtools_user::model::Metric;
+use memtools::analysis::format;
+use memtools::detect::{LimitSource, ProcessResult};
+use memtools::model::Metric;
 
 use crate::app::{App, LoadState};
 

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use memtools_gui::problem::ProblemKind;
-use memtools_gui::{App, Saved};
-use memtools_user::analysis::{Algo, GIB, MIB, Verdict};
-use memtools_user::model::{
+use memtools::analysis::{Algo, GIB, MIB, Verdict};
+use memtools::model::{
     BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, Sample, TimeNs,
 };
-use memtools_user::store::{SessionWriter, Store};
+use memtools::store::{SessionWriter, Store};
+use memtools_gui::problem::ProblemKind;
+use memtools_gui::{App, Saved};
 
 /// 2026-01-01: the older session starts here, the newer a day later.
 const T0: TimeNs = 1_767_225_600 * NS_PER_SEC;
@@ -337,7 +337,7 @@ fn vlt_377208_leak_shows_with_its_lbr_window() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vlt.db");
     let mut store = Store::open(&path).expect("store");
-    memtools_user::report::memorytools::import_file(
+    memtools::report::memorytools::import_file(
         &mut store,
         &vlt_file("tdcsarv-dt0.5s-rev377208.csv.gz"),
     )

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::Metric;
-use crate::report::ReportSpec;
-use crate::store::{DEFAULT_STORE, SessionSelector};
+use memtools::model::Metric;
+use memtools::report::ReportSpec;
+use memtools::store::{DEFAULT_STORE, SessionSelector};
 
 /// Record per-process memory and find the processes that keep growing.
 #[derive(Debug, Parser)]

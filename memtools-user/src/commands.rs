@@ -5,18 +5,18 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::analysis::{Algo, Params};
-use crate::baseline;
 use crate::cli::{
     AlgoArg, BackendArg, BaselineArg, Cli, Command, DetectArgs, ExportFormat, Format, RecordArgs,
 };
-use crate::detect;
 use crate::record::limits;
 use crate::record::{self, BackendChoice, Progress, RecordError, RecordOptions, Target};
-use crate::report::summary::HistorySummary;
-use crate::report::{jsonl, memorytools, text, verdicts};
-use crate::store::{ForEachError, Store};
-use crate::units;
+use memtools::analysis::{Algo, Params};
+use memtools::baseline;
+use memtools::detect;
+use memtools::report::summary::HistorySummary;
+use memtools::report::{jsonl, memorytools, text, verdicts};
+use memtools::store::{ForEachError, Store};
+use memtools::units;
 
 /// Runs a parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> Result<i32> {
@@ -70,10 +70,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 let id = memorytools::import_file(&mut store, file)?;
                 let s = store.session(id)?;
                 println!(
-                    "imported {} as session {id}: {} processes, {} samples",
+                    "imported {} as session {id}: {}, {}",
                     file.display(),
-                    s.processes,
-                    s.samples
+                    units::processes(s.processes),
+                    units::samples(s.samples)
                 );
             }
             Ok(0)
@@ -181,11 +181,11 @@ fn record(args: RecordArgs) -> Result<i32> {
     let show = |p: &Progress| {
         if tty {
             eprint!(
-                "\r\x1b[2Kmemtools: recording session {} · {} · {} processes · {} samples · {}",
+                "\r\x1b[2Kmemtools: recording session {} · {} · {} · {} · {}",
                 p.session_id,
                 units::duration_ns(p.elapsed.as_nanos() as i64),
-                p.processes,
-                p.samples,
+                units::processes(p.processes as u64),
+                units::samples(p.samples),
                 units::bytes(p.store_bytes)
             );
         }
@@ -206,11 +206,11 @@ fn record(args: RecordArgs) -> Result<i32> {
     let mut err = std::io::stderr().lock();
     writeln!(
         err,
-        "memtools: session {} ({}): {} processes, {} samples in {} -> {}",
+        "memtools: session {} ({}): {}, {} in {} -> {}",
         outcome.session_id,
         outcome.backend,
-        outcome.processes,
-        outcome.samples,
+        units::processes(outcome.processes as u64),
+        units::samples(outcome.samples),
         units::duration_ns(outcome.duration.as_nanos() as i64),
         store.path().display()
     )?;
@@ -226,8 +226,8 @@ fn record(args: RecordArgs) -> Result<i32> {
     if outcome.unreadable > 0 {
         writeln!(
             err,
-            "  {} processes could not be read (permissions); run as root to see them",
-            outcome.unreadable
+            "  {} could not be read (permissions); run as root to see them",
+            units::processes(outcome.unreadable)
         )?;
     }
     if !outcome.ignored_phase_lines.is_empty() {

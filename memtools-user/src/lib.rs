@@ -1,15 +1,10 @@
-//! memtools: record per-process memory histories and tell leaks from growth.
+//! memtools-user: the recorder and the command line.
 //!
-//! Data flows one way: a recorder backend produces samples, the [`store`] keeps them, the
-//! [`analysis`] pipeline turns a process's history into a verdict, and a report shows it.
+//! The recorder (both backends, the recorded command and its signals, phases) writes samples
+//! into the store of the core library, [`memtools`], which holds everything a front-end shares
+//! (model, store, analysis, detect, reports) and must stay free of the kernel side; this crate
+//! is the one that loads the eBPF programs.
 
-pub mod analysis;
-pub mod baseline;
 pub mod cli;
 pub mod commands;
-pub mod detect;
-pub mod model;
 pub mod record;
-pub mod report;
-pub mod store;
-pub mod units;

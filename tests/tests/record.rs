@@ -58,7 +58,7 @@ fn a_child_allocating_2mib_every_100ms_shows_its_growth_in_show() {
     );
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(
-        summary.contains("session 1 (procfs): 1 processes"),
+        summary.contains("session 1 (procfs): 1 process,"),
         "{summary}"
     );
     assert!(summary.contains("leak-sim"), "{summary}");

@@ -57,7 +57,7 @@ fn gui() -> Result<()> {
 }
 
 fn analysis() -> Result<()> {
-    sh(cargo().args(["bench", "-p", "memtools-user", "--bench", "analysis"]))
+    sh(cargo().args(["bench", "-p", "memtools", "--bench", "analysis"]))
 }
 
 /// The processes under observation: flat leak-sims that hold a little memory.

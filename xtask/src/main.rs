@@ -125,7 +125,7 @@ fn test(args: &[String]) -> Result<()> {
             "test",
             "--release",
             "-p",
-            "memtools-user",
+            "memtools",
             "--test",
             "analysis_corpus",
             "--",

@@ -8,7 +8,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::RecordError;
-use crate::model::ExitStatus;
+use memtools::model::ExitStatus;
 
 /// A command line to run and record.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,26 +1,12 @@
-//! The memory a process can grow into: the machine's memory, or its cgroup's limit.
+//! The memory a process can grow into where it runs: its cgroup's limit.
 //!
-//! Read when a session starts and when a process is first seen, stored with them, so the
-//! analysis projects "time to limit" against the limit that applied where it ran, not on the
-//! machine that analyses it later.
+//! Read when a process is first seen and stored with it (the machine's memory is stored with
+//! the session, [`memtools::limits::machine_memory`]), so the analysis projects "time to limit"
+//! against the limit that applied where it ran, not on the machine that analyses it later.
 
 use std::path::{Path, PathBuf};
 
-/// The machine's memory in bytes (MemTotal of /proc/meminfo).
-pub fn machine_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    parse_meminfo_total(&meminfo)
-}
-
-/// MemTotal in bytes from the text of /proc/meminfo.
-pub fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-}
+pub use memtools::limits::machine_memory;
 
 /// The tightest memory limit of a process's cgroup and its ancestors (cgroup v2 `memory.max`,
 /// or v1 `memory.limit_in_bytes`); `None` when nothing below the machine's memory applies.
@@ -66,13 +52,6 @@ pub fn cgroup_files(cgroups: &str, root: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn meminfo_total_is_in_bytes() {
-        let text = "MemTotal:       24630272 kB\nMemFree:        23000000 kB\n";
-        assert_eq!(parse_meminfo_total(text), Some(24_630_272 * 1024));
-        assert_eq!(parse_meminfo_total("nothing"), None);
-    }
 
     #[test]
     fn cgroup_files_cover_the_group_and_its_ancestors_in_v1_and_v2() {

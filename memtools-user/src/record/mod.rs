@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use command::Command;
 pub use session::{Progress, RecordOptions, RecordOutcome, Target, record};
 
-use crate::model::{BackendKind, ProcessInfo, ProcessKey, Sample, TimeNs};
-use crate::store::StoreError;
+use memtools::model::{BackendKind, ProcessInfo, ProcessKey, Sample, TimeNs};
+use memtools::store::StoreError;
 
 /// The shortest sampling interval: below it the recorder would measure itself.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);

@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use rustix::fs::{RawDir, SeekFrom};
 
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
-use crate::model::{BackendKind, Metrics, ProcessInfo, ProcessKey, Sample, TimeNs};
+use memtools::model::{BackendKind, Metrics, ProcessInfo, ProcessKey, Sample, TimeNs};
 
 /// PF_KTHREAD in /proc/PID/stat's flags: kernel threads have no user memory to follow.
 const PF_KTHREAD: u64 = 0x0020_0000;

@@ -13,8 +13,8 @@ use super::{
     BackendChoice, Clock, Event, MIN_INTERVAL, OpenedBackend, RecordError, Scope, Sink, limits,
     open_backend,
 };
-use crate::model::{ExitStatus, Metric, NewSession, ProcessKey};
-use crate::store::{ProcessId, SessionWriter, Store};
+use memtools::model::{ExitStatus, Metric, NewSession, ProcessKey};
+use memtools::store::{ProcessId, SessionWriter, Store};
 
 /// What to record.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use memtools_common::{
 
 use super::procfs::{metrics_of, parse_stat, parse_status, read_cmdline, read_whole};
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
-use crate::model::{BackendKind, Metrics, NS_PER_SEC, ProcessInfo, ProcessKey, Sample, TimeNs};
+use memtools::model::{BackendKind, Metrics, NS_PER_SEC, ProcessInfo, ProcessKey, Sample, TimeNs};
 
 /// An unchanged process is written again this often, so its history has no gaps.
 const KEEPALIVE_NS: i64 = NS_PER_SEC;

@@ -8,6 +8,7 @@ use super::text::SessionJson;
 use crate::analysis::{Detector, Params, Verdict, format};
 use crate::baseline::Comparison;
 use crate::detect::{Limit, LimitSource, SessionReport};
+use crate::units;
 
 fn source_words(s: LimitSource) -> &'static str {
     match s {
@@ -23,14 +24,13 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
     let s = &report.session;
     let (leaks, ok, insufficient) = report.counts();
     let mut out = format!(
-        "session {}: {}\n  {} of {} processes, {} detector\n  {} leak{}, {} ok, {} insufficient\n",
+        "session {}: {}\n  {} of {}, {} detector\n  {}, {} ok, {} insufficient\n",
         s.id,
         s.what(),
         report.metric,
-        report.processes.len(),
+        units::processes(report.processes.len() as u64),
         report.params.algo.name(),
-        leaks,
-        if leaks == 1 { "" } else { "s" },
+        units::count(leaks as u64, "leak", "leaks"),
         ok,
         insufficient
     );

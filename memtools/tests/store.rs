@@ -1,9 +1,9 @@
 //! The sample store: round trips, migrations from an old schema, and refusing what it cannot read.
 
-use memtools_user::model::{
+use memtools::model::{
     BackendKind, ExitStatus, Metric, Metrics, NewSession, ProcessInfo, ProcessKey, Sample,
 };
-use memtools_user::store::{SessionSelector, Store, StoreError, schema};
+use memtools::store::{SessionSelector, Store, StoreError, schema};
 use rusqlite::Connection;
 
 fn new_session(start: i64) -> NewSession {

@@ -6,8 +6,8 @@
 //! floor too, and [`label_rule`] checks each instance against the rule, so a family cannot drift
 //! into the ambiguous zone unnoticed. Run with `--nocapture` for the confusion table.
 
-use memtools_user::analysis::{self, Algo, GIB, MIB, Params, Verdict};
-use memtools_user::model::{NS_PER_SEC, TimeNs};
+use memtools::analysis::{self, Algo, GIB, MIB, Params, Verdict};
+use memtools::model::{NS_PER_SEC, TimeNs};
 
 const MIB_F: f64 = MIB as f64;
 const INSTANCES: u64 = 24;

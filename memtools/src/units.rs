@@ -24,6 +24,23 @@ pub fn duration_ns(ns: i64) -> String {
     format::duration(ns as f64 / NS_PER_SEC as f64)
 }
 
+/// A count with its noun, singular or plural as the count needs: `1 process`, `2 processes`,
+/// `0 samples`.
+pub fn count(n: impl Into<u64>, singular: &str, plural: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
+/// [`count`] for the nouns the summaries use most.
+pub fn processes(n: impl Into<u64>) -> String {
+    count(n, "process", "processes")
+}
+
+/// [`count`] of samples.
+pub fn samples(n: impl Into<u64>) -> String {
+    count(n, "sample", "samples")
+}
+
 /// A wall-clock time as `2024-05-07 13:53:53` in UTC.
 pub fn time(t: TimeNs) -> String {
     chrono::DateTime::from_timestamp(t.div_euclid(NS_PER_SEC), 0)
@@ -52,6 +69,10 @@ mod tests {
         assert_eq!(duration_ns(310 * NS_PER_SEC), "5 min 10 s");
         assert_eq!(duration_ns(12_000 * NS_PER_SEC), "3 h 20 min");
         assert_eq!(time(1_714_061_305 * NS_PER_SEC), "2024-04-25 16:08:25");
+        assert_eq!(processes(1u32), "1 process");
+        assert_eq!(processes(2u32), "2 processes");
+        assert_eq!(samples(0u32), "0 samples");
+        assert_eq!(count(1u32, "leak", "leaks"), "1 leak");
         assert_eq!(
             rfc3339(1_714_061_305 * NS_PER_SEC + 210_648_000),
             "2024-04-25T16:08:25.210648Z"

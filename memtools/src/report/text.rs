@@ -149,9 +149,9 @@ pub fn session_header(s: &SessionRow, metric: Metric) -> String {
         out += "\n";
     }
     out += &format!(
-        "  {} processes, {} samples; memory is {}\n",
-        s.processes,
-        s.samples,
+        "  {}, {}; memory is {}\n",
+        units::processes(s.processes),
+        units::samples(s.samples),
         metric.name()
     );
     out

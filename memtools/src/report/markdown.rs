@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::analysis::{Analysis, Verdict, format};
 use crate::detect::{ProcessResult, SessionReport};
+use crate::units;
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
@@ -137,10 +138,11 @@ pub fn render(
     );
     let _ = writeln!(
         out,
-        "{} processes, {} of memory, {} detector: {leaks} leak, {ok} ok, {insufficient} insufficient.\n",
-        report.processes.len(),
+        "{}, {} of memory, {} detector: {}, {ok} ok, {insufficient} insufficient.\n",
+        units::processes(report.processes.len() as u64),
         report.metric,
-        report.params.algo.name()
+        report.params.algo.name(),
+        units::count(leaks as u64, "leak", "leaks"),
     );
     let leaking: Vec<&ProcessResult> = report
         .processes
@@ -192,8 +194,13 @@ pub fn render(
     if !rest.is_empty() {
         let _ = writeln!(
             out,
-            "<details><summary>{} other processes</summary>\n\n| verdict | process | pid | samples | why |\n|---|---|---:|---:|---|",
-            rest.len()
+            "<details><summary>{} other {}</summary>\n\n| verdict | process | pid | samples | why |\n|---|---|---:|---:|---|",
+            rest.len(),
+            if rest.len() == 1 {
+                "process"
+            } else {
+                "processes"
+            }
         );
         for r in rest {
             let _ = writeln!(

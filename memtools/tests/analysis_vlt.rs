@@ -9,8 +9,8 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use chrono::NaiveDateTime;
-use memtools_user::analysis::{self, Algo, Analysis, GIB, Params, Verdict};
-use memtools_user::model::TimeNs;
+use memtools::analysis::{self, Algo, Analysis, GIB, Params, Verdict};
+use memtools::model::TimeNs;
 
 /// A fixed limit so the verdicts do not depend on the machine running the test.
 const LIMIT: u64 = 16 * GIB;

@@ -13,10 +13,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use memtools_user::analysis::lbr::{fit_direct, lbr};
-use memtools_user::analysis::resample::Grid;
-use memtools_user::analysis::{GIB, MIB, Params, Verdict, analyze};
-use memtools_user::model::{NS_PER_SEC, TimeNs};
+use memtools::analysis::lbr::{fit_direct, lbr};
+use memtools::analysis::resample::Grid;
+use memtools::analysis::{GIB, MIB, Params, Verdict, analyze};
+use memtools::model::{NS_PER_SEC, TimeNs};
 
 type History = (Vec<TimeNs>, Vec<f64>);
 

@@ -1,9 +1,9 @@
 //! Invariants of the analysis pipeline, checked on generated inputs.
 
-use memtools_user::analysis::lbr::{Sums, fit_direct, lbr};
-use memtools_user::analysis::resample::Grid;
-use memtools_user::analysis::{self, Params, Verdict};
-use memtools_user::model::{NS_PER_SEC, TimeNs};
+use memtools::analysis::lbr::{Sums, fit_direct, lbr};
+use memtools::analysis::resample::Grid;
+use memtools::analysis::{self, Params, Verdict};
+use memtools::model::{NS_PER_SEC, TimeNs};
 use proptest::prelude::*;
 
 /// Any history: times anywhere in i64 (unsorted, repeated), values from 0 to huge.
