@@ -1,6 +1,7 @@
 //! The map keys and values the kernel side (memtools-ebpf) and the recorder (memtools-user)
 //! share. Every type is `#[repr(C)]` with explicit padding, so both sides agree on the layout
-//! byte for byte; `no_std` so the eBPF crate can use it.
+//! byte for byte; `no_std` so the eBPF crate can use it. It must depend on nothing but `core`
+//! (aya only behind the `user` feature, for the recorder's `Pod` impls).
 #![no_std]
 
 /// `kmem:rss_stat`'s `member`: resident file pages.

@@ -1,5 +1,6 @@
 //! memtools' kernel side: per-process (tgid) memory counters kept in maps, which the recorder
-//! drains each interval. One module per hook family; this file holds the maps they share.
+//! drains each interval. One module per hook family; this file holds the maps they share. It
+//! builds for the bpf target only and depends on aya-ebpf and memtools-common, never on std.
 //!
 //! Only followed processes cost more than one hash lookup per event: a process is followed when
 //! it has counters in `STATS`; the recorder creates them for the processes it starts with, and

@@ -1,6 +1,9 @@
 //! memtools' desktop viewer: browse a store's sessions, plot process histories, and run the
 //! analysis pipeline interactively with the same parameters and code as `memtools-user detect`.
 //!
+//! It reads stores through the core library, `memtools`, only: never `memtools-user` or aya, so
+//! it builds with stable Rust wherever a store is copied to.
+//!
 //! [`App`] holds all state; [`App::show`] draws a frame into any `egui::Ui`, which is how the
 //! window (eframe) and the headless tests (egui_kittest) both drive it.
 
