@@ -13,7 +13,7 @@ use super::{
     BackendChoice, Clock, Event, MIN_INTERVAL, OpenedBackend, RecordError, Scope, Sink, limits,
     open_backend,
 };
-use memtools::model::{ExitStatus, Metric, NewSession, ProcessKey};
+use memtools::model::{ExitStatus, Metric, NewSession, ProcessKey, ProcessLimits};
 use memtools::store::{ProcessId, SessionWriter, Store};
 
 /// What to record.
@@ -116,8 +116,11 @@ impl Sink for Recording<'_> {
         match event {
             Event::Started(info) => {
                 if !self.processes.contains_key(&info.key) {
-                    let limit = limits::cgroup_limit(info.key.pid);
-                    let id = self.writer.add_process(info, limit)?;
+                    let limits = ProcessLimits {
+                        memory: limits::cgroup_limit(info.key.pid),
+                        address_space: limits::address_space_limit(info.key.pid),
+                    };
+                    let id = self.writer.add_process(info, limits)?;
                     let tracked = Tracked {
                         id,
                         pid: info.key.pid,

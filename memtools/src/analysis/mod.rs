@@ -1,10 +1,13 @@
 //! The leak analysis pipeline: pure functions from a history to a verdict, no I/O, no clock.
 //!
-//! [`analyze`] runs the stages of docs' "The pipeline" on one process's history of one metric:
-//! 1. [`gaps`]: clean (sort, merge duplicates, drop trailing zeros) and cut at gaps;
+//! [`analyze_in`] runs the stages on one process's history of one metric:
+//! 1. [`gaps`]: clean (sort, merge duplicates, drop trailing zeros), leave out a teardown
+//!    ([`life::teardown`]) and cut at gaps;
 //! 2. [`resample`]: linear interpolation of each segment onto a uniform grid;
 //! 3. [`lbr`]: Linear Backward Regression with O(1) windows;
-//! 4. [`trend`] and [`cpd`]: robust trend, lower envelope, change points over the second half;
+//! 4. [`life`]: the whole life's floor, its change points, where its growth began, its steps;
+//!    [`phased`]: the memory kept after each test, when the harness marked tests;
+//!    [`trend`] and [`cpd`]: robust trend, lower envelope, change points over the second half;
 //! 5. [`verdict`]: `leak`, `ok` or `insufficient`, with the evidence and a reason in words.
 //!
 //! Times inside the pipeline are f64 seconds since the run's first sample ([`Overlay::origin`]);
@@ -14,7 +17,9 @@ pub mod cpd;
 pub mod format;
 pub mod gaps;
 pub mod lbr;
+pub mod life;
 pub mod params;
+pub mod phased;
 pub mod resample;
 pub mod trend;
 pub mod verdict;
@@ -23,17 +28,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::TimeNs;
 
+pub use self::life::Steps;
 pub use self::params::{Algo, GIB, MIB, Params};
-pub use self::verdict::{Detector, Evidence, Verdict, Votes};
+pub use self::phased::PhaseSpan;
+pub use self::verdict::{Detector, Evidence, LbrEvidence, TestsKept, Verdict, Votes};
 
 use self::cpd::Cpd;
 use self::lbr::{Lbr, Sums};
 use self::resample::{Grid, seconds, to_time_ns};
-use self::trend::{MAX_ENVELOPE_BLOCKS, MAX_TREND_BLOCKS, Reduce, Trend};
+use self::trend::{Blocks, MAX_ENVELOPE_BLOCKS, MAX_TREND_BLOCKS, Reduce, Trend};
 
 /// Fewest grid points in the second half of the run for a verdict: the envelope needs at least
 /// five blocks of two points.
 const MIN_HALF_POINTS: usize = 10;
+
+/// What is known of a history beyond its samples: whether it is the process's whole life, and
+/// the tests (phases) it lived through.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    /// The history begins at the process's start (it started while being recorded).
+    pub from_start: bool,
+    /// The history ends at the process's exit.
+    pub exited: bool,
+    /// The tests a harness marked, as (begin, end) times; any order.
+    pub phases: Vec<PhaseSpan>,
+}
 
 /// The result for one process and metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,12 +60,18 @@ pub struct Analysis {
     pub verdict: Verdict,
     /// One line a developer understands: the evidence for a leak, why not otherwise.
     pub reason: String,
-    /// The numbers behind the verdict; `None` only when insufficient.
+    /// The numbers behind the verdict; `None` only when insufficient for lack of samples.
     pub evidence: Option<Evidence>,
-    /// Samples analysed (after cleaning).
+    /// Samples analysed (after cleaning, teardown left out).
     pub samples: usize,
     /// Trailing 0-byte samples dropped (a process exiting).
     pub trailing_zeros: usize,
+    /// Trailing samples of a teardown left out (a drop in the last moments of the life).
+    pub teardown: usize,
+    /// The highest sample, bytes (0 without samples).
+    pub peak_bytes: f64,
+    /// When it was.
+    pub peak_at: Option<TimeNs>,
     /// What a plot overlays: segments, grids, LBR windows, trend and envelope. Large; skip it in
     /// summaries.
     pub overlay: Overlay,
@@ -69,8 +94,13 @@ pub struct Overlay {
     /// Theil-Sen / Mann-Kendall on a low quantile of each block (the lower envelope) of the second
     /// half.
     pub envelope: Option<Trend>,
-    /// Change points of the lower envelope.
+    /// Change points of the second half's lower envelope.
     pub cpd: Option<Cpd>,
+    /// The floor of the whole life and its change points.
+    pub life_floor: Option<Blocks>,
+    pub life_cpd: Option<Cpd>,
+    /// Memory kept after each test, when phases decided.
+    pub kept: Option<phased::Kept>,
     /// Each detector's own opinion.
     pub votes: Votes,
 }
@@ -97,6 +127,7 @@ pub struct Summary {
     pub evidence: Option<Evidence>,
     pub samples: usize,
     pub trailing_zeros: usize,
+    pub peak_bytes: f64,
 }
 
 impl Analysis {
@@ -108,54 +139,95 @@ impl Analysis {
             evidence: self.evidence,
             samples: self.samples,
             trailing_zeros: self.trailing_zeros,
-        }
-    }
-
-    fn insufficient(reason: String, samples: usize, trailing_zeros: usize, o: Overlay) -> Self {
-        Analysis {
-            verdict: Verdict::Insufficient,
-            reason,
-            evidence: None,
-            samples,
-            trailing_zeros,
-            overlay: o,
+            peak_bytes: self.peak_bytes,
         }
     }
 }
 
-/// Analyses one history (times in ns since the epoch, values in bytes). Any input is accepted:
-/// unsorted, duplicated, empty, NaN; the result says `insufficient` when it cannot tell.
-/// Single-threaded and O(n) apart from sorting unsorted input; callers parallelise across
-/// processes.
+/// [`analyze_in`] knowing nothing beyond the samples: a history whose start and end are not
+/// known to be the process's, without phases (an import, a process already running).
 pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
-    let c = gaps::clean(times, values);
+    analyze_in(times, values, &Context::default(), params)
+}
+
+/// The LBR window worth showing: the flagged one of the last segment that has one in the
+/// second half, else the best rising window of the last segment.
+fn lbr_evidence(segments: &[Segment], origin: TimeNs, mid_s: f64, params: &Params) -> Option<LbrEvidence> {
+    let to_evidence = |flagged: bool, w: &lbr::LbrWindow| LbrEvidence {
+        flagged,
+        start: to_time_ns(origin, w.start_s),
+        end: to_time_ns(origin, w.end_s),
+        slope_bytes_per_s: w.fit.slope,
+        r2: w.fit.r2,
+        growth_bytes: w.growth,
+        time_to_limit_s: w.time_to_limit_s,
+    };
+    let flagged = segments
+        .iter()
+        .rev()
+        .filter(|s| seconds(s.end.saturating_sub(origin)) > mid_s)
+        .find_map(|s| {
+            let w = s.lbr.as_ref().filter(|l| l.flagged)?.window?;
+            let level = w.fit.at(w.start_s);
+            (w.growth >= params.min_growth_at(level)).then(|| to_evidence(true, &w))
+        });
+    flagged.or_else(|| {
+        let w = segments.last()?.lbr?.window?;
+        Some(to_evidence(false, &w))
+    })
+}
+
+/// Analyses one history (times in ns since the epoch, values in bytes) with what is known of it.
+/// Any input is accepted: unsorted, duplicated, empty, NaN; the result says `insufficient` when
+/// it cannot tell. Single-threaded and O(n) apart from sorting unsorted input; callers
+/// parallelise across processes.
+pub fn analyze_in(times: &[TimeNs], values: &[f64], ctx: &Context, params: &Params) -> Analysis {
+    let mut c = gaps::clean(times, values);
+    let td = life::teardown(&c.t, &c.y, params);
+    c.t.truncate(c.t.len() - td);
+    c.y.truncate(c.y.len() - td);
     let n = c.t.len();
     let zeros = c.trailing_zeros;
-    let mut overlay = Overlay::default();
+    let (peak_i, peak) = c
+        .y
+        .iter()
+        .enumerate()
+        .fold((None, 0.0), |(bi, b), (i, &v)| if bi.is_none() || v > b { (Some(i), v) } else { (bi, b) });
+    let mut a = Analysis {
+        verdict: Verdict::Insufficient,
+        reason: String::new(),
+        evidence: None,
+        samples: n,
+        trailing_zeros: zeros,
+        teardown: td,
+        peak_bytes: peak,
+        peak_at: peak_i.map(|i| c.t[i]),
+        overlay: Overlay::default(),
+    };
     if n == 0 {
-        let why = if zeros > 0 {
+        a.reason = if zeros > 0 {
             "no samples before the process exited".to_string()
         } else {
             "no samples".to_string()
         };
-        return Analysis::insufficient(why, 0, zeros, overlay);
+        return a;
     }
     let origin = c.t[0];
-    overlay.origin = origin;
+    a.overlay.origin = origin;
     let min_window = params.min_window.max(3);
     if n < min_window {
         let noun = if n == 1 { "sample" } else { "samples" };
-        let why = format!("only {n} {noun}; at least {min_window} are needed");
-        return Analysis::insufficient(why, n, zeros, overlay);
+        a.reason = format!("only {n} {noun}; at least {min_window} are needed");
+        return a;
     }
     let end_s = seconds(c.t[n - 1].saturating_sub(origin));
     let threshold = gaps::gap_threshold_ns(&c.t, params);
-    overlay.gap_threshold_s = threshold.map(seconds);
+    a.overlay.gap_threshold_s = threshold.map(seconds);
     for range in gaps::split(&c.t, threshold) {
         let (t, y) = (&c.t[range.clone()], &c.y[range]);
         let grid = resample::resample(t, y, origin, resample::grid_step_s(t, params));
         let lbr = lbr::lbr(&grid, params);
-        overlay.segments.push(Segment {
+        a.overlay.segments.push(Segment {
             start: t[0],
             end: t[t.len() - 1],
             samples: t.len(),
@@ -163,16 +235,25 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
             lbr,
         });
     }
+    decide(&mut a, &c, ctx, end_s, params);
+    a
+}
+
+/// Stages 4 and 5 over the resampled segments; fills in the verdict, reason and evidence.
+fn decide(a: &mut Analysis, c: &gaps::Cleaned, ctx: &Context, end_s: f64, params: &Params) {
+    let n = c.t.len();
+    let origin = a.overlay.origin;
     let mid_s = end_s / 2.0;
-    overlay.half_s = mid_s;
-    overlay.end_s = end_s;
-    let half = || {
+    a.overlay.half_s = mid_s;
+    a.overlay.end_s = end_s;
+    let overlay = &a.overlay;
+    let all = || {
         overlay
             .segments
             .iter()
             .flat_map(|s| s.grid.t.iter().zip(&s.grid.y))
-            .filter(|(t, _)| **t >= mid_s)
     };
+    let half = || all().filter(|(t, _)| **t >= mid_s);
     let mut half_sums = Sums::new(end_s, c.y[n - 1]);
     let mut n_half = 0;
     for (&t, &y) in half() {
@@ -180,12 +261,23 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
         n_half += 1;
     }
     if end_s.is_nan() || end_s <= 0.0 || n_half < MIN_HALF_POINTS {
-        let why = format!(
+        a.reason = format!(
             "only {n_half} points in the second half of a {} run; at least {MIN_HALF_POINTS} are needed",
             format::duration(end_s)
         );
-        return Analysis::insufficient(why, n, zeros, overlay);
+        return;
     }
+    // The whole life.
+    let grid_points = all().count();
+    let all_y: Vec<f64> = all().map(|(_, y)| *y).collect();
+    let raw_sigma_all = cpd::noise_sigma(&all_y);
+    let floor = life::floor(all(), end_s, grid_points, params);
+    let life_cpd = life::changes(&floor, raw_sigma_all, params);
+    let limit = params.limit_bytes;
+    let growth = whole_growth(c, &floor, &life_cpd, origin, end_s, limit, params);
+    let lbr = lbr_evidence(&overlay.segments, origin, mid_s, params);
+    let growth = Evidence { lbr, ..growth };
+    // The second half.
     let env_blocks = trend::blocks(
         half(),
         mid_s,
@@ -193,18 +285,12 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
         (n_half / 2).min(MAX_ENVELOPE_BLOCKS),
         Reduce::Quantile(params.envelope_quantile),
     );
-    let med_blocks = trend::blocks(
-        half(),
-        mid_s,
-        end_s,
-        n_half.min(MAX_TREND_BLOCKS),
-        Reduce::Median,
-    );
+    let med_blocks = trend::blocks(half(), mid_s, end_s, n_half.min(MAX_TREND_BLOCKS), Reduce::Median);
     let envelope = trend::trend_of(env_blocks, mid_s, end_s);
-    overlay.trend = trend::trend_of(med_blocks, mid_s, end_s);
+    let trend = trend::trend_of(med_blocks, mid_s, end_s);
     let Some(envelope) = envelope else {
-        let why = "samples too sparse in the second half of the run".to_string();
-        return Analysis::insufficient(why, n, zeros, overlay);
+        a.reason = "samples too sparse in the second half of the run".to_string();
+        return;
     };
     let b = &envelope.blocks;
     let first_level = trend::median(&mut b.y[..b.y.len().min(3)].to_vec());
@@ -212,83 +298,132 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
     let env_ts_growth = envelope.growth();
     let env_growth = env_ts_growth.min(last_level - first_level);
     let min_growth = params.min_growth_at(first_level);
-    // Noise at the sampling resolution, which a leak's own steps do not inflate.
     let half_y: Vec<f64> = half().map(|(_, y)| *y).collect();
     let raw_sigma = cpd::noise_sigma(&half_y);
     let min_step = params.cpd_min_step_bytes as f64;
-    let cpd = cpd::pelt(&b.t, &b.y, b.width_s, min_step, Some(raw_sigma));
-
-    let limit = params.limit_bytes as f64;
+    let half_cpd = cpd::pelt(&b.t, &b.y, b.width_s, min_step, Some(raw_sigma));
     let half_r2 = half_sums.fit().map_or(0.0, |f| f.r2);
-    let trend_like = |detector, tr: &Trend, growth: f64| {
-        let line = lbr::Fit {
-            n: tr.blocks.t.len(),
-            slope: tr.slope,
-            intercept: tr.intercept,
-            r2: half_r2,
-        };
-        Evidence {
-            detector,
-            slope_bytes_per_s: tr.slope,
-            r2: half_r2,
-            window_start: to_time_ns(origin, mid_s),
-            window_end: c.t[n - 1],
-            growth_bytes: growth,
-            time_to_limit_s: lbr::time_to_limit(&line, end_s, limit),
-            limit_bytes: params.limit_bytes,
-            before_end_s: 0.0,
-        }
+    let half_evidence = Evidence {
+        detector: Detector::Envelope,
+        slope_bytes_per_s: envelope.slope,
+        r2: half_r2,
+        window_start: to_time_ns(origin, mid_s),
+        window_end: c.t[n - 1],
+        growth_bytes: env_growth,
+        from_bytes: first_level,
+        to_bytes: last_level,
+        steps: None,
+        tests: None,
+        time_to_limit_s: None,
+        limit_bytes: limit,
+        lbr,
     };
-    let env_evidence = trend_like(Detector::Envelope, &envelope, env_growth);
-    let trend_evidence = overlay
-        .trend
-        .as_ref()
-        .map(|t| trend_like(Detector::Trend, t, t.growth()));
-    let lbr_evidence = overlay
-        .segments
-        .iter()
-        .rev()
-        .filter(|s| seconds(s.end.saturating_sub(origin)) > mid_s)
-        .find_map(|s| {
-            let w = s.lbr.as_ref().filter(|l| l.flagged)?.window?;
-            let level = w.fit.at(w.start_s);
-            (w.growth >= params.min_growth_at(level)).then(|| Evidence {
-                detector: Detector::Lbr,
-                slope_bytes_per_s: w.fit.slope,
-                r2: w.fit.r2,
-                window_start: to_time_ns(origin, w.start_s),
-                window_end: to_time_ns(origin, w.end_s),
-                growth_bytes: w.growth,
-                time_to_limit_s: w.time_to_limit_s,
-                limit_bytes: params.limit_bytes,
-                before_end_s: (end_s - w.end_s).max(0.0),
-            })
-        });
+    let kept = phased::kept(&c.t, &c.y, &ctx.phases);
     let facts = verdict::Facts {
         params,
         mid_s,
         end_s,
         envelope: &envelope,
-        trend: overlay.trend.as_ref(),
-        cpd: &cpd,
-        lbr: lbr_evidence,
+        trend: trend.as_ref(),
+        cpd: &half_cpd,
+        lbr: lbr.filter(|l| l.flagged),
         env_growth,
         env_ts_growth,
         min_growth,
-        env_evidence,
-        trend_evidence,
+        half_evidence,
+        life: verdict::LifeFacts {
+            span_s: end_s,
+            floor: &floor,
+            cpd: &life_cpd,
+            growth,
+            peak: a.peak_bytes,
+            whole: ctx.from_start && ctx.exited,
+        },
     };
-    let (verdict, reason, evidence, votes) = verdict::decide(&facts);
-    overlay.votes = votes;
-    overlay.envelope = Some(envelope);
-    overlay.cpd = Some(cpd);
-    Analysis {
-        verdict,
-        reason,
-        evidence: Some(evidence),
-        samples: n,
-        trailing_zeros: zeros,
-        overlay,
+    let (mut verdict, mut reason, mut evidence, mut votes) = verdict::decide(&facts);
+    if let (Some(k), Algo::Combined) = (&kept, params.algo) {
+        let (first, last) = (k.after[0], k.after[k.after.len() - 1]);
+        let span_s = seconds(last.0.saturating_sub(first.0)).max(f64::MIN_POSITIVE);
+        let slope = k.growth / span_s;
+        let tests_evidence = Evidence {
+            slope_bytes_per_s: slope,
+            window_start: first.0,
+            window_end: last.0,
+            growth_bytes: k.growth,
+            from_bytes: first.1,
+            to_bytes: last.1,
+            steps: None,
+            time_to_limit_s: limit.and_then(|l| lbr::time_to_limit(
+                &lbr::Fit { n: 2, slope, intercept: last.1, r2: 1.0 },
+                0.0,
+                l as f64,
+            )),
+            ..growth
+        };
+        (verdict, reason, evidence, votes) = verdict::decide_phases(k, params, tests_evidence, votes);
+    }
+    a.verdict = verdict;
+    a.reason = reason;
+    a.evidence = Some(evidence);
+    a.overlay.votes = votes;
+    a.overlay.trend = trend;
+    a.overlay.envelope = Some(envelope);
+    a.overlay.cpd = Some(half_cpd);
+    a.overlay.life_floor = Some(floor);
+    a.overlay.life_cpd = Some(life_cpd);
+    a.overlay.kept = kept;
+}
+
+/// The whole growth of a life: from where it began (after the last plateau before the final
+/// rise, see [`life::rise_start`]) to the floor at its end, with its rate, R^2, steps and the
+/// time it takes at that rate to reach the limit.
+fn whole_growth(
+    c: &gaps::Cleaned,
+    floor: &Blocks,
+    life_cpd: &Cpd,
+    origin: TimeNs,
+    end_s: f64,
+    limit: Option<u64>,
+    params: &Params,
+) -> Evidence {
+    let n = c.t.len();
+    let (rise_s, from) = life::rise_start(life_cpd, floor, end_s / 8.0).unwrap_or((0.0, c.y[0]));
+    // The end level: the floor's last point (its last stretch of time).
+    let to = floor.y.last().copied().unwrap_or(c.y[n - 1]);
+    let growth = to - from;
+    let start = to_time_ns(origin, rise_s);
+    let i0 = c.t.partition_point(|&t| t < start);
+    let duration = (end_s - rise_s).max(f64::MIN_POSITIVE);
+    let slope = growth / duration;
+    let mut sums = Sums::new(end_s, c.y[n - 1]);
+    for i in i0..n {
+        sums.add(seconds(c.t[i].saturating_sub(origin)), c.y[i]);
+    }
+    let r2 = sums.fit().map_or(0.0, |f| f.r2);
+    let steps = life::steps(&c.t[i0..], &c.y[i0..], growth, params);
+    let time_to_limit_s = limit.and_then(|l| {
+        let line = lbr::Fit {
+            n: 2,
+            slope,
+            intercept: to,
+            r2,
+        };
+        lbr::time_to_limit(&line, 0.0, l as f64)
+    });
+    Evidence {
+        detector: Detector::Envelope,
+        slope_bytes_per_s: slope,
+        r2,
+        window_start: start,
+        window_end: c.t[n - 1],
+        growth_bytes: growth,
+        from_bytes: from,
+        to_bytes: to,
+        steps,
+        tests: None,
+        time_to_limit_s,
+        limit_bytes: limit,
+        lbr: None,
     }
 }
 

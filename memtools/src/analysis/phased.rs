@@ -1,0 +1,197 @@
+//! Judging a process across the tests it lived through: the memory it kept after each test.
+//!
+//! With phases (the pytest plugin, or any harness writing to `MEMTOOLS_PHASES`), a leak is
+//! memory retained after test after test, as pytest-memray's leak check judges a call, but from
+//! resident memory and for any language. The first test (and the collection before it) loads
+//! code and fills caches: it is start-up, the level the rest is measured from. Timing does not
+//! enter, so a cold page cache, a loaded machine or a coarse sampling interval that slow or blur
+//! the start-up do not change the verdict.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::TimeNs;
+
+use super::params::Params;
+use super::trend::{self, MannKendall};
+
+/// A unit of repeated work: one test, from its `begin` to its `end` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseSpan {
+    pub begin: TimeNs,
+    pub end: TimeNs,
+}
+
+/// Fewest tests after the first with a measured level before phases decide: fewer cannot show
+/// growth *across* tests, and the whole life's shape decides instead.
+pub const MIN_TESTS: usize = 5;
+
+/// What a process kept across the tests it lived through.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Kept {
+    /// After each test with a sample between its end and the next test's end: (the test's end,
+    /// the lowest memory until the next test's end). The first is the start-up level.
+    pub after: Vec<(TimeNs, f64)>,
+    /// Robust memory kept per test (Theil-Sen slope over the test index), bytes.
+    pub per_test: f64,
+    /// The last level minus the start-up level, bytes.
+    pub growth: f64,
+    /// Growth over the second half of the tests, bytes.
+    pub late_growth: f64,
+    /// Mann-Kendall test of the levels rising from test to test.
+    pub mk: MannKendall,
+}
+
+impl Kept {
+    /// Tests judged after start-up.
+    pub fn tests(&self) -> usize {
+        self.after.len().saturating_sub(1)
+    }
+}
+
+/// The memory kept after each test the history spans: the lowest sample from a test's end to
+/// the next test's end (the process's last sample for the last test), which is what the test
+/// left behind before the next one allocated anything. `None` with fewer than [`MIN_TESTS`]
+/// tests after the first. `t` sorted, in ns.
+pub fn kept(t: &[TimeNs], y: &[f64], phases: &[PhaseSpan]) -> Option<Kept> {
+    let (first, last) = (*t.first()?, *t.last()?);
+    let mut ends: Vec<TimeNs> = phases
+        .iter()
+        .map(|p| p.end)
+        .filter(|&e| e >= first && e <= last)
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    let mut after = Vec::with_capacity(ends.len());
+    for (i, &end) in ends.iter().enumerate() {
+        let until = ends.get(i + 1).copied().unwrap_or(last);
+        let from = t.partition_point(|&x| x < end);
+        let to = t.partition_point(|&x| x <= until);
+        let low = y[from..to.max(from)]
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        if low.is_finite() {
+            after.push((end, low));
+        }
+    }
+    if after.len() < MIN_TESTS + 1 {
+        return None;
+    }
+    let idx: Vec<f64> = (0..after.len()).map(|i| i as f64).collect();
+    let levels: Vec<f64> = after.iter().map(|p| p.1).collect();
+    let (per_test, _) = trend::theil_sen(&idx, &levels)?;
+    let n = levels.len();
+    let mid = n / 2;
+    let late: Vec<f64> = levels[mid..].to_vec();
+    let late_idx: Vec<f64> = idx[mid..].to_vec();
+    let late_slope = trend::theil_sen(&late_idx, &late).map_or(0.0, |(m, _)| m);
+    Some(Kept {
+        per_test,
+        growth: levels[n - 1] - levels[0],
+        late_growth: late_slope * (n - 1 - mid) as f64,
+        mk: trend::mann_kendall(&levels),
+        after,
+    })
+}
+
+/// Why the tests show a leak, or why not.
+pub enum Judgement {
+    /// Kept memory after test after test, to the end.
+    Leak,
+    /// Kept nothing that lasts (or gave it back).
+    NoGrowth,
+    /// Kept memory over the first tests, then stopped: a cache filling to its size.
+    Stopped,
+    /// Grew across the tests, but not steadily (a few tests, not each).
+    NotSteady,
+}
+
+/// A leak needs the level after the tests to grow by the minimum growth, significantly from test
+/// to test (Mann-Kendall), and still over the second half of the tests.
+pub fn judge(k: &Kept, params: &Params) -> Judgement {
+    let start = k.after[0].1;
+    let need = params.min_growth_at(start);
+    if k.growth < need || k.per_test <= 0.0 {
+        return Judgement::NoGrowth;
+    }
+    if k.late_growth < (need / 2.0).max(k.growth / 4.0) {
+        return Judgement::Stopped;
+    }
+    if !(k.mk.s > 0 && k.mk.p_increase < params.alpha) {
+        return Judgement::NotSteady;
+    }
+    Judgement::Leak
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::MIB;
+
+    const M: f64 = MIB as f64;
+    const MS: TimeNs = 1_000_000;
+
+    /// A pytest-like run: 2 s of start-up (imports), then `tests` tests of 100 ms sampled every
+    /// 10 ms, each allocating `transient` for its length and keeping `kept`.
+    fn run(tests: usize, transient: f64, kept_per_test: f64) -> (Vec<TimeNs>, Vec<f64>, Vec<PhaseSpan>) {
+        let (mut t, mut y, mut phases) = (Vec::new(), Vec::new(), Vec::new());
+        let mut level = 20.0 * M;
+        for i in 0..200 {
+            t.push(i * 10 * MS);
+            level = 20.0 * M + 100.0 * M * (i as f64 / 200.0);
+            y.push(level);
+        }
+        let mut now = 2000 * MS;
+        for _ in 0..tests {
+            phases.push(PhaseSpan {
+                begin: now,
+                end: now + 100 * MS,
+            });
+            for k in 0..10 {
+                t.push(now + k * 10 * MS);
+                y.push(level + if k > 0 { transient } else { 0.0 });
+            }
+            level += kept_per_test;
+            now += 100 * MS;
+        }
+        t.push(now);
+        y.push(level);
+        (t, y, phases)
+    }
+
+    #[test]
+    fn a_cache_keeping_memory_after_each_test_is_a_leak() {
+        let (t, y, ph) = run(60, 10.0 * M, 3.0 * M);
+        let k = kept(&t, &y, &ph).unwrap();
+        assert_eq!(k.tests(), 59);
+        assert!((k.per_test - 3.0 * M).abs() < 1.0, "{}", k.per_test);
+        assert!(matches!(judge(&k, &Params::default()), Judgement::Leak));
+    }
+
+    #[test]
+    fn a_buffer_released_after_each_test_is_not() {
+        let (t, y, ph) = run(60, 500.0 * M, 0.0);
+        let k = kept(&t, &y, &ph).unwrap();
+        assert_eq!(k.growth, 0.0);
+        assert!(matches!(judge(&k, &Params::default()), Judgement::NoGrowth));
+    }
+
+    #[test]
+    fn a_cache_filling_to_its_size_stops() {
+        let (t, mut y, ph) = run(60, 0.0, 3.0 * M);
+        // Full after 20 tests: everything later stays at that level.
+        let cap = y[200 + 20 * 10];
+        for v in &mut y[200..] {
+            *v = v.min(cap);
+        }
+        let k = kept(&t, &y, &ph).unwrap();
+        assert!(matches!(judge(&k, &Params::default()), Judgement::Stopped));
+    }
+
+    #[test]
+    fn too_few_tests_leave_it_to_the_shape() {
+        let (t, y, ph) = run(5, 0.0, 3.0 * M);
+        assert!(kept(&t, &y, &ph).is_none());
+        assert!(kept(&t, &y, &[]).is_none());
+    }
+}
