@@ -22,8 +22,9 @@ pub const LIFE_BLOCKS: usize = 64;
 pub const TEARDOWN_FRACTION: f64 = 0.01;
 
 /// How many trailing samples are a teardown: a drop of at least the minimum growth (and well
-/// above the noise) after which every sample stays lower, lasting at most
-/// [`TEARDOWN_FRACTION`] of the life. `t` in ns, sorted; 0 when there is none.
+/// above the noise) after which every sample stays lower, the lower samples spanning at most
+/// [`TEARDOWN_FRACTION`] of the life (a pause in the sampling before the drop does not count:
+/// the process was not seen living on with less). `t` in ns, sorted; 0 when there is none.
 pub fn teardown(t: &[TimeNs], y: &[f64], params: &Params) -> usize {
     let n = t.len().min(y.len());
     if n < 4 {
@@ -34,7 +35,7 @@ pub fn teardown(t: &[TimeNs], y: &[f64], params: &Params) -> usize {
     let mut suffix_max = f64::NEG_INFINITY;
     let mut found = 0;
     for j in (1..n).rev() {
-        if (t[n - 1].saturating_sub(t[j - 1]) as f64) > TEARDOWN_FRACTION * life {
+        if (t[n - 1].saturating_sub(t[j]) as f64) > TEARDOWN_FRACTION * life {
             break;
         }
         suffix_max = suffix_max.max(y[j]);

@@ -131,9 +131,8 @@ pub struct Votes {
 pub(super) struct LifeFacts<'a> {
     /// Seconds, first to last sample (teardown left out).
     pub span_s: f64,
-    /// The floor of the whole life and its change points.
+    /// The floor of the whole life.
     pub floor: &'a Blocks,
-    pub cpd: &'a Cpd,
     /// The whole growth, ready for a leak's evidence.
     pub growth: Evidence,
     /// The highest sample, bytes.
@@ -183,12 +182,15 @@ fn is_flat(b: &Blocks, r: &Regime, reference: f64) -> bool {
     regime_slope(b, r).is_none_or(|m| m < FLAT_SLOPE_FRACTION * reference.max(0.0))
 }
 
-/// Why the whole life's change points explain the growth away, if they do: a long flat end (a
-/// warm-up, a cache that filled, a ramp that stopped) or one step carrying the second half's
-/// growth between flat regimes (a working set built once).
+/// Why change points explain the growth away, if they do: a long flat end (a warm-up, a cache
+/// that filled, a ramp that stopped) or one step carrying the second half's growth between
+/// flat regimes (a working set built once). Judged on the second half's envelope, where the
+/// blocks are coarse enough that noise does not cut a steady rise into flat pieces; a growth
+/// that came in repeated equal steps over the life (a staircase, whatever its sampling) is never
+/// "one step".
 fn veto(f: &Facts) -> Option<String> {
-    let (b, cpd) = (f.life.floor, f.life.cpd);
-    let regimes = &cpd.regimes;
+    let b = &f.envelope.blocks;
+    let regimes = &f.cpd.regimes;
     if regimes.len() < 2 {
         return None;
     }
@@ -198,27 +200,21 @@ fn veto(f: &Facts) -> Option<String> {
     if last.duration_s() >= f.params.plateau_fraction * half && is_flat(b, last, reference) {
         let inner = regime_slope(b, last).map_or(0.0, |m| m * last.duration_s());
         if inner < f.min_growth {
-            let grew = last.level - b.y[0];
+            let first = f.life.floor.y.first().copied().unwrap_or(last.level);
             return Some(format!(
                 "grew {} in its first {} (start-up, or a cache filling to its size), then \
                  flat for {}",
-                format::bytes(grew.max(0.0)),
+                format::bytes((last.level - first).max(0.0)),
                 format::duration(last.start_s.max(0.0)),
-                format::duration(last.duration_s()),
+                format::duration(f.end_s - last.start_s.max(0.0)),
             ));
         }
     }
-    // One step up carrying the second half's growth, between flat regimes there.
-    let late: Vec<&Regime> = regimes.iter().filter(|r| r.end_s > f.mid_s).collect();
-    let step = late
-        .windows(2)
-        .map(|w| w[1].level - w[0].level)
-        .fold(0.0, f64::max);
-    let ups = late.windows(2).filter(|w| w[1].level > w[0].level).count();
+    let step = f.cpd.largest_step_up();
     if step > 0.0
-        && ups <= 1
+        && f.life.growth.steps.is_none_or(|s| s.count < 3)
         && f.env_growth - step < f.min_growth
-        && late.iter().all(|r| is_flat(b, r, reference))
+        && regimes.iter().all(|r| is_flat(b, r, reference))
     {
         return Some(format!(
             "its growth is one step of {}, not a steady rise (a working set built once)",
@@ -411,9 +407,8 @@ pub(super) fn decide_phases(
         Judgement::NoGrowth => (
             Verdict::Ok,
             format!(
-                "kept nothing across {tests} tests after the first (start-up): {span}, \
-                 {} a test",
-                format::bytes(k.per_test.max(0.0))
+                "kept nothing that lasts across {tests} tests after the first (start-up): \
+                 {span}"
             ),
             e,
             votes,
@@ -428,13 +423,14 @@ pub(super) fn decide_phases(
             e,
             votes,
         ),
-        Judgement::NotSteady => (
+        Judgement::Few => (
             Verdict::Ok,
             format!(
-                "grew {} across {tests} tests after the first, but not test after test \
-                 (Mann-Kendall p = {:.3})",
+                "kept {} across {tests} tests after the first, but after {} of them, not test \
+                 after test (the most, {}, after one): a working set built once, not a leak",
                 format::bytes(k.growth),
-                k.mk.p_increase
+                k.rises,
+                format::bytes(k.largest)
             ),
             e,
             votes,
