@@ -1,7 +1,8 @@
 //! The sample store: round trips, migrations from an old schema, and refusing what it cannot read.
 
 use memtools::model::{
-    BackendKind, ExitStatus, Metric, Metrics, NewSession, ProcessInfo, ProcessKey, Sample,
+    BackendKind, ExitStatus, Metric, Metrics, NewSession, ProcessInfo, ProcessKey, ProcessLimits,
+    Sample,
 };
 use memtools::store::{SessionSelector, Store, StoreError, schema};
 use rusqlite::Connection;
@@ -36,10 +37,16 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
     let store = Store::open(dir.path().join("s.db")).unwrap();
     let mut w = store.begin_session(&new_session(1_000)).unwrap();
     let a = w
-        .add_process(&process(10, 5_000, "alpha"), Some(1 << 30))
+        .add_process(
+            &process(10, 5_000, "alpha"),
+            ProcessLimits {
+                memory: Some(1 << 30),
+                address_space: Some(4 << 30),
+            },
+        )
         .unwrap();
     // Same pid, another start time: another process.
-    let b = w.add_process(&process(10, 9_000, "alpha"), None).unwrap();
+    let b = w.add_process(&process(10, 9_000, "alpha"), ProcessLimits::default()).unwrap();
     assert_ne!(a, b);
     let full = Metrics {
         rss_anon: Some(1),
@@ -106,6 +113,10 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
         (procs[0].memory_limit, procs[1].memory_limit),
         (Some(1 << 30), None)
     );
+    assert_eq!(
+        (procs[0].address_space_limit, procs[1].address_space_limit),
+        (Some(4 << 30), None)
+    );
     assert_eq!(s.mem_total, Some(16 << 30));
     assert_eq!(procs[1].info.name, "beta");
     assert_eq!(procs[1].info.cmdline, "beta --exec");
@@ -169,7 +180,7 @@ fn an_unfinished_session_keeps_its_committed_samples() {
     let path = dir.path().join("s.db");
     let store = Store::open(&path).unwrap();
     let mut w = store.begin_session(&new_session(0)).unwrap();
-    let p = w.add_process(&process(1, 1, "a"), None).unwrap();
+    let p = w.add_process(&process(1, 1, "a"), ProcessLimits::default()).unwrap();
     w.add_sample(
         p,
         &Sample {
