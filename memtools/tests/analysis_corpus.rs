@@ -694,3 +694,86 @@ fn corpus_many_seeds() {
     corpus(400, 500_000, 0.995);
 }
 
+
+/// One life sampled every `dt` seconds for `span` seconds, its value `f(t)` plus noise drawn
+/// the same way whatever the interval (from the time, not the sample's index).
+fn sampled(span: f64, dt: f64, f: &dyn Fn(f64) -> f64, noise: f64) -> (Vec<TimeNs>, Vec<f64>) {
+    (0..=((span / dt) as usize))
+        .map(|i| {
+            let t = i as f64 * dt;
+            let mut r = Rng::new((t * 1000.0) as u64);
+            (ns(t), f(t) + noise * r.normal())
+        })
+        .unzip()
+}
+
+/// The same lives recorded every 10 ms and every 500 ms get the same verdict (issue 12): the
+/// shapes the issue names, each over a whole life or not, with or without tests.
+#[test]
+fn verdicts_do_not_change_with_the_sampling_interval() {
+    let m = MIB_F;
+    let g = GIB as f64;
+    let tests = |n: usize, length: f64, after: f64| -> Vec<PhaseSpan> {
+        (0..n)
+            .map(|k| PhaseSpan {
+                begin: ns(after + k as f64 * length),
+                end: ns(after + (k + 1) as f64 * length),
+            })
+            .collect()
+    };
+    let whole = |phases: Vec<PhaseSpan>| Context {
+        from_start: true,
+        exited: true,
+        phases,
+    };
+    type Shape = (&'static str, f64, Box<dyn Fn(f64) -> f64>, f64, Context, Verdict);
+    let shapes: Vec<Shape> = vec![
+        ("linear leak", 600.0, Box::new(move |t| g + 0.5 * m * t), 2.0 * m, Context::default(), Verdict::Leak),
+        ("warm-up then flat", 600.0, Box::new(move |t| g + 500.0 * m * (1.0 - (-t / 20.0).exp())), 2.0 * m, Context::default(), Verdict::Ok),
+        (
+            "64 MiB staircase, start to exit",
+            360.0,
+            Box::new(move |t| 3.0 * g + 64.0 * m * (t.min(330.0) / 4.5).floor()),
+            0.0,
+            whole(Vec::new()),
+            Verdict::Leak,
+        ),
+        ("one ramp to exit", 20.0, Box::new(move |t| 20.0 * m + 200.0 * m * t), 1.0 * m, whole(Vec::new()), Verdict::Ok),
+        (
+            "imports, then quick tests",
+            4.0,
+            Box::new(move |t| 30.0 * m + 150.0 * m * (t / 2.5).min(1.0)),
+            0.5 * m,
+            whole(tests(60, 0.025, 2.5)),
+            Verdict::Ok,
+        ),
+        (
+            "a cache keeping 3 MiB after each of 60 tests",
+            10.0,
+            Box::new(move |t| 100.0 * m + 3.0 * m * ((t - 1.0).max(0.0) / 0.15).floor().min(60.0)),
+            0.2 * m,
+            whole(tests(60, 0.15, 1.0)),
+            Verdict::Leak,
+        ),
+        (
+            "a 200 MiB buffer released after each of 60 tests",
+            10.0,
+            Box::new(move |t| {
+                let inside = t > 1.0 && ((t - 1.0) / 0.15).fract() > 0.3 && t < 10.0;
+                100.0 * m + if inside { 200.0 * m } else { 0.0 }
+            }),
+            0.2 * m,
+            whole(tests(60, 0.15, 1.0)),
+            Verdict::Ok,
+        ),
+    ];
+    let params = Params::with_limit(24 * GIB);
+    for (name, span, f, noise, ctx, want) in &shapes {
+        for dt in [0.01, 0.5] {
+            let (t, y) = sampled(*span, dt, f.as_ref(), *noise);
+            let a = analysis::analyze_in(&t, &y, ctx, &params);
+            println!("{name} at {dt} s: {:?}: {}", a.verdict, a.reason);
+            assert_eq!(a.verdict, *want, "{name} at {dt} s: {}", a.reason);
+        }
+    }
+}

@@ -217,7 +217,8 @@ pub fn analyze_in(times: &[TimeNs], values: &[f64], ctx: &Context, params: &Para
     let min_window = params.min_window.max(3);
     if n < min_window {
         let noun = if n == 1 { "sample" } else { "samples" };
-        a.reason = format!("only {n} {noun}; at least {min_window} are needed");
+        let why = format!("only {n} {noun}; at least {min_window} are needed");
+        few_samples(&mut a, &c, ctx, params, why);
         return a;
     }
     let end_s = seconds(c.t[n - 1].saturating_sub(origin));
@@ -237,6 +238,78 @@ pub fn analyze_in(times: &[TimeNs], values: &[f64], ctx: &Context, params: &Para
     }
     decide(&mut a, &c, ctx, end_s, params);
     a
+}
+
+/// A verdict from fewer samples than a shape needs: the tests decide when the process lived
+/// through enough of them (each test is the unit of evidence, not each sample, so a coarse
+/// sampling interval still judges a quick suite), a whole life that grew is its peak (as it is
+/// with more samples, so the verdict does not change with the interval), else `insufficient`.
+fn few_samples(a: &mut Analysis, c: &gaps::Cleaned, ctx: &Context, params: &Params, why: String) {
+    let n = c.t.len();
+    a.reason = why;
+    if params.algo != Algo::Combined || n < 2 {
+        return;
+    }
+    let first = c.y[0];
+    let grew = a.peak_bytes - first >= params.min_growth_at(first);
+    let evidence = Evidence {
+        detector: Detector::Envelope,
+        slope_bytes_per_s: 0.0,
+        r2: 0.0,
+        window_start: c.t[0],
+        window_end: c.t[n - 1],
+        growth_bytes: c.y[n - 1] - first,
+        from_bytes: first,
+        to_bytes: c.y[n - 1],
+        steps: None,
+        tests: None,
+        time_to_limit_s: None,
+        limit_bytes: params.limit_bytes,
+        lbr: None,
+    };
+    if let Some(k) = phased::kept(&c.t, &c.y, &ctx.phases) {
+        let (verdict, reason, evidence, votes) =
+            verdict::decide_phases(&k, params, tests_evidence(&k, evidence, params), Votes::default());
+        (a.verdict, a.reason, a.evidence) = (verdict, reason, Some(evidence));
+        a.overlay.votes = votes;
+        a.overlay.kept = Some(k);
+    } else if ctx.from_start && ctx.exited && grew {
+        a.verdict = Verdict::Ok;
+        a.reason = format!(
+            "grew to {} in {} and exited: its peak, not a leak (too few samples to see \
+             repeated steps; phases would show growth across tests)",
+            format::bytes(a.peak_bytes),
+            format::duration(seconds(c.t[n - 1].saturating_sub(c.t[0])))
+        );
+        a.evidence = Some(evidence);
+    }
+}
+
+/// The evidence of memory kept across tests: the level after the first test to the level after
+/// the last, its rate, and the time it takes at that rate to reach the limit.
+fn tests_evidence(k: &phased::Kept, base: Evidence, params: &Params) -> Evidence {
+    let (first, last) = (k.after[0], k.after[k.after.len() - 1]);
+    let span_s = seconds(last.0.saturating_sub(first.0)).max(f64::MIN_POSITIVE);
+    let slope = k.growth / span_s;
+    let line = lbr::Fit {
+        n: 2,
+        slope,
+        intercept: last.1,
+        r2: 1.0,
+    };
+    Evidence {
+        slope_bytes_per_s: slope,
+        window_start: first.0,
+        window_end: last.0,
+        growth_bytes: k.growth,
+        from_bytes: first.1,
+        to_bytes: last.1,
+        steps: None,
+        time_to_limit_s: params
+            .limit_bytes
+            .and_then(|l| lbr::time_to_limit(&line, 0.0, l as f64)),
+        ..base
+    }
 }
 
 /// Stages 4 and 5 over the resampled segments; fills in the verdict, reason and evidence.
@@ -261,10 +334,11 @@ fn decide(a: &mut Analysis, c: &gaps::Cleaned, ctx: &Context, end_s: f64, params
         n_half += 1;
     }
     if end_s.is_nan() || end_s <= 0.0 || n_half < MIN_HALF_POINTS {
-        a.reason = format!(
+        let why = format!(
             "only {n_half} points in the second half of a {} run; at least {MIN_HALF_POINTS} are needed",
             format::duration(end_s)
         );
+        few_samples(a, c, ctx, params, why);
         return;
     }
     // The whole life.
@@ -289,7 +363,8 @@ fn decide(a: &mut Analysis, c: &gaps::Cleaned, ctx: &Context, end_s: f64, params
     let envelope = trend::trend_of(env_blocks, mid_s, end_s);
     let trend = trend::trend_of(med_blocks, mid_s, end_s);
     let Some(envelope) = envelope else {
-        a.reason = "samples too sparse in the second half of the run".to_string();
+        let why = "samples too sparse in the second half of the run".to_string();
+        few_samples(a, c, ctx, params, why);
         return;
     };
     let b = &envelope.blocks;
@@ -341,25 +416,8 @@ fn decide(a: &mut Analysis, c: &gaps::Cleaned, ctx: &Context, end_s: f64, params
     };
     let (mut verdict, mut reason, mut evidence, mut votes) = verdict::decide(&facts);
     if let (Some(k), Algo::Combined) = (&kept, params.algo) {
-        let (first, last) = (k.after[0], k.after[k.after.len() - 1]);
-        let span_s = seconds(last.0.saturating_sub(first.0)).max(f64::MIN_POSITIVE);
-        let slope = k.growth / span_s;
-        let tests_evidence = Evidence {
-            slope_bytes_per_s: slope,
-            window_start: first.0,
-            window_end: last.0,
-            growth_bytes: k.growth,
-            from_bytes: first.1,
-            to_bytes: last.1,
-            steps: None,
-            time_to_limit_s: limit.and_then(|l| lbr::time_to_limit(
-                &lbr::Fit { n: 2, slope, intercept: last.1, r2: 1.0 },
-                0.0,
-                l as f64,
-            )),
-            ..growth
-        };
-        (verdict, reason, evidence, votes) = verdict::decide_phases(k, params, tests_evidence, votes);
+        (verdict, reason, evidence, votes) =
+            verdict::decide_phases(k, params, tests_evidence(k, growth, params), votes);
     }
     a.verdict = verdict;
     a.reason = reason;
