@@ -78,14 +78,24 @@ pub fn changes(floor: &Blocks, raw_sigma: f64, params: &Params) -> Cpd {
 }
 
 /// Where the growth that ends the life began: the first regime of the last unbroken run of
-/// regimes each higher than the one before, broken by a plateau (a regime lasting at least
-/// `min_plateau_s`). Returns its start (seconds since the run's origin) and the level it rose
+/// regimes each higher than the one before, broken by a plateau (a regime seen for at least
+/// `min_plateau_s`, in the lowest quarter of the range). Returns its start (seconds since the run's origin) and the level it rose
 /// from: the plateau's, or the first floor point's when the rise began with the life. A
 /// warm-up that went straight into a leak is part of the rise; a plateau between them ends it.
 pub fn rise_start(c: &Cpd, floor: &Blocks, min_plateau_s: f64) -> Option<(f64, f64)> {
     let r = &c.regimes;
+    // How long a regime was seen: its blocks, not the time it spans (a pause in the sampling
+    // inside it is not a plateau).
+    let seen = |g: &super::cpd::Regime| (g.to - g.from) as f64 * floor.width_s;
+    // Only a plateau in the lowest quarter of the range ends the rise: a pause near the top
+    // (the process resting between two bursts of leaking) is part of it.
+    let top = r.last()?.level;
+    let low = r.iter().map(|g| g.level).fold(f64::INFINITY, f64::min);
+    let ends_rise = |g: &super::cpd::Regime| {
+        seen(g) >= min_plateau_s && g.level <= low + 0.25 * (top - low)
+    };
     let mut k = r.len().checked_sub(1)?;
-    while k > 0 && r[k].level > r[k - 1].level && r[k - 1].duration_s() < min_plateau_s {
+    while k > 0 && r[k].level > r[k - 1].level && !ends_rise(&r[k - 1]) {
         k -= 1;
     }
     if k > 0 && r[k].level > r[k - 1].level {
@@ -244,18 +254,18 @@ mod tests {
     fn the_rise_starts_after_the_last_plateau() {
         let c = cpd::pelt(
             &[0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5],
-            &[10.0, 50.0, 50.0, 50.0, 60.0, 70.0, 80.0, 90.0],
+            &[10.0, 20.0, 20.0, 20.0, 60.0, 70.0, 80.0, 90.0],
             1.0,
             1.0,
             Some(0.0),
         );
         let floor = Blocks {
             t: vec![0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5],
-            y: vec![10.0, 50.0, 50.0, 50.0, 60.0, 70.0, 80.0, 90.0],
+            y: vec![10.0, 20.0, 20.0, 20.0, 60.0, 70.0, 80.0, 90.0],
             width_s: 1.0,
         };
-        // The three blocks at 50 are a plateau: the rise starts after them, from 50.
-        assert_eq!(rise_start(&c, &floor, 2.5), Some((4.0, 50.0)));
+        // The three blocks at 20 are a plateau low in the range: the rise starts after them.
+        assert_eq!(rise_start(&c, &floor, 2.5), Some((4.0, 20.0)));
         // Without a plateau, the whole life is one rise from its first point.
         assert_eq!(rise_start(&c, &floor, 10.0), Some((0.0, 10.0)));
     }
