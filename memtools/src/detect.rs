@@ -106,25 +106,25 @@ impl ProcessResult {
 /// How close to its exit a fall in memory counts as the process tearing down.
 const TEARDOWN_NS: i64 = 1_000_000_000;
 
-/// How many trailing samples are a process tearing itself down on its way out: a run of falling
-/// values in the last second before its recorded exit. An interpreter freeing its heap at
-/// shutdown, or a service dropping its caches as it stops, is an exit, not a release, as a
-/// trailing 0-byte sample is.
+/// How many trailing samples are a process tearing itself down on its way out: those after
+/// the last time, in the last second before its recorded exit, that it held the most memory of
+/// that second, when memory fell after it. An interpreter freeing its heap at shutdown, or a
+/// service dropping its caches as it stops, is an exit, not a release, as a trailing 0-byte
+/// sample is; what it held flat before that (its last tests, say) is kept.
 pub fn exit_teardown(points: &[(TimeNs, u64)], exit: Option<TimeNs>) -> usize {
     let Some(exit) = exit else { return 0 };
-    let mut n = 0;
-    while n + 1 < points.len() {
-        let (t, v) = points[points.len() - 1 - n];
-        let (_, before) = points[points.len() - 2 - n];
-        if t < exit - TEARDOWN_NS || v > before {
-            break;
-        }
-        n += 1;
-    }
-    // A flat tail is not a fall: keep the run only if memory really dropped over it.
-    let last = points.len().saturating_sub(1);
-    match (points.get(last.saturating_sub(n)), points.get(last)) {
-        (Some(&(_, top)), Some(&(_, end))) if n > 0 && end < top => n,
+    let from = points.partition_point(|p| p.0 < exit - TEARDOWN_NS);
+    let window = &points[from..];
+    let Some(top) = window.iter().map(|p| p.1).max() else {
+        return 0;
+    };
+    let Some(last_top) = window.iter().rposition(|p| p.1 == top) else {
+        return 0;
+    };
+    let n = window.len() - 1 - last_top;
+    // A flat tail is not a fall; nor is one sample.
+    match window.last() {
+        Some(&(_, end)) if n > 0 && end < top && window.len() > 1 => n,
         _ => 0,
     }
 }
@@ -446,6 +446,9 @@ mod tests {
         ];
         // Exit recorded right after the last sample: the last two are the process tearing down.
         assert_eq!(exit_teardown(&pts, Some(2 * s + 4 * s / 5)), 2);
+        // Flat for the last second (its last tests), then a drop: only the drop is teardown.
+        let flat = [(0, 10), (s / 4, 50), (s / 2, 50), (3 * s / 4, 50), (s, 5)];
+        assert_eq!(exit_teardown(&flat, Some(s)), 1);
         // Still running, or exiting long after the fall: a release, left to the analysis.
         assert_eq!(exit_teardown(&pts, None), 0);
         assert_eq!(exit_teardown(&pts, Some(10 * s)), 0);

@@ -411,6 +411,7 @@ fn decide(a: &mut Analysis, c: &gaps::Cleaned, ctx: &Context, end_s: f64, params
             floor: &floor,
             growth,
             peak: a.peak_bytes,
+            first: c.y[0],
             whole: ctx.from_start && ctx.exited,
         },
     };

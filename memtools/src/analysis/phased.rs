@@ -28,9 +28,10 @@ pub const MIN_TESTS: usize = 5;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Kept {
     /// After each test: (the test's end, the memory kept: the lowest sample from then to the
-    /// end of the life, so what was given back later is not counted, and a level seen only in
-    /// the middle of the next test's allocation does not count either). The first is the
-    /// start-up level.
+    /// end of the tests, so what a later test gave back is not counted, and a level seen only
+    /// in the middle of the next test's allocation does not count either). What the harness
+    /// frees after its last test (pytest dropping its test modules at the end of the session)
+    /// is not a release by the tests. The first is the start-up level.
     pub after: Vec<(TimeNs, f64)>,
     /// Memory kept per test on average over the tests after the first, bytes.
     pub per_test: f64,
@@ -65,8 +66,17 @@ pub fn kept(t: &[TimeNs], y: &[f64], phases: &[PhaseSpan]) -> Option<Kept> {
     if ends.len() < MIN_TESTS + 1 {
         return None;
     }
-    // The lowest value from each sample to the end of the life.
-    let mut floor_after = y.to_vec();
+    // The tests end with the last one's end and a typical test's length after it.
+    let mut lengths: Vec<i64> = phases
+        .iter()
+        .map(|p| p.end.saturating_sub(p.begin))
+        .collect();
+    lengths.sort_unstable();
+    let typical = lengths.get(lengths.len() / 2).copied().unwrap_or(0);
+    let horizon = ends[ends.len() - 1].saturating_add(typical);
+    let kept_until = t.partition_point(|&x| x <= horizon);
+    // The lowest value from each sample to the end of the tests.
+    let mut floor_after = y[..kept_until].to_vec();
     for i in (0..floor_after.len().saturating_sub(1)).rev() {
         floor_after[i] = floor_after[i].min(floor_after[i + 1]);
     }

@@ -135,8 +135,9 @@ pub(super) struct LifeFacts<'a> {
     pub floor: &'a Blocks,
     /// The whole growth, ready for a leak's evidence.
     pub growth: Evidence,
-    /// The highest sample, bytes.
+    /// The highest sample, and the first, bytes.
     pub peak: f64,
+    pub first: f64,
     /// Seen from its start to its exit.
     pub whole: bool,
 }
@@ -323,11 +324,9 @@ fn combined(
     votes: Votes,
 ) -> Decision {
     let ok = |why: String| (Verdict::Ok, why, f.half_evidence, votes);
-    if !grows {
-        return ok(not_enough(f));
-    }
     let life = &f.life;
-    if life.whole && life.growth.steps.is_none() {
+    let grew = life.peak - life.first >= f.params.min_growth_at(life.first);
+    if life.whole && grew && life.growth.steps.is_none() {
         return (
             Verdict::Ok,
             format!(
@@ -339,6 +338,9 @@ fn combined(
             f.life.growth,
             votes,
         );
+    }
+    if !grows {
+        return ok(not_enough(f));
     }
     if life.span_s < f.params.min_life_s {
         return (
