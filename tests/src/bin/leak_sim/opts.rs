@@ -25,8 +25,9 @@ Shapes:
              `reuse pid=PID ok`, exits 2 if it cannot
   serve      a service a test suite talks to: hold --base (then say `ok`), read commands on stdin,
              one a line, and answer `ok` on stdout once done: `keep SIZE` (map, touch and keep
-             it: a leak when every test does it), `use SIZE` (map, touch and release it); ends
-             at end of input or after --duration
+             it: a leak when every test does it), `use SIZE` (map, touch and release it),
+             `wait DUR` (answer after DUR: a test's length); ends at end of input or after
+             --duration
 
 Options:
   --kind anon|file|shmem  memory that counts as RssAnon, RssFile (a temp file in $TMPDIR, or

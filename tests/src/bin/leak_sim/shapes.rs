@@ -95,8 +95,11 @@ pub fn serve(o: &Opts) -> Result<Vec<Region>> {
         match (words.next(), words.next()) {
             (Some("keep"), Some(size)) => held.push(Region::new(o.kind, crate::opts::parse_size(size)?)?),
             (Some("use"), Some(size)) => drop(Region::new(o.kind, crate::opts::parse_size(size)?)?),
+            (Some("wait"), Some(d)) => std::thread::sleep(
+                humantime::parse_duration(d).with_context(|| format!("`wait {d}`"))?,
+            ),
             (None, _) => continue,
-            _ => bail!("unknown command {line:?} (keep SIZE or use SIZE)"),
+            _ => bail!("unknown command {line:?} (keep SIZE, use SIZE or wait DUR)"),
         }
         writeln!(out, "ok").and_then(|()| out.flush()).context("answering")?;
     }
