@@ -155,14 +155,16 @@ impl App {
                         "growth: {}, {} over {}",
                         format::span(e.from_bytes, e.to_bytes),
                         format::bytes(e.growth_bytes),
-                        format::duration(
-                            e.window_end.saturating_sub(e.window_start) as f64 / 1e9
-                        )
+                        format::duration(e.window_end.saturating_sub(e.window_start) as f64 / 1e9)
                     ));
                     if let Some(l) = e.lbr {
                         ui.weak(format!(
                             "LBR window {}: {} at {}, R^2 {:.2}",
-                            if l.flagged { "(flagged)" } else { "(best, not flagged)" },
+                            if l.flagged {
+                                "(flagged)"
+                            } else {
+                                "(best, not flagged)"
+                            },
                             format::bytes(l.growth_bytes),
                             format::rate(l.slope_bytes_per_s),
                             l.r2

@@ -461,7 +461,9 @@ fn a_session_being_recorded_updates_in_place() {
     let mut w = store
         .begin_session(&new_session(T0, "live"))
         .expect("session");
-    let a = w.add_process(&process(1, "first"), ProcessLimits::default()).expect("process");
+    let a = w
+        .add_process(&process(1, "first"), ProcessLimits::default())
+        .expect("process");
     for i in 0..50 {
         w.add_sample(
             a,
@@ -474,7 +476,9 @@ fn a_session_being_recorded_updates_in_place() {
     settle(&mut h);
     assert_eq!(h.state().loaded.as_ref().map(|l| l.samples()), Some(50));
     // More samples and a new process while the app watches.
-    let b = w.add_process(&process(2, "second"), ProcessLimits::default()).expect("process");
+    let b = w
+        .add_process(&process(2, "second"), ProcessLimits::default())
+        .expect("process");
     for i in 50..80 {
         w.add_sample(
             a,
@@ -543,7 +547,9 @@ fn reading_a_big_session_shows_progress() {
     let mut w = store
         .begin_session(&new_session(T0, "big"))
         .expect("session");
-    let id = w.add_process(&process(9, "big"), ProcessLimits::default()).expect("process");
+    let id = w
+        .add_process(&process(9, "big"), ProcessLimits::default())
+        .expect("process");
     for i in 0..1_000_000i64 {
         let s = sample(T0 + i * 10_000_000, (100 + i % 1000) as f64 * MIB as f64);
         w.add_sample(id, &s).expect("sample");

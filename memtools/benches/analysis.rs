@@ -145,7 +145,9 @@ fn bench_whole_lives(c: &mut Criterion) {
         b.iter(|| {
             lives
                 .iter()
-                .filter(|((t, y), ctx)| analyze_in(black_box(t), y, ctx, &params).verdict == Verdict::Leak)
+                .filter(|((t, y), ctx)| {
+                    analyze_in(black_box(t), y, ctx, &params).verdict == Verdict::Leak
+                })
                 .count()
         })
     });

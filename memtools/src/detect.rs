@@ -52,13 +52,18 @@ impl PeakBudget {
     }
 
     /// Parses `SIZE` or `NAME=SIZE`, the size by `parse_size` (the caller's unit parser).
-    pub fn parse(s: &str, parse_size: impl Fn(&str) -> Result<u64, String>) -> Result<Self, String> {
+    pub fn parse(
+        s: &str,
+        parse_size: impl Fn(&str) -> Result<u64, String>,
+    ) -> Result<Self, String> {
         match s.rsplit_once('=') {
             Some((name, size)) if !name.is_empty() => Ok(PeakBudget {
                 name: Some(name.to_string()),
                 bytes: parse_size(size)?,
             }),
-            Some(_) => Err(format!("`{s}`: a name goes before the `=` (like worker=2GiB)")),
+            Some(_) => Err(format!(
+                "`{s}`: a name goes before the `=` (like worker=2GiB)"
+            )),
             None => Ok(PeakBudget {
                 name: None,
                 bytes: parse_size(s)?,
@@ -295,10 +300,12 @@ pub fn context_of(process: &ProcessRow, session: &SessionRow, phases: &[Phase]) 
         exited: !imported && process.exit.is_some(),
         phases: phases
             .iter()
-            .filter_map(|p| Some(PhaseSpan {
-                begin: p.begin,
-                end: p.end?,
-            }))
+            .filter_map(|p| {
+                Some(PhaseSpan {
+                    begin: p.begin,
+                    end: p.end?,
+                })
+            })
             .collect(),
     }
 }

@@ -369,7 +369,11 @@ fn staircase_plateau_teardown(r: &mut Rng) -> Series {
         let level = base + step * (ti.min(rising) / period).floor();
         // vm_size: exact, with now and then a thread's stack mapped for a moment.
         let blip = if r.unit() < 0.02 { 8.0 * MIB_F } else { 0.0 };
-        s.y.push(if ti >= teardown_from { top * r.range(0.1, 0.5) } else { level + blip });
+        s.y.push(if ti >= teardown_from {
+            top * r.range(0.1, 0.5)
+        } else {
+            level + blip
+        });
         s.floor.push(level);
         s.t.push(ti);
     }
@@ -421,7 +425,13 @@ fn one_ramp_to_exit(r: &mut Rng) -> Series {
     let peak = r.range(100.0, 8192.0) * MIB_F;
     let hold = r.range(0.0, 0.15);
     let noise = peak * r.range(0.0, 0.002);
-    let mut s = regular(r, n, dt, move |x| base + peak * (x / (1.0 - hold)).min(1.0), noise);
+    let mut s = regular(
+        r,
+        n,
+        dt,
+        move |x| base + peak * (x / (1.0 - hold)).min(1.0),
+        noise,
+    );
     s.from_start = true;
     s.exited = true;
     s
@@ -550,7 +560,11 @@ const FAMILIES: [(&str, Label, Generator); 24] = [
     ("short-lived", Label::Insufficient, short_lived),
     ("bursty sampling, leak", Label::Leak, bursty_leak),
     ("bursty sampling, flat", Label::Ok, bursty_flat),
-    ("staircase, plateau, teardown", Label::Leak, staircase_plateau_teardown),
+    (
+        "staircase, plateau, teardown",
+        Label::Leak,
+        staircase_plateau_teardown,
+    ),
     ("start-up, then exit", Label::NotLeak, startup_then_exit),
     ("one ramp to exit", Label::Ok, one_ramp_to_exit),
     ("tests keep memory", Label::Leak, tests_keep_memory),
@@ -677,7 +691,10 @@ fn corpus(instances: u64, first_seed: u64, min_recall: f64) {
         );
     }
     assert!(false_leaks.is_empty(), "false leaks: {false_leaks:#?}");
-    assert!(recall >= min_recall, "recall {recall:.3}; missed: {misses:#?}");
+    assert!(
+        recall >= min_recall,
+        "recall {recall:.3}; missed: {misses:#?}"
+    );
 }
 
 #[test]
@@ -693,7 +710,6 @@ fn corpus_precision_and_recall() {
 fn corpus_many_seeds() {
     corpus(400, 500_000, 0.995);
 }
-
 
 /// One life sampled every `dt` seconds for `span` seconds, its value `f(t)` plus noise drawn
 /// the same way whatever the interval (from the time, not the sample's index).
@@ -726,10 +742,31 @@ fn verdicts_do_not_change_with_the_sampling_interval() {
         exited: true,
         phases,
     };
-    type Shape = (&'static str, f64, Box<dyn Fn(f64) -> f64>, f64, Context, Verdict);
+    type Shape = (
+        &'static str,
+        f64,
+        Box<dyn Fn(f64) -> f64>,
+        f64,
+        Context,
+        Verdict,
+    );
     let shapes: Vec<Shape> = vec![
-        ("linear leak", 600.0, Box::new(move |t| g + 0.5 * m * t), 2.0 * m, Context::default(), Verdict::Leak),
-        ("warm-up then flat", 600.0, Box::new(move |t| g + 500.0 * m * (1.0 - (-t / 20.0).exp())), 2.0 * m, Context::default(), Verdict::Ok),
+        (
+            "linear leak",
+            600.0,
+            Box::new(move |t| g + 0.5 * m * t),
+            2.0 * m,
+            Context::default(),
+            Verdict::Leak,
+        ),
+        (
+            "warm-up then flat",
+            600.0,
+            Box::new(move |t| g + 500.0 * m * (1.0 - (-t / 20.0).exp())),
+            2.0 * m,
+            Context::default(),
+            Verdict::Ok,
+        ),
         (
             "64 MiB staircase, start to exit",
             360.0,
@@ -738,7 +775,14 @@ fn verdicts_do_not_change_with_the_sampling_interval() {
             whole(Vec::new()),
             Verdict::Leak,
         ),
-        ("one ramp to exit", 20.0, Box::new(move |t| 20.0 * m + 200.0 * m * t), 1.0 * m, whole(Vec::new()), Verdict::Ok),
+        (
+            "one ramp to exit",
+            20.0,
+            Box::new(move |t| 20.0 * m + 200.0 * m * t),
+            1.0 * m,
+            whole(Vec::new()),
+            Verdict::Ok,
+        ),
         (
             "imports, then quick tests",
             4.0,

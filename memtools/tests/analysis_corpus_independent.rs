@@ -38,7 +38,8 @@ impl Pcg {
     }
     /// Uniform in [lo, hi).
     fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        let u = (u64::from(self.next()) << 21 ^ u64::from(self.next())) as f64 / (1u64 << 53) as f64;
+        let u =
+            (u64::from(self.next()) << 21 ^ u64::from(self.next())) as f64 / (1u64 << 53) as f64;
         lo + (hi - lo) * u
     }
     fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
@@ -74,10 +75,17 @@ fn record(p: &mut Pcg, span: f64, shape: &dyn Fn(f64) -> f64, noise: f64, bursty
         if bursty && p.uniform(0.0, 1.0) < 0.05 {
             now += p.uniform(2.0, 30.0);
         } else {
-            now += if bursty { p.uniform(0.01, 0.05) } else { dt * p.uniform(0.8, 1.2) };
+            now += if bursty {
+                p.uniform(0.01, 0.05)
+            } else {
+                dt * p.uniform(0.8, 1.2)
+            };
         }
     }
-    let y = times.iter().map(|&s| shape(s) + noise * p.gauss()).collect();
+    let y = times
+        .iter()
+        .map(|&s| shape(s) + noise * p.gauss())
+        .collect();
     Life {
         t: times.iter().map(|&s| at(s)).collect(),
         y,
@@ -102,7 +110,13 @@ fn chunked_leak(p: &mut Pcg) -> Life {
     let chunk = p.pick(&[8.0, 32.0, 64.0]) * MIB as f64;
     let every = span / p.uniform(15.0, 60.0);
     let bursty = p.uniform(0.0, 1.0) < 0.5;
-    record(p, span, &move |s| start + chunk * (s / every).floor(), 0.0, bursty)
+    record(
+        p,
+        span,
+        &move |s| start + chunk * (s / every).floor(),
+        0.0,
+        bursty,
+    )
 }
 
 fn gc_leak(p: &mut Pcg) -> Life {
@@ -111,7 +125,13 @@ fn gc_leak(p: &mut Pcg) -> Life {
     let tooth = start * p.uniform(0.1, 0.4);
     let period = span / p.uniform(50.0, 120.0);
     let drift = start * p.uniform(0.15, 0.5) / span;
-    record(p, span, &move |s| start + drift * s + tooth * ((s / period) % 1.0), 0.0, false)
+    record(
+        p,
+        span,
+        &move |s| start + drift * s + tooth * ((s / period) % 1.0),
+        0.0,
+        false,
+    )
 }
 
 fn idle(p: &mut Pcg) -> Life {
@@ -142,7 +162,13 @@ fn gc_steady(p: &mut Pcg) -> Life {
     let start = p.uniform(100.0, 2000.0) * MIB as f64;
     let tooth = start * p.uniform(0.1, 0.5);
     let period = span / p.uniform(50.0, 120.0);
-    record(p, span, &move |s| start + tooth * ((s / period) % 1.0), 0.0, false)
+    record(
+        p,
+        span,
+        &move |s| start + tooth * ((s / period) % 1.0),
+        0.0,
+        false,
+    )
 }
 
 fn shrinking(p: &mut Pcg) -> Life {
@@ -160,7 +186,13 @@ fn grows_then_frees(p: &mut Pcg) -> Life {
     record(
         p,
         span,
-        &move |s| if s < frees_at { start + rate * s } else { start },
+        &move |s| {
+            if s < frees_at {
+                start + rate * s
+            } else {
+                start
+            }
+        },
         start * 0.002,
         false,
     )
@@ -170,7 +202,13 @@ fn grows_then_frees(p: &mut Pcg) -> Life {
 fn batch_job(p: &mut Pcg) -> Life {
     let span = p.uniform(3.0, 90.0);
     let peak = p.uniform(64.0, 6000.0) * MIB as f64;
-    let mut l = record(p, span, &move |s| 8.0 * MIB as f64 + peak * s / span, 0.0, false);
+    let mut l = record(
+        p,
+        span,
+        &move |s| 8.0 * MIB as f64 + peak * s / span,
+        0.0,
+        false,
+    );
     l.ctx.from_start = true;
     l.ctx.exited = true;
     l
@@ -235,7 +273,10 @@ const KINDS: [(&str, bool, Maker); 13] = [
 fn run(n: u64, base_seed: u64) -> (f64, f64) {
     let params = Params::with_limit(32 * GIB);
     let (mut found, mut leaks, mut false_leaks, mut clean) = (0, 0, 0, 0);
-    println!("{:<28} {:>5} {:>5} {:>13}", "kind", "leak", "ok", "insufficient");
+    println!(
+        "{:<28} {:>5} {:>5} {:>13}",
+        "kind", "leak", "ok", "insufficient"
+    );
     for (k, (name, is_leak, make)) in KINDS.iter().enumerate() {
         let mut counts = [0; 3];
         for i in 0..n {
@@ -251,7 +292,10 @@ fn run(n: u64, base_seed: u64) -> (f64, f64) {
                 false_leaks += usize::from(leak);
             }
         }
-        println!("{name:<28} {:>5} {:>5} {:>13}", counts[0], counts[1], counts[2]);
+        println!(
+            "{name:<28} {:>5} {:>5} {:>13}",
+            counts[0], counts[1], counts[2]
+        );
     }
     let recall = found as f64 / leaks as f64;
     let false_rate = false_leaks as f64 / clean as f64;

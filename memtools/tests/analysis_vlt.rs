@@ -250,7 +250,12 @@ fn every_recording_is_right_at_every_sampling() {
                     found.push(format!("{} {}: {}", p.pid, p.name, a.reason));
                 }
                 if t.len() < params.min_window {
-                    assert_eq!(a.verdict, Verdict::Insufficient, "{file} @{step}s {}", p.pid);
+                    assert_eq!(
+                        a.verdict,
+                        Verdict::Insufficient,
+                        "{file} @{step}s {}",
+                        p.pid
+                    );
                 }
                 if Some(p.pid) == control && file.contains("tdcsarv") && !leaks {
                     assert_eq!(a.verdict, Verdict::Ok, "{file} @{step}s: {}", a.reason);

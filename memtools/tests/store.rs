@@ -46,7 +46,9 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
         )
         .unwrap();
     // Same pid, another start time: another process.
-    let b = w.add_process(&process(10, 9_000, "alpha"), ProcessLimits::default()).unwrap();
+    let b = w
+        .add_process(&process(10, 9_000, "alpha"), ProcessLimits::default())
+        .unwrap();
     assert_ne!(a, b);
     let full = Metrics {
         rss_anon: Some(1),
@@ -180,7 +182,9 @@ fn an_unfinished_session_keeps_its_committed_samples() {
     let path = dir.path().join("s.db");
     let store = Store::open(&path).unwrap();
     let mut w = store.begin_session(&new_session(0)).unwrap();
-    let p = w.add_process(&process(1, 1, "a"), ProcessLimits::default()).unwrap();
+    let p = w
+        .add_process(&process(1, 1, "a"), ProcessLimits::default())
+        .unwrap();
     w.add_sample(
         p,
         &Sample {

@@ -71,7 +71,15 @@ fn the_vlt_leak_is_found_and_the_fixed_revisions_are_clean() {
             assert!(leaks(&report).is_empty());
         }
         for p in report["processes"].as_array().unwrap() {
-            for field in ["pid", "name", "samples", "verdict", "reason", "limit_source", "peak_bytes"] {
+            for field in [
+                "pid",
+                "name",
+                "samples",
+                "verdict",
+                "reason",
+                "limit_source",
+                "peak_bytes",
+            ] {
                 assert!(!p[field].is_null(), "{field} missing in {p}");
             }
         }
@@ -102,7 +110,17 @@ fn a_recorded_leak_fails_the_gate_and_a_flat_process_passes() {
     let suite = service_suite(store.dir.path(), "8MiB", Some("keep 1MiB"), 30, None);
     // /proc: the analysis is under test, not the backend (an eBPF load slowed by a busy
     // machine would start recording after a short command has already run).
-    store.ok(&["record", "--backend", "procfs", "--interval", "20ms", "--", "sh", "-c", &suite]);
+    store.ok(&[
+        "record",
+        "--backend",
+        "procfs",
+        "--interval",
+        "20ms",
+        "--",
+        "sh",
+        "-c",
+        &suite,
+    ]);
     let (code, report) = detect_json(&store, "latest", &["--fail-on-leak"]);
     assert_eq!(code, Some(3));
     assert_eq!(report["metric"], "rss");

@@ -60,7 +60,10 @@ fn a_leak_is_attributed_to_the_phase_it_grew_in() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names.len(), 32, "{names:?}");
-    assert_eq!((names[0], names[1], names[31]), ("test_start", "test_0", "test_big"));
+    assert_eq!(
+        (names[0], names[1], names[31]),
+        ("test_start", "test_0", "test_big")
+    );
     let leak = &r["processes"][0];
     assert_eq!(leak["verdict"], "leak");
     assert_eq!(leak["name"], "leak-sim");
@@ -176,5 +179,8 @@ def test_leaky(i):
             .starts_with("test_suite.py::test_leaky["),
         "{leak}"
     );
-    assert!(leak["reason"].as_str().unwrap().starts_with("kept 2"), "{leak}");
+    assert!(
+        leak["reason"].as_str().unwrap().starts_with("kept 2"),
+        "{leak}"
+    );
 }

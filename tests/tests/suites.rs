@@ -27,7 +27,10 @@ const MIB: f64 = 1048576.0;
 /// when not root.
 fn drop_page_cache(test: &str) -> bool {
     if !is_root() {
-        skip(test, "the cold-cache run needs root (echo 3 > /proc/sys/vm/drop_caches)");
+        skip(
+            test,
+            "the cold-cache run needs root (echo 3 > /proc/sys/vm/drop_caches)",
+        );
         return false;
     }
     nix::unistd::sync();
@@ -261,7 +264,10 @@ fn pytest_heavy_imports_a_worker_and_released_buffers_are_not_leaks() {
         let worker = run.process("python3", "memtools-worker");
         assert_eq!(worker["verdict"], "ok", "{worker}");
         assert!(reason(worker).contains("its peak, not a leak"), "{worker}");
-        assert!(worker["peak_bytes"].as_f64().unwrap() > 300.0 * MIB, "{worker}");
+        assert!(
+            worker["peak_bytes"].as_f64().unwrap() > 300.0 * MIB,
+            "{worker}"
+        );
         assert!(said.contains("peak"), "{said}");
         seen.push((verdict(suite), verdict(worker)));
     }
@@ -271,7 +277,11 @@ fn pytest_heavy_imports_a_worker_and_released_buffers_are_not_leaks() {
 
 #[test]
 fn pytest_a_cache_kept_across_60_tests_is_a_leak() {
-    let runs = cold_and_warm("pytest_a_cache_kept_across_60_tests_is_a_leak", LEAKY_SUITE, &[]);
+    let runs = cold_and_warm(
+        "pytest_a_cache_kept_across_60_tests_is_a_leak",
+        LEAKY_SUITE,
+        &[],
+    );
     let mut seen = Vec::new();
     for run in &runs {
         let said = run.said();
@@ -303,7 +313,10 @@ fn rust_harness_shapes() {
     assert_eq!(run.out.status.code(), Some(0), "{}", run.said());
     let p = run.process("rust-suite", "");
     assert_eq!(p["verdict"], "ok", "{p}");
-    assert!(reason(p).starts_with("kept nothing that lasts across"), "{p}");
+    assert!(
+        reason(p).starts_with("kept nothing that lasts across"),
+        "{p}"
+    );
     assert!(p["tests"]["count"].as_u64().unwrap() >= 15, "{p}");
 
     let run = rust_suite("worker");
@@ -317,7 +330,10 @@ fn rust_harness_shapes() {
         .expect("a worker");
     assert_eq!(worker["verdict"], "ok", "{worker}");
     assert!(reason(worker).contains("its peak, not a leak"), "{worker}");
-    assert!(worker["peak_bytes"].as_f64().unwrap() >= 300.0 * MIB, "{worker}");
+    assert!(
+        worker["peak_bytes"].as_f64().unwrap() >= 300.0 * MIB,
+        "{worker}"
+    );
     assert!(run.leaks().is_empty(), "{:?}", run.leaks());
 
     let run = rust_suite("cache");
@@ -337,7 +353,13 @@ fn rust_harness_shapes() {
 // ---- a shell suite ----
 
 /// A shell suite around a service (see [`common::service_suite`]), recorded.
-fn shell(base: &str, command: Option<&str>, tests: usize, also: Option<&str>, extra: &[&str]) -> Run {
+fn shell(
+    base: &str,
+    command: Option<&str>,
+    tests: usize,
+    also: Option<&str>,
+    extra: &[&str],
+) -> Run {
     let store = TestStore::new();
     let script = service_suite(store.dir.path(), base, command, tests, also);
     Run::record(&store, &["sh", "-c", &script], extra, &[])
@@ -345,7 +367,10 @@ fn shell(base: &str, command: Option<&str>, tests: usize, also: Option<&str>, ex
 
 #[test]
 fn shell_suite_shapes() {
-    let worker = format!("{} linear --step 20MiB --every 20ms --duration 600ms", leak_sim());
+    let worker = format!(
+        "{} linear --step 20MiB --every 20ms --duration 600ms",
+        leak_sim()
+    );
     // Start-up (the service loads 200 MiB), quick tests, and a worker: no leak, the worker's
     // peak over a budget for its name fails the run all the same.
     let run = shell(
@@ -353,14 +378,25 @@ fn shell_suite_shapes() {
         None,
         20,
         Some(&worker),
-        &["--fail-on-peak", "1GiB", "--fail-on-peak", "leak-sim=100MiB"],
+        &[
+            "--fail-on-peak",
+            "1GiB",
+            "--fail-on-peak",
+            "leak-sim=100MiB",
+        ],
     );
     let said = run.said();
     assert!(run.leaks().is_empty(), "{:?}", run.leaks());
     let service = run.process("leak-sim", "serve");
     assert_eq!(service["verdict"], "ok", "{service}");
-    assert!(reason(service).starts_with("kept nothing that lasts across"), "{service}");
-    assert!(service["tests"]["count"].as_u64().unwrap() >= 20, "{service}");
+    assert!(
+        reason(service).starts_with("kept nothing that lasts across"),
+        "{service}"
+    );
+    assert!(
+        service["tests"]["count"].as_u64().unwrap() >= 20,
+        "{service}"
+    );
     let w = run.process("leak-sim", "linear");
     assert_eq!(w["verdict"], "ok", "{w}");
     assert!(reason(w).contains("its peak, not a leak"), "{w}");
@@ -377,7 +413,10 @@ fn shell_suite_shapes() {
     let service = run.process("leak-sim", "serve");
     assert_eq!(service["verdict"], "leak", "{service}");
     assert!(reason(service).starts_with("kept 3"), "{service}");
-    assert!(service["tests"]["count"].as_u64().unwrap() >= 45, "{service}");
+    assert!(
+        service["tests"]["count"].as_u64().unwrap() >= 45,
+        "{service}"
+    );
     assert_eq!(run.leaks().len(), 1, "{:?}", run.leaks());
 
     // 100 MiB used and released in each test: not a leak.
@@ -385,5 +424,8 @@ fn shell_suite_shapes() {
     assert_eq!(run.out.status.code(), Some(0), "{}", run.said());
     let service = run.process("leak-sim", "serve");
     assert_eq!(service["verdict"], "ok", "{service}");
-    assert!(service["peak_bytes"].as_f64().unwrap() >= 100.0 * MIB, "{service}");
+    assert!(
+        service["peak_bytes"].as_f64().unwrap() >= 100.0 * MIB,
+        "{service}"
+    );
 }

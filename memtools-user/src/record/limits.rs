@@ -29,8 +29,12 @@ pub fn address_space_limit(pid: u32) -> Option<u64> {
 
 /// The soft address-space limit in bytes from the text of /proc/PID/limits.
 pub fn parse_address_space(limits: &str) -> Option<u64> {
-    let line = limits.lines().find(|l| l.starts_with("Max address space"))?;
-    let soft = line["Max address space".len()..].split_whitespace().next()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    let soft = line["Max address space".len()..]
+        .split_whitespace()
+        .next()?;
     soft.parse().ok()
 }
 

@@ -108,7 +108,9 @@ pub fn span(from: f64, to: f64) -> String {
 /// with phases "kept 3.0 MiB after each of 60 tests, 80 -> 260 MiB".
 pub fn describe(e: &Evidence) -> String {
     let projection = match (e.limit_bytes, e.time_to_limit_s) {
-        (Some(limit), Some(s)) if s <= 0.0 => format!("; already at the {} limit", bytes(limit as f64)),
+        (Some(limit), Some(s)) if s <= 0.0 => {
+            format!("; already at the {} limit", bytes(limit as f64))
+        }
         (Some(limit), Some(s)) => format!(
             "; at this rate it reaches the {} limit in {}",
             bytes(limit as f64),
@@ -125,7 +127,11 @@ pub fn describe(e: &Evidence) -> String {
         );
     }
     let over = super::resample::seconds(e.window_end.saturating_sub(e.window_start));
-    let verb = if e.growth_bytes >= 0.0 { "grew" } else { "shrank" };
+    let verb = if e.growth_bytes >= 0.0 {
+        "grew"
+    } else {
+        "shrank"
+    };
     let how = match e.steps {
         Some(s) if s.count > 1 => format!("in {} steps of {}", s.count, bytes(s.size_bytes)),
         _ => format!("at {}", rate(e.slope_bytes_per_s)),
@@ -224,6 +230,9 @@ mod tests {
             to_bytes: 260.0 * mib,
             ..e
         };
-        assert_eq!(describe(&e), "kept 3 MiB after each of 60 tests, 80 -> 260 MiB");
+        assert_eq!(
+            describe(&e),
+            "kept 3 MiB after each of 60 tests, 80 -> 260 MiB"
+        );
     }
 }

@@ -91,9 +91,8 @@ pub fn rise_start(c: &Cpd, floor: &Blocks, min_plateau_s: f64) -> Option<(f64, f
     // (the process resting between two bursts of leaking) is part of it.
     let top = r.last()?.level;
     let low = r.iter().map(|g| g.level).fold(f64::INFINITY, f64::min);
-    let ends_rise = |g: &super::cpd::Regime| {
-        seen(g) >= min_plateau_s && g.level <= low + 0.25 * (top - low)
-    };
+    let ends_rise =
+        |g: &super::cpd::Regime| seen(g) >= min_plateau_s && g.level <= low + 0.25 * (top - low);
     let mut k = r.len().checked_sub(1)?;
     while k > 0 && r[k].level > r[k - 1].level && !ends_rise(&r[k - 1]) {
         k -= 1;
@@ -245,7 +244,10 @@ mod tests {
         // The same rise as a ramp, at 0.5 s or at 10 ms: no steps.
         for dt in [s / 2, s / 100] {
             let t: Vec<TimeNs> = (0..(40 * s / dt)).map(|i| i * dt).collect();
-            let y: Vec<f64> = t.iter().map(|&x| 3000.0 * M + x as f64 / s as f64 * 21.0 * M).collect();
+            let y: Vec<f64> = t
+                .iter()
+                .map(|&x| 3000.0 * M + x as f64 / s as f64 * 21.0 * M)
+                .collect();
             assert_eq!(steps(&t, &y, 13.0 * 64.0 * M, &p), None, "{dt}");
         }
     }

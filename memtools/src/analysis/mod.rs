@@ -152,7 +152,12 @@ pub fn analyze(times: &[TimeNs], values: &[f64], params: &Params) -> Analysis {
 
 /// The LBR window worth showing: the flagged one of the last segment that has one in the
 /// second half, else the best rising window of the last segment.
-fn lbr_evidence(segments: &[Segment], origin: TimeNs, mid_s: f64, params: &Params) -> Option<LbrEvidence> {
+fn lbr_evidence(
+    segments: &[Segment],
+    origin: TimeNs,
+    mid_s: f64,
+    params: &Params,
+) -> Option<LbrEvidence> {
     let to_evidence = |flagged: bool, w: &lbr::LbrWindow| LbrEvidence {
         flagged,
         start: to_time_ns(origin, w.start_s),
@@ -188,11 +193,16 @@ pub fn analyze_in(times: &[TimeNs], values: &[f64], ctx: &Context, params: &Para
     c.y.truncate(c.y.len() - td);
     let n = c.t.len();
     let zeros = c.trailing_zeros;
-    let (peak_i, peak) = c
-        .y
-        .iter()
-        .enumerate()
-        .fold((None, 0.0), |(bi, b), (i, &v)| if bi.is_none() || v > b { (Some(i), v) } else { (bi, b) });
+    let (peak_i, peak) =
+        c.y.iter()
+            .enumerate()
+            .fold((None, 0.0), |(bi, b), (i, &v)| {
+                if bi.is_none() || v > b {
+                    (Some(i), v)
+                } else {
+                    (bi, b)
+                }
+            });
     let mut a = Analysis {
         verdict: Verdict::Insufficient,
         reason: String::new(),
@@ -268,8 +278,12 @@ fn few_samples(a: &mut Analysis, c: &gaps::Cleaned, ctx: &Context, params: &Para
         lbr: None,
     };
     if let Some(k) = phased::kept(&c.t, &c.y, &ctx.phases) {
-        let (verdict, reason, evidence, votes) =
-            verdict::decide_phases(&k, params, tests_evidence(&k, evidence, params), Votes::default());
+        let (verdict, reason, evidence, votes) = verdict::decide_phases(
+            &k,
+            params,
+            tests_evidence(&k, evidence, params),
+            Votes::default(),
+        );
         (a.verdict, a.reason, a.evidence) = (verdict, reason, Some(evidence));
         a.overlay.votes = votes;
         a.overlay.kept = Some(k);
@@ -359,7 +373,13 @@ fn decide(a: &mut Analysis, c: &gaps::Cleaned, ctx: &Context, end_s: f64, params
         (n_half / 2).min(MAX_ENVELOPE_BLOCKS),
         Reduce::Quantile(params.envelope_quantile),
     );
-    let med_blocks = trend::blocks(half(), mid_s, end_s, n_half.min(MAX_TREND_BLOCKS), Reduce::Median);
+    let med_blocks = trend::blocks(
+        half(),
+        mid_s,
+        end_s,
+        n_half.min(MAX_TREND_BLOCKS),
+        Reduce::Median,
+    );
     let envelope = trend::trend_of(env_blocks, mid_s, end_s);
     let trend = trend::trend_of(med_blocks, mid_s, end_s);
     let Some(envelope) = envelope else {
@@ -514,13 +534,21 @@ mod tests {
         assert_eq!(e.detector, Detector::Lbr);
         // The whole life, not the LBR window that first qualified.
         assert_eq!((e.window_start, e.window_end), (T0, T0 + 599 * NS_PER_SEC));
-        assert!((e.slope_bytes_per_s - 10.0 * MIB_F).abs() < 0.2 * MIB_F, "{e:?}");
         assert!(
-            a.reason.starts_with("grew 5.8 GiB over 9 min 59 s, 1.0 -> 6.8 GiB, at 9.8 MiB/s"),
+            (e.slope_bytes_per_s - 10.0 * MIB_F).abs() < 0.2 * MIB_F,
+            "{e:?}"
+        );
+        assert!(
+            a.reason
+                .starts_with("grew 5.8 GiB over 9 min 59 s, 1.0 -> 6.8 GiB, at 9.8 MiB/s"),
             "{}",
             a.reason
         );
-        assert!(a.reason.ends_with("reaches the 16 GiB limit in 16 min"), "{}", a.reason);
+        assert!(
+            a.reason.ends_with("reaches the 16 GiB limit in 16 min"),
+            "{}",
+            a.reason
+        );
         // The LBR window is kept, with its own projection from its end.
         let l = e.lbr.unwrap();
         assert!(l.flagged);
@@ -567,7 +595,12 @@ mod tests {
         assert_eq!(a.teardown, 2);
         let e = a.evidence.unwrap();
         assert_eq!(e.steps.map(|s| s.count), Some(73), "{}", a.reason);
-        assert!(a.reason.starts_with("grew 4.6 GiB over 6 min, 3.0 -> 7.6 GiB, in 73 steps of 64 MiB"), "{}", a.reason);
+        assert!(
+            a.reason
+                .starts_with("grew 4.6 GiB over 6 min, 3.0 -> 7.6 GiB, in 73 steps of 64 MiB"),
+            "{}",
+            a.reason
+        );
         // Seen from its start to its exit, the staircase is still repeated work: a leak.
         let ctx = Context {
             from_start: true,
@@ -592,7 +625,8 @@ mod tests {
         let a = analyze_in(&t, &y, &whole, &Params::with_limit(24 * GIB));
         assert_eq!(a.verdict, Verdict::Ok, "{}", a.reason);
         assert!(
-            a.reason.starts_with("grew to 4 GiB in 20 s and exited: its peak, not a leak"),
+            a.reason
+                .starts_with("grew to 4 GiB in 20 s and exited: its peak, not a leak"),
             "{}",
             a.reason
         );
@@ -600,7 +634,8 @@ mod tests {
         let a = analyze(&t, &y, &Params::with_limit(24 * GIB));
         assert_eq!(a.verdict, Verdict::Insufficient, "{}", a.reason);
         assert!(
-            a.reason.starts_with("20 s of life, all of it start-up: too short"),
+            a.reason
+                .starts_with("20 s of life, all of it start-up: too short"),
             "{}",
             a.reason
         );
@@ -647,7 +682,12 @@ mod tests {
         );
         let a = run(0.0);
         assert_eq!(a.verdict, Verdict::Ok, "{}", a.reason);
-        assert!(a.reason.starts_with("kept nothing that lasts across 59 tests"), "{}", a.reason);
+        assert!(
+            a.reason
+                .starts_with("kept nothing that lasts across 59 tests"),
+            "{}",
+            a.reason
+        );
     }
 
     #[test]

@@ -141,7 +141,11 @@ mod tests {
 
     /// A pytest-like run: 2 s of start-up (imports), then `tests` tests of 100 ms sampled every
     /// 10 ms, each allocating `transient` for its length and keeping `kept`.
-    fn run(tests: usize, transient: f64, kept_per_test: f64) -> (Vec<TimeNs>, Vec<f64>, Vec<PhaseSpan>) {
+    fn run(
+        tests: usize,
+        transient: f64,
+        kept_per_test: f64,
+    ) -> (Vec<TimeNs>, Vec<f64>, Vec<PhaseSpan>) {
         let (mut t, mut y, mut phases) = (Vec::new(), Vec::new(), Vec::new());
         let mut level = 20.0 * M;
         for i in 0..200 {

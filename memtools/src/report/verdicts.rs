@@ -69,7 +69,9 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(vec!["verdict", "pid", "name", "samples", "peak", "evidence"]);
+        .set_header(vec![
+            "verdict", "pid", "name", "samples", "peak", "evidence",
+        ]);
     if let Some(c) = t.column_mut(1) {
         c.set_cell_alignment(CellAlignment::Right);
     }

@@ -88,12 +88,16 @@ pub fn serve(o: &Opts) -> Result<Vec<Region>> {
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
     // Loaded: said once, before the first command.
-    writeln!(out, "ok").and_then(|()| out.flush()).context("answering")?;
+    writeln!(out, "ok")
+        .and_then(|()| out.flush())
+        .context("answering")?;
     for line in stdin.lock().lines() {
         let line = line.context("reading a command")?;
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
-            (Some("keep"), Some(size)) => held.push(Region::new(o.kind, crate::opts::parse_size(size)?)?),
+            (Some("keep"), Some(size)) => {
+                held.push(Region::new(o.kind, crate::opts::parse_size(size)?)?)
+            }
             (Some("use"), Some(size)) => drop(Region::new(o.kind, crate::opts::parse_size(size)?)?),
             (Some("wait"), Some(d)) => std::thread::sleep(
                 humantime::parse_duration(d).with_context(|| format!("`wait {d}`"))?,
@@ -101,7 +105,9 @@ pub fn serve(o: &Opts) -> Result<Vec<Region>> {
             (None, _) => continue,
             _ => bail!("unknown command {line:?} (keep SIZE, use SIZE or wait DUR)"),
         }
-        writeln!(out, "ok").and_then(|()| out.flush()).context("answering")?;
+        writeln!(out, "ok")
+            .and_then(|()| out.flush())
+            .context("answering")?;
     }
     Ok(held)
 }
