@@ -418,8 +418,8 @@ fn startup_then_exit(r: &mut Rng) -> Series {
 /// A worker seen from its start to its exit whose whole life is one ramp: it builds a buffer of
 /// 100 MiB to 8 GiB in 1 s to 2 min, holds it a moment (writing it out) and exits.
 fn one_ramp_to_exit(r: &mut Rng) -> Series {
-    let dt = [0.01, 0.05, 0.1, 0.5][r.int(0, 3)];
-    let span = r.range((25.0 * dt as f64).max(1.0), 120.0);
+    let dt: f64 = [0.01, 0.05, 0.1, 0.5][r.int(0, 3)];
+    let span = r.range((25.0 * dt).max(1.0), 120.0);
     let n = ((span / dt) as usize).max(2);
     let base = r.range(5.0, 40.0) * MIB_F;
     let peak = r.range(100.0, 8192.0) * MIB_F;
