@@ -155,7 +155,8 @@ fn a_baseline_run_reports_the_regression() {
     // The same command line both times; the size comes from the environment.
     let script = format!("{} flat --base \"$SIZE\" --duration 2s", leak_sim());
     let run = |size: &str, extra: &[&str]| {
-        let mut args = vec!["record", "--interval", "50ms"];
+        // /proc: an eBPF load slowed by a busy machine starts recording after a 2 s command.
+        let mut args = vec!["record", "--backend", "procfs", "--interval", "50ms"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--", "sh", "-c", &script]);
         store.cmd(&args).env("SIZE", size).output().unwrap()
