@@ -41,7 +41,8 @@ pub struct Kept {
     pub late_growth: f64,
     /// The largest growth after one test, bytes.
     pub largest: f64,
-    /// Tests after which the level rose.
+    /// Tests after which the level rose by a meaningful share of the rest of the growth (a
+    /// quarter of it spread evenly), so noise does not count.
     pub rises: usize,
 }
 
@@ -92,12 +93,14 @@ pub fn kept(t: &[TimeNs], y: &[f64], phases: &[PhaseSpan]) -> Option<Kept> {
     let steps: Vec<f64> = after.windows(2).map(|w| w[1].1 - w[0].1).collect();
     let growth = after[n - 1].1 - after[0].1;
     let mid = n / 2;
+    let largest = steps.iter().copied().fold(0.0, f64::max);
+    let meaningful = ((growth - largest) / (4 * (n - 1)) as f64).max(4096.0);
     Some(Kept {
         per_test: growth / (n - 1) as f64,
         growth,
         late_growth: after[n - 1].1 - after[mid].1,
-        largest: steps.iter().copied().fold(0.0, f64::max),
-        rises: steps.iter().filter(|&&d| d > 0.0).count(),
+        largest,
+        rises: steps.iter().filter(|&&d| d >= meaningful).count(),
         after,
     })
 }
@@ -114,9 +117,10 @@ pub enum Judgement {
     Few,
 }
 
-/// A leak needs the level kept after the tests to grow by the minimum growth, after many tests
-/// (no single test carrying a third of it, at least four tests adding to it), and still over
-/// the second half of the tests.
+/// A leak needs the level kept after the tests to grow by the minimum growth, and still over
+/// the second half of the tests, after test after test: without its largest single step (a
+/// lazy import, one big test) the rest still makes the minimum growth and a third of the
+/// whole, from at least four tests.
 pub fn judge(k: &Kept, params: &Params) -> Judgement {
     let start = k.after[0].1;
     let need = params.min_growth_at(start);
@@ -126,7 +130,8 @@ pub fn judge(k: &Kept, params: &Params) -> Judgement {
     if k.late_growth < (need / 2.0).max(k.growth / 4.0) {
         return Judgement::Stopped;
     }
-    if k.largest * 3.0 > k.growth || k.rises < 4 {
+    let rest = k.growth - k.largest;
+    if rest < need || rest * 3.0 < k.growth || k.rises < 4 {
         return Judgement::Few;
     }
     Judgement::Leak
@@ -179,6 +184,14 @@ mod tests {
         assert_eq!(k.tests(), 59);
         assert!((k.per_test - 3.0 * M).abs() < 1.0, "{}", k.per_test);
         assert_eq!(k.rises, 59);
+        // A test keeping much more once does not hide the others.
+        let (t, mut y, ph) = run(60, 10.0 * M, 1.0 * M);
+        let from = 200 + 50 * 10;
+        for v in &mut y[from..] {
+            *v += 40.0 * M;
+        }
+        let k = kept(&t, &y, &ph).unwrap();
+        assert!(matches!(judge(&k, &Params::default()), Judgement::Leak));
         assert!(matches!(judge(&k, &Params::default()), Judgement::Leak));
     }
 

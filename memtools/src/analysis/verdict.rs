@@ -428,11 +428,12 @@ pub(super) fn decide_phases(
         Judgement::Few => (
             Verdict::Ok,
             format!(
-                "kept {} across {tests} tests after the first, but after {} of them, not test \
-                 after test (the most, {}, after one): a working set built once, not a leak",
+                "kept {} across {tests} tests after the first, but not test after test (the \
+                 most, {}, after one; {} of them kept some): a working set built once, not a \
+                 leak",
                 format::bytes(k.growth),
-                k.rises,
-                format::bytes(k.largest)
+                format::bytes(k.largest),
+                k.rises
             ),
             e,
             votes,
