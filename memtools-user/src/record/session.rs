@@ -351,10 +351,12 @@ pub fn record(
     let mut tick: u32 = 0;
     let mut ignored_phase_lines = Vec::new();
     loop {
-        backend.poll(&clock, &mut rec)?;
+        // Phase lines first: a line written since the last look is stamped before this look's
+        // samples, so memory a test allocated after writing `begin` is never counted before it.
         if let Some(ph) = phases.as_mut() {
             drain_phases(ph, &mut rec.writer, &clock, &mut ignored_phase_lines)?;
         }
+        backend.poll(&clock, &mut rec)?;
         rec.writer.flush_if_due()?;
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
