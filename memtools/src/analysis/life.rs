@@ -31,7 +31,6 @@ pub fn teardown(t: &[TimeNs], y: &[f64], params: &Params) -> usize {
         return 0;
     }
     let life = t[n - 1].saturating_sub(t[0]) as f64;
-    let noise = cpd::noise_sigma(&y[..n]);
     let mut suffix_max = f64::NEG_INFINITY;
     let mut found = 0;
     for j in (1..n).rev() {
@@ -40,9 +39,17 @@ pub fn teardown(t: &[TimeNs], y: &[f64], params: &Params) -> usize {
         }
         suffix_max = suffix_max.max(y[j]);
         let before = y[j - 1];
-        let drop = params.min_growth_at(before).max(5.0 * noise);
-        if suffix_max < before - drop {
+        if suffix_max < before - params.min_growth_at(before) {
             found = n - j;
+        }
+    }
+    // Well above the noise too (measured only when there is a drop to check: it costs a pass).
+    if found > 0 {
+        let noise = cpd::noise_sigma(&y[..n]);
+        let j = n - found;
+        let top = y[j..n].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if top >= y[j - 1] - 5.0 * noise {
+            found = 0;
         }
     }
     // Never the whole history.
