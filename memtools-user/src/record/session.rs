@@ -133,6 +133,9 @@ impl Sink for Recording<'_> {
             Event::Renamed { key, name, cmdline } => {
                 if let Some(p) = self.processes.get_mut(&key) {
                     self.writer.rename_process(p.id, name, cmdline)?;
+                    // Limits are set just before an exec: read the new program's.
+                    let limit = limits::address_space_limit(key.pid);
+                    self.writer.set_address_space_limit(p.id, limit)?;
                     p.name = name.to_string();
                 }
             }

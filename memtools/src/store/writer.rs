@@ -146,6 +146,22 @@ impl SessionWriter<'_> {
             .map_err(|e| self.store.err(e))
     }
 
+    /// Records a process's address-space limit again: a program's limits are set just before
+    /// it is executed (`ulimit -v`, `prlimit`), often after the process was first seen.
+    pub fn set_address_space_limit(
+        &mut self,
+        id: ProcessId,
+        limit: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .prepare_cached("UPDATE processes SET address_space_limit = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, limit.map(|l| l as i64)]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
     /// Records a new name and command line after exec.
     pub fn rename_process(
         &mut self,
