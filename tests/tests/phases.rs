@@ -180,8 +180,7 @@ def test_leaky(i):
             .starts_with("test_suite.py::test_leaky["),
         "{leak}"
     );
-    assert!(
-        leak["reason"].as_str().unwrap().starts_with("kept 2"),
-        "{leak}"
-    );
+    // About 2 MiB a test (the recorder's look at each test's end can be a tick late).
+    let per_test = leak["tests"]["per_test_bytes"].as_f64().unwrap() / 1048576.0;
+    assert!((1.0..3.0).contains(&per_test), "{leak}");
 }
