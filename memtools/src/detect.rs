@@ -373,6 +373,28 @@ pub fn analyse_histories(
     results
 }
 
+/// [`analyse_histories`] of the session's default metric (resident memory for recordings,
+/// virtual size for imports), for front-ends that show only that.
+pub fn analyse_with_phases(
+    session: &SessionRow,
+    histories: Vec<(ProcessRow, History)>,
+    phases: &[Phase],
+    params: &Params,
+    given_limit: Option<u64>,
+    this_machine: u64,
+) -> Vec<ProcessResult> {
+    let metric = session.default_metric();
+    analyse_histories(
+        session,
+        histories,
+        phases,
+        metric,
+        params,
+        given_limit,
+        this_machine,
+    )
+}
+
 /// Reads a session from the store and analyses it: the session's default metric unless one is
 /// given.
 pub fn analyse_session(

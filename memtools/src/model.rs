@@ -224,6 +224,16 @@ pub struct ProcessLimits {
     pub address_space: Option<u64>,
 }
 
+impl From<Option<u64>> for ProcessLimits {
+    /// A cgroup memory limit alone (what was stored before the address-space limit was).
+    fn from(memory: Option<u64>) -> Self {
+        ProcessLimits {
+            memory,
+            address_space: None,
+        }
+    }
+}
+
 /// How a session's samples were obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {

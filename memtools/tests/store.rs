@@ -291,3 +291,17 @@ fn foreign_and_damaged_files_are_named_as_such() {
         Err(StoreError::Missing { .. })
     ));
 }
+
+#[test]
+fn a_process_can_be_added_with_its_cgroup_limit_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("m.db")).unwrap();
+    let mut w = store.begin_session(&new_session(0)).unwrap();
+    let id = w.session_id();
+    w.add_process(&process(1, 1, "a"), None).unwrap();
+    w.add_process(&process(2, 1, "b"), Some(1 << 30)).unwrap();
+    drop(w);
+    let procs = store.processes(id).unwrap();
+    assert_eq!(procs[1].memory_limit, Some(1 << 30));
+    assert_eq!(procs[1].address_space_limit, None);
+}

@@ -139,10 +139,10 @@ impl SessionWriter<'_> {
     pub fn add_process(
         &mut self,
         info: &ProcessInfo,
-        limits: ProcessLimits,
+        limits: impl Into<ProcessLimits>,
     ) -> Result<ProcessId, StoreError> {
         self.begin()?;
-        insert_process(&self.store.conn, self.session_id, info, limits)
+        insert_process(&self.store.conn, self.session_id, info, limits.into())
             .map_err(|e| self.store.err(e))
     }
 
