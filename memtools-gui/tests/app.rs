@@ -9,7 +9,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use memtools::analysis::{Algo, GIB, MIB, Verdict};
 use memtools::model::{
-    BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, Sample, TimeNs,
+    BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, ProcessLimits, Sample,
+    TimeNs,
 };
 use memtools::store::{SessionWriter, Store};
 use memtools_gui::problem::ProblemKind;
@@ -77,7 +78,7 @@ fn add(
     n: usize,
 ) {
     let id = w
-        .add_process(&process(pid, name), None)
+        .add_process(&process(pid, name), ProcessLimits::default())
         .expect("add process");
     for i in 0..n {
         let t = start + i as i64 * NS_PER_SEC;
@@ -355,6 +356,20 @@ fn vlt_377208_leak_shows_with_its_lbr_window() {
         .collect();
     assert_eq!(leaks, vec![(1152220, "tdcsarvControl".to_string())]);
     assert_eq!(app.table_names()[0], "tdcsarvControl");
+    // Virtual size with no address-space limit recorded: nothing bounds it, so no projection
+    // to a limit is drawn, and LBR (which needs one) flags nothing.
+    let name = "tdcsarvControl (1152220)";
+    let items = &app.drawn.items;
+    assert!(items.contains(&format!("LBR window: {name}")), "{items:?}");
+    assert!(
+        !items.iter().any(|i| i.starts_with("LBR projection")),
+        "{items:?}"
+    );
+    // With a limit in the limit field, LBR projects to it.
+    h.state_mut().saved.knobs.given_limit = Some(24 * GIB);
+    h.state_mut().request_analysis();
+    settle(&mut h);
+    let app = h.state();
     // LBR itself flagged a window of it: the window drawn is the one that decided.
     let leak = app
         .results
@@ -364,7 +379,6 @@ fn vlt_377208_leak_shows_with_its_lbr_window() {
         .expect("analysed");
     let flagged = leak.analysis.overlay.segments.iter();
     assert!(flagged.filter_map(|s| s.lbr).any(|l| l.flagged));
-    let name = "tdcsarvControl (1152220)";
     let items = &app.drawn.items;
     assert!(items.contains(&name.to_string()), "{items:?}");
     assert!(items.contains(&format!("LBR window: {name}")), "{items:?}");
@@ -447,7 +461,9 @@ fn a_session_being_recorded_updates_in_place() {
     let mut w = store
         .begin_session(&new_session(T0, "live"))
         .expect("session");
-    let a = w.add_process(&process(1, "first"), None).expect("process");
+    let a = w
+        .add_process(&process(1, "first"), ProcessLimits::default())
+        .expect("process");
     for i in 0..50 {
         w.add_sample(
             a,
@@ -460,7 +476,9 @@ fn a_session_being_recorded_updates_in_place() {
     settle(&mut h);
     assert_eq!(h.state().loaded.as_ref().map(|l| l.samples()), Some(50));
     // More samples and a new process while the app watches.
-    let b = w.add_process(&process(2, "second"), None).expect("process");
+    let b = w
+        .add_process(&process(2, "second"), ProcessLimits::default())
+        .expect("process");
     for i in 50..80 {
         w.add_sample(
             a,
@@ -529,7 +547,9 @@ fn reading_a_big_session_shows_progress() {
     let mut w = store
         .begin_session(&new_session(T0, "big"))
         .expect("session");
-    let id = w.add_process(&process(9, "big"), None).expect("process");
+    let id = w
+        .add_process(&process(9, "big"), ProcessLimits::default())
+        .expect("process");
     for i in 0..1_000_000i64 {
         let s = sample(T0 + i * 10_000_000, (100 + i % 1000) as f64 * MIB as f64);
         w.add_sample(id, &s).expect("sample");

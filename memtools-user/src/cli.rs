@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use memtools::detect::PeakBudget;
 use memtools::model::Metric;
 use memtools::report::ReportSpec;
 use memtools::store::{DEFAULT_STORE, SessionSelector};
@@ -120,6 +121,10 @@ pub struct DetectArgs {
     /// Exit with status 3 when any process leaks
     #[arg(long)]
     pub fail_on_leak: bool,
+    /// Exit with status 3 when a process's peak goes over SIZE, like 2GiB; NAME=SIZE sets the
+    /// budget of the processes of that name (repeatable)
+    #[arg(long, value_name = "[NAME=]SIZE", value_parser = parse_budget)]
+    pub fail_on_peak: Vec<PeakBudget>,
 }
 
 /// The detectors, as `--algo` names them.
@@ -162,6 +167,11 @@ pub struct RecordArgs {
     /// command succeeded but a process leaked (the command's own status when it failed)
     #[arg(long)]
     pub fail_on_leak: bool,
+    /// When the recording ends, fail (status 3, when the command succeeded) if a process's peak
+    /// went over SIZE, like 2GiB; NAME=SIZE sets the budget of the processes of that name
+    /// (repeatable)
+    #[arg(long, value_name = "[NAME=]SIZE", value_parser = parse_budget)]
+    pub fail_on_peak: Vec<PeakBudget>,
     /// Also write the verdicts as junit:PATH, json:PATH or markdown:PATH (repeatable)
     #[arg(long, value_name = "FORMAT:PATH")]
     pub report: Vec<ReportSpec>,
@@ -225,6 +235,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     s.parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
         .map_err(|e| format!("`{s}` is not a size like 16GiB or 512MiB ({e})"))
+}
+
+/// Parses a peak budget: `2GiB` for every process, `worker=2GiB` for the processes named so.
+pub fn parse_budget(s: &str) -> Result<PeakBudget, String> {
+    PeakBudget::parse(s, parse_bytes)
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h 30m`.

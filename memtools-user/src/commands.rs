@@ -132,15 +132,17 @@ fn detect(args: DetectArgs) -> Result<i32> {
         gap_threshold_s: args.gap.map(|g| g.as_secs_f64()),
         ..Params::default()
     };
-    let this_machine = limits::machine_memory().unwrap_or(params.limit_bytes);
-    let report =
+    let this_machine = limits::machine_memory().unwrap_or(16 << 30);
+    let mut report =
         detect::analyse_session(&store, id, args.metric, &params, args.limit, this_machine)?;
+    report.set_budgets(args.fail_on_peak);
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Text => write!(out, "{}", verdicts::text(&report, out.is_terminal()))?,
         Format::Json => writeln!(out, "{}", verdicts::json(&report)?)?,
     }
-    Ok(if args.fail_on_leak && report.has_leak() {
+    let over_budget = report.over_budget().next().is_some();
+    Ok(if (args.fail_on_leak && report.has_leak()) || over_budget {
         3
     } else {
         0
@@ -247,13 +249,17 @@ fn record(args: RecordArgs) -> Result<i32> {
         _ => 0,
     };
     drop(err);
-    if !args.fail_on_leak && args.report.is_empty() && args.baseline.is_none() {
+    if !args.fail_on_leak
+        && args.fail_on_peak.is_empty()
+        && args.report.is_empty()
+        && args.baseline.is_none()
+    {
         return Ok(status);
     }
     // The recording is stored whatever happens below: an analysis or report failure is said,
     // and the session stays for `detect` and the GUI.
     let params = Params::default();
-    let this_machine = limits::machine_memory().unwrap_or(params.limit_bytes);
+    let this_machine = limits::machine_memory().unwrap_or(16 << 30);
     let mut report = detect::analyse_session(
         &store,
         outcome.session_id,
@@ -263,6 +269,7 @@ fn record(args: RecordArgs) -> Result<i32> {
         this_machine,
     )
     .with_context(|| format!("analysing session {} (it is stored)", outcome.session_id))?;
+    report.set_budgets(args.fail_on_peak);
     let baseline = match args.baseline {
         None => None,
         Some(BaselineArg::Id(id)) => Some(id),
@@ -300,8 +307,10 @@ fn record(args: RecordArgs) -> Result<i32> {
         .baseline
         .as_ref()
         .is_some_and(|b| !b.regressions.is_empty());
+    let over_budget = report.over_budget().next().is_some();
     Ok(match status {
         0 if args.fail_on_leak && (report.has_leak() || regressed) => 3,
+        0 if over_budget => 3,
         0 if failed => 1,
         s => s,
     })

@@ -1,7 +1,8 @@
 //! The sample store: round trips, migrations from an old schema, and refusing what it cannot read.
 
 use memtools::model::{
-    BackendKind, ExitStatus, Metric, Metrics, NewSession, ProcessInfo, ProcessKey, Sample,
+    BackendKind, ExitStatus, Metric, Metrics, NewSession, ProcessInfo, ProcessKey, ProcessLimits,
+    Sample,
 };
 use memtools::store::{SessionSelector, Store, StoreError, schema};
 use rusqlite::Connection;
@@ -36,10 +37,18 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
     let store = Store::open(dir.path().join("s.db")).unwrap();
     let mut w = store.begin_session(&new_session(1_000)).unwrap();
     let a = w
-        .add_process(&process(10, 5_000, "alpha"), Some(1 << 30))
+        .add_process(
+            &process(10, 5_000, "alpha"),
+            ProcessLimits {
+                memory: Some(1 << 30),
+                address_space: Some(4 << 30),
+            },
+        )
         .unwrap();
     // Same pid, another start time: another process.
-    let b = w.add_process(&process(10, 9_000, "alpha"), None).unwrap();
+    let b = w
+        .add_process(&process(10, 9_000, "alpha"), ProcessLimits::default())
+        .unwrap();
     assert_ne!(a, b);
     let full = Metrics {
         rss_anon: Some(1),
@@ -106,6 +115,10 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
         (procs[0].memory_limit, procs[1].memory_limit),
         (Some(1 << 30), None)
     );
+    assert_eq!(
+        (procs[0].address_space_limit, procs[1].address_space_limit),
+        (Some(4 << 30), None)
+    );
     assert_eq!(s.mem_total, Some(16 << 30));
     assert_eq!(procs[1].info.name, "beta");
     assert_eq!(procs[1].info.cmdline, "beta --exec");
@@ -169,7 +182,9 @@ fn an_unfinished_session_keeps_its_committed_samples() {
     let path = dir.path().join("s.db");
     let store = Store::open(&path).unwrap();
     let mut w = store.begin_session(&new_session(0)).unwrap();
-    let p = w.add_process(&process(1, 1, "a"), None).unwrap();
+    let p = w
+        .add_process(&process(1, 1, "a"), ProcessLimits::default())
+        .unwrap();
     w.add_sample(
         p,
         &Sample {
@@ -275,4 +290,18 @@ fn foreign_and_damaged_files_are_named_as_such() {
         Store::open_read_only(&missing),
         Err(StoreError::Missing { .. })
     ));
+}
+
+#[test]
+fn a_process_can_be_added_with_its_cgroup_limit_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("m.db")).unwrap();
+    let mut w = store.begin_session(&new_session(0)).unwrap();
+    let id = w.session_id();
+    w.add_process(&process(1, 1, "a"), None).unwrap();
+    w.add_process(&process(2, 1, "b"), Some(1 << 30)).unwrap();
+    drop(w);
+    let procs = store.processes(id).unwrap();
+    assert_eq!(procs[1].memory_limit, Some(1 << 30));
+    assert_eq!(procs[1].address_space_limit, None);
 }

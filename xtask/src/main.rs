@@ -119,8 +119,9 @@ fn test(args: &[String]) -> Result<()> {
     ]))?;
     sh(cargo().args(["test", "--workspace"]).args(args))?;
     if args.is_empty() {
-        // The labelled corpus with 400 fresh seeds per family: too slow for a debug build, so it
-        // is an ignored test there and runs here, optimised.
+        // The labelled corpus with 400 fresh seeds per family, and the independent corpus with
+        // 200: too slow for a debug build, so they are ignored tests there and run here,
+        // optimised, with their tables printed.
         sh(cargo().args([
             "test",
             "--release",
@@ -128,8 +129,11 @@ fn test(args: &[String]) -> Result<()> {
             "memtools",
             "--test",
             "analysis_corpus",
+            "--test",
+            "analysis_corpus_independent",
             "--",
             "--ignored",
+            "--nocapture",
         ]))?;
     }
     Ok(())

@@ -60,14 +60,25 @@ fn python_psutil() -> Result<()> {
     Ok(())
 }
 
-/// pytest, for the end-to-end test of the pytest plugin (contrib/pytest_memtools.py).
+/// pytest, for the end-to-end tests of the pytest plugin (contrib/pytest_memtools.py), and the
+/// heavy libraries real suites import on the way (numpy, scipy, matplotlib: wheels, about a
+/// minute to install), so those tests see the start-up of a real suite, cold and warm.
 fn python_pytest() -> Result<()> {
     let has = Command::new("python3")
-        .args(["-c", "import pytest"])
+        .args(["-c", "import pytest, numpy, scipy, matplotlib"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has {
-        sh(Command::new("python3").args(["-m", "pip", "install", "--quiet", "pytest"]))?;
+        sh(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "pytest",
+            "numpy",
+            "scipy",
+            "matplotlib",
+        ]))?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use super::{
     BackendChoice, Clock, Event, MIN_INTERVAL, OpenedBackend, RecordError, Scope, Sink, limits,
     open_backend,
 };
-use memtools::model::{ExitStatus, Metric, NewSession, ProcessKey};
+use memtools::model::{ExitStatus, Metric, NewSession, ProcessKey, ProcessLimits};
 use memtools::store::{ProcessId, SessionWriter, Store};
 
 /// What to record.
@@ -116,8 +116,11 @@ impl Sink for Recording<'_> {
         match event {
             Event::Started(info) => {
                 if !self.processes.contains_key(&info.key) {
-                    let limit = limits::cgroup_limit(info.key.pid);
-                    let id = self.writer.add_process(info, limit)?;
+                    let limits = ProcessLimits {
+                        memory: limits::cgroup_limit(info.key.pid),
+                        address_space: limits::address_space_limit(info.key.pid),
+                    };
+                    let id = self.writer.add_process(info, limits)?;
                     let tracked = Tracked {
                         id,
                         pid: info.key.pid,
@@ -130,6 +133,9 @@ impl Sink for Recording<'_> {
             Event::Renamed { key, name, cmdline } => {
                 if let Some(p) = self.processes.get_mut(&key) {
                     self.writer.rename_process(p.id, name, cmdline)?;
+                    // Limits are set just before an exec: read the new program's.
+                    let limit = limits::address_space_limit(key.pid);
+                    self.writer.set_address_space_limit(p.id, limit)?;
                     p.name = name.to_string();
                 }
             }
@@ -348,10 +354,12 @@ pub fn record(
     let mut tick: u32 = 0;
     let mut ignored_phase_lines = Vec::new();
     loop {
-        backend.poll(&clock, &mut rec)?;
+        // Phase lines first: a line written since the last look is stamped before this look's
+        // samples, so memory a test allocated after writing `begin` is never counted before it.
         if let Some(ph) = phases.as_mut() {
             drain_phases(ph, &mut rec.writer, &clock, &mut ignored_phase_lines)?;
         }
+        backend.poll(&clock, &mut rec)?;
         rec.writer.flush_if_due()?;
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();

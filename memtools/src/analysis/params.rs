@@ -68,9 +68,11 @@ pub struct Params {
     pub r2_threshold: f64,
     /// LBR flags a line that reaches the limit within this many seconds of the window's end.
     pub critical_time_s: f64,
-    /// The memory limit (bytes): the machine's memory or the cgroup limit. The default is a
+    /// The limit the metric can grow into (bytes): for resident memory the machine's memory or
+    /// the cgroup limit, for virtual size the address-space limit (RLIMIT_AS). `None` where
+    /// nothing bounds the metric: no time to limit is claimed then. The default is a
     /// placeholder; callers should use [`Params::with_limit`].
-    pub limit_bytes: u64,
+    pub limit_bytes: Option<u64>,
     /// Growth of the lower envelope over the second half below this many bytes is never a leak.
     pub min_growth_bytes: u64,
     /// ... nor below this fraction of the level at the middle of the run.
@@ -86,6 +88,9 @@ pub struct Params {
     /// A final regime longer than this fraction of the second half that grows less than the
     /// minimum growth is a plateau: the growth before it was a warm-up, not a leak.
     pub plateau_fraction: f64,
+    /// Without phases, a life shorter than this (seconds) that grew is too short to tell a leak
+    /// from loading: `insufficient`.
+    pub min_life_s: f64,
 }
 
 impl Default for Params {
@@ -100,13 +105,14 @@ impl Default for Params {
             min_window: 20,
             r2_threshold: 0.9,
             critical_time_s: 3600.0,
-            limit_bytes: 16 * GIB,
+            limit_bytes: Some(16 * GIB),
             min_growth_bytes: 2 * MIB,
             min_growth_fraction: 0.02,
             envelope_quantile: 0.1,
             alpha: 0.01,
             cpd_min_step_bytes: MIB,
             plateau_fraction: 1.0 / 3.0,
+            min_life_s: 30.0,
         }
     }
 }
@@ -115,7 +121,7 @@ impl Params {
     /// The defaults with the memory limit the caller measured (machine memory or cgroup limit).
     pub fn with_limit(limit_bytes: u64) -> Self {
         Params {
-            limit_bytes,
+            limit_bytes: Some(limit_bytes),
             ..Params::default()
         }
     }

@@ -152,14 +152,15 @@ pub fn render(
     if !leaking.is_empty() {
         let _ = writeln!(
             out,
-            "| process | pid | history | evidence |\n|---|---:|---|---|"
+            "| process | pid | peak | history | evidence |\n|---|---:|---:|---|---|"
         );
         for r in &leaking {
             let _ = writeln!(
                 out,
-                "| **{}** | {} | `{}` | {} |",
+                "| **{}** | {} | {} | `{}` | {} |",
                 md_escape(&r.process.info.name),
                 r.process.info.key.pid,
+                md_escape(&super::verdicts::peak_words(r)),
                 sparkline(&r.analysis, 24),
                 md_escape(&r.explanation())
             );
@@ -175,6 +176,20 @@ pub fn render(
                 );
             }
         }
+    }
+    let over: Vec<&ProcessResult> = report.over_budget().collect();
+    if !over.is_empty() {
+        let _ = writeln!(out, "### Over their peak budget\n");
+        for r in over {
+            let _ = writeln!(
+                out,
+                "- **{}** (pid {}): peak {}",
+                md_escape(&r.process.info.name),
+                r.process.info.key.pid,
+                md_escape(&super::verdicts::peak_words(r))
+            );
+        }
+        out.push('\n');
     }
     if let Some(b) = &report.baseline {
         let _ = writeln!(out, "### Compared with session {}\n", b.baseline_session);
@@ -194,7 +209,7 @@ pub fn render(
     if !rest.is_empty() {
         let _ = writeln!(
             out,
-            "<details><summary>{} other {}</summary>\n\n| verdict | process | pid | samples | why |\n|---|---|---:|---:|---|",
+            "<details><summary>{} other {}</summary>\n\n| verdict | process | pid | samples | peak | why |\n|---|---|---:|---:|---:|---|",
             rest.len(),
             if rest.len() == 1 {
                 "process"
@@ -205,11 +220,12 @@ pub fn render(
         for r in rest {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 r.analysis.verdict.name(),
                 md_escape(&r.process.info.name),
                 r.process.info.key.pid,
                 r.analysis.samples,
+                md_escape(&super::verdicts::peak_words(r)),
                 md_escape(&r.analysis.reason)
             );
         }

@@ -5,7 +5,7 @@ use rusqlite::Transaction;
 
 use super::writer::{ProcessId, insert_process, insert_sample, insert_session};
 use super::{Store, StoreError};
-use crate::model::{NewSession, ProcessInfo, Sample, TimeNs};
+use crate::model::{NewSession, ProcessInfo, ProcessLimits, Sample, TimeNs};
 
 /// Writes an imported session; handed to the parser by [`Store::import`].
 pub struct Importer<'t> {
@@ -28,7 +28,7 @@ pub enum ImportFailure<E> {
 impl Importer<'_> {
     /// Adds a process and returns its id.
     pub fn add_process(&mut self, info: &ProcessInfo) -> rusqlite::Result<ProcessId> {
-        insert_process(&self.tx, self.session_id, info, None)
+        insert_process(&self.tx, self.session_id, info, ProcessLimits::default())
     }
 
     /// Adds a sample of a process added before.

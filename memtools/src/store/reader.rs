@@ -28,6 +28,9 @@ pub struct SessionRow {
     pub samples: u64,
     /// The recording machine's memory, when known.
     pub mem_total: Option<u64>,
+    /// Wall clock minus monotonic clock at the start (recordings only), to place a process's
+    /// start time (since boot) on the session's clock.
+    pub monotonic_offset_ns: Option<i64>,
 }
 
 impl SessionRow {
@@ -72,9 +75,11 @@ pub struct ProcessRow {
     pub exit: Option<TimeNs>,
     /// Its cgroup's memory limit, when one applied.
     pub memory_limit: Option<u64>,
+    /// Its address-space limit (RLIMIT_AS), when one was set.
+    pub address_space_limit: Option<u64>,
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total";
+const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.monotonic_offset_ns";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let code: Option<i32> = r.get(11)?;
@@ -97,6 +102,7 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
         processes: r.get::<_, i64>(13)? as u64,
         samples: r.get::<_, i64>(14)? as u64,
         mem_total: r.get::<_, Option<i64>>(15)?.map(|m| m as u64),
+        monotonic_offset_ns: r.get(16)?,
     })
 }
 
@@ -114,6 +120,7 @@ fn process_row(r: &Row<'_>) -> rusqlite::Result<ProcessRow> {
         },
         exit: r.get(6)?,
         memory_limit: r.get::<_, Option<i64>>(7)?.map(|m| m as u64),
+        address_space_limit: r.get::<_, Option<i64>>(8)?.map(|m| m as u64),
     })
 }
 
@@ -166,7 +173,7 @@ impl Store {
     pub fn processes(&self, session: i64) -> Result<Vec<ProcessRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit FROM processes WHERE session_id = ?1 ORDER BY id")
+            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit FROM processes WHERE session_id = ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([session], process_row)

@@ -103,6 +103,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX phases_by_session ON phases(session_id, begin_ns);
     "#,
+    // 5: a process's address-space limit (RLIMIT_AS) where one was set, so time-to-limit for
+    // virtual size is projected against what bounds it (and not claimed where nothing does).
+    r#"
+    ALTER TABLE processes ADD COLUMN address_space_limit INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

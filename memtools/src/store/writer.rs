@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rusqlite::params;
 
 use super::{Store, StoreError};
-use crate::model::{ExitStatus, NewSession, ProcessInfo, Sample, TimeNs};
+use crate::model::{ExitStatus, NewSession, ProcessInfo, ProcessLimits, Sample, TimeNs};
 
 /// The longest a sample waits in an open transaction before it is committed. Well under the
 /// one second that a killed recorder may lose.
@@ -13,7 +13,7 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
 pub(super) const INSERT_SAMPLE: &str = "INSERT INTO samples (process_id, t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
-pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid, start_time, ppid, name, cmdline, memory_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid, start_time, ppid, name, cmdline, memory_limit, address_space_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// Writes one session. Every write joins an open transaction that [`SessionWriter::flush_if_due`]
 /// commits; dropping the writer without [`SessionWriter::finish`] commits what it has and
@@ -70,7 +70,7 @@ pub(super) fn insert_process(
     conn: &rusqlite::Connection,
     session_id: i64,
     p: &ProcessInfo,
-    memory_limit: Option<u64>,
+    limits: ProcessLimits,
 ) -> rusqlite::Result<ProcessId> {
     let mut stmt = conn.prepare_cached(INSERT_PROCESS)?;
     stmt.execute(params![
@@ -80,7 +80,8 @@ pub(super) fn insert_process(
         p.ppid,
         p.name,
         p.cmdline,
-        memory_limit.map(|m| m as i64)
+        limits.memory.map(|m| m as i64),
+        limits.address_space.map(|m| m as i64)
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -133,16 +134,32 @@ impl SessionWriter<'_> {
         Ok(())
     }
 
-    /// Records a newly seen process, with its cgroup's memory limit when one applies, and
-    /// returns the id its samples are written under.
+    /// Records a newly seen process, with the limits that applied to it, and returns the id its
+    /// samples are written under.
     pub fn add_process(
         &mut self,
         info: &ProcessInfo,
-        memory_limit: Option<u64>,
+        limits: impl Into<ProcessLimits>,
     ) -> Result<ProcessId, StoreError> {
         self.begin()?;
-        insert_process(&self.store.conn, self.session_id, info, memory_limit)
+        insert_process(&self.store.conn, self.session_id, info, limits.into())
             .map_err(|e| self.store.err(e))
+    }
+
+    /// Records a process's address-space limit again: a program's limits are set just before
+    /// it is executed (`ulimit -v`, `prlimit`), often after the process was first seen.
+    pub fn set_address_space_limit(
+        &mut self,
+        id: ProcessId,
+        limit: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .prepare_cached("UPDATE processes SET address_space_limit = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, limit.map(|l| l as i64)]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
     }
 
     /// Records a new name and command line after exec.

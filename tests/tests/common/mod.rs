@@ -106,3 +106,54 @@ pub fn kill_pid_file(path: &Path) {
         );
     }
 }
+
+/// A shell "suite" of `tests` tests (phases written as the README shows) around a service
+/// (`leak-sim serve`, holding `base`) started in its first test, `test_start`: each test sends
+/// the service `command` (`keep 3MiB`, `use 100MiB`), then `wait 30ms`, and waits for each
+/// answer; `also` runs as
+/// one more test, `test_also`. The FIFOs are made here, in `dir`, so the script runs nothing
+/// but the simulators: every process of the recording is one the test knows.
+pub fn service_suite(
+    dir: &Path,
+    base: &str,
+    command: Option<&str>,
+    tests: usize,
+    also: Option<&str>,
+) -> String {
+    let (req, ack) = (dir.join("req"), dir.join("ack"));
+    for f in [&req, &ack] {
+        let _ = std::fs::remove_file(f);
+        nix::unistd::mkfifo(f, nix::sys::stat::Mode::S_IRWXU).expect("making a FIFO");
+    }
+    let sim = leak_sim();
+    // Each test lasts 30 ms on the service's clock: a shell has no sleep of its own.
+    let each = command.map_or(String::new(), |c| {
+        format!("echo \"{c}\" >&3; read -r answer <&4; ")
+    }) + "echo \"wait 30ms\" >&3; read -r answer <&4";
+    let also = also.map_or(String::new(), |c| {
+        format!(
+            "echo \"begin test_also\" > \"$MEMTOOLS_PHASES\"\n{c}\necho \"end test_also\" > \"$MEMTOOLS_PHASES\""
+        )
+    });
+    format!(
+        r#"set -e
+echo "begin test_start" > "$MEMTOOLS_PHASES"
+{sim} serve --base {base} --duration 60s < "{req}" > "{ack}" &
+exec 3> "{req}" 4< "{ack}"
+read -r answer <&4
+echo "end test_start" > "$MEMTOOLS_PHASES"
+i=0
+while [ $i -lt {tests} ]; do
+  echo "begin test_$i" > "$MEMTOOLS_PHASES"
+  {each}
+  echo "end test_$i" > "$MEMTOOLS_PHASES"
+  i=$((i + 1))
+done
+{also}
+exec 3>&-
+wait
+"#,
+        req = req.display(),
+        ack = ack.display(),
+    )
+}
