@@ -53,7 +53,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .into_iter()
                 .map(|(p, points)| (p, HistorySummary::of(&points)))
                 .collect();
-            rows.sort_by_key(|(p, s)| (std::cmp::Reverse(s.map_or(i64::MIN, |s| s.growth)), p.id));
+            rows.sort_by_key(|(p, s)| (std::cmp::Reverse(s.map_or(i128::MIN, |s| s.growth)), p.id));
             let phases = store.phases(id)?;
             let mut out = std::io::stdout().lock();
             write!(out, "{}", text::session_header(&session, metric))?;

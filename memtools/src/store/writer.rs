@@ -239,14 +239,58 @@ impl SessionWriter<'_> {
         Ok(())
     }
 
+    /// Says how the recorded command's process tree is held, for the session record.
+    pub fn set_tree(&mut self, tree: &str) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .execute(
+                "UPDATE sessions SET tree = ?2 WHERE id = ?1",
+                params![self.session_id, tree],
+            )
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Gives up everything not committed yet, after the store failed under it, so the store
+    /// keeps exactly what was committed. Returns how many samples were dropped.
+    pub fn abandon(&mut self) -> u64 {
+        let dropped = self.pending.len() as u64;
+        if self.in_tx {
+            // SQLite may have rolled back already (a full disk): then this fails, harmlessly.
+            let _ = self.store.conn.execute_batch("ROLLBACK");
+        }
+        self.in_tx = false;
+        self.pending.clear();
+        self.samples -= dropped;
+        dropped
+    }
+
+    /// Marks the session as cut short: the store stopped taking its samples at `at`, for
+    /// `reason`; how the command exited is still recorded. What was committed is kept. May be
+    /// tried again (the disk may have room later).
+    pub fn cut_short(
+        &mut self,
+        reason: &str,
+        at: TimeNs,
+        exit: Option<ExitStatus>,
+    ) -> Result<(), StoreError> {
+        self.abandon();
+        let (code, signal) = exit_columns(exit);
+        self.store
+            .conn
+            .execute(
+                "UPDATE sessions SET cut_short = ?2, end_ns = ?3, exit_status = ?4, exit_signal = ?5 WHERE id = ?1",
+                params![self.session_id, reason, at, code, signal],
+            )
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
     /// Ends the session: its end time and, for a recorded command, how it exited.
     pub fn finish(mut self, end: TimeNs, exit: Option<ExitStatus>) -> Result<i64, StoreError> {
         self.begin()?;
-        let (code, signal) = match exit {
-            Some(ExitStatus::Code(c)) => (Some(c), None),
-            Some(ExitStatus::Signal(s)) => (None, Some(s)),
-            None => (None, None),
-        };
+        let (code, signal) = exit_columns(exit);
         self.store
             .conn
             .execute(
@@ -262,6 +306,15 @@ impl SessionWriter<'_> {
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         Ok(self.session_id)
+    }
+}
+
+/// An exit as the session's (exit_status, exit_signal) columns.
+fn exit_columns(exit: Option<ExitStatus>) -> (Option<i32>, Option<i32>) {
+    match exit {
+        Some(ExitStatus::Code(c)) => (Some(c), None),
+        Some(ExitStatus::Signal(s)) => (None, Some(s)),
+        None => (None, None),
     }
 }
 
