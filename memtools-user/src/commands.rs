@@ -14,7 +14,7 @@ use memtools::analysis::{Algo, Params};
 use memtools::baseline;
 use memtools::detect;
 use memtools::report::summary::HistorySummary;
-use memtools::report::{jsonl, memorytools, text, verdicts};
+use memtools::report::{jsonl, memorytools, output, text, verdicts};
 use memtools::store::{ForEachError, Store};
 use memtools::units;
 
@@ -66,8 +66,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Detect(args) => detect(args),
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
-            for file in &files {
-                let id = memorytools::import_file(&mut store, file)?;
+            // One transaction for every file: all are imported, or none.
+            let ids = memorytools::import_files(&mut store, &files)?;
+            for (file, id) in files.iter().zip(ids) {
                 let s = store.session(id)?;
                 println!(
                     "imported {} as session {id}: {}, {}",
@@ -93,24 +94,30 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn export(store: &Store, id: i64, format: ExportFormat, output: Option<&Path>) -> Result<()> {
-    let mut sink: Box<dyn Write> = match output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    // A file is written whole under a new name and renamed over the target at the end: never
+    // through a link, never half a file at the path, the old file intact on failure.
+    let mut file = output.map(output::AtomicFile::create).transpose()?;
+    let rows = {
+        let mut sink: Box<dyn Write> = match file.as_mut() {
+            Some(f) => Box::new(std::io::BufWriter::new(f)),
+            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        };
+        let rows = match format {
+            ExportFormat::Csv => memorytools::export(store, id, &mut sink),
+            ExportFormat::Json => jsonl::export(store, id, &mut sink),
+        };
+        let rows = rows.and_then(|rows| sink.flush().map(|()| rows).map_err(Into::into));
+        match rows {
+            Ok(rows) => rows,
+            // A reader that stopped early (`| head`) is not an error.
+            Err(ForEachError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(());
+            }
+            Err(e) => return Err(e).with_context(|| format!("exporting session {id}")),
+        }
     };
-    let rows = match format {
-        ExportFormat::Csv => memorytools::export(store, id, &mut sink),
-        ExportFormat::Json => jsonl::export(store, id, &mut sink),
-    };
-    let rows = match rows {
-        Ok(rows) => rows,
-        // A reader that stopped early (`| head`) is not an error.
-        Err(ForEachError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("exporting session {id}")),
-    };
-    if let Some(path) = output {
+    if let (Some(f), Some(path)) = (file, output) {
+        f.commit()?;
         eprintln!("wrote {rows} samples of session {id} to {}", path.display());
     }
     Ok(())
@@ -130,8 +137,10 @@ fn detect(args: DetectArgs) -> Result<i32> {
         min_window: args.min_window,
         critical_time_s: args.critical_time.as_secs_f64(),
         gap_threshold_s: args.gap.map(|g| g.as_secs_f64()),
+        limit_bytes: args.limit.unwrap_or(Params::default().limit_bytes),
         ..Params::default()
     };
+    params.validate()?;
     let this_machine = limits::machine_memory().unwrap_or(params.limit_bytes);
     let report =
         detect::analyse_session(&store, id, args.metric, &params, args.limit, this_machine)?;

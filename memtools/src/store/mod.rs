@@ -15,7 +15,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
-pub use import::{ImportFailure, Importer};
+pub use import::{ImportBatch, ImportFailure, Importer};
 pub use reader::{ForEachError, Phase, ProcessRow, SessionRow, SessionState, as_recorded};
 pub use writer::{COMMIT_EVERY, ProcessId, SessionWriter};
 
