@@ -199,7 +199,13 @@ fn record(args: RecordArgs) -> Result<i32> {
             );
         }
     };
-    let notice = |line: &str| eprintln!("memtools: {line}");
+    // Said at once, over the status line.
+    let notice = |line: &str| {
+        if tty {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("memtools: {line}");
+    };
     let outcome = match record::record(&store, &options, show, notice) {
         Ok(o) => o,
         Err(e @ RecordError::Spawn { .. }) => {
@@ -249,6 +255,36 @@ fn record(args: RecordArgs) -> Result<i32> {
     }
     if let Some(sig) = outcome.interrupted_by {
         writeln!(err, "  stopped by signal {sig}")?;
+    }
+    if let Some(cut) = &outcome.cut_short {
+        match &cut.unmarked {
+            None => writeln!(
+                err,
+                "  cut short: {}; the session is marked so and keeps what came before",
+                cut.reason
+            )?,
+            Some(why) => writeln!(
+                err,
+                "  cut short: {}; the session could not be marked so ({why}) and shows as unfinished",
+                cut.reason
+            )?,
+        }
+    }
+    if !outcome.survivors.is_empty() {
+        writeln!(
+            err,
+            "  SIGKILL did not end {} of the tree (stuck in the kernel): pids {}",
+            units::processes(outcome.survivors.len() as u64),
+            outcome
+                .survivors
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    if let Some(problem) = &outcome.cleanup_problem {
+        writeln!(err, "  {problem}")?;
     }
     let status = match (outcome.exit, outcome.interrupted_by) {
         (Some(exit), _) => exit.shell_code(),

@@ -27,6 +27,33 @@ pub struct SessionWriter<'s> {
     /// land on the same b-tree pages, which costs SQLite far less than interleaving processes.
     pending: Vec<(ProcessId, Sample)>,
     samples: u64,
+    /// The latest sample time committed so far.
+    committed_until: Option<TimeNs>,
+    /// Disk space held back for marking the session cut short when the disk fills.
+    reserve: Option<std::fs::File>,
+}
+
+/// How much disk a recording holds back to mark its session cut short on a full disk: a few
+/// WAL frames of one page each.
+const RESERVE_BYTES: u64 = 128 << 10;
+
+/// Space on the store's file system held by a nameless file (O_TMPFILE): nothing is left
+/// behind whatever happens, and closing it gives the space back. None where the file system
+/// cannot do it.
+fn reserve_beside(store: &std::path::Path) -> Option<std::fs::File> {
+    use rustix::fs::{FallocateFlags, Mode, OFlags};
+    let dir = match store.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .ok()?;
+    rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, RESERVE_BYTES).ok()?;
+    Some(std::fs::File::from(fd))
 }
 
 /// The id of a process row, handed out by [`SessionWriter::add_process`].
@@ -43,6 +70,8 @@ impl Store {
             last_commit: Instant::now(),
             pending: Vec::new(),
             samples: 0,
+            committed_until: None,
+            reserve: reserve_beside(&self.path),
         })
     }
 }
@@ -120,6 +149,11 @@ impl SessionWriter<'_> {
     /// Samples written so far (committed or not).
     pub fn samples_written(&self) -> u64 {
         self.samples
+    }
+
+    /// The latest sample time committed: what a store that fails now keeps.
+    pub fn committed_until(&self) -> Option<TimeNs> {
+        self.committed_until
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
@@ -236,6 +270,7 @@ impl SessionWriter<'_> {
         self.in_tx = false;
         self.pending.clear();
         self.last_commit = Instant::now();
+        self.committed_until = self.committed_until.max(last);
         Ok(())
     }
 
@@ -276,6 +311,8 @@ impl SessionWriter<'_> {
         exit: Option<ExitStatus>,
     ) -> Result<(), StoreError> {
         self.abandon();
+        // The disk may be full: give back the space held for this.
+        self.reserve = None;
         let (code, signal) = exit_columns(exit);
         self.store
             .conn
@@ -287,8 +324,26 @@ impl SessionWriter<'_> {
         Ok(())
     }
 
+    /// Removes the session and everything written under it (a command that could not start
+    /// leaves no empty session behind).
+    pub fn discard(mut self) -> Result<(), StoreError> {
+        self.abandon();
+        let conn = &self.store.conn;
+        conn.execute_batch("PRAGMA foreign_keys = ON")
+            .and_then(|()| conn.execute("DELETE FROM sessions WHERE id = ?1", [self.session_id]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
     /// Ends the session: its end time and, for a recorded command, how it exited.
     pub fn finish(mut self, end: TimeNs, exit: Option<ExitStatus>) -> Result<i64, StoreError> {
+        self.end(end, exit)?;
+        Ok(self.session_id)
+    }
+
+    /// [`SessionWriter::finish`] without giving up the writer: on failure the caller can still
+    /// mark the session as cut short.
+    pub fn end(&mut self, end: TimeNs, exit: Option<ExitStatus>) -> Result<(), StoreError> {
         self.begin()?;
         let (code, signal) = exit_columns(exit);
         self.store
@@ -305,7 +360,7 @@ impl SessionWriter<'_> {
             .store
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        Ok(self.session_id)
+        Ok(())
     }
 }
 

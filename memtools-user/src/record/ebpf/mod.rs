@@ -197,6 +197,15 @@ fn list_pids() -> Vec<u32> {
 impl Ebpf {
     /// Loads and attaches the kernel side and marks the scope's processes as followed.
     pub fn new(scope: Scope, rss_events: bool) -> Result<Ebpf, EbpfError> {
+        let mut backend = Ebpf::load(scope == Scope::All, rss_events)?;
+        backend.follow(&scope)?;
+        Ok(backend)
+    }
+
+    /// Loads and attaches the kernel side, following nothing yet: every privilege, tracefs,
+    /// BTF and verifier check happens here, so the recorder does it before it starts the
+    /// command (a refusal then starts nothing). `all`: the kernel side follows every process.
+    pub fn load(all: bool, rss_events: bool) -> Result<Ebpf, EbpfError> {
         // SAFETY: sysconf has no memory-safety preconditions.
         let (hz, page) = unsafe {
             (
@@ -206,17 +215,10 @@ impl Ebpf {
         };
         let page = if page > 0 { page as u64 } else { 4096 };
         let skip = std::env::var("MEMTOOLS_EBPF_SKIP").unwrap_or_default();
-        let loaded = load::load(scope == Scope::All, rss_events, page as u32, &skip)?;
-        if let Scope::Tree { roots, .. } = &scope {
-            for &pid in roots {
-                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(EbpfError::NoSuchPid(pid));
-                }
-            }
-        }
+        let loaded = load::load(all, rss_events, page as u32, &skip)?;
         let mut bpf = loaded.bpf;
         let logger = aya_log::EbpfLogger::init_with_logger(&mut bpf, KernelLog).ok();
-        let mut backend = Ebpf {
+        Ok(Ebpf {
             _bpf: bpf,
             logger,
             stats: loaded.stats,
@@ -241,9 +243,19 @@ impl Ebpf {
             pids: Vec::with_capacity(256),
             queued: Vec::with_capacity(256),
             gone: Vec::with_capacity(64),
-        };
-        backend.follow_existing(&scope)?;
-        Ok(backend)
+        })
+    }
+
+    /// Starts following the scope's processes (the roots must exist), once loaded.
+    pub fn follow(&mut self, scope: &Scope) -> Result<(), EbpfError> {
+        if let Scope::Tree { roots, .. } = scope {
+            for &pid in roots {
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(EbpfError::NoSuchPid(pid));
+                }
+            }
+        }
+        self.follow_existing(scope)
     }
 
     /// Marks the processes that exist now as followed: the roots and their descendants, or
