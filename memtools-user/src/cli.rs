@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use memtools::analysis::Params;
 use memtools::model::Metric;
 use memtools::report::ReportSpec;
 use memtools::store::{DEFAULT_STORE, SessionSelector};
@@ -102,7 +103,7 @@ pub struct DetectArgs {
     /// R^2 a Linear Backward Regression window needs, from 0 to 1
     #[arg(long, default_value = "0.9", value_parser = parse_r2, value_name = "F")]
     pub r2: f64,
-    /// Smallest regression window, in points (3 to 10000); also the fewest samples for a verdict
+    /// Smallest regression window, in points (at least 3); also the fewest samples for a verdict
     #[arg(long, default_value = "20", value_parser = parse_min_window, value_name = "N")]
     pub min_window: usize,
     /// Flag a line that reaches the limit within this time, like 1h, 30m
@@ -239,14 +240,11 @@ pub fn parse_r2(s: &str) -> Result<f64, String> {
     }
 }
 
-/// The largest `--min-window`: a segment is resampled to at most this many points.
-pub const MAX_MIN_WINDOW: usize = 10_000;
-
-/// Parses `--min-window`: 3 to [`MAX_MIN_WINDOW`] points.
+/// Parses `--min-window`: 3 to 10,000,000 points.
 pub fn parse_min_window(s: &str) -> Result<usize, String> {
-    let why = "a window needs at least 3 points (through 2, every line fits exactly) and at most 10000 (a segment is resampled to at most that many)";
+    let why = "a window needs at least 3 points (through 2, every line fits exactly), and no history has more than 10000000";
     match s.trim().parse::<usize>() {
-        Ok(n) if (3..=MAX_MIN_WINDOW).contains(&n) => Ok(n),
+        Ok(n) if (Params::MIN_WINDOW..=Params::MAX_MIN_WINDOW).contains(&n) => Ok(n),
         Ok(_) => Err(format!("`{s}` is out of range: {why}")),
         Err(_) => Err(format!("`{s}` is not a whole number of points ({why})")),
     }
@@ -277,7 +275,7 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < crate::record::MIN_INTERVAL || d > MAX_INTERVAL {
         return Err(format!(
-            "`{s}` is out of range: from 10ms (below it the recorder would measure itself) to 1h"
+            "`{s}` is out of range: the interval must be at least 10ms (below it the recorder would measure itself) and at most 1h"
         ));
     }
     Ok(d)

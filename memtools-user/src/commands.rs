@@ -67,7 +67,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
             // One transaction for every file: all are imported, or none.
-            let ids = memorytools::import_files(&mut store, &files)?;
+            let ids = memorytools::import_files(&mut store, &files).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e} (nothing was imported: the files of one import are kept all together or not at all)"
+                )
+            })?;
             for (file, id) in files.iter().zip(ids) {
                 let s = store.session(id)?;
                 println!(

@@ -125,6 +125,8 @@ impl Params {
     /// The fewest points a regression window may have: through two points every line fits
     /// exactly, so R^2 would say nothing.
     pub const MIN_WINDOW: usize = 3;
+    /// The most a `min_window` may ask for: more samples than any history holds.
+    pub const MAX_MIN_WINDOW: usize = 10_000_000;
 
     /// Checks every field, so a bad value is refused with its range and why instead of being
     /// quietly clamped or turning a comparison into nonsense (NaN).
@@ -145,11 +147,11 @@ impl Params {
                 "R^2 is the fraction of the variance a line explains, from 0 to 1",
             );
         }
-        if self.min_window < Self::MIN_WINDOW || self.min_window > self.max_grid_points {
+        if self.min_window < Self::MIN_WINDOW || self.min_window > Self::MAX_MIN_WINDOW {
             return fail(
                 "--min-window",
                 self.min_window.to_string(),
-                "a window needs at least 3 points (through 2 every line fits exactly) and at most as many as a segment's grid holds (max_grid_points)",
+                "a window needs at least 3 points (through 2 every line fits exactly), and no history has more than 10,000,000",
             );
         }
         if !positive(self.critical_time_s) {
