@@ -222,7 +222,11 @@ fn an_old_schema_is_migrated_and_keeps_its_data() {
     );
     assert_eq!(store.phases(1).unwrap(), vec![]);
     drop(store);
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "a reader changed the store");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "a reader changed the store"
+    );
     let version = |path: &std::path::Path| -> i64 {
         Connection::open(path)
             .unwrap()
@@ -373,13 +377,18 @@ fn a_writer_refuses_links_empty_files_and_directories() {
     assert_eq!(std::fs::read(&empty).unwrap(), b"");
     // A reader sees an empty file as a store without sessions.
     assert!(matches!(
-        Store::open_read_only(&empty).unwrap().resolve(SessionSelector::Latest),
+        Store::open_read_only(&empty)
+            .unwrap()
+            .resolve(SessionSelector::Latest),
         Err(StoreError::NoSessions { .. })
     ));
 
     let sub = dir.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
-    assert!(matches!(Store::open(&sub), Err(StoreError::NotAFile { .. })));
+    assert!(matches!(
+        Store::open(&sub),
+        Err(StoreError::NotAFile { .. })
+    ));
     assert!(matches!(
         Store::open_read_only(&sub),
         Err(StoreError::NotAFile { .. })
@@ -405,10 +414,18 @@ fn a_hot_journal_left_by_a_killed_creator_does_not_block_readers() {
     std::fs::create_dir(&killed).unwrap();
     let store = killed.join("s.db");
     std::fs::copy(&live, &store).unwrap();
-    std::fs::copy(dir.path().join("live.db-journal"), killed.join("s.db-journal")).unwrap();
+    std::fs::copy(
+        dir.path().join("live.db-journal"),
+        killed.join("s.db-journal"),
+    )
+    .unwrap();
     drop(conn);
     let before = snapshot(&killed);
-    assert!(before.iter().any(|(n, b)| n == "s.db-journal" && !b.is_empty()));
+    assert!(
+        before
+            .iter()
+            .any(|(n, b)| n == "s.db-journal" && !b.is_empty())
+    );
     // Rolled back (in a private copy), it holds nothing: no sessions, said as such.
     let reader = Store::open_read_only(&store).unwrap();
     assert!(matches!(
@@ -445,7 +462,10 @@ fn a_cut_short_session_says_why_and_keeps_what_was_committed() {
     assert_eq!(s.state(), memtools::store::SessionState::CutShort);
     assert_eq!(s.cut_short.as_deref(), Some("cannot write: disk full"));
     assert_eq!(s.tree.as_deref(), Some("cgroup /sys/fs/cgroup/memtools-1"));
-    assert_eq!((s.samples, s.end, s.exit), (1, Some(5), Some(ExitStatus::Code(7))));
+    assert_eq!(
+        (s.samples, s.end, s.exit),
+        (1, Some(5), Some(ExitStatus::Code(7)))
+    );
 
     std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
     assert!(!store.still_there(), "a moved store is noticed");

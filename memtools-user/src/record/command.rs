@@ -99,7 +99,6 @@ impl Child {
             }
         }
     }
-
 }
 
 #[cfg(test)]

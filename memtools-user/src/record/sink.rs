@@ -80,9 +80,8 @@ impl<'s> Recording<'s> {
         if self.loss.is_none() {
             self.writer.abandon();
             let kept_until = self.writer.committed_until();
-            let marked = kept_until.is_some_and(|end| {
-                self.writer.cut_short(&reason, end, None).is_ok()
-            });
+            let marked =
+                kept_until.is_some_and(|end| self.writer.cut_short(&reason, end, None).is_ok());
             self.loss = Some(Loss {
                 reason,
                 kept_until,
@@ -174,7 +173,10 @@ impl<'s> Recording<'s> {
                     }
                 }
                 PhaseKind::Malformed => {
-                    self.ignore(format!("`{}` (expected `begin NAME` or `end NAME`)", e.text));
+                    self.ignore(format!(
+                        "`{}` (expected `begin NAME` or `end NAME`)",
+                        e.text
+                    ));
                 }
             }
         }
@@ -206,7 +208,9 @@ impl Sink for Recording<'_> {
             }
             Event::Renamed { key, name, cmdline } => {
                 if let Some(id) = self.processes.get(&key).map(|p| p.id)
-                    && self.write(|w| w.rename_process(id, name, cmdline)).is_some()
+                    && self
+                        .write(|w| w.rename_process(id, name, cmdline))
+                        .is_some()
                     && let Some(p) = self.processes.get_mut(&key)
                 {
                     p.name = name.to_string();

@@ -231,8 +231,7 @@ impl Tree {
                     if has("memory") && has("pids") {
                         "with the memory and pids controllers".to_string()
                     } else if c.controllers.is_empty() {
-                        "no controllers enabled for it: membership and cgroup.kill only"
-                            .to_string()
+                        "no controllers enabled for it: membership and cgroup.kill only".to_string()
                     } else {
                         format!("controllers: {}", c.controllers)
                     }

@@ -131,13 +131,7 @@ impl Params {
     /// Checks every field, so a bad value is refused with its range and why instead of being
     /// quietly clamped or turning a comparison into nonsense (NaN).
     pub fn validate(&self) -> Result<(), ParamError> {
-        let fail = |name, value: String, why| {
-            Err(ParamError {
-                name,
-                value,
-                why,
-            })
-        };
+        let fail = |name, value: String, why| Err(ParamError { name, value, why });
         let fraction = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
         let positive = |x: f64| x.is_finite() && x > 0.0;
         if !fraction(self.r2_threshold) {

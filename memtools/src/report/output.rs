@@ -282,7 +282,10 @@ mod tests {
 
         let fifo = dir.path().join("fifo");
         std::fs::create_dir(&fifo).unwrap();
-        assert!(matches!(write(&fifo, b"x"), Err(WriteError::NotAFile { .. })));
+        assert!(matches!(
+            write(&fifo, b"x"),
+            Err(WriteError::NotAFile { .. })
+        ));
         // Nothing temporary is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

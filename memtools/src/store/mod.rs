@@ -12,8 +12,8 @@ mod reader;
 pub mod schema;
 mod writer;
 
-use std::path::{Path, PathBuf};
 use rusqlite::Connection;
+use std::path::{Path, PathBuf};
 
 pub use import::{ImportBatch, ImportFailure, Importer};
 pub use reader::{ForEachError, Phase, ProcessRow, SessionRow, SessionState, as_recorded};
@@ -47,11 +47,15 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("{path}: a symbolic link; memtools writes only through paths that are not links (give the link's target as --store, or another path)")]
+    #[error(
+        "{path}: a symbolic link; memtools writes only through paths that are not links (give the link's target as --store, or another path)"
+    )]
     Link { path: PathBuf },
     #[error("{path}: not a regular file; choose another --store path")]
     NotAFile { path: PathBuf },
-    #[error("{path}: an empty file, not a memtools store; memtools creates its store itself (remove the file or choose another --store path)")]
+    #[error(
+        "{path}: an empty file, not a memtools store; memtools creates its store itself (remove the file or choose another --store path)"
+    )]
     EmptyFile { path: PathBuf },
     #[error("{path}: {what}: {source}")]
     Io {
@@ -60,9 +64,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: its write-ahead log ({path}-wal) can only be read with its index ({path}-shm), which is missing and cannot be created here (read-only); copy the store with its -wal and -shm files somewhere writable")]
+    #[error(
+        "{path}: its write-ahead log ({path}-wal) can only be read with its index ({path}-shm), which is missing and cannot be created here (read-only); copy the store with its -wal and -shm files somewhere writable"
+    )]
     NeedsShm { path: PathBuf },
-    #[error("{path}: a rollback journal ({path}-journal) was left by a writer killed part-way, and the store is too large to roll back in a private copy; open it once with `memtools-user import` or `record` (which rolls it back)")]
+    #[error(
+        "{path}: a rollback journal ({path}-journal) was left by a writer killed part-way, and the store is too large to roll back in a private copy; open it once with `memtools-user import` or `record` (which rolls it back)"
+    )]
     HotJournal { path: PathBuf },
     #[error("{path}: no such store (record or import a session first)")]
     Missing { path: PathBuf },

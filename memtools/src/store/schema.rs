@@ -162,7 +162,9 @@ pub fn stand_ins(conn: &Connection) -> rusqlite::Result<()> {
     tables.dedup();
     for table in tables {
         let present: Vec<String> = conn
-            .prepare(&format!("SELECT name FROM pragma_table_info('{table}', 'main')"))?
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{table}', 'main')"
+            ))?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         let missing: Vec<String> = ADDED_COLUMNS

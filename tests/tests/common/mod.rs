@@ -106,3 +106,156 @@ pub fn kill_pid_file(path: &Path) {
         );
     }
 }
+
+/// The unprivileged user readers are tried as (nobody).
+pub const NOBODY: u32 = 65534;
+
+/// Makes `cmd` run as uid and gid 65534 with no supplementary groups (the caller is root).
+pub fn as_nobody(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe and allocate nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Whether a process is alive (a zombie waiting to be reaped is not).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `within` for every pid to be gone; returns those still alive.
+pub fn wait_gone(pids: &[u32], within: std::time::Duration) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The pids written one per line to a file (by a test's shell script).
+pub fn read_pids(path: &Path) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// A mount made for a test (a small tmpfs, a read-only bind), unmounted when dropped.
+pub struct Mount {
+    pub dir: PathBuf,
+}
+
+impl Mount {
+    fn mount(args: &[&str], dir: &Path) -> Mount {
+        let status = Command::new("mount")
+            .args(args)
+            .arg(dir)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mount {args:?} {} failed", dir.display());
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A tmpfs of `size` (like `1m`) at `dir` (root only).
+    pub fn tmpfs(dir: &Path, size: &str) -> Mount {
+        std::fs::create_dir_all(dir).expect("mount point");
+        Mount::mount(
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ],
+            dir,
+        )
+    }
+
+    /// `source` again at `dir`, read-only (root only).
+    pub fn read_only(source: &Path, dir: &Path) -> Mount {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let m = Mount::mount(&["--bind", source.to_str().expect("utf-8 path")], dir);
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro,bind"])
+            .arg(dir)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "remount read-only failed");
+        m
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// A small seeded generator (xorshift64*), so a fault test's random moments can be replayed:
+/// the seed is printed, and `MEMTOOLS_FAULT_SEED` sets it.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded(default: u64) -> Rng {
+        let seed = std::env::var("MEMTOOLS_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
+        eprintln!("fault seed {seed} (set MEMTOOLS_FAULT_SEED to replay)");
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Wall-clock nanoseconds, as the store keeps time.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The files in a directory with their bytes, sorted: to show a command changed nothing.
+pub fn dir_snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("listing a directory")
+        .map(|e| {
+            let e = e.expect("a directory entry");
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
