@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use super::command::{Child, Command};
 use super::phases::{PHASES_ENV, PhaseChannel};
 use super::sink::Recording;
-use super::stop::{Step, StopSignals, Stopper, sigint_from_terminal};
+use super::stop::{STOP_GRACE, Step, StopSignals, Stopper, sigint_from_terminal};
 use super::tree::Tree;
 use super::{
     Backend, BackendChoice, Clock, MIN_INTERVAL, OpenedBackend, PreparedBackend, RecordError,
@@ -191,7 +191,7 @@ pub fn record(
     }
     let clock = Clock::start();
     let mut rec = Recording::new(store.begin_session(&new_session(options, &prepared, &clock))?);
-    let mut tree = matches!(options.target, Target::Command(_)).then(Tree::prepare);
+    let tree = matches!(options.target, Target::Command(_)).then(Tree::prepare);
     if let Some(t) = &tree {
         rec.writer.set_tree(&t.describe())?;
     }
@@ -203,53 +203,21 @@ pub fn record(
         Target::Command(_) => PhaseChannel::create(move || clock.now()).ok(),
         _ => None,
     };
-    let mut running = match (&options.target, tree.take()) {
-        (Target::Command(c), Some(mut tree)) => {
-            let before = tree.describe();
-            let child = match start_command(c, &mut tree, phases.as_ref()) {
-                Ok(child) => child,
-                Err(e) => {
-                    let _ = rec.writer.discard();
-                    return Err(e);
-                }
-            };
-            if tree.describe() != before {
-                rec.write_tree(&tree.describe());
-            }
-            Some(Running {
-                child,
-                tree,
-                stopper: Stopper::new(),
-            })
-        }
-        _ => None,
-    };
-    let scope = match (&options.target, &running) {
-        (Target::All, _) => Scope::All,
-        (Target::Pids(pids), _) => Scope::Tree {
-            roots: pids.clone(),
-            reaper: None,
-        },
-        (Target::Command(_), Some(r)) => Scope::Tree {
-            roots: vec![r.child.pid()],
-            reaper: Some(std::process::id()),
-        },
-        (Target::Command(_), None) => unreachable!("the command was started above"),
-    };
+    let mut running = launch(options, &mut rec, tree, phases.as_ref())?;
+    let scope = scope_of(options, running.as_ref());
     let looped = prepared.follow(scope).and_then(|opened| {
         let OpenedBackend { mut backend, .. } = opened;
-        let end = sample_until_done(
-            &mut *backend,
-            &mut rec,
+        let end = Sampling {
+            backend: &mut *backend,
+            rec: &mut rec,
             store,
-            &clock,
+            clock: &clock,
             options,
-            running.as_mut(),
-            phases.as_mut(),
-            &signals,
-            &mut progress,
-            &mut notice,
-        )?;
+            running: running.as_mut(),
+            phases: phases.as_mut(),
+            signals: &signals,
+        }
+        .run(&mut progress, &mut notice)?;
         Ok((backend, end))
     });
     let (backend, end) = match looped {
@@ -270,17 +238,7 @@ pub fn record(
     let exit = running.as_ref().and_then(|r| r.child.status());
     let finished_at = clock.now();
     let samples = rec.writer.samples_written();
-    let mut top: Vec<ProcessPeak> = rec
-        .processes
-        .values()
-        .map(|p| ProcessPeak {
-            pid: p.pid,
-            name: p.name.clone(),
-            peak: p.peak,
-        })
-        .collect();
-    top.sort_by(|a, b| b.peak.cmp(&a.peak).then(a.pid.cmp(&b.pid)));
-    top.truncate(5);
+    let top = top_peaks(&rec);
     let processes = rec.processes.len();
     let ignored_phase_lines = std::mem::take(&mut rec.ignored_phase_lines);
     let cut_short = rec.end(finished_at, exit);
@@ -307,130 +265,234 @@ pub fn record(
     })
 }
 
+/// Starts a recorded command in its tree; one that cannot start leaves no session behind.
+fn launch(
+    options: &RecordOptions,
+    rec: &mut Recording<'_>,
+    tree: Option<Tree>,
+    phases: Option<&PhaseChannel>,
+) -> Result<Option<Running>, RecordError> {
+    let (Target::Command(command), Some(mut tree)) = (&options.target, tree) else {
+        return Ok(None);
+    };
+    let before = tree.describe();
+    let child = match start_command(command, &mut tree, phases) {
+        Ok(child) => child,
+        Err(e) => {
+            // Best effort: the session row is all there is to remove.
+            let _ = rec.writer.discard();
+            return Err(e);
+        }
+    };
+    if tree.describe() != before {
+        rec.write_tree(&tree.describe());
+    }
+    Ok(Some(Running {
+        child,
+        tree,
+        stopper: Stopper::new(),
+    }))
+}
+
+/// Which processes the backend follows.
+fn scope_of(options: &RecordOptions, running: Option<&Running>) -> Scope {
+    match (&options.target, running) {
+        (Target::All, _) => Scope::All,
+        (Target::Pids(pids), _) => Scope::Tree {
+            roots: pids.clone(),
+            reaper: None,
+        },
+        (Target::Command(_), Some(r)) => Scope::Tree {
+            roots: vec![r.child.pid()],
+            reaper: Some(std::process::id()),
+        },
+        // `launch` always starts a command target.
+        (Target::Command(_), None) => Scope::Tree {
+            roots: Vec::new(),
+            reaper: Some(std::process::id()),
+        },
+    }
+}
+
+/// The processes with the highest peaks, largest first.
+fn top_peaks(rec: &Recording<'_>) -> Vec<ProcessPeak> {
+    let mut top: Vec<ProcessPeak> = rec
+        .processes
+        .values()
+        .map(|p| ProcessPeak {
+            pid: p.pid,
+            name: p.name.clone(),
+            peak: p.peak,
+        })
+        .collect();
+    top.sort_by(|a, b| b.peak.cmp(&a.peak).then(a.pid.cmp(&b.pid)));
+    top.truncate(5);
+    top
+}
+
 /// How the sampling loop ended.
 struct LoopEnd {
     interrupted_by: Option<i32>,
     survivors: Vec<u32>,
 }
 
-/// The sampling loop: polls the backend each interval, stores what it reports (until the
-/// store fails), and looks after the command's tree and the stop signals between ticks.
-#[allow(clippy::too_many_arguments)]
-fn sample_until_done(
-    backend: &mut dyn Backend,
-    rec: &mut Recording<'_>,
-    store: &Store,
-    clock: &Clock,
-    options: &RecordOptions,
-    mut running: Option<&mut Running>,
-    mut phases: Option<&mut PhaseChannel>,
-    signals: &StopSignals,
-    progress: &mut impl FnMut(&Progress),
-    notice: &mut impl FnMut(&str),
-) -> Result<LoopEnd, RecordError> {
-    let mut end = LoopEnd {
-        interrupted_by: None,
-        survivors: Vec::new(),
-    };
-    let mut last_progress = Instant::now() - PROGRESS_EVERY;
-    let mut last_store_check = Instant::now();
-    let started = Instant::now();
-    let mut tick: u32 = 0;
-    loop {
-        if rec.writing() {
-            backend.poll(clock, rec)?;
+/// Everything the sampling loop works with.
+struct Sampling<'a, 's> {
+    backend: &'a mut dyn Backend,
+    rec: &'a mut Recording<'s>,
+    store: &'a Store,
+    clock: &'a Clock,
+    options: &'a RecordOptions,
+    running: Option<&'a mut Running>,
+    phases: Option<&'a mut PhaseChannel>,
+    signals: &'a StopSignals,
+}
+
+/// What the loop does after a tick.
+enum Next {
+    Sleep,
+    Stop,
+}
+
+impl Sampling<'_, '_> {
+    /// Polls the backend each interval, stores what it reports (until the store fails), and
+    /// looks after the command's tree and the stop signals between ticks.
+    fn run(
+        mut self,
+        progress: &mut impl FnMut(&Progress),
+        notice: &mut impl FnMut(&str),
+    ) -> Result<LoopEnd, RecordError> {
+        let mut end = LoopEnd {
+            interrupted_by: None,
+            survivors: Vec::new(),
+        };
+        let mut last_progress = Instant::now() - PROGRESS_EVERY;
+        let mut last_store_check = Instant::now();
+        let started = Instant::now();
+        let mut tick: u32 = 0;
+        loop {
+            self.record_tick(&mut last_store_check, notice)?;
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                progress(&Progress {
+                    session_id: self.rec.writer.session_id(),
+                    elapsed: self.clock.elapsed(),
+                    processes: self.backend.followed(),
+                    seen: self.rec.processes.len(),
+                    samples: self.rec.writer.samples_written(),
+                    store_bytes: self.store.size_on_disk(),
+                });
+            }
+            if let Next::Stop = self.look_after_tree(&mut end, notice) {
+                break;
+            }
+            // Sleep until the next tick. A recorder that fell behind (an overloaded machine)
+            // skips the ticks it missed rather than polling back to back to catch up.
+            let due = started.elapsed().as_nanos() / self.options.interval.as_nanos().max(1);
+            tick = tick
+                .saturating_add(1)
+                .max(u32::try_from(due).unwrap_or(u32::MAX).saturating_add(1));
+            self.wait_until(started + self.options.interval * tick, &mut end);
         }
-        if let Some(ph) = phases.as_deref_mut() {
-            rec.phases(ph.drain());
+        if let Some(r) = self.running.as_deref_mut() {
+            r.child.reap();
         }
-        rec.flush_if_due();
+        Ok(end)
+    }
+
+    /// One tick's recording: poll, phases, commit, and whether the store is still there.
+    fn record_tick(
+        &mut self,
+        last_store_check: &mut Instant,
+        notice: &mut impl FnMut(&str),
+    ) -> Result<(), RecordError> {
+        if self.rec.writing() {
+            self.backend.poll(self.clock, self.rec)?;
+        }
+        if let Some(ph) = self.phases.as_deref_mut() {
+            self.rec.phases(ph.drain());
+        }
+        self.rec.flush_if_due();
         if last_store_check.elapsed() >= STORE_CHECK_EVERY {
-            last_store_check = Instant::now();
-            if rec.writing() && !store.still_there() {
-                rec.lose(format!(
+            *last_store_check = Instant::now();
+            if self.rec.writing() && !self.store.still_there() {
+                self.rec.lose(format!(
                     "the store {} was removed or replaced while recording",
-                    store.path().display()
+                    self.store.path().display()
                 ));
             }
         }
-        if let Some(line) = rec.loss_to_say(clock, running.is_some()) {
+        if let Some(line) = self.rec.loss_to_say(self.clock, self.running.is_some()) {
             notice(&line);
         }
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            progress(&Progress {
-                session_id: rec.writer.session_id(),
-                elapsed: clock.elapsed(),
-                processes: backend.followed(),
-                seen: rec.processes.len(),
-                samples: rec.writer.samples_written(),
-                store_bytes: store.size_on_disk(),
-            });
+        Ok(())
+    }
+
+    /// Whether the recording is over: the command's tree is gone (stopping what it left and
+    /// escalating a stop as it goes), or for running processes, they are gone or time is up.
+    fn look_after_tree(&mut self, end: &mut LoopEnd, notice: &mut impl FnMut(&str)) -> Next {
+        let over = self
+            .options
+            .duration
+            .is_some_and(|d| self.clock.elapsed() >= d);
+        let Some(r) = self.running.as_deref_mut() else {
+            let all_gone =
+                self.backend.followed() == 0 && !matches!(self.options.target, Target::All);
+            return if all_gone || over || end.interrupted_by.is_some() {
+                Next::Stop
+            } else {
+                Next::Sleep
+            };
+        };
+        if over && r.stopper.idle() {
+            r.stopper.request(&r.tree, Signal::SIGTERM, false);
         }
-        let over = options.duration.is_some_and(|d| clock.elapsed() >= d);
-        match running.as_deref_mut() {
-            Some(r) => {
-                if over && r.stopper.idle() {
-                    r.stopper.request(&r.tree, Signal::SIGTERM, false);
-                }
-                match r.stopper.step(&r.tree, r.child.status().is_some()) {
-                    Step::Continue => {}
-                    Step::Done => break,
-                    Step::Leftovers(n) => notice(&format!(
-                        "the command exited; {} of its tree {} still running: sent SIGTERM, SIGKILL in {} s",
-                        memtools::units::processes(n as u64),
-                        if n == 1 { "is" } else { "are" },
-                        super::stop::STOP_GRACE.as_secs()
-                    )),
-                    Step::GaveUp(survivors) => {
-                        end.survivors = survivors;
-                        break;
-                    }
-                }
+        match r.stopper.step(&r.tree, r.child.status().is_some()) {
+            Step::Continue => Next::Sleep,
+            Step::Done => Next::Stop,
+            Step::Leftovers(n) => {
+                notice(&format!(
+                    "the command exited; {} of its tree {} still running: sent SIGTERM, SIGKILL in {} s",
+                    memtools::units::processes(n as u64),
+                    if n == 1 { "is" } else { "are" },
+                    STOP_GRACE.as_secs()
+                ));
+                Next::Sleep
             }
-            None => {
-                let all_gone = backend.followed() == 0 && !matches!(options.target, Target::All);
-                if all_gone || over || end.interrupted_by.is_some() {
-                    break;
-                }
+            Step::GaveUp(survivors) => {
+                end.survivors = survivors;
+                Next::Stop
             }
         }
-        // Sleep until the next tick, waking up for signals and the command's exit. A recorder
-        // that fell behind (an overloaded machine) skips the ticks it missed rather than
-        // polling back to back to catch up.
-        let due = started.elapsed().as_nanos() / options.interval.as_nanos().max(1);
-        tick = tick
-            .saturating_add(1)
-            .max(u32::try_from(due).unwrap_or(u32::MAX).saturating_add(1));
-        let next = started + options.interval * tick;
+    }
+
+    /// Sleeps until `next`, waking for the command's exit and for stop signals (passed on to
+    /// the tree).
+    fn wait_until(&mut self, next: Instant, end: &mut LoopEnd) {
         loop {
-            if let Some(r) = running.as_deref_mut() {
+            if let Some(r) = self.running.as_deref_mut() {
                 let was_running = r.child.status().is_none();
                 r.child.reap();
                 if was_running && r.child.status().is_some() {
-                    break;
+                    return;
                 }
             }
-            if let Some(sig) = signals.take() {
-                if let Some(r) = running.as_deref_mut() {
+            if let Some(sig) = self.signals.take() {
+                if let Some(r) = self.running.as_deref_mut() {
                     let from_terminal = sig == libc::SIGINT && sigint_from_terminal();
                     let signal = Signal::try_from(sig).unwrap_or(Signal::SIGTERM);
                     r.stopper.request(&r.tree, signal, from_terminal);
                 }
                 end.interrupted_by.get_or_insert(sig);
-                break;
+                return;
             }
             let now = Instant::now();
             if now >= next {
-                break;
+                return;
             }
             std::thread::sleep((next - now).min(WAKE_EVERY));
         }
     }
-    if let Some(r) = running {
-        r.child.reap();
-    }
-    Ok(end)
 }
 
 fn monotonic_now_ns() -> i64 {

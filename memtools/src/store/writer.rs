@@ -326,7 +326,7 @@ impl SessionWriter<'_> {
 
     /// Removes the session and everything written under it (a command that could not start
     /// leaves no empty session behind).
-    pub fn discard(mut self) -> Result<(), StoreError> {
+    pub fn discard(&mut self) -> Result<(), StoreError> {
         self.abandon();
         let conn = &self.store.conn;
         conn.execute_batch("PRAGMA foreign_keys = ON")
