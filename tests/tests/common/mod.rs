@@ -165,7 +165,7 @@ pub struct Mount {
 }
 
 impl Mount {
-    fn mount(args: &[&str], dir: &Path) -> Mount {
+    fn run_mount(args: &[&str], dir: &Path) -> Mount {
         let status = Command::new("mount")
             .args(args)
             .arg(dir)
@@ -180,7 +180,7 @@ impl Mount {
     /// A tmpfs of `size` (like `1m`) at `dir` (root only).
     pub fn tmpfs(dir: &Path, size: &str) -> Mount {
         std::fs::create_dir_all(dir).expect("mount point");
-        Mount::mount(
+        Mount::run_mount(
             &[
                 "-t",
                 "tmpfs",
@@ -195,7 +195,7 @@ impl Mount {
     /// `source` again at `dir`, read-only (root only).
     pub fn read_only(source: &Path, dir: &Path) -> Mount {
         std::fs::create_dir_all(dir).expect("mount point");
-        let m = Mount::mount(&["--bind", source.to_str().expect("utf-8 path")], dir);
+        let m = Mount::run_mount(&["--bind", source.to_str().expect("utf-8 path")], dir);
         let status = Command::new("mount")
             .args(["-o", "remount,ro,bind"])
             .arg(dir)
