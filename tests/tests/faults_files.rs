@@ -88,7 +88,7 @@ fn a_link_planted_while_recording_is_refused_and_the_recording_kept() {
             victim.clone()
         };
         let script = format!(
-            "ln -s '{}' {planted} && {}",
+            "ln -sfn '{}' {planted} && {}",
             target.display(),
             leaking_script()
         );

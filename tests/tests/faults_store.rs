@@ -204,7 +204,7 @@ fn a_reader_who_may_not_write_reads_everything_and_changes_nothing() {
         let store = root_store(dir.path(), keep_wal);
         let before = dir_snapshot(dir.path());
         assert_eq!(
-            before.iter().any(|(n, _)| n.ends_with("-wal")),
+            before.names().iter().any(|n| n.ends_with("-wal")),
             keep_wal,
             "{before:?}"
         );
@@ -260,10 +260,8 @@ fn a_recorder_killed_while_creating_its_store_never_blocks_readers() {
         // Within the first milliseconds: the store's creation.
         let delay = Duration::from_micros(rng.next_u64() % 15_000);
         kill_while_creating(dir.path(), delay);
-        let names: Vec<String> = dir_snapshot(dir.path())
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let state = dir_snapshot(dir.path());
+        let names = state.names();
         assert!(
             !names
                 .iter()
@@ -312,11 +310,8 @@ fn a_hot_journal_left_by_any_killed_creator_does_not_block_readers() {
     assert!(!status.success(), "python3 was to be killed");
     let before = dir_snapshot(dir.path());
     assert!(
-        before
-            .iter()
-            .any(|(n, b)| n == "memtools.db-journal" && !b.is_empty()),
-        "no hot journal was left: {:?}",
-        before.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        before.has_nonempty("memtools.db-journal"),
+        "no hot journal was left: {before:?}"
     );
     for nobody in [false, true] {
         if nobody && !is_root() {
@@ -344,24 +339,25 @@ fn a_hot_journal_left_by_any_killed_creator_does_not_block_readers() {
 fn a_recorder_killed_at_random_moments_leaves_a_store_holding_all_but_its_last_second() {
     const MOMENTS: usize = 20;
     let mut rng = Rng::seeded(11);
-    // After the store's first file appears: half log-uniform from 0.1 ms to 3.5 s (its
-    // creation, the backend's loading, the first commits), half uniform from 0.5 s to 4.5 s
-    // (the steady state and the end).
-    let delays: Vec<Duration> = (0..MOMENTS)
+    // Half log-uniform from 0.1 ms to 3.5 s after the store's first file appears (its creation,
+    // the backend's loading, the first commits), half uniform from 0.5 s to 4 s after the first
+    // sample is committed (the steady state and the end), so a slow start (a loaded machine,
+    // a debug build loading the eBPF programs) cannot crowd out the later moments.
+    let moments: Vec<Moment> = (0..MOMENTS)
         .map(|i| {
             let u = rng.unit();
-            Duration::from_secs_f64(if i % 2 == 0 {
+            if i % 2 == 0 {
                 let (lo, hi) = (0.1e-3f64.ln(), 3.5f64.ln());
-                (lo + (hi - lo) * u).exp()
+                Moment::AfterCreation(Duration::from_secs_f64((lo + (hi - lo) * u).exp()))
             } else {
-                0.5 + 4.0 * u
-            })
+                Moment::AfterFirstSample(Duration::from_secs_f64(0.5 + 3.5 * u))
+            }
         })
         .collect();
     let outcomes: Vec<Killed> = std::thread::scope(|s| {
-        let workers: Vec<_> = delays
+        let workers: Vec<_> = moments
             .chunks(MOMENTS / 4)
-            .map(|chunk| s.spawn(move || chunk.iter().map(|&d| killed_at(d)).collect::<Vec<_>>()))
+            .map(|chunk| s.spawn(move || chunk.iter().map(|&m| killed_at(m)).collect::<Vec<_>>()))
             .collect();
         workers
             .into_iter()
@@ -377,6 +373,20 @@ fn a_recorder_killed_at_random_moments_leaves_a_store_holding_all_but_its_last_s
     );
 }
 
+/// When a recorder is killed.
+#[derive(Clone, Copy, Debug)]
+enum Moment {
+    AfterCreation(Duration),
+    AfterFirstSample(Duration),
+}
+
+/// Whether a sample has been committed to the store at `path` (read without writing).
+fn has_a_sample(path: &Path) -> bool {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM samples", [], |r| r.get::<_, i64>(0)))
+        .is_ok_and(|n| n > 0)
+}
+
 /// What a killed recording left.
 #[derive(Debug, PartialEq, Eq)]
 enum Killed {
@@ -388,11 +398,12 @@ enum Killed {
     Young,
     /// A session whose samples were checked against the kill.
     Checked,
+    /// The recording had finished its session before the moment came.
+    Finished,
 }
 
-/// One recording, killed with SIGKILL `delay` after its store's first file appeared, then
-/// checked.
-fn killed_at(delay: Duration) -> Killed {
+/// One recording, killed with SIGKILL at `moment`, then checked.
+fn killed_at(moment: Moment) -> Killed {
     let store = TestStore::new();
     let pid_file = store.dir.path().join("sim.pid");
     let mut rec = store
@@ -403,7 +414,7 @@ fn killed_at(delay: Duration) -> Killed {
             "--every",
             "20ms",
             "--duration",
-            "3s",
+            "4s",
             "--pid-file",
         ])
         .arg(&pid_file)
@@ -411,30 +422,40 @@ fn killed_at(delay: Duration) -> Killed {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_dir(store.dir.path()).is_ok_and(|d| d.count() > 0)
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_micros(50));
-    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let delay = match moment {
+        Moment::AfterCreation(delay) => {
+            while !std::fs::read_dir(store.dir.path()).is_ok_and(|d| d.count() > 0)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            delay
+        }
+        Moment::AfterFirstSample(delay) => {
+            while !has_a_sample(&store.path()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            delay
+        }
+    };
     std::thread::sleep(delay);
     let killed = now_ns();
-    kill(Pid::from_raw(rec.id() as i32), Signal::SIGKILL).unwrap();
+    // Past the end, the recorder may have finished already: then there is nothing to kill.
+    let ended_first = rec.try_wait().unwrap().is_some()
+        || kill(Pid::from_raw(rec.id() as i32), Signal::SIGKILL).is_err();
     rec.wait().unwrap();
     let sim = read_pids(&pid_file);
     let left = wait_gone(&sim, Duration::from_secs(2));
     kill_all(&left);
     assert!(
         left.is_empty(),
-        "{delay:?}: the command outlived its killed recorder"
+        "{moment:?}: the command outlived its killed recorder"
     );
-    let names: Vec<String> = dir_snapshot(store.dir.path())
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let state = dir_snapshot(store.dir.path());
     assert!(
-        !names.iter().any(|n| n == "memtools.db-journal"),
-        "{delay:?}: {names:?}"
+        !state.names().contains(&"memtools.db-journal"),
+        "{moment:?}: {state:?}"
     );
     if !store.path().exists() {
         return Killed::NoStore;
@@ -443,12 +464,18 @@ fn killed_at(delay: Duration) -> Killed {
     let Some(session) = sessions.first() else {
         return Killed::NoSession;
     };
-    assert_ne!(session["state"], "finished", "{delay:?}: {session}");
+    if ended_first {
+        assert_eq!(session["state"], "finished", "{moment:?}: {session}");
+    }
+    // Killed after it finished the session (while it exited): everything is there.
+    if session["state"] == "finished" {
+        return Killed::Finished;
+    }
     let sql = store.sql();
     let integrity: String = sql
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(integrity, "ok", "{delay:?}");
+    assert_eq!(integrity, "ok", "{moment:?}");
     let (start, last): (i64, Option<i64>) = sql
         .query_row(
             "SELECT s.start_ns, (SELECT MAX(x.t_ns) FROM samples x JOIN processes p ON x.process_id = p.id WHERE p.session_id = s.id) FROM sessions s",
@@ -464,7 +491,7 @@ fn killed_at(delay: Duration) -> Killed {
     let last = last.unwrap_or(start);
     assert!(
         last >= killed - second,
-        "{delay:?}: the last sample kept is {} ms before the kill",
+        "{moment:?}: the last sample kept is {} ms before the kill",
         (killed - last) / 1_000_000
     );
     Killed::Checked

@@ -6,10 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The `memtools-user` binary, built once per test run in the workspace's target directory.
+/// The `memtools-user` binary, built once per test run in the workspace's target directory;
+/// `MEMTOOLS_USER_BIN` runs the tests against another build (the fault suite against an older
+/// one, to see each case fail there).
 pub fn memtools_user() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("MEMTOOLS_USER_BIN") {
+            return PathBuf::from(bin);
+        }
         escargot::CargoBuild::new()
             .package("memtools-user")
             .bin("memtools-user")
@@ -247,7 +252,41 @@ pub fn now_ns() -> i64 {
 }
 
 /// The files in a directory with their bytes, sorted: to show a command changed nothing.
-pub fn dir_snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+#[derive(Clone, PartialEq, Eq)]
+pub struct DirState(pub Vec<(String, Vec<u8>)>);
+
+impl DirState {
+    /// The file names.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Whether a file of this name is there and not empty.
+    pub fn has_nonempty(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, b)| n == name && !b.is_empty())
+    }
+}
+
+/// Names and sizes with a checksum, not the bytes: a failing comparison stays readable.
+impl std::fmt::Debug for DirState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sum = |b: &[u8]| {
+            b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+                (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
+            })
+        };
+        f.debug_list()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(n, b)| format!("{n} ({} bytes, {:016x})", b.len(), sum(b))),
+            )
+            .finish()
+    }
+}
+
+/// The files in a directory with their bytes.
+pub fn dir_snapshot(dir: &Path) -> DirState {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .expect("listing a directory")
         .map(|e| {
@@ -257,5 +296,5 @@ pub fn dir_snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
         })
         .collect();
     files.sort();
-    files
+    DirState(files)
 }
