@@ -8,6 +8,7 @@ pub mod ebpf;
 pub mod limits;
 pub mod phases;
 pub mod procfs;
+mod sampling;
 mod session;
 mod sink;
 mod stop;
