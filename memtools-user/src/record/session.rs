@@ -220,6 +220,10 @@ pub fn record(
                 let child = &mut r.child;
                 r.stopper.kill_and_wait(&r.tree, || child.reap());
             }
+            // Nothing recorded (a missing --pid): no empty session left behind.
+            if rec.processes.is_empty() {
+                let _ = rec.writer.discard();
+            }
             return Err(e);
         }
     };
