@@ -298,3 +298,23 @@ pub fn dir_snapshot(dir: &Path) -> DirState {
     files.sort();
     DirState(files)
 }
+
+/// `sessions --format json`'s output, parsed; the command must have succeeded.
+pub fn sessions_json(out: Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "sessions failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sessions JSON")
+}
+
+/// SIGKILL to each of these processes (what a failing test must not leave behind).
+pub fn kill_all(pids: &[u32]) {
+    for &p in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
