@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Mount, as_nobody, dir_snapshot, is_root, leak_sim, read_pids, sessions_json, skip, wait_gone,
+    Mount, TestStore, as_nobody, dir_snapshot, is_root, leak_sim, read_pids, sessions_json, skip,
+    wait_gone,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -204,4 +205,39 @@ fn a_reader_who_may_not_write_reads_everything_and_changes_nothing() {
         drop(ro);
         assert_eq!(dir_snapshot(dir.path()), before);
     }
+}
+
+#[test]
+fn a_store_removed_while_recording_stops_the_recording_not_the_command() {
+    let store = TestStore::new();
+    let pid_file = store.dir.path().join("pid");
+    let script = format!("echo $$ > '{}'; sleep 2.5; exit 4", pid_file.display());
+    let rec = store
+        .cmd(&[
+            "record",
+            "--backend",
+            "procfs",
+            "--interval",
+            "20ms",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_pids(&pid_file).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(store.path()).unwrap();
+    let out = rec.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "the command's status: {stderr}");
+    assert_eq!(stderr.matches("recording stopped").count(), 1, "{stderr}");
+    assert!(stderr.contains("was removed or replaced"), "{stderr}");
+    assert!(wait_gone(&read_pids(&pid_file), Duration::from_secs(2)).is_empty());
 }
