@@ -14,7 +14,7 @@ use memtools::analysis::{Algo, Params};
 use memtools::baseline;
 use memtools::detect;
 use memtools::report::summary::HistorySummary;
-use memtools::report::{jsonl, memorytools, text, verdicts};
+use memtools::report::{jsonl, memorytools, output, text, verdicts};
 use memtools::store::{ForEachError, Store};
 use memtools::units;
 
@@ -53,7 +53,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .into_iter()
                 .map(|(p, points)| (p, HistorySummary::of(&points)))
                 .collect();
-            rows.sort_by_key(|(p, s)| (std::cmp::Reverse(s.map_or(i64::MIN, |s| s.growth)), p.id));
+            rows.sort_by_key(|(p, s)| (std::cmp::Reverse(s.map_or(i128::MIN, |s| s.growth)), p.id));
             let phases = store.phases(id)?;
             let mut out = std::io::stdout().lock();
             write!(out, "{}", text::session_header(&session, metric))?;
@@ -66,8 +66,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Detect(args) => detect(args),
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
-            for file in &files {
-                let id = memorytools::import_file(&mut store, file)?;
+            // One transaction for every file: all are imported, or none.
+            let ids = memorytools::import_files(&mut store, &files).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e} (nothing was imported: the files of one import are kept all together or not at all)"
+                )
+            })?;
+            for (file, id) in files.iter().zip(ids) {
                 let s = store.session(id)?;
                 println!(
                     "imported {} as session {id}: {}, {}",
@@ -93,24 +98,30 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn export(store: &Store, id: i64, format: ExportFormat, output: Option<&Path>) -> Result<()> {
-    let mut sink: Box<dyn Write> = match output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    // A file is written whole under a new name and renamed over the target at the end: never
+    // through a link, never half a file at the path, the old file intact on failure.
+    let mut file = output.map(output::AtomicFile::create).transpose()?;
+    let rows = {
+        let mut sink: Box<dyn Write> = match file.as_mut() {
+            Some(f) => Box::new(std::io::BufWriter::new(f)),
+            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        };
+        let rows = match format {
+            ExportFormat::Csv => memorytools::export(store, id, &mut sink),
+            ExportFormat::Json => jsonl::export(store, id, &mut sink),
+        };
+        let rows = rows.and_then(|rows| sink.flush().map(|()| rows).map_err(Into::into));
+        match rows {
+            Ok(rows) => rows,
+            // A reader that stopped early (`| head`) is not an error.
+            Err(ForEachError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(());
+            }
+            Err(e) => return Err(e).with_context(|| format!("exporting session {id}")),
+        }
     };
-    let rows = match format {
-        ExportFormat::Csv => memorytools::export(store, id, &mut sink),
-        ExportFormat::Json => jsonl::export(store, id, &mut sink),
-    };
-    let rows = match rows {
-        Ok(rows) => rows,
-        // A reader that stopped early (`| head`) is not an error.
-        Err(ForEachError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("exporting session {id}")),
-    };
-    if let Some(path) = output {
+    if let (Some(f), Some(path)) = (file, output) {
+        f.commit()?;
         eprintln!("wrote {rows} samples of session {id} to {}", path.display());
     }
     Ok(())
@@ -132,6 +143,7 @@ fn detect(args: DetectArgs) -> Result<i32> {
         gap_threshold_s: args.gap.map(|g| g.as_secs_f64()),
         ..Params::default()
     };
+    params.validate()?;
     let this_machine = limits::machine_memory().unwrap_or(16 << 30);
     let mut report =
         detect::analyse_session(&store, id, args.metric, &params, args.limit, this_machine)?;
@@ -192,7 +204,13 @@ fn record(args: RecordArgs) -> Result<i32> {
             );
         }
     };
-    let notice = |line: &str| eprintln!("memtools: {line}");
+    // Said at once, over the status line.
+    let notice = |line: &str| {
+        if tty {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("memtools: {line}");
+    };
     let outcome = match record::record(&store, &options, show, notice) {
         Ok(o) => o,
         Err(e @ RecordError::Spawn { .. }) => {
@@ -242,6 +260,36 @@ fn record(args: RecordArgs) -> Result<i32> {
     }
     if let Some(sig) = outcome.interrupted_by {
         writeln!(err, "  stopped by signal {sig}")?;
+    }
+    if let Some(cut) = &outcome.cut_short {
+        match &cut.unmarked {
+            None => writeln!(
+                err,
+                "  cut short: {}; the session is marked so and keeps what came before",
+                cut.reason
+            )?,
+            Some(why) => writeln!(
+                err,
+                "  cut short: {}; the session could not be marked so ({why}) and shows as unfinished",
+                cut.reason
+            )?,
+        }
+    }
+    if !outcome.survivors.is_empty() {
+        writeln!(
+            err,
+            "  SIGKILL did not end {} of the tree (stuck in the kernel): pids {}",
+            units::processes(outcome.survivors.len() as u64),
+            outcome
+                .survivors
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    if let Some(problem) = &outcome.cleanup_problem {
+        writeln!(err, "  {problem}")?;
     }
     let status = match (outcome.exit, outcome.interrupted_by) {
         (Some(exit), _) => exit.shell_code(),
