@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use common::{TestStore, leak_sim, service_suite};
+use common::{TestStore, service_suite};
 
 const PRECIOUS: &str = "a file root must not overwrite\n";
 
