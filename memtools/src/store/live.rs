@@ -1,10 +1,13 @@
 //! Reading one process's history in pieces: for the GUI, which reads a big session in chunks
 //! (so it can show progress and stay cancellable) and follows a session still being recorded
-//! (only the samples newer than those it has).
+//! (only the samples newer than those it has); and for the terminal view, which follows every
+//! process of a session and shows several metrics of each.
 
-use super::reader::metric_sql;
+use std::sync::OnceLock;
+
+use super::reader::{metric_sql, sample_row};
 use super::{Store, StoreError};
-use crate::model::{Metric, TimeNs};
+use crate::model::{Metric, Sample, TimeNs};
 
 impl Store {
     /// Up to `limit` samples of one process (a [`super::ProcessRow::id`]) with `metric` present,
@@ -26,6 +29,34 @@ impl Store {
         stmt.query_map(
             rusqlite::params![process_id, after.unwrap_or(i64::MIN), limit],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)),
+        )
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` samples of one process with every stored metric (absent ones `None`),
+    /// strictly after `after` (from the start when `None`), in time order: one query where a
+    /// reader that shows several metrics of a process would need one per metric. The columns
+    /// come from [`Metric::STORED`], so a metric added to the model is read here too.
+    pub fn process_samples_after(
+        &self,
+        process_id: i64,
+        after: Option<TimeNs>,
+        limit: usize,
+    ) -> Result<Vec<Sample>, StoreError> {
+        static SQL: OnceLock<String> = OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            let columns: Vec<&str> = Metric::STORED.iter().map(|&m| metric_sql(m)).collect();
+            format!(
+                "SELECT t_ns, {} FROM samples WHERE process_id = ?1 AND t_ns > ?2 ORDER BY t_ns LIMIT ?3",
+                columns.join(", ")
+            )
+        });
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map(
+            rusqlite::params![process_id, after.unwrap_or(i64::MIN), limit],
+            sample_row,
         )
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(|e| self.err(e))
