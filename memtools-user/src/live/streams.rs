@@ -7,7 +7,7 @@
 //! touched: output already redirected to a file or a pipe goes there as before.
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 /// One of our standard streams.
@@ -136,14 +136,6 @@ impl Capture {
         }
         out.flush()?;
         Ok(shown)
-    }
-
-    /// Whether anything was captured (the file has bytes).
-    pub fn captured_any(&mut self) -> bool {
-        self.reader
-            .as_mut()
-            .and_then(|r| r.seek(SeekFrom::Current(0)).ok().zip(r.metadata().ok()))
-            .is_some_and(|(pos, meta)| meta.len() > 0 || pos > 0)
     }
 }
 
