@@ -16,7 +16,12 @@ impl Theme {
     /// From the environment: `NO_COLOR` (set and not empty: no colour, <https://no-color.org>)
     /// and the locale (`LC_ALL`, `LC_CTYPE`, `LANG`, the first set: UTF-8 or not).
     pub fn from_env() -> Theme {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Theme::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Theme::from_env`] over any source of variables.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Theme {
+        let var = |name: &str| get(name).filter(|v| !v.is_empty());
         let locale = var("LC_ALL")
             .or_else(|| var("LC_CTYPE"))
             .or_else(|| var("LANG"));
@@ -178,5 +183,30 @@ mod tests {
             unicode: false,
         };
         assert_eq!(sparkline(&[0, 7], 2, &ascii), "_#");
+    }
+
+    #[test]
+    fn no_color_and_the_locale_decide_the_look() {
+        let with = |vars: &'static [(&'static str, &'static str)]| {
+            Theme::from_vars(|name| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        assert_eq!(
+            with(&[]),
+            Theme {
+                color: true,
+                unicode: false
+            }
+        );
+        assert!(!with(&[("NO_COLOR", "1")]).color);
+        // Set but empty is not set (no-color.org).
+        assert!(with(&[("NO_COLOR", "")]).color);
+        assert!(with(&[("LANG", "C.UTF-8")]).unicode);
+        assert!(with(&[("LANG", "en_US.utf8")]).unicode);
+        // LC_ALL wins over LANG.
+        assert!(!with(&[("LC_ALL", "C"), ("LANG", "C.UTF-8")]).unicode);
     }
 }

@@ -5,7 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph, Wrap};
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, LegendPosition, Paragraph, Wrap};
 
 use memtools::analysis::{Evidence, Verdict, format};
 use memtools::detect::LimitSource;
@@ -68,7 +68,7 @@ pub fn draw(f: &mut Frame, area: Rect, view: &mut View) {
     let pad = ((hi - lo) * 0.05).max(1.0);
     let (lo, hi) = ((lo - pad).max(0.0), hi + pad);
     let marker = match (view.drawing, t.unicode) {
-        (_, false) => Marker::Dot,
+        (_, false) => Marker::Custom('*'),
         (Drawing::Braille, true) => Marker::Braille,
         (Drawing::Block, true) => Marker::HalfBlock,
     };
@@ -96,7 +96,9 @@ pub fn draw(f: &mut Frame, area: Rect, view: &mut View) {
         );
     }
     let value = |v: f64| words::value(metric, Some(v.max(0.0) as u64));
+    // Top left: memory that grows fills the top right.
     let chart = Chart::new(datasets)
+        .legend_position(Some(LegendPosition::TopLeft))
         .x_axis(
             Axis::default()
                 .bounds([x0, x1])

@@ -47,6 +47,28 @@ pub fn frame(f: &mut Frame, view: &mut View) {
     if view.help {
         help(f, area, view);
     }
+    if !view.theme.unicode {
+        ascii_only(f.buffer_mut());
+    }
+}
+
+/// Replaces what widgets draw in Unicode (the chart's axes and legend box, box corners) with
+/// ASCII, for a terminal whose locale is not UTF-8.
+fn ascii_only(buffer: &mut ratatui::buffer::Buffer) {
+    for cell in &mut buffer.content {
+        let symbol = cell.symbol();
+        if symbol.is_ascii() {
+            continue;
+        }
+        let plain = match symbol {
+            "│" | "┃" | "║" => "|",
+            "─" | "━" | "═" => "-",
+            "•" => "*",
+            "…" => "~",
+            _ => "+",
+        };
+        cell.set_symbol(plain);
+    }
 }
 
 /// Three lines: what is followed and its state; the metric and the counts; the command and
