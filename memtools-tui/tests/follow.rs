@@ -9,9 +9,9 @@ use memtools::detect::analyse_session;
 use memtools::model::{Metric, NS_PER_SEC};
 use memtools::store::{SessionSelector, Store};
 use memtools_tui::follow::Follower;
-use memtools_tui::snapshot::FollowState;
+use memtools_tui::snapshot::{FollowState, Row, Snapshot};
 
-fn row<'a>(s: &'a memtools_tui::snapshot::Snapshot, pid: u32) -> &'a memtools_tui::snapshot::Row {
+fn row(s: &Snapshot, pid: u32) -> &Row {
     s.rows.iter().find(|r| r.pid == pid).expect("the process")
 }
 
