@@ -44,6 +44,8 @@ struct Tracked {
     judged: Option<Arc<Judged>>,
     /// What the last analysis job saw: points appended, when, and whether it had exited.
     job: Option<(u64, Instant, bool)>,
+    /// The row as last shown; `None` once anything in it changed.
+    shown: Option<Arc<Row>>,
 }
 
 impl Tracked {
@@ -59,6 +61,7 @@ impl Tracked {
             complete: false,
             judged: None,
             job: None,
+            shown: None,
         }
     }
 
@@ -238,7 +241,10 @@ impl Follower {
                     if t.row.info.cmdline != row.info.cmdline {
                         t.cmdline = Arc::from(row.info.cmdline.as_str());
                     }
-                    t.row = row;
+                    if t.row != row {
+                        t.shown = None;
+                        t.row = row;
+                    }
                 }
                 None => {
                     self.by_id.insert(row.id, self.procs.len());
@@ -260,6 +266,7 @@ impl Follower {
             let chunk = store.process_samples_after(t.row.id, t.after, CHUNK)?;
             let Some(last) = chunk.last() else { break };
             t.after = Some(last.time);
+            t.shown = None;
             let values = chunk
                 .iter()
                 .filter_map(|s| s.metrics.get(metric).map(|v| (s.time, v)));
@@ -280,9 +287,7 @@ impl Follower {
     /// Shows another metric: its histories are read again from the start.
     pub fn set_metric(&mut self, metric: Metric) {
         self.wanted = Some(metric);
-        let default = self.metric;
-        self.start(default);
-        self.metric = metric;
+        self.start(metric);
     }
 
     /// The process whose chart is open, whose whole history each snapshot carries.
@@ -326,7 +331,9 @@ impl Follower {
         }
         for r in results {
             if let Some(&i) = self.by_id.get(&r.process.id) {
-                self.procs[i].judged = Some(Arc::new(Judged::of(r)));
+                let t = &mut self.procs[i];
+                t.judged = Some(Arc::new(Judged::of(r)));
+                t.shown = None;
             }
         }
         self.analysis.passes += 1;
@@ -334,8 +341,16 @@ impl Follower {
     }
 
     /// What the view draws now.
-    pub fn snapshot(&self) -> Snapshot {
-        let rows = self.procs.iter().map(row_of).collect::<Vec<_>>();
+    pub fn snapshot(&mut self) -> Snapshot {
+        let rows = self
+            .procs
+            .iter_mut()
+            .map(|t| {
+                let row = t.shown.take().unwrap_or_else(|| Arc::new(row_of(t)));
+                t.shown = Some(Arc::clone(&row));
+                row
+            })
+            .collect::<Vec<_>>();
         let focus = self.focus.and_then(|id| {
             let t = &self.procs[*self.by_id.get(&id)?];
             Some(Focus {

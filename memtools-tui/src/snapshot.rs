@@ -115,7 +115,9 @@ pub struct Snapshot {
     pub session: Option<SessionRow>,
     pub metric: Metric,
     pub counts: CountMetrics,
-    pub rows: Vec<Row>,
+    /// Shared with the follower, which rebuilds a row only when its process changed: a
+    /// snapshot of thousands of processes costs a pointer copy each.
+    pub rows: Vec<Arc<Row>>,
     pub focus: Option<Focus>,
     pub analysis: AnalysisState,
 }

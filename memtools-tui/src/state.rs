@@ -145,7 +145,7 @@ impl View {
 
     /// The rows shown, in order.
     pub fn rows(&self) -> impl ExactSizeIterator<Item = &Row> {
-        self.visible.iter().map(|&i| &self.snapshot.rows[i])
+        self.visible.iter().map(|&i| &*self.snapshot.rows[i])
     }
 
     /// The selected row, if any is shown.
@@ -166,6 +166,7 @@ impl View {
         self.snapshot
             .rows
             .iter()
+            .map(|r| &**r)
             .find(|r| r.pid == pid && r.start_time == start)
     }
 
@@ -408,7 +409,11 @@ fn compare(column: Column, a: &Row, b: &Row) -> std::cmp::Ordering {
     };
     match column {
         Column::Pid => a.pid.cmp(&b.pid),
-        Column::Name => a.name.to_lowercase().cmp(&b.name.to_lowercase()),
+        Column::Name => a
+            .name
+            .chars()
+            .flat_map(char::to_lowercase)
+            .cmp(b.name.chars().flat_map(char::to_lowercase)),
         Column::Value => a.value.cmp(&b.value),
         Column::Growth => a.growth.cmp(&b.growth),
         Column::Slope => match (slope(a), slope(b)) {
@@ -423,10 +428,10 @@ fn compare(column: Column, a: &Row, b: &Row) -> std::cmp::Ordering {
 
 /// The store ids of the process `root` (pid, start time) and all its descendants. A parent is
 /// the process with the child's ppid that started last before the child, as pids are reused.
-pub fn subtree(rows: &[Row], root: (u32, u64)) -> HashSet<i64> {
+pub fn subtree(rows: &[Arc<Row>], root: (u32, u64)) -> HashSet<i64> {
     let mut by_pid: HashMap<u32, Vec<&Row>> = HashMap::new();
     for r in rows {
-        by_pid.entry(r.pid).or_default().push(r);
+        by_pid.entry(r.pid).or_default().push(&**r);
     }
     let mut children: HashMap<i64, Vec<i64>> = HashMap::new();
     for r in rows {

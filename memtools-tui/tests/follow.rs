@@ -62,7 +62,7 @@ fn each_poll_reads_what_the_recorder_wrote_since_the_last() {
 fn the_verdicts_are_detects() {
     let t = TestStore::new();
     let _w = four_processes(&t);
-    let f = followed(&t);
+    let mut f = followed(&t);
     let s = f.snapshot();
     let store = Store::open_read_only(t.path()).unwrap();
     let report = analyse_session(&store, 1, None, &Params::default(), None, 16 << 30).unwrap();
@@ -191,4 +191,28 @@ fn another_metric_is_read_again_from_the_start() {
         .find(|p| p.process.info.key.pid == 100)
         .map(|p| p.analysis.verdict);
     assert_eq!(leaky.judged.as_ref().map(|j| j.verdict), expected);
+}
+
+#[test]
+fn a_snapshot_shares_the_rows_that_did_not_change() {
+    let t = TestStore::new();
+    let mut w = four_processes(&t);
+    let mut f = followed(&t);
+    let before = f.snapshot();
+    write(&mut w, 1, 60, 1, |_| 80 * MIB);
+    f.poll();
+    let after = f.snapshot();
+    let by_pid = |s: &Snapshot, pid| s.rows.iter().find(|r| r.pid == pid).cloned().unwrap();
+    // The leak got a sample: a new row with it; the others are the very same rows.
+    assert!(!std::sync::Arc::ptr_eq(
+        &by_pid(&before, 100),
+        &by_pid(&after, 100)
+    ));
+    assert_eq!(by_pid(&after, 100).value, Some(80 * MIB));
+    for pid in [200, 300, 101] {
+        assert!(std::sync::Arc::ptr_eq(
+            &by_pid(&before, pid),
+            &by_pid(&after, pid)
+        ));
+    }
 }

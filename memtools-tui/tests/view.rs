@@ -26,8 +26,8 @@ fn code(code: KeyCode) -> KeyEvent {
 fn the_table_shows_each_process_largest_growth_first_with_its_verdict_and_history() {
     let t = TestStore::new();
     let _w = four_processes(&t);
-    let f = followed(&t);
-    let mut v = view(&f, COLOR);
+    let mut f = followed(&t);
+    let mut v = view(&mut f, COLOR);
     let screen = draw(&mut terminal(100, 30), &mut v);
     let text = screen.join("\n");
     // The header: session, state, backend and interval, store; metric and counts; command.
@@ -108,7 +108,7 @@ fn thread_and_fd_columns_show_the_stored_counts_when_the_session_has_them() {
     )
     .with_counts(counts);
     judge(&mut f);
-    let screen = draw(&mut terminal(100, 30), &mut view(&f, COLOR));
+    let screen = draw(&mut terminal(100, 30), &mut view(&mut f, COLOR));
     // The leak's last sample is 69 MiB: 138 "threads"; no fds metric: `-`.
     assert_eq!(cell(&screen, "leaky", "THR"), "138");
     assert_eq!(cell(&screen, "leaky", "FDS"), "-");
@@ -118,8 +118,8 @@ fn thread_and_fd_columns_show_the_stored_counts_when_the_session_has_them() {
 fn each_column_sorts_and_the_same_key_again_reverses() {
     let t = TestStore::new();
     let _w = four_processes(&t);
-    let f = followed(&t);
-    let mut v = view(&f, COLOR);
+    let mut f = followed(&t);
+    let mut v = view(&mut f, COLOR);
     let mut term = terminal(100, 30);
     v.key(key('1'));
     assert_eq!(
@@ -164,8 +164,8 @@ fn each_column_sorts_and_the_same_key_again_reverses() {
 fn a_filter_keeps_the_processes_whose_name_matches() {
     let t = TestStore::new();
     let _w = four_processes(&t);
-    let f = followed(&t);
-    let mut v = view(&f, COLOR);
+    let mut f = followed(&t);
+    let mut v = view(&mut f, COLOR);
     let mut term = terminal(100, 30);
     v.key(key('/'));
     for c in "LEA".chars() {
@@ -203,8 +203,8 @@ fn following_a_tree_shows_a_process_and_its_descendants_only() {
         .add_process(&process(102, Some(101), "worker"), None)
         .unwrap();
     write(&mut w, grandchild, 0, 30, |_| 3 << 20);
-    let f = followed(&t);
-    let mut v = view(&f, COLOR);
+    let mut f = followed(&t);
+    let mut v = view(&mut f, COLOR);
     let mut term = terminal(100, 30);
     // The leak is selected first (largest growth); `t` follows its tree.
     assert_eq!(v.selected().map(|r| r.pid), Some(100));
@@ -226,7 +226,7 @@ fn the_chart_draws_a_history_with_its_verdicts_evidence() {
     let t = TestStore::new();
     let _w = four_processes(&t);
     let mut f = followed(&t);
-    let mut v = view(&f, COLOR);
+    let mut v = view(&mut f, COLOR);
     let mut term = terminal(100, 30);
     // Enter opens the selected process's chart and asks the follower for its whole history.
     assert_eq!(
@@ -237,7 +237,7 @@ fn the_chart_draws_a_history_with_its_verdicts_evidence() {
     let waiting = draw(&mut term, &mut v).join("\n");
     assert!(waiting.contains("reading the history"), "{waiting}");
     f.set_focus(Some(1));
-    v.update(snapshot(&f));
+    v.update(snapshot(&mut f));
     let screen = draw(&mut term, &mut v);
     let text = screen.join("\n");
     assert!(
@@ -290,8 +290,8 @@ fn the_chart_draws_a_history_with_its_verdicts_evidence() {
 fn a_resize_redraws_at_the_new_size_and_a_tiny_terminal_is_told_so() {
     let t = TestStore::new();
     let _w = four_processes(&t);
-    let f = followed(&t);
-    let mut v = view(&f, COLOR);
+    let mut f = followed(&t);
+    let mut v = view(&mut f, COLOR);
     let mut term = terminal(140, 40);
     let wide = draw(&mut term, &mut v);
     assert_eq!(wide.len(), 40);
@@ -318,8 +318,8 @@ fn everything_fits_in_80x24_and_the_selection_stays_in_sight() {
             u64::from(pid) * 4096 + i as u64 * u64::from(pid - 999) * 1024
         });
     }
-    let f = followed(&t);
-    let mut v = view(&f, COLOR);
+    let mut f = followed(&t);
+    let mut v = view(&mut f, COLOR);
     let mut term = terminal(80, 24);
     let screen = draw(&mut term, &mut v);
     for heading in [
@@ -376,9 +376,9 @@ fn no_color_draws_with_bold_dim_and_reverse_only() {
             .count()
     };
     let mut term = terminal(80, 24);
-    draw(&mut term, &mut view(&f, COLOR));
+    draw(&mut term, &mut view(&mut f, COLOR));
     assert!(colours(&term) > 0, "the coloured view has colours");
-    let mut v = view(&f, plain);
+    let mut v = view(&mut f, plain);
     let screen = draw(&mut term, &mut v);
     assert_eq!(colours(&term), 0);
     // The selected line still stands out, by reverse video.
@@ -390,7 +390,7 @@ fn no_color_draws_with_bold_dim_and_reverse_only() {
     assert_eq!(names(&screen)[0], "leaky");
     v.key(code(KeyCode::Enter));
     f.set_focus(Some(1));
-    v.update(snapshot(&f));
+    v.update(snapshot(&mut f));
     draw(&mut term, &mut v);
     assert_eq!(colours(&term), 0, "the chart has no colour either");
 }
@@ -404,14 +404,14 @@ fn without_a_utf8_locale_the_view_draws_in_ascii() {
         color: false,
         unicode: false,
     };
-    let mut v = view(&f, ascii);
+    let mut v = view(&mut f, ascii);
     let mut term = terminal(80, 24);
     let text = draw(&mut term, &mut v).join("\n");
     assert!(text.is_ascii(), "{text}");
     assert!(line_of(&text.lines().map(String::from).collect::<Vec<_>>(), "leaky").ends_with('#'));
     v.key(code(KeyCode::Enter));
     f.set_focus(Some(1));
-    v.update(snapshot(&f));
+    v.update(snapshot(&mut f));
     let text = draw(&mut term, &mut v).join("\n");
     assert!(text.is_ascii(), "{text}");
 }
@@ -421,7 +421,7 @@ fn metric_keys_ask_for_the_next_metric_and_the_view_shows_it() {
     let t = TestStore::new();
     let _w = four_processes(&t);
     let mut f = followed(&t);
-    let mut v = view(&f, COLOR);
+    let mut v = view(&mut f, COLOR);
     assert_eq!(
         v.key(key('m')),
         Action::Request(Request::Metric(Metric::RssAnon))
@@ -445,8 +445,8 @@ fn metric_keys_ask_for_the_next_metric_and_the_view_shows_it() {
 fn ctrl_c_interrupts_and_q_quits_from_every_screen() {
     let t = TestStore::new();
     let _w = four_processes(&t);
-    let f = followed(&t);
-    let mut v = view(&f, COLOR);
+    let mut f = followed(&t);
+    let mut v = view(&mut f, COLOR);
     let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
     assert_eq!(v.key(ctrl_c), Action::Interrupt);
     v.key(code(KeyCode::Enter));

@@ -95,11 +95,12 @@ fn measure(user: &Path, dir: &Path, pids: &[String], backend: &str) -> Result<Ru
     let store = dir.join("top-bench.db");
     remove_store(&store);
     let mut record = Command::new(user);
-    record
-        .arg("record")
-        .arg("--store")
-        .arg(&store)
-        .args(["--backend", backend, "--interval", "100ms"]);
+    record.arg("record").arg("--store").arg(&store).args([
+        "--backend",
+        backend,
+        "--interval",
+        "100ms",
+    ]);
     for p in pids {
         record.args(["--pid", p]);
     }
@@ -220,7 +221,10 @@ fn markdown(runs: &[Vec<Run>]) -> String {
         "Live view CPU ({ROUNDS} rounds, {} s windows after {} s warm-up; load average at the end: {})\n",
         WINDOW.as_secs(),
         WARM_UP.as_secs(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let _ = writeln!(
         s,

@@ -141,7 +141,7 @@ pub fn judge(f: &mut Follower) {
     }
 }
 
-pub fn view(f: &Follower, theme: Theme) -> View {
+pub fn view(f: &mut Follower, theme: Theme) -> View {
     View::new(Arc::new(f.snapshot()), theme)
 }
 
@@ -188,7 +188,7 @@ pub fn line_of<'a>(screen: &'a [String], name: &str) -> &'a str {
 }
 
 /// Snapshot whose follower is gone: for the view alone.
-pub fn snapshot(f: &Follower) -> Arc<Snapshot> {
+pub fn snapshot(f: &mut Follower) -> Arc<Snapshot> {
     Arc::new(f.snapshot())
 }
 
