@@ -63,6 +63,13 @@ pub fn run(path: &Path, settings: Settings, mut controls: Controls) -> Result<()
                 view.update(s);
                 dirty = true;
             }
+            if !worker.alive() && view.notice.is_none() {
+                view.notice = Some(
+                    "reading the store stopped (an internal error, printed when you quit); what is shown is no longer updated"
+                        .into(),
+                );
+                dirty = true;
+            }
             if dirty {
                 screen
                     .terminal

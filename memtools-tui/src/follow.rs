@@ -23,9 +23,10 @@ const CHUNK: usize = 50_000;
 const LIST_EVERY: Duration = Duration::from_secs(1);
 /// Points of the open chart's history: min/max pairs, enough for a wide braille chart.
 const FOCUS_BUCKETS: usize = 1000;
-/// A process's verdict is refreshed when its history grew by this fraction since the last one
-/// (so a long history is not re-analysed every second for a few more points) ...
-const REANALYSE_GROWTH: u64 = 20;
+/// A process's verdict is refreshed when its history grew by a tenth since the last one (so a
+/// long history is not re-analysed every second for a few more points: the analysis costs the
+/// same per new sample however long the history) ...
+const REANALYSE_GROWTH: u64 = 10;
 /// ... or, if anything changed at all, after this long.
 const REANALYSE_EVERY: Duration = Duration::from_secs(30);
 
@@ -161,7 +162,7 @@ impl Follower {
                 }
             },
         };
-        match self.read(&store) {
+        match store.read_transaction(|store| self.read(store)) {
             Ok(()) => self.store = Some(store),
             // Waiting for a first session is not a failure; the store stays open.
             Err(StoreError::NoSessions { path }) => {

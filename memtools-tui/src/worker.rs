@@ -89,6 +89,11 @@ impl Worker {
         self.latest.take()
     }
 
+    /// Whether the follower still runs (it only stops on its own by panicking).
+    pub fn alive(&self) -> bool {
+        self.follower.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
     pub fn request(&self, request: Request) {
         // A follower that is gone (it panicked) has nothing to be asked; the view goes on.
         let _ = self.tx.send(Message::Request(request));

@@ -91,18 +91,18 @@ fn verdicts_are_refreshed_only_when_a_history_moved_enough() {
     // Nothing new: no process is due.
     f.poll();
     assert!(f.due_job().is_none());
-    // One more sample of a 60-sample history is under 5 %: not yet.
+    // Five more samples of a 60-sample history are under a tenth: not yet.
     let leak = 1;
-    write(&mut w, leak, 60, 1, |i| (10 + i as u64) * MIB);
+    write(&mut w, leak, 60, 5, |i| (10 + i as u64) * MIB);
     f.poll();
     assert!(f.due_job().is_none());
-    // Four more (5 in all, over 1/20 of 60): due, and only that process.
-    write(&mut w, leak, 61, 4, |i| (10 + i as u64) * MIB);
+    // One more (6 in all, a tenth of 60): due, and only that process.
+    write(&mut w, leak, 65, 1, |i| (10 + i as u64) * MIB);
     f.poll();
     let job = f.due_job().expect("a job");
     assert_eq!(job.histories.len(), 1);
     assert_eq!(job.histories[0].0.info.name, "leaky");
-    assert_eq!(job.histories[0].1.len(), 65);
+    assert_eq!(job.histories[0].1.len(), 66);
 }
 
 #[test]

@@ -120,7 +120,7 @@ pub struct TopArgs {
     #[arg(long, default_value = "100ms", value_parser = parse_duration, value_name = "DUR")]
     pub interval: Duration,
     /// How often the view reads new samples from the store
-    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DUR")]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DUR")]
     pub refresh: Duration,
 }
 

@@ -353,7 +353,7 @@ fn view_settings(
         metric,
         params,
         this_machine,
-        refresh: std::time::Duration::from_millis(500),
+        refresh: std::time::Duration::from_secs(1),
     }
 }
 
@@ -369,6 +369,9 @@ fn top(args: TopArgs) -> Result<i32> {
         };
         memtools_tui::run(path, settings, controls)?;
         return Ok(0);
+    }
+    if args.session != memtools::store::SessionSelector::Latest {
+        bail!("--session picks a session of --store; without --store, top records a new one");
     }
     // Private to us (mode 0700, a fresh random name), removed when we return.
     let dir = tempfile::Builder::new()

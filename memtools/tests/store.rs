@@ -312,9 +312,22 @@ fn a_follower_reads_every_metric_of_only_the_newer_samples() {
     w.flush().unwrap();
     let newer = reader.process_samples_after(id, Some(1_300), 100).unwrap();
     assert_eq!(newer, vec![sample(1_400, 4)]);
+    // Inside one read transaction, what is committed meanwhile waits for the next one.
+    let seen = reader
+        .read_transaction(|r| {
+            let before = r.process_samples_after(id, Some(1_400), 100)?;
+            w.add_sample(a, &sample(1_500, 5)).unwrap();
+            w.flush().unwrap();
+            let after = r.process_samples_after(id, Some(1_400), 100)?;
+            Ok((before.len(), after.len()))
+        })
+        .unwrap();
+    assert_eq!(seen, (0, 0));
+    let next = reader.process_samples_after(id, Some(1_400), 100).unwrap();
+    assert_eq!(next, vec![sample(1_500, 5)]);
     assert!(
         reader
-            .process_samples_after(id, Some(1_400), 100)
+            .process_samples_after(id, Some(1_500), 100)
             .unwrap()
             .is_empty()
     );

@@ -321,3 +321,32 @@ fn top_records_every_process_into_a_temporary_store_it_removes() {
     });
     assert!(after.contains("EXITED 0\nLISTED"), "{after}");
 }
+
+#[test]
+fn without_a_terminal_the_live_view_says_so_and_nothing_is_recorded() {
+    let store = TestStore::new();
+    let path = store.path().display().to_string();
+    let runs: [&[&str]; 3] = [
+        &["top", "--backend", "procfs"],
+        &["top", "--store", &path],
+        &["record", "--live", "--backend", "procfs", "--", "true"],
+    ];
+    for args in runs {
+        // setsid: a new session, with no controlling terminal to draw on.
+        let out = Command::new("setsid")
+            .arg("-w")
+            .arg(memtools_user())
+            .args(args)
+            .env("MEMTOOLS_STORE", store.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("setsid (util-linux)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("the live view needs a terminal"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(store.sessions().is_empty(), "{:?}", store.sessions());
+}
