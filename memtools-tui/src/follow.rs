@@ -27,7 +27,8 @@ const FOCUS_BUCKETS: usize = 1000;
 /// long history is not re-analysed every second for a few more points: the analysis costs the
 /// same per new sample however long the history) ...
 const REANALYSE_GROWTH: u64 = 10;
-/// ... or, if anything changed at all, after this long.
+/// ... or, if anything changed at all, after this long per thousand points (at least this
+/// long): a long history then costs no more to keep fresh than a short one.
 const REANALYSE_EVERY: Duration = Duration::from_secs(30);
 
 /// One process being followed.
@@ -76,7 +77,8 @@ impl Tracked {
         };
         let new = self.history.appended() - seen;
         let exited_since = self.row.exit.is_some() && !exited;
-        let stale = now.duration_since(when) >= REANALYSE_EVERY;
+        let per_thousand = (self.history.len() / 1000).max(1) as u32;
+        let stale = now.duration_since(when) >= REANALYSE_EVERY * per_thousand;
         // A change-only (eBPF) history grows in time without new samples: held to the end.
         let moved = new > 0 || (change_only && recording);
         exited_since || (new > 0 && new * REANALYSE_GROWTH >= seen) || (moved && stale)

@@ -13,6 +13,7 @@ pub mod app;
 pub mod draw;
 pub mod follow;
 pub mod history;
+pub mod order;
 pub mod snapshot;
 pub mod state;
 pub mod terminal;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use memtools::analysis::{Evidence, Verdict};
+use memtools::analysis::resample::to_time_ns;
+use memtools::analysis::{Analysis, Detector, Evidence, Verdict};
 use memtools::detect::{Limit, ProcessResult};
 use memtools::model::{Metric, TimeNs};
 use memtools::store::SessionRow;
@@ -49,6 +50,9 @@ pub struct Judged {
     /// Samples the analysis used.
     pub samples: usize,
     pub limit: Limit,
+    /// The line the evidence's detector fitted, from its window's start to its end: LBR's
+    /// least-squares line, or the Theil-Sen line of the block medians or of the lower envelope.
+    pub line: Option<[(TimeNs, f64); 2]>,
 }
 
 impl Judged {
@@ -59,8 +63,34 @@ impl Judged {
             evidence: result.analysis.evidence,
             samples: result.analysis.samples,
             limit: result.limit,
+            line: fitted_line(&result.analysis),
         }
     }
+}
+
+/// The evidence's line, from the pipeline's overlay (the GUI draws the same ones).
+fn fitted_line(analysis: &Analysis) -> Option<[(TimeNs, f64); 2]> {
+    let evidence = analysis.evidence?;
+    let o = &analysis.overlay;
+    let (slope, intercept, from_s, to_s) = match evidence.detector {
+        Detector::Envelope => o
+            .envelope
+            .as_ref()
+            .map(|t| (t.slope, t.intercept, t.from_s, t.to_s))?,
+        Detector::Trend => o
+            .trend
+            .as_ref()
+            .map(|t| (t.slope, t.intercept, t.from_s, t.to_s))?,
+        Detector::Lbr => o
+            .segments
+            .iter()
+            .filter_map(|s| s.lbr.as_ref()?.window)
+            .find(|w| to_time_ns(o.origin, w.start_s) == evidence.window_start)
+            .map(|w| (w.fit.slope, w.fit.intercept, w.start_s, w.end_s))?,
+        Detector::Cpd => return None,
+    };
+    let point = |s: f64| (to_time_ns(o.origin, s), slope * s + intercept);
+    Some([point(from_s), point(to_s)])
 }
 
 /// One process of the session.

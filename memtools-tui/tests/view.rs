@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use memtools::analysis::MIB;
 use memtools::model::Metric;
 use memtools_tui::snapshot::CountMetrics;
 use memtools_tui::state::{Action, Screen};
@@ -454,4 +455,49 @@ fn ctrl_c_interrupts_and_q_quits_from_every_screen() {
     assert_eq!(v.key(key('q')), Action::Quit);
     v.key(key('/'));
     assert_eq!(v.key(ctrl_c), Action::Interrupt);
+}
+
+#[test]
+fn the_selection_stays_on_the_top_line_until_a_process_is_picked() {
+    let t = TestStore::new();
+    let mut w = four_processes(&t);
+    let mut f = followed(&t);
+    let mut v = view(&mut f, COLOR);
+    assert_eq!(v.selected().map(|r| &*r.name), Some("leaky"));
+    // The steady service jumps to the top: the selection is the top line, now it.
+    write(&mut w, 2, 60, 1, |_| 500 * MIB);
+    judge(&mut f);
+    v.update(snapshot(&mut f));
+    assert_eq!(v.selected().map(|r| &*r.name), Some("steady"));
+    // Picked by hand, a process keeps the selection wherever it moves.
+    v.key(code(KeyCode::Down));
+    assert_eq!(v.selected().map(|r| &*r.name), Some("leaky"));
+    write(&mut w, 4, 60, 1, |_| 900 * MIB);
+    judge(&mut f);
+    v.update(snapshot(&mut f));
+    let screen = draw(&mut terminal(100, 30), &mut v);
+    assert_eq!(names(&screen)[..2], ["helper", "steady"]);
+    assert_eq!(v.selected().map(|r| &*r.name), Some("leaky"));
+}
+
+#[test]
+fn the_chart_draws_the_line_the_detector_fitted() {
+    let t = TestStore::new();
+    let _w = four_processes(&t);
+    let mut f = followed(&t);
+    // The leak's line: where the pipeline put it, not a guess from the last value.
+    let s = f.snapshot();
+    let leaky = s.rows.iter().find(|r| r.pid == 100).unwrap();
+    let judged = leaky.judged.as_ref().unwrap();
+    let [(t0, y0), (t1, y1)] = judged.line.expect("a fitted line");
+    let e = judged.evidence.unwrap();
+    assert!(t0 < t1 && y0 < y1, "{:?}", judged.line);
+    assert!(((y1 - y0) / ((t1 - t0) as f64 / 1e9) - e.slope_bytes_per_s).abs() < 1.0);
+    // A flat service's envelope line lies on its level.
+    let steady = s.rows.iter().find(|r| r.pid == 200).unwrap();
+    let [(_, a), (_, b)] = steady.judged.as_ref().unwrap().line.expect("a line");
+    assert!(
+        (a - 20.0 * MIB as f64).abs() < 1.0 && (b - 20.0 * MIB as f64).abs() < 1.0,
+        "{a} {b}"
+    );
 }

@@ -160,7 +160,7 @@ fn top_beside_a_recording_shows_the_leak_as_it_happens() {
     // The header: the session being recorded, its backend and interval, the counts.
     let lines: Vec<&str> = screen.lines().collect();
     assert!(lines[0].starts_with("session 1 · recording"), "{screen}");
-    assert!(lines[0].contains("procfs every 0.1 s"), "{screen}");
+    assert!(lines[0].contains("procfs every 100 ms"), "{screen}");
     assert!(
         lines[1].starts_with("rss · 1 process, 1 running"),
         "{screen}"
@@ -349,4 +349,43 @@ fn without_a_terminal_the_live_view_says_so_and_nothing_is_recorded() {
         );
     }
     assert!(store.sessions().is_empty(), "{:?}", store.sessions());
+}
+
+#[test]
+fn q_leaves_the_live_view_and_the_recording_goes_on_with_the_output() {
+    let store = TestStore::new();
+    let script = format!(
+        "echo out-before; {} linear --step 1MiB --every 100ms --duration 8s; echo out-after",
+        quote(Path::new(leak_sim()))
+    );
+    let tmux = Tmux::start(
+        100,
+        30,
+        &format!(
+            "{} record --live --store {} --backend procfs -- sh -c '{}'; echo EXITED $?; sleep 60",
+            quote(memtools_user()),
+            quote(&store.path()),
+            script.replace('\'', r"'\''")
+        ),
+    );
+    tmux.wait_for("the live view", Duration::from_secs(60), |s| {
+        line_of(s, "leak-sim").is_some()
+    });
+    tmux.keys(&["q"]);
+    // The view is gone while the command still runs: its output so far, and the status line.
+    let during = tmux.wait_for("the status line", Duration::from_secs(20), |s| {
+        s.contains("memtools: recording session 1")
+    });
+    assert!(during.contains("out-before"), "{during}");
+    assert!(
+        !during.contains("EXITED"),
+        "the command ended too early: {during}"
+    );
+    // What it writes later shows as it comes, then the summary and its status.
+    let after = tmux.wait_for("record to exit", Duration::from_secs(60), |s| {
+        s.contains("EXITED")
+    });
+    assert!(after.contains("out-after"), "{after}");
+    assert!(after.contains("memtools: session 1 (procfs)"), "{after}");
+    assert!(after.contains("EXITED 0"), "{after}");
 }

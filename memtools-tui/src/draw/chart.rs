@@ -52,11 +52,11 @@ pub fn draw(f: &mut Frame, area: Rect, view: &mut View) {
         .iter()
         .map(|&(x, y)| (seconds(x), y as f64))
         .collect();
-    let fit = row
+    let fit: Vec<(f64, f64)> = row
         .judged
         .as_ref()
-        .and_then(|j| j.evidence)
-        .map(|e| fit_line(&e, points, seconds))
+        .and_then(|j| j.line)
+        .map(|line| line.iter().map(|&(t, y)| (seconds(t), y)).collect())
         .unwrap_or_default();
     let (x0, x1) = (data[0].0, data[data.len() - 1].0.max(data[0].0 + 1.0));
     let (lo, hi) = data
@@ -181,27 +181,4 @@ fn detector_name(e: &Evidence) -> &'static str {
         Detector::Envelope => "envelope",
         Detector::Cpd => "cpd",
     }
-}
-
-/// The detector's line over its window: its slope, ending at the history's value at the
-/// window's end.
-fn fit_line(
-    e: &Evidence,
-    points: &[(TimeNs, u64)],
-    seconds: impl Fn(TimeNs) -> f64,
-) -> Vec<(f64, f64)> {
-    let end = points
-        .iter()
-        .rev()
-        .find(|p| p.0 <= e.window_end)
-        .or(points.first())
-        .map_or(0.0, |p| p.1 as f64);
-    let span = (e.window_end - e.window_start) as f64 / NS_PER_SEC as f64;
-    if !(span > 0.0 && e.slope_bytes_per_s.is_finite()) {
-        return Vec::new();
-    }
-    vec![
-        (seconds(e.window_start), end - e.slope_bytes_per_s * span),
-        (seconds(e.window_end), end),
-    ]
 }

@@ -57,6 +57,16 @@ pub fn verdict(row: &Row, unicode: bool) -> &'static str {
     }
 }
 
+/// A sampling interval: `100 ms` below a second, as the analysis words durations above.
+pub fn interval(ns: i64) -> String {
+    const MS: i64 = 1_000_000;
+    if ns > 0 && ns < 1000 * MS && ns % MS == 0 {
+        format!("{} ms", ns / MS)
+    } else {
+        units::duration_ns(ns)
+    }
+}
+
 /// A duration in seconds as the analysis words it (`42 s`, `5 min 10 s`).
 pub fn seconds(s: f64) -> String {
     format::duration(s)
