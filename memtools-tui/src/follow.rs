@@ -411,6 +411,7 @@ fn row_of(t: &Tracked) -> Row {
         fds: t.fds,
         judged: t.judged.clone(),
         spark: t.history.spark().to_vec(),
+        low: t.history.low(),
         samples: t.history.len(),
     }
 }

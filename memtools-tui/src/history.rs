@@ -97,6 +97,12 @@ impl History {
         &self.spark.buckets
     }
 
+    /// The smallest value ever seen: the sparkline's floor, so a sawtooth shows as peaks high
+    /// above it rather than as its peaks' small differences.
+    pub fn low(&self) -> u64 {
+        self.spark.low
+    }
+
     /// At most `width` min/max pairs over the whole history, for a chart `width` cells wide:
     /// every peak and trough survives, however many points the history holds.
     pub fn downsampled(&self, width: usize) -> Vec<(TimeNs, u64)> {
@@ -146,6 +152,7 @@ struct Spark {
     /// Nanoseconds per bucket.
     span: i64,
     buckets: Vec<u64>,
+    low: u64,
 }
 
 impl Spark {
@@ -154,10 +161,12 @@ impl Spark {
             origin: None,
             span: step.max(1),
             buckets: Vec::with_capacity(SPARK_BUCKETS),
+            low: u64::MAX,
         }
     }
 
     fn push(&mut self, t: TimeNs, v: u64) {
+        self.low = self.low.min(v);
         let origin = *self.origin.get_or_insert(t);
         let span = self.span.max(1);
         let mut index = ((t - origin).max(0) / span) as usize;

@@ -116,6 +116,8 @@ pub struct Row {
     pub judged: Option<Arc<Judged>>,
     /// The whole history in a few buckets (largest value of each), oldest first.
     pub spark: Vec<u64>,
+    /// The smallest value of the history: the sparkline's floor.
+    pub low: u64,
     pub samples: usize,
 }
 

@@ -122,8 +122,8 @@ impl Theme {
 }
 
 /// The history in `width` cells at most, newest at the right: each cell the largest value of its
-/// share of the buckets, scaled from the history's own low to its high.
-pub fn sparkline(buckets: &[u64], width: usize, theme: &Theme) -> String {
+/// share of the buckets, scaled from `low` (the history's smallest value) to the highest.
+pub fn sparkline(buckets: &[u64], low: u64, width: usize, theme: &Theme) -> String {
     if buckets.is_empty() || width == 0 {
         return String::new();
     }
@@ -139,7 +139,7 @@ pub fn sparkline(buckets: &[u64], width: usize, theme: &Theme) -> String {
     };
     let (lo, hi) = cells
         .iter()
-        .fold((u64::MAX, 0), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        .fold((low, 0), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let levels = theme.levels();
     let top = levels.len() - 1;
     let mut out = String::with_capacity(width * 3);
@@ -169,20 +169,22 @@ mod tests {
     #[test]
     fn a_sparkline_rises_with_its_history_and_fits_its_width() {
         assert_eq!(
-            sparkline(&[0, 1, 2, 3, 4, 5, 6, 7], 8, &UNICODE),
+            sparkline(&[0, 1, 2, 3, 4, 5, 6, 7], 0, 8, &UNICODE),
             "▁▂▃▄▅▆▇█"
         );
         // Fewer buckets than cells: right-aligned, newest at the right edge.
-        assert_eq!(sparkline(&[5, 5], 4, &UNICODE), "  ▁▁");
+        assert_eq!(sparkline(&[5, 5], 5, 4, &UNICODE), "  ▁▁");
+        // A sawtooth's peaks stand high above its floor, not spread by their small differences.
+        assert_eq!(sparkline(&[24, 26, 25], 1, 3, &UNICODE), "▇██");
         // More buckets than cells: each cell the largest of its share.
-        let s = sparkline(&(0..64).collect::<Vec<_>>(), 8, &UNICODE);
+        let s = sparkline(&(0..64).collect::<Vec<_>>(), 0, 8, &UNICODE);
         assert_eq!(s.chars().count(), 8);
         assert!(s.ends_with('█'), "{s}");
         let ascii = Theme {
             color: false,
             unicode: false,
         };
-        assert_eq!(sparkline(&[0, 7], 2, &ascii), "_#");
+        assert_eq!(sparkline(&[0, 7], 0, 2, &ascii), "_#");
     }
 
     #[test]

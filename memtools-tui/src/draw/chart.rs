@@ -99,6 +99,8 @@ pub fn draw(f: &mut Frame, area: Rect, view: &mut View) {
     // Top left: memory that grows fills the top right.
     let chart = Chart::new(datasets)
         .legend_position(Some(LegendPosition::TopLeft))
+        // Shown unless it would cover a third of the width or half of the height.
+        .hidden_legend_constraints((Constraint::Ratio(1, 3), Constraint::Ratio(1, 2)))
         .x_axis(
             Axis::default()
                 .bounds([x0, x1])

@@ -120,7 +120,7 @@ fn line(
         right(count(counts.threads, r.threads)),
         right(count(counts.fds, r.fds)),
         Cell::from(words::verdict(r, t.unicode)).style(t.verdict(verdict)),
-        Cell::from(sparkline(&r.spark, history, t)).style(t.spark()),
+        Cell::from(sparkline(&r.spark, r.low, history, t)).style(t.spark()),
     ];
     let row = TableRow::new(cells);
     if r.exited { row.style(t.exited()) } else { row }
