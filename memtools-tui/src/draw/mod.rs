@@ -94,9 +94,9 @@ fn header(view: &View) -> Vec<Line<'static>> {
         (Some(_), Some(e)) => format!("ended after {elapsed}, exit {}", e.shell_code()),
         (Some(_), None) => format!("ended after {elapsed}"),
     };
-    let interval = s.interval_ns.map_or(String::new(), |i| {
-        format!(" every {}", units::duration_ns(i))
-    });
+    let interval = s
+        .interval_ns
+        .map_or(String::new(), |i| format!(" every {}", words::interval(i)));
     let mut first = vec![
         Span::styled(format!("session {}", s.id), t.title()),
         Span::raw(format!(

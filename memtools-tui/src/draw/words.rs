@@ -80,3 +80,16 @@ pub fn fit(title: &str, width: usize, unicode: bool) -> String {
     let keep: String = title.chars().take(width.saturating_sub(1)).collect();
     format!("{keep}{}", if unicode { "…" } else { "~" })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_below_a_second_are_in_milliseconds() {
+        assert_eq!(interval(100_000_000), "100 ms");
+        assert_eq!(interval(10_000_000), "10 ms");
+        assert_eq!(interval(1_000_000_000), "1 s");
+        assert_eq!(interval(1_500_000_000), "1.5 s");
+    }
+}
