@@ -111,6 +111,15 @@ fn measure(user: &Path, dir: &Path, pids: &[String], backend: &str) -> Result<Ru
             .spawn()
             .context("starting the recorder")?,
     );
+    // The view follows a session that is being recorded: wait until there is one (loading the
+    // eBPF programs takes a moment, more on a busy machine).
+    let waited = Instant::now();
+    while store_figures(user, &store).is_err() {
+        if waited.elapsed() > Duration::from_secs(60) {
+            bail!("the recorder started no session in {}", store.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let socket = format!("memtools-bench-{}", std::process::id());
     let tmux = |args: &[&str]| {
         Command::new("tmux")
