@@ -56,7 +56,10 @@ pub fn run(path: &Path, settings: Settings, mut controls: Controls) -> Result<()
         );
         let mut dirty = true;
         loop {
-            if controls.close.load(Ordering::SeqCst) || caught.load(Ordering::SeqCst) {
+            if controls.close.load(Ordering::SeqCst)
+                || caught.load(Ordering::SeqCst)
+                || screen.hung_up()
+            {
                 return Ok(());
             }
             if let Some(s) = worker.snapshot() {
