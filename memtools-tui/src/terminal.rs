@@ -75,6 +75,20 @@ pub fn open() -> Result<Screen, TuiError> {
     }
 }
 
+/// Hands the terminal back to the shell and stops this process (SIGTSTP, as the terminal's
+/// Ctrl-Z would, which raw mode turns into a key); when the shell resumes it (`fg`), takes the
+/// terminal over again and clears it so the next frame is drawn whole.
+pub fn suspend(screen: &mut Screen) -> Result<(), TuiError> {
+    restore();
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGTSTP)
+        .map_err(|e| TuiError::Terminal(e.into()))?;
+    enable_raw_mode().map_err(TuiError::Terminal)?;
+    ACTIVE.store(true, Ordering::SeqCst);
+    execute!(screen.terminal.backend_mut(), EnterAlternateScreen, Hide)
+        .map_err(TuiError::Terminal)?;
+    screen.terminal.clear().map_err(TuiError::Terminal)
+}
+
 /// Leaves the alternate screen, shows the cursor and ends raw mode; does nothing if the view
 /// is not up. Safe from a panic hook.
 pub fn restore() {

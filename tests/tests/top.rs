@@ -497,3 +497,42 @@ fn a_terminal_that_vanishes_ends_the_view_and_the_recording() {
     assert_eq!(sessions[0]["state"], "finished", "{sessions:?}");
     assert_eq!(sessions[0]["exit_signal"], 1, "{sessions:?}");
 }
+
+/// Ctrl-Z puts `top` in the background like any program (the shell says it stopped and gets
+/// the terminal back, not the view's raw mode); `fg` brings the view back, whole.
+#[test]
+fn ctrl_z_suspends_top_and_fg_brings_it_back() {
+    let store = TestStore::new();
+    store.ok(&["record", "--backend", "procfs", "--", "true"]);
+    let tmux = Tmux::start(100, 30, "PS1='$ ' bash --norc --noprofile -i");
+    tmux.keys(&[
+        &format!(
+            "{} top --store {}",
+            quote(memtools_user()),
+            quote(&store.path())
+        ),
+        "Enter",
+    ]);
+    tmux.wait_for("the view", Duration::from_secs(60), |s| {
+        s.starts_with("session 1 ")
+    });
+    tmux.keys(&["C-z"]);
+    let shell = tmux.wait_for("the shell", Duration::from_secs(20), |s| {
+        s.contains("Stopped")
+    });
+    assert!(!shell.starts_with("session 1 "), "{shell}");
+    // The terminal is the shell's again: what is typed is echoed.
+    tmux.keys(&["echo typed-$((1+1))", "Enter"]);
+    tmux.wait_for("the shell's echo", Duration::from_secs(20), |s| {
+        s.contains("typed-2")
+    });
+    tmux.keys(&["fg", "Enter"]);
+    tmux.wait_for("the view again", Duration::from_secs(20), |s| {
+        s.starts_with("session 1 ") && s.contains("true")
+    });
+    tmux.keys(&["q"]);
+    tmux.keys(&["echo EXITED $?", "Enter"]);
+    tmux.wait_for("top to exit", Duration::from_secs(20), |s| {
+        s.contains("EXITED 0")
+    });
+}
