@@ -19,6 +19,8 @@ mod rss;
 #[cfg(target_arch = "bpf")]
 mod shared;
 #[cfg(target_arch = "bpf")]
+mod sites;
+#[cfg(target_arch = "bpf")]
 mod syscalls;
 
 /// The eBPF object is built only for the bpf target; a host build (clippy, `cargo check

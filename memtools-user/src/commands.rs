@@ -68,6 +68,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Detect(args) => detect(args),
         Command::Top(args) => top(args),
+        Command::Sites(args) => crate::sites::run(args),
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
             // One transaction for every file: all are imported, or none.

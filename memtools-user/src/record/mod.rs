@@ -126,6 +126,13 @@ pub enum Event<'a> {
     Sample(ProcessKey, &'a Sample),
     /// A followed process exited (or can no longer be seen) at this time.
     Exited(ProcessKey, TimeNs),
+    /// Growth sites of a followed process: one symbolized stack and what was counted for it
+    /// (`record --sites`).
+    Sites {
+        key: ProcessKey,
+        stack: &'a memtools::sites::Stack,
+        counts: &'a [memtools::sites::SiteCount],
+    },
 }
 
 /// Where a backend's events go.

@@ -242,6 +242,11 @@ impl Sink for Recording<'_> {
                     self.write(|w| w.process_exited(id, time));
                 }
             }
+            Event::Sites { key, stack, counts } => {
+                if let Some(id) = self.processes.get(&key).map(|p| p.id) {
+                    self.write(|w| w.add_sites(id, stack, counts));
+                }
+            }
         }
         Ok(())
     }

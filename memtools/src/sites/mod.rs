@@ -5,6 +5,13 @@
 //! window. The recorder symbolizes stacks while the process is alive and keeps each frame's
 //! module build-id and file offset, so a copied session can be symbolized again elsewhere.
 
+mod report;
+
+pub use report::{
+    ProcessSites, SHALLOW_STACKS, SiteSummary, flame_graph, folded, named_frame, shallow,
+    summarize, text,
+};
+
 use crate::model::TimeNs;
 
 /// What made the kernel sample a stack.

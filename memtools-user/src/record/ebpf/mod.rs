@@ -19,6 +19,7 @@
 
 mod btf;
 mod load;
+pub mod sites;
 
 pub use load::EbpfError;
 
