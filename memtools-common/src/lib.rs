@@ -125,6 +125,11 @@ pub struct SiteKey {
     pub cause: u32,
     /// `bpf_ktime_get_boot_ns` divided by the bucket length the recorder set.
     pub bucket: u64,
+    /// The word at the user stack pointer when sampled: the return address into the caller
+    /// when the innermost function keeps no frame (memset, memcpy and other hand-written leaf
+    /// functions), a caller frame pointers skip. The recorder keeps it only when the bytes
+    /// before it are a call instruction. 0 when unknown.
+    pub leaf_return: u64,
     /// User instruction addresses, innermost first: the sampled one, then return addresses.
     pub ips: [u64; SITE_STACK_DEPTH],
 }

@@ -11,7 +11,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_stack, bpf_ktime_get_boot_ns},
+    helpers::{bpf_get_stack, bpf_ktime_get_boot_ns, bpf_probe_read_user},
     macros::{map, perf_event},
     maps::{Array, HashMap, PerCpuArray},
     programs::PerfEventContext,
@@ -54,8 +54,9 @@ fn setting(index: u32, default: u64) -> u64 {
 }
 
 /// Counts one sample of the current user stack of followed process `tgid`.
+/// `sp`: the user stack pointer when the context has it (0 otherwise).
 #[inline(always)]
-pub fn record_site<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64) {
+pub fn record_site<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64, sp: u64) {
     let Some(key) = SITE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -69,6 +70,11 @@ pub fn record_site<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64) {
         }
         (*key).tgid = tgid;
         (*key).cause = cause;
+        (*key).leaf_return = if sp == 0 {
+            0
+        } else {
+            bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+        };
         (*key).bucket = bpf_ktime_get_boot_ns() / setting(config::BUCKET_NS, 1_000_000_000);
         let got = bpf_get_stack(
             ctx.as_ptr(),
@@ -98,11 +104,15 @@ pub fn record_site<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64) {
 pub fn site_fault(ctx: PerfEventContext) -> u32 {
     let tgid = current_tgid();
     if stats_of(tgid).is_some() {
+        // SAFETY: the context is the kernel's bpf_perf_event_data; a page fault event taken
+        // in user mode carries the user registers.
+        let sp = unsafe { (*ctx.ctx).regs.rsp };
         record_site(
             &ctx,
             tgid,
             site_cause::FAULT,
             setting(config::FAULT_BYTES, 4096),
+            sp,
         );
     }
     0

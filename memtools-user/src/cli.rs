@@ -269,6 +269,13 @@ pub struct RecordArgs {
     /// context switches are seen too; costs fault-heavy programs about 5 % (README: benchmarks)
     #[arg(long)]
     pub rss_events: bool,
+    /// eBPF: sample the user stack where followed processes grow (every Nth page fault), so
+    /// `sites` can say which code grew them; needs frame pointers in the recorded programs
+    #[arg(long)]
+    pub sites: bool,
+    /// With --sites: one stack every this many page faults of a process
+    #[arg(long, default_value_t = crate::record::ebpf::sites::DEFAULT_FAULT_PERIOD, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub sites_period: u64,
     /// Time between samples (10ms to 1h), like 100ms, 1s
     #[arg(long, default_value = "100ms", value_parser = parse_interval, value_name = "DUR")]
     pub interval: Duration,

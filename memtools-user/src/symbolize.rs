@@ -37,7 +37,7 @@ impl Default for Symbolizer {
 /// The address looked up for a stack position. Every frame but the innermost holds a return
 /// address, the instruction after the call: one byte back is inside the call, so its line is
 /// the call's line, and a call ending a function does not resolve to the next function.
-fn lookup_address(address: u64, position: usize) -> u64 {
+pub fn lookup_address(address: u64, position: usize) -> u64 {
     if position == 0 {
         address
     } else {
@@ -67,17 +67,27 @@ impl Symbolizer {
             .collect();
         lookups.sort_unstable();
         lookups.dedup();
+        let frames = self.resolve(pid, &lookups)?;
+        Ok(stacks.iter().map(|s| assemble(s, &frames)).collect())
+    }
+
+    /// The frames of each lookup address (see [`lookup_address`]) of process `pid`.
+    pub fn resolve(
+        &self,
+        pid: u32,
+        lookups: &[Addr],
+    ) -> Result<HashMap<Addr, Vec<Frame>>, SymbolizeError> {
         let err = |source| SymbolizeError { pid, source };
         let normalized = self
             .normalizer
-            .normalize_user_addrs(Pid::from(pid), &lookups)
+            .normalize_user_addrs(Pid::from(pid), lookups)
             .map_err(err)?;
         let mut process = Process::new(Pid::from(pid));
         // map_files needs CAP_SYS_ADMIN; without it the paths in the maps are used instead.
         process.map_files = nix::unistd::geteuid().is_root();
         let symbolized = self
             .blaze
-            .symbolize(&Source::Process(process), Input::AbsAddr(&lookups))
+            .symbolize(&Source::Process(process), Input::AbsAddr(lookups))
             .map_err(err)?;
         let mut frames: HashMap<Addr, Vec<Frame>> = HashMap::with_capacity(lookups.len());
         for ((lookup, (offset, meta)), sym) in
@@ -103,26 +113,27 @@ impl Symbolizer {
             };
             frames.insert(*lookup, expanded);
         }
-        Ok(stacks
-            .iter()
-            .map(|stack| {
-                stack
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, address)| {
-                        let mut expanded = frames
-                            .get(&lookup_address(*address, i))
-                            .cloned()
-                            .unwrap_or_default();
-                        for f in &mut expanded {
-                            f.address = *address;
-                        }
-                        expanded
-                    })
-                    .collect()
-            })
-            .collect())
+        Ok(frames)
     }
+}
+
+/// A stack's frames from resolved lookup addresses; an address not among them keeps just the
+/// address. Every frame carries the sampled address, not the one looked up.
+pub fn assemble(stack: &[u64], frames: &HashMap<Addr, Vec<Frame>>) -> Stack {
+    stack
+        .iter()
+        .enumerate()
+        .flat_map(|(i, address)| {
+            let mut expanded = frames
+                .get(&lookup_address(*address, i))
+                .cloned()
+                .unwrap_or_else(|| vec![Frame::default()]);
+            for f in &mut expanded {
+                f.address = *address;
+            }
+            expanded
+        })
+        .collect()
 }
 
 /// One symbol with its inlined calls as frames, innermost first. blazesym gives the outer

@@ -46,6 +46,10 @@ pub enum RecordError {
     Signals(std::io::Error),
     #[error("cannot record with eBPF")]
     Ebpf(#[from] ebpf::EbpfError),
+    #[error(
+        "--sites samples stacks in the kernel and needs the eBPF backend, which is not in use ({0})"
+    )]
+    SitesNeedEbpf(String),
 }
 
 /// Which processes a backend follows.
@@ -181,6 +185,8 @@ pub struct PreparedBackend {
     loaded: Option<Box<ebpf::Ebpf>>,
     reason: String,
     fallback: Option<String>,
+    /// `record --sites`: sample growth sites every this many faults, in buckets this long (ns).
+    sites: Option<(u64, u64)>,
 }
 
 /// Chooses the backend asked for and loads it (`all`: every process will be followed).
@@ -193,6 +199,7 @@ pub fn prepare_backend(
         loaded: None,
         reason,
         fallback,
+        sites: None,
     };
     match choice {
         BackendChoice::Procfs => Ok(procfs("procfs requested".to_string(), None)),
@@ -200,12 +207,14 @@ pub fn prepare_backend(
             loaded: Some(Box::new(ebpf::Ebpf::load(all, rss_events)?)),
             reason: "ebpf requested".to_string(),
             fallback: None,
+            sites: None,
         }),
         BackendChoice::Auto => match ebpf::Ebpf::load(all, rss_events) {
             Ok(b) => Ok(PreparedBackend {
                 loaded: Some(Box::new(b)),
                 reason: "auto: eBPF loaded".to_string(),
                 fallback: None,
+                sites: None,
             }),
             Err(e) => Ok(procfs(
                 format!("auto: eBPF not possible ({e}); fell back to procfs"),
@@ -234,6 +243,16 @@ impl PreparedBackend {
         self.fallback.as_deref()
     }
 
+    /// Asks for growth sites (`record --sites`): a stack every `period` page faults, counted
+    /// in buckets of `bucket_ns`. Only the eBPF backend samples them.
+    pub fn with_sites(mut self, period: u64, bucket_ns: u64) -> Result<Self, RecordError> {
+        if self.loaded.is_none() {
+            return Err(RecordError::SitesNeedEbpf(self.reason.clone()));
+        }
+        self.sites = Some((period, bucket_ns));
+        Ok(self)
+    }
+
     /// Starts following the scope's processes.
     pub fn follow(self, scope: Scope) -> Result<OpenedBackend, RecordError> {
         let backend: Box<dyn Backend> = match self.loaded {
@@ -243,6 +262,10 @@ impl PreparedBackend {
                     ebpf::EbpfError::NoSuchPid(pid) => RecordError::NoSuchPid(pid),
                     e => RecordError::Ebpf(e),
                 })?;
+                if let Some((period, bucket_ns)) = self.sites {
+                    b.sample_sites(&scope, period, bucket_ns)
+                        .map_err(RecordError::Ebpf)?;
+                }
                 b
             }
             None => Box::new(procfs::Procfs::new(scope)?),

@@ -35,14 +35,46 @@ pub fn shallow(sites: &[Site]) -> bool {
     total > 0 && one_deep * 2 > total
 }
 
-/// The frame a site is named after: the innermost one with a source location (the program's
-/// own code, not the allocator or libc beneath it, which have no debug information on most
-/// machines), else the innermost with a function name, else the innermost.
+/// Whether a frame is the C library, the allocator or a language runtime (memset, malloc,
+/// `alloc::`, `core::`...): where memory is touched, not the code that asked for it.
+pub fn is_runtime(frame: &Frame) -> bool {
+    const MODULES: &[&str] = &[
+        "libc.so",
+        "libc-",
+        "ld-linux",
+        "libstdc++",
+        "libgcc_s",
+        "libjemalloc",
+        "libtcmalloc",
+        "libmimalloc",
+    ];
+    const FUNCTIONS: &[&str] = &[
+        "alloc::",
+        "core::",
+        "std::",
+        "<alloc::",
+        "<core::",
+        "<std::",
+        "__rust_",
+        "hashbrown::",
+        "<hashbrown::",
+    ];
+    let module = frame.module.as_deref().map(base).unwrap_or("");
+    let function = frame.function.as_deref().unwrap_or("");
+    MODULES.iter().any(|m| module.starts_with(m))
+        || FUNCTIONS.iter().any(|f| function.starts_with(f))
+}
+
+/// The frame a site is named after: the innermost frame of the program's own code with a
+/// source location (not the C library, allocator or runtime beneath it, see [`is_runtime`]),
+/// else the innermost of its own with a name, else the innermost.
 pub fn named_frame(site: &Site) -> Option<&Frame> {
+    let own = |f: &&Frame| !is_runtime(f);
     site.stack
         .iter()
+        .filter(own)
         .find(|f| f.file.is_some() && f.function.is_some())
-        .or_else(|| site.stack.iter().find(|f| f.function.is_some()))
+        .or_else(|| site.stack.iter().filter(own).find(|f| f.function.is_some()))
         .or_else(|| site.stack.first())
 }
 
@@ -217,9 +249,10 @@ mod tests {
         }
     }
 
-    /// A leak through malloc (libc without debug information on top), and a churn.
+    /// A leak through malloc (libc, here with debug information, on top), and a churn.
     fn sample_sites() -> Vec<Site> {
-        let malloc = frame(Some("_int_malloc"), None, 0);
+        let mut malloc = frame(Some("_int_malloc"), Some("./malloc/malloc.c"), 4378);
+        malloc.module = Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into());
         vec![
             site(
                 vec![

@@ -10,18 +10,25 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use aya::programs::perf_event::{
     PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
-use memtools_common::{SiteCounts, SiteKey};
+use std::collections::HashMap;
 
+use memtools::model::{ProcessKey, TimeNs};
+use memtools::sites::{Frame, SiteCause, SiteCount};
+use memtools_common::{SiteCounts, SiteKey, site_cause};
+
+use super::boottime_ns;
 use super::load::EbpfError;
+use crate::record::{Event, RecordError, Sink};
+use crate::symbolize::{Symbolizer, assemble, lookup_address};
 
 /// Every this many page faults of a process, one stack is sampled by default.
 pub const DEFAULT_FAULT_PERIOD: u64 = 97;
 
 /// Which processes' faults are sampled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SiteTarget {
-    /// The recorded command and every process it starts (the event is inherited).
-    Tree(u32),
+    /// These processes and every process they start (the event is inherited).
+    Tree(Vec<u32>),
     /// Every followed process on the machine: one event per CPU.
     AllCpus,
 }
@@ -93,15 +100,17 @@ impl SiteSampler {
         let event = PerfEventConfig::Software(SoftwareEvent::PageFaults);
         let policy = SamplePolicy::Period(period);
         match target {
-            SiteTarget::Tree(pid) => {
-                program
-                    .attach(
-                        event,
-                        PerfEventScope::OneProcess { pid, cpu: None },
-                        policy,
-                        true,
-                    )
-                    .map_err(program_error("attach to the recorded command"))?;
+            SiteTarget::Tree(pids) => {
+                for pid in pids {
+                    program
+                        .attach(
+                            event,
+                            PerfEventScope::OneProcess { pid, cpu: None },
+                            policy,
+                            true,
+                        )
+                        .map_err(program_error("attach to a recorded process"))?;
+                }
             }
             SiteTarget::AllCpus => {
                 let cpus = aya::util::online_cpus().map_err(|(_, e)| EbpfError::Program {
@@ -133,15 +142,15 @@ impl SiteSampler {
         self.bucket_ns
     }
 
-    /// Takes what the kernel counted in buckets before `before_bucket` (None: everything, at
-    /// the end of a recording). A bucket still being counted is left alone, so no sample is
-    /// lost between reading an entry and removing it.
-    pub fn drain(&mut self, before_bucket: Option<u64>) -> Vec<(SiteKey, SiteCounts)> {
+    /// Takes the entries `take` chooses. A bucket still being counted for a live process is
+    /// best left alone (see [`SiteRecorder::drain`]): between reading an entry and removing
+    /// it, the kernel may add to it.
+    pub fn drain(&mut self, mut take: impl FnMut(&SiteKey) -> bool) -> Vec<(SiteKey, SiteCounts)> {
         let keys: Vec<SiteKey> = self
             .sites
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| before_bucket.is_none_or(|b| k.bucket < b))
+            .filter(|k| take(k))
             .collect();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
@@ -159,6 +168,168 @@ impl SiteSampler {
     }
 }
 
+/// The sampler with what turns its counts into stored sites: symbolization while the process
+/// lives, and the frames of addresses already seen, for the samples drained after it exited.
+pub struct SiteRecorder {
+    sampler: SiteSampler,
+    symbolizer: Symbolizer,
+    known: HashMap<u32, HashMap<u64, Vec<Frame>>>,
+    /// The process each tgid with samples stood for, kept after it exits.
+    keys: HashMap<u32, ProcessKey>,
+    /// Whether a leaf's return-address candidate follows a call instruction, by (tgid, address).
+    after_call: HashMap<(u32, u64), bool>,
+}
+
+impl SiteRecorder {
+    pub fn new(sampler: SiteSampler) -> SiteRecorder {
+        SiteRecorder {
+            sampler,
+            symbolizer: Symbolizer::new(),
+            known: HashMap::new(),
+            keys: HashMap::new(),
+            after_call: HashMap::new(),
+        }
+    }
+
+    /// Drains the ended buckets, and every bucket of processes no longer followed (exited:
+    /// they fault no more), or everything with `last`; symbolizes their stacks and hands them
+    /// to the sink as [`Event::Sites`]. `offset`: wall-clock time minus boot-clock time;
+    /// `key_of` finds the followed process a tgid stands for now.
+    pub fn drain(
+        &mut self,
+        offset: TimeNs,
+        last: bool,
+        key_of: impl Fn(u32) -> Option<ProcessKey>,
+        sink: &mut dyn Sink,
+    ) -> Result<(), RecordError> {
+        let bucket_ns = self.sampler.bucket_ns();
+        let now_bucket = (boottime_ns().max(0) as u64) / bucket_ns;
+        let keys = &mut self.keys;
+        let alive = |tgid: u32| key_of(tgid);
+        let drained = self.sampler.drain(|k| {
+            let now = alive(k.tgid);
+            if let Some(key) = now {
+                keys.insert(k.tgid, key);
+            }
+            last || k.bucket < now_bucket || now.is_none()
+        });
+        let mut by_tgid: HashMap<u32, Vec<(SiteKey, SiteCounts)>> = HashMap::new();
+        for (k, c) in drained {
+            by_tgid.entry(k.tgid).or_default().push((k, c));
+        }
+        for (tgid, entries) in by_tgid {
+            // A process never seen followed: nothing to store it under.
+            let Some(key) = self.keys.get(&tgid).copied() else {
+                continue;
+            };
+            let stacks: Vec<Vec<u64>> = entries
+                .iter()
+                .map(|(k, _)| {
+                    let mut stack = addresses(k);
+                    let candidate = k.leaf_return;
+                    if stack.len() == 1 || (stack.len() > 1 && stack[1] != candidate) {
+                        let plausible = *self
+                            .after_call
+                            .entry((tgid, candidate))
+                            .or_insert_with(|| follows_a_call(tgid, candidate));
+                        if plausible {
+                            stack.insert(1, candidate);
+                        }
+                    }
+                    stack
+                })
+                .collect();
+            let known = self.known.entry(tgid).or_default();
+            let missing: Vec<u64> = {
+                let mut m: Vec<u64> = stacks
+                    .iter()
+                    .flat_map(|s| s.iter().enumerate().map(|(i, a)| lookup_address(*a, i)))
+                    .filter(|a| !known.contains_key(a))
+                    .collect();
+                m.sort_unstable();
+                m.dedup();
+                m
+            };
+            // A process that exited keeps the frames of the addresses seen while it lived.
+            if !missing.is_empty()
+                && let Ok(frames) = self.symbolizer.resolve(tgid, &missing)
+            {
+                known.extend(frames);
+            }
+            for ((k, c), stack) in entries.iter().zip(&stacks) {
+                let cause = match k.cause {
+                    site_cause::BRK => SiteCause::Brk,
+                    site_cause::MMAP => SiteCause::Mmap,
+                    _ => SiteCause::Fault,
+                };
+                let count = SiteCount {
+                    time: offset + (k.bucket.saturating_mul(bucket_ns)) as TimeNs,
+                    cause,
+                    samples: c.samples,
+                    bytes: c.bytes,
+                };
+                let frames = assemble(stack, known);
+                sink.event(Event::Sites {
+                    key,
+                    stack: &frames,
+                    counts: &[count],
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Samples the kernel could not keep (its map was full).
+    pub fn dropped(&self) -> u64 {
+        self.sampler.dropped()
+    }
+
+    /// Forgets a process's frames once it is gone and drained.
+    pub fn forget(&mut self, tgid: u32) {
+        self.known.remove(&tgid);
+    }
+}
+
+/// Whether `addr` in process `pid`'s code is just after a call instruction (x86-64: `call
+/// rel32`, or `call` through a register or memory, 2 to 7 bytes): then it is a return address,
+/// and the word the kernel read at the stack pointer is the caller a frameless leaf function
+/// hides from frame-pointer unwinding. Anything else (data that happened to be there) is not.
+fn follows_a_call(pid: u32, addr: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    if addr < 8 {
+        return false;
+    }
+    let mut before = [0u8; 7];
+    let Ok(mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
+        return false;
+    };
+    if mem.read_exact_at(&mut before, addr - 7).is_err() {
+        return false;
+    }
+    // call rel32: E8 + 4 bytes.
+    if before[2] == 0xe8 {
+        return true;
+    }
+    // call r/m64: FF /2, with 0 to 5 bytes of ModRM, SIB and displacement after the opcode.
+    (2..=7).any(|len| {
+        let at = 7 - len;
+        before[at] == 0xff && (before[at + 1] >> 3) & 7 == 2 && modrm_len(before[at + 1]) == len - 1
+    })
+}
+
+/// The bytes of a ModRM byte and what follows it (SIB, displacement), for a 64-bit operand.
+fn modrm_len(modrm: u8) -> usize {
+    let (md, rm) = (modrm >> 6, modrm & 7);
+    let sib = usize::from(md != 3 && rm == 4);
+    let disp = match md {
+        0 if rm == 5 => 4,
+        1 => 1,
+        2 => 4,
+        _ => 0,
+    };
+    1 + sib + disp
+}
+
 /// A sampled stack's addresses, innermost first, without the unused slots.
 pub fn addresses(key: &SiteKey) -> Vec<u64> {
     key.ips.iter().copied().take_while(|ip| *ip != 0).collect()
@@ -167,7 +338,7 @@ pub fn addresses(key: &SiteKey) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use memtools_common::{ProcStats, site_cause};
+    use memtools_common::ProcStats;
 
     #[test]
     fn faults_of_the_followed_tree_only_are_sampled_with_their_stacks() {
@@ -193,7 +364,7 @@ mod tests {
         let period = 16;
         let mut sampler = SiteSampler::attach(
             &mut loaded.bpf,
-            SiteTarget::Tree(pid),
+            SiteTarget::Tree(vec![pid]),
             period,
             4096,
             100_000_000,
@@ -204,7 +375,7 @@ mod tests {
         std::hint::black_box(&noise);
         let status = child.wait().expect("waiting for sh");
         assert!(status.success());
-        let drained = sampler.drain(None);
+        let drained = sampler.drain(|_| true);
         let ours: Vec<_> = drained.iter().filter(|(k, _)| k.tgid == pid).collect();
         let samples: u64 = ours.iter().map(|(_, c)| c.samples).sum();
         // 8192 pages of the buffer alone: about 512 samples at 1 in 16.
@@ -226,7 +397,7 @@ mod tests {
             "a process outside the tree was sampled"
         );
         assert!(
-            sampler.drain(None).is_empty(),
+            sampler.drain(|_| true).is_empty(),
             "drained entries are removed"
         );
         assert_eq!(sampler.dropped(), 0);
