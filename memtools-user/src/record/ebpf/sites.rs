@@ -227,7 +227,9 @@ impl SiteRecorder {
                 .map(|(k, _)| {
                     let mut stack = addresses(k);
                     let candidate = k.leaf_return;
-                    if stack.len() == 1 || (stack.len() > 1 && stack[1] != candidate) {
+                    // Only where frame pointers unwound past the leaf: without them the
+                    // stack is one frame deep, and `sites` says so rather than guess.
+                    if stack.len() > 1 && stack[1] != candidate {
                         let plausible = *self
                             .after_call
                             .entry((tgid, candidate))
