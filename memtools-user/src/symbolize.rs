@@ -232,8 +232,7 @@ mod tests {
         // Far above any pid_max: never a live process.
         let err = Symbolizer::new()
             .symbolize(i32::MAX as u32 - 1, &[vec![0x1000]])
-            .err()
-            .expect("no such process");
+            .expect_err("no such process");
         assert!(
             err.to_string()
                 .contains(&format!("process {}", i32::MAX - 1)),

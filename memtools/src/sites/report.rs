@@ -85,7 +85,9 @@ pub fn summarize(sites: &[Site]) -> Vec<SiteSummary> {
         return Vec::new();
     }
     let total: u64 = sites.iter().map(|s| s.bytes).sum();
-    let mut by_frame: BTreeMap<(String, Option<String>, Option<u32>), (u64, u64)> = BTreeMap::new();
+    // (function, file, line) -> (bytes, samples)
+    type Named = (String, Option<String>, Option<u32>);
+    let mut by_frame: BTreeMap<Named, (u64, u64)> = BTreeMap::new();
     for site in sites {
         let Some(frame) = named_frame(site) else {
             continue;

@@ -1,8 +1,6 @@
 //! Growth sites in the store: stacks written once per session, counts per process, stack,
 //! cause and time bucket, read back summed over a window.
 
-use std::collections::HashMap;
-
 use rusqlite::params;
 
 use super::writer::{ProcessId, SessionWriter};
@@ -109,15 +107,10 @@ impl Store {
             )
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
-        let mut stacks: HashMap<i64, Stack> = HashMap::new();
         let mut sites = Vec::with_capacity(totals.len());
         for (stack_id, samples, bytes) in totals {
-            if !stacks.contains_key(&stack_id) {
-                let stack = self.stack(stack_id)?;
-                stacks.insert(stack_id, stack);
-            }
             sites.push(Site {
-                stack: stacks[&stack_id].clone(),
+                stack: self.stack(stack_id)?,
                 samples: samples.max(0) as u64,
                 bytes: bytes.max(0) as u64,
             });
