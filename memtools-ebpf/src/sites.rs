@@ -106,7 +106,11 @@ pub fn site_fault(ctx: PerfEventContext) -> u32 {
     if stats_of(tgid).is_some() {
         // SAFETY: the context is the kernel's bpf_perf_event_data; a page fault event taken
         // in user mode carries the user registers.
+        #[cfg(bpf_target_arch = "x86_64")]
         let sp = unsafe { (*ctx.ctx).regs.rsp };
+        // Elsewhere the leaf's caller is not recovered (see the recorder's `follows_a_call`).
+        #[cfg(not(bpf_target_arch = "x86_64"))]
+        let sp = 0;
         record_site(
             &ctx,
             tgid,

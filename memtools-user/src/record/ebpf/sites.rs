@@ -102,14 +102,19 @@ impl SiteSampler {
         match target {
             SiteTarget::Tree(pids) => {
                 for pid in pids {
-                    program
-                        .attach(
-                            event,
-                            PerfEventScope::OneProcess { pid, cpu: None },
-                            policy,
-                            true,
-                        )
-                        .map_err(program_error("attach to a recorded process"))?;
+                    let attached = program.attach(
+                        event,
+                        PerfEventScope::OneProcess { pid, cpu: None },
+                        policy,
+                        true,
+                    );
+                    match attached {
+                        Ok(_) => {}
+                        // Gone already (a command that ran in a blink): nothing to sample.
+                        Err(aya::programs::ProgramError::SyscallError(e))
+                            if e.io_error.raw_os_error() == Some(libc::ESRCH) => {}
+                        Err(e) => return Err(program_error("attach to a recorded process")(e)),
+                    }
                 }
             }
             SiteTarget::AllCpus => {
@@ -350,15 +355,21 @@ mod tests {
         }
         let mut loaded = super::super::load::load(false, false, 4096, "").expect("loading");
         // The command waits before it grows, so the sampler is attached first: dd's 32 MiB
-        // buffer is faulted in page by page.
-        let mut child = std::process::Command::new("sh")
+        // buffer is faulted in page by page. It runs detached (reparented away from this test
+        // process), so the other tests of this binary, which look at this process's children,
+        // neither see nor kill it.
+        let out = std::process::Command::new("sh")
             .args([
                 "-c",
-                "sleep 0.5; exec dd if=/dev/zero of=/dev/null bs=32M count=2 status=none",
+                "(sleep 0.5; exec dd if=/dev/zero of=/dev/null bs=32M count=2 status=none) \
+                 </dev/null >/dev/null 2>&1 & echo $!",
             ])
-            .spawn()
+            .output()
             .expect("sh");
-        let pid = child.id();
+        let pid: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("the command's pid");
         loaded
             .stats
             .insert(pid, ProcStats::default(), 0)
@@ -375,8 +386,11 @@ mod tests {
         // The test process faults too, but is outside the tree.
         let noise: Vec<u8> = vec![1; 8 << 20];
         std::hint::black_box(&noise);
-        let status = child.wait().expect("waiting for sh");
-        assert!(status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(std::time::Instant::now() < deadline, "dd did not end");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let drained = sampler.drain(|_| true);
         let ours: Vec<_> = drained.iter().filter(|(k, _)| k.tgid == pid).collect();
         let samples: u64 = ours.iter().map(|(_, c)| c.samples).sum();
