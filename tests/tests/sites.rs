@@ -86,6 +86,19 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
     let bytes: Vec<u64> = sites.iter().filter_map(|s| s["bytes"].as_u64()).collect();
     assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{report}");
 
+    // detect names the leak's top three sites, in its table and its JSON.
+    let detect = store.ok(&["detect"]);
+    assert!(
+        detect.contains("grew most in grow_cache (grow_cache.c:14), 9"),
+        "{detect}"
+    );
+    let out = store.run(&["detect", "--format", "json", "--fail-on-leak"]);
+    assert_eq!(out.status.code(), Some(3));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("detect's JSON");
+    let named = json["processes"][0]["sites"].as_array().expect("sites");
+    assert!(!named.is_empty() && named.len() <= 3, "{json}");
+    assert_eq!(named[0]["function"], "grow_cache", "{json}");
+
     // Text, folded stacks (outermost first, down to grow_cache) and a flame graph file.
     let text = store.ok(&["sites"]);
     assert!(text.contains("grow_cache  grow_cache.c:14"), "{text}");
@@ -147,6 +160,9 @@ fn a_program_without_frame_pointers_gets_the_clear_message_and_no_site() {
     assert!(problem.contains("-fno-omit-frame-pointer"), "{report}");
     let text = store.ok(&["sites", "--window", "all"]);
     assert!(text.contains("one frame deep"), "{text}");
+    let detect = store.ok(&["detect"]);
+    assert!(detect.contains("build with frame pointers"), "{detect}");
+    assert!(!detect.contains("grew most in"), "{detect}");
 }
 
 #[test]
