@@ -27,6 +27,8 @@ pub struct ProcessResult {
     pub grew_in: Vec<crate::sites::SiteSummary>,
     /// Its growth sites were sampled but stacks came back one frame deep (no frame pointers).
     pub sites_shallow: bool,
+    /// For a leak with named sites: every stack sampled in its leak window, for its flame graph.
+    pub sites: Vec<crate::sites::Site>,
 }
 
 impl ProcessResult {
@@ -383,6 +385,7 @@ pub fn analyse_histories(
                 budget: None,
                 grew_in: Vec::new(),
                 sites_shallow: false,
+                sites: Vec::new(),
             }
         })
         .collect();
@@ -450,6 +453,9 @@ pub fn attach_sites(
             .into_iter()
             .take(SITES_NAMED)
             .collect();
+        if !r.grew_in.is_empty() {
+            r.sites = sites;
+        }
     }
     Ok(())
 }

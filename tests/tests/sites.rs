@@ -58,7 +58,30 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
         "grow_cache",
         &["-O1", "-g", "-fno-omit-frame-pointer"],
     );
-    record(&store, &program);
+    // Recorded as CI would: the leak fails the run, and the Markdown report links its flame
+    // graph.
+    let md = store.dir.path().join("leaks.md");
+    let spec = format!("markdown:{}", md.display());
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--sites",
+        "--fail-on-leak",
+        "--report",
+        &spec,
+        "--",
+        program.to_str().expect("UTF-8"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("grew most in grow_cache"), "{summary}");
     // The leak's window (the default): the process leaks, and grew most in grow_cache.
     let report = sites_json(&store, "leak");
     let processes = report.as_array().expect("an array of processes");
@@ -98,6 +121,18 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
     let named = json["processes"][0]["sites"].as_array().expect("sites");
     assert!(!named.is_empty() && named.len() <= 3, "{json}");
     assert_eq!(named[0]["function"], "grow_cache", "{json}");
+
+    // The Markdown report links the leak's flame graph, written beside its plot.
+    let text = std::fs::read_to_string(&md).expect("the Markdown report");
+    assert!(text.contains("grew most in grow_cache"), "{text}");
+    let link = text
+        .lines()
+        .find(|l| l.contains("flame graph]("))
+        .unwrap_or_else(|| panic!("no flame graph link: {text}"));
+    let target = link.rsplit_once("](").map(|(_, t)| t.trim_end_matches(')'));
+    let flame = store.dir.path().join(target.expect("a link"));
+    let flame = std::fs::read_to_string(&flame).expect("the linked flame graph");
+    assert!(flame.contains("<svg") && flame.contains("grow_cache"));
 
     // Text, folded stacks (outermost first, down to grow_cache) and a flame graph file.
     let text = store.ok(&["sites"]);
