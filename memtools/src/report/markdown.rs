@@ -126,11 +126,14 @@ pub fn flame_name(r: &ProcessResult) -> String {
     svg_name(r).replace(".svg", "-sites.svg")
 }
 
+/// The relative paths of a leak's plot and of its growth-site flame graph, when written.
+pub type PlotPaths = (Option<String>, Option<String>);
+
 /// The Markdown text. `plots` gives, for a leaking process, the relative paths of its SVG and
 /// of its growth-site flame graph (when it has sites) when they were written.
 pub fn render(
     report: &SessionReport,
-    plots: &mut dyn FnMut(&ProcessResult) -> (Option<String>, Option<String>),
+    plots: &mut dyn FnMut(&ProcessResult) -> PlotPaths,
 ) -> String {
     let s = &report.session;
     let (leaks, ok, insufficient) = report.counts();
