@@ -10,6 +10,9 @@ use std::process::Command;
 use common::{TestStore, is_root, skip};
 
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_cache.c");
+const RUST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_cache.rs");
+/// The line of the Rust grow_cache that allocates (and fills) the leaked block.
+const RUST_LEAK_LINE: u64 = 8;
 /// The line of grow_cache that touches the leaked memory.
 const LEAK_LINE: u64 = 14;
 
@@ -169,6 +172,51 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
         std::fs::read_to_string(&victim).expect("reading"),
         "precious"
     );
+}
+
+#[test]
+fn a_rust_program_built_with_frame_pointers_names_its_own_function_not_the_standard_library() {
+    if !ready("a_rust_program_built_with_frame_pointers_names_its_own_function") {
+        return;
+    }
+    let store = TestStore::new();
+    let program = store.dir.path().join("grow_cache_rs");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let status = Command::new(rustc)
+        .args([
+            "--edition",
+            "2024",
+            "-O",
+            "-g",
+            "-C",
+            "force-frame-pointers=yes",
+            "-o",
+        ])
+        .arg(&program)
+        .arg(RUST_SOURCE)
+        .status()
+        .expect("running rustc");
+    assert!(status.success(), "rustc failed");
+    record(&store, &program);
+    let report = sites_json(&store, "leak");
+    let sites = report[0]["sites"].as_array().expect("sites");
+    let top = &sites[0];
+    assert_eq!(top["function"], "grow_cache::grow_cache", "{report}");
+    assert!(
+        top["file"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("grow_cache.rs"),
+        "{report}"
+    );
+    assert_eq!(top["line"], RUST_LEAK_LINE, "{report}");
+    assert!(top["share"].as_f64().unwrap_or(0.0) > 0.8, "{report}");
+    let churn: f64 = sites
+        .iter()
+        .filter(|s| s["function"] == "grow_cache::churn")
+        .map(|s| s["share"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(churn < 0.05, "churn carries {churn}: {report}");
 }
 
 #[test]

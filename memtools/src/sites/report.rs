@@ -59,10 +59,16 @@ pub fn is_runtime(frame: &Frame) -> bool {
         "hashbrown::",
         "<hashbrown::",
     ];
+    // Where the Rust standard library and C++ headers are built from: generic code of theirs
+    // (`<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem`) is compiled into the
+    // program, under names that do not start with its crate.
+    const FILES: &[&str] = &["/rustc/", "/usr/include/c++/"];
     let module = frame.module.as_deref().map(base).unwrap_or("");
     let function = frame.function.as_deref().unwrap_or("");
+    let file = frame.file.as_deref().unwrap_or("");
     MODULES.iter().any(|m| module.starts_with(m))
         || FUNCTIONS.iter().any(|f| function.starts_with(f))
+        || FILES.iter().any(|f| file.starts_with(f))
 }
 
 /// The frame a site is named after: the innermost frame of the program's own code with a
