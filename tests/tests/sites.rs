@@ -5,7 +5,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{TestStore, is_root, skip};
 
@@ -28,6 +29,71 @@ fn compile(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
         .expect("running cc (cargo xtask setup installs it)");
     assert!(status.success(), "cc {flags:?} failed");
     out
+}
+
+/// `top` on a store in a tmux server of its own (its own socket); the server ends with it.
+struct Top {
+    socket: String,
+}
+
+impl Top {
+    fn start(store: &Path) -> Top {
+        let top = Top {
+            socket: format!("memtools-sites-test-{}", std::process::id()),
+        };
+        let command = format!(
+            "'{}' top --store '{}' --session latest",
+            common::memtools_user().display(),
+            store.display()
+        );
+        let status = top
+            .tmux()
+            .args(["-f", "/dev/null", "new-session", "-d", "-s", "main"])
+            .args(["-x", "400", "-y", "40"])
+            .arg(command)
+            .status()
+            .expect("tmux not found: `cargo xtask setup` installs it (Debian package tmux)");
+        assert!(status.success(), "tmux new-session failed");
+        top
+    }
+
+    fn tmux(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]).env("LANG", "C.UTF-8");
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    /// Opens the first process's chart and waits for `what` on the screen.
+    fn chart_shows(&self, what: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let _ = self
+                .tmux()
+                .args(["send-keys", "-t", "main", "Enter"])
+                .status();
+            std::thread::sleep(Duration::from_millis(500));
+            let out = self
+                .tmux()
+                .args(["capture-pane", "-p", "-t", "main"])
+                .output()
+                .expect("tmux capture-pane");
+            let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+            if screen.contains(what) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the chart never showed {what:?}:\n{screen}"
+            );
+        }
+    }
+}
+
+impl Drop for Top {
+    fn drop(&mut self) {
+        let _ = self.tmux().arg("kill-server").status();
+    }
 }
 
 fn ready(test: &str) -> bool {
@@ -136,6 +202,11 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
     let flame = store.dir.path().join(target.expect("a link"));
     let flame = std::fs::read_to_string(&flame).expect("the linked flame graph");
     assert!(flame.contains("<svg") && flame.contains("grow_cache"));
+
+    // The terminal view's chart of the process names the site with its evidence.
+    let top = Top::start(&store.path());
+    top.chart_shows("grew most in grow_cache (grow_cache.c:14)");
+    drop(top);
 
     // Text, folded stacks (outermost first, down to grow_cache) and a flame graph file.
     let text = store.ok(&["sites"]);
