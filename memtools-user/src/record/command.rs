@@ -1,6 +1,9 @@
 //! The recorded command: started as our child, its exit status kept for our own.
 
 use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
@@ -42,12 +45,35 @@ fn shell_quote(arg: &str) -> String {
 /// The running command.
 pub(crate) struct Child {
     pid: Pid,
+    /// The program, to name it when it cannot be started.
+    program: String,
     status: Option<ExitStatus>,
+    /// Holds the command before its exec until the recorder is ready (see [`Child::spawn`]).
+    gate: Option<Gate>,
+}
+
+/// A command forked but waiting, before its exec, for the recorder to follow its pid.
+struct Gate {
+    /// Writing a byte lets the command go; closing it unwritten cancels it.
+    open: std::fs::File,
+    /// The thread in `std::process::Command::spawn`, which returns once the command has
+    /// exec'ed (or failed to).
+    spawning: std::thread::JoinHandle<std::io::Result<std::process::Child>>,
+}
+
+/// A pipe, both ends close-on-exec.
+fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+    Ok((read.into(), write.into()))
 }
 
 impl Child {
-    /// Starts the command. The recorder becomes a child subreaper first, so descendants
-    /// orphaned by a parent's exit are re-parented to it and stay in the followed tree.
+    /// Forks the command, held before its exec until [`Child::release`]: the recorder first
+    /// follows its pid, so nothing the command does, however quick (a shell's thousand
+    /// one-millisecond children), happens before recording starts. The recorder becomes a
+    /// child subreaper first, so descendants orphaned by a parent's exit are re-parented to it
+    /// and stay in the followed tree.
     pub fn spawn(
         command: &Command,
         env: &[(&str, &std::path::Path)],
@@ -56,22 +82,89 @@ impl Child {
             program: String::new(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
         })?;
+        let failed = |source: std::io::Error| RecordError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        };
         // Failure is harmless: orphans then go to init and leave the tree, as without us.
         let _ = nix::sys::prctl::set_child_subreaper(true);
-        let child = std::process::Command::new(program)
-            .args(&command.argv[1..])
-            .envs(env.iter().copied())
-            .spawn()
-            .map_err(|source| RecordError::Spawn {
-                program: program.to_string_lossy().into_owned(),
-                source,
-            })?;
+        let (pid_read, pid_write) = pipe().map_err(failed)?;
+        let (gate_read, gate_write) = pipe().map_err(failed)?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(&command.argv[1..]).envs(env.iter().copied());
+        let (pid_fd, gate_fd) = (pid_write.as_raw_fd(), gate_read.as_raw_fd());
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (getpid, write, read) on descriptors it was given.
+        unsafe {
+            cmd.pre_exec(move || {
+                let pid = libc::getpid().to_ne_bytes();
+                libc::write(pid_fd, pid.as_ptr().cast(), pid.len());
+                let mut go = 0u8;
+                loop {
+                    match libc::read(gate_fd, (&raw mut go).cast(), 1) {
+                        1 => return Ok(()),
+                        -1 if *libc::__errno_location() == libc::EINTR => continue,
+                        _ => return Err(std::io::Error::from_raw_os_error(libc::ECANCELED)),
+                    }
+                }
+            });
+        }
+        let spawning = std::thread::Builder::new()
+            .name("spawn".into())
+            .spawn(move || {
+                let child = cmd.spawn();
+                // Whatever happened, the pid pipe closes: a fork that failed reads as EOF.
+                drop(pid_write);
+                drop(gate_read);
+                child
+            })
+            .map_err(failed)?;
+        let mut pid = [0u8; 4];
+        if let Err(e) = (&pid_read).read_exact(&mut pid) {
+            drop(gate_write);
+            return Err(failed(match spawning.join() {
+                Ok(Err(spawn_error)) => spawn_error,
+                _ => e,
+            }));
+        }
+        Ok(Child {
+            pid: Pid::from_raw(i32::from_ne_bytes(pid)),
+            program: program.to_string_lossy().into_owned(),
+            status: None,
+            gate: Some(Gate {
+                open: gate_write,
+                spawning,
+            }),
+        })
+    }
+
+    /// Lets a held command exec; fails when it cannot (not found, not executable).
+    pub fn release(&mut self) -> Result<(), RecordError> {
+        let Some(Gate { mut open, spawning }) = self.gate.take() else {
+            return Ok(());
+        };
+        // A failed write (the child died meanwhile) shows as the spawn's own error below.
+        let _ = open.write_all(b"g");
+        drop(open);
+        let spawned = spawning.join().unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the thread starting the command panicked",
+            ))
+        });
         // The std handle is dropped without waiting: `reap` collects the status, together
         // with any orphans that were re-parented to us.
-        Ok(Child {
-            pid: Pid::from_raw(child.id() as i32),
-            status: None,
+        spawned.map(drop).map_err(|source| RecordError::Spawn {
+            program: self.program.clone(),
+            source,
         })
+    }
+
+    /// Ends a held command without running it (the recording could not start).
+    fn cancel(&mut self) {
+        if let Some(Gate { open, spawning }) = self.gate.take() {
+            drop(open);
+            let _ = spawning.join();
+        }
     }
 
     /// The command's pid.
@@ -101,11 +194,19 @@ impl Child {
         }
     }
 
-    /// Sends a signal to the command while it runs.
+    /// Sends a signal to the command while it runs (one still held is cancelled when
+    /// dropped).
     pub fn signal(&self, signal: Signal) {
         if self.status.is_none() {
             let _ = kill(self.pid, signal);
         }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // Never leave a held command waiting for a recorder that is gone.
+        self.cancel();
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use command::Command;
 pub use session::{Progress, RecordOptions, RecordOutcome, Target, record};
 
-use memtools::model::{BackendKind, ProcessInfo, ProcessKey, Sample, TimeNs};
+use memtools::model::{BackendKind, Lost, ProcessInfo, ProcessKey, Sample, TimeNs};
 use memtools::store::StoreError;
 
 /// The shortest sampling interval: below it the recorder would measure itself.
@@ -122,6 +122,8 @@ pub enum Event<'a> {
     Sample(ProcessKey, &'a Sample),
     /// A followed process exited (or can no longer be seen) at this time.
     Exited(ProcessKey, TimeNs),
+    /// The largest resident memory a process ever had, as the kernel kept it (bytes).
+    PeakRss(ProcessKey, u64),
 }
 
 /// Where a backend's events go.
@@ -142,6 +144,18 @@ pub trait Backend {
     fn unreadable(&self) -> u64 {
         0
     }
+    /// What could not be recorded so far (stored with the session, said in the summary).
+    fn lost(&self) -> Lost {
+        Lost::default()
+    }
+    /// More on how it records, for the session's backend reason (e.g. how its hooks attach).
+    fn detail(&self) -> Option<String> {
+        None
+    }
+    /// The recording is over: let go of what the backend holds in the kernel. Called once,
+    /// after the last poll; the backend may finish it in the background, but before it is
+    /// dropped.
+    fn stop(&mut self) {}
 }
 
 /// Which backend the user asked for.
@@ -170,8 +184,11 @@ pub fn open_backend(
     rss_events: bool,
 ) -> Result<OpenedBackend, RecordError> {
     let chosen = |backend: Box<dyn Backend>, reason: &str| OpenedBackend {
+        reason: match backend.detail() {
+            Some(detail) => format!("{reason}; {detail}"),
+            None => reason.to_string(),
+        },
         backend,
-        reason: reason.to_string(),
         fallback: None,
     };
     match choice {

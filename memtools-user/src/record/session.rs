@@ -13,7 +13,7 @@ use super::{
     BackendChoice, Clock, Event, MIN_INTERVAL, OpenedBackend, RecordError, Scope, Sink, limits,
     open_backend,
 };
-use memtools::model::{ExitStatus, Metric, NewSession, ProcessKey};
+use memtools::model::{ExitStatus, Lost, Metric, NewSession, ProcessKey};
 use memtools::store::{ProcessId, SessionWriter, Store};
 
 /// What to record.
@@ -77,6 +77,8 @@ pub struct RecordOutcome {
     pub top: Vec<ProcessPeak>,
     /// Processes that could not be read (permissions).
     pub unreadable: u64,
+    /// What could not be recorded (stored with the session too).
+    pub lost: Lost,
     /// Phase lines that were not `begin NAME` / `end NAME` (the first few), to say so.
     pub ignored_phase_lines: Vec<String>,
 }
@@ -147,6 +149,12 @@ impl Sink for Recording<'_> {
             Event::Exited(key, time) => {
                 if let Some(p) = self.processes.get(&key) {
                     self.writer.process_exited(p.id, time)?;
+                }
+            }
+            Event::PeakRss(key, bytes) => {
+                if let Some(p) = self.processes.get_mut(&key) {
+                    self.writer.set_peak_rss(p.id, bytes)?;
+                    p.peak = p.peak.max(bytes);
                 }
             }
         }
@@ -314,6 +322,10 @@ pub fn record(
     if let Some(line) = &fallback {
         notice(line);
     }
+    // Followed from its pid on: now the command may run.
+    if let Some(c) = child.as_mut() {
+        c.release()?;
+    }
     let clock = Clock::start();
     let (host, kernel) = host_and_kernel();
     let session = NewSession {
@@ -347,8 +359,13 @@ pub fn record(
     let started = Instant::now();
     let mut tick: u32 = 0;
     let mut ignored_phase_lines = Vec::new();
+    let mut lost = Lost::default();
     loop {
         backend.poll(&clock, &mut rec)?;
+        if backend.lost() != lost {
+            lost = backend.lost();
+            rec.writer.set_lost(lost)?;
+        }
         if let Some(ph) = phases.as_mut() {
             drain_phases(ph, &mut rec.writer, &clock, &mut ignored_phase_lines)?;
         }
@@ -434,6 +451,8 @@ pub fn record(
             std::thread::sleep((next - now).min(WAKE_EVERY));
         }
     }
+    // Let go of the kernel hooks while the session is finished.
+    backend.stop();
     if let Some(c) = child.as_mut() {
         c.reap();
     }
@@ -467,6 +486,7 @@ pub fn record(
         interrupted_by,
         top,
         unreadable: backend.unreadable(),
+        lost,
         ignored_phase_lines,
     })
 }

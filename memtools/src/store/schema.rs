@@ -103,6 +103,15 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX phases_by_session ON phases(session_id, begin_ns);
     "#,
+    // 5: what a recording could not record (processes the kernel side could not follow,
+    // process events it lost), so a session says it is incomplete; and each process's peak
+    // resident memory as the kernel kept it (its high-water mark, reported at exit), which
+    // a process shorter than the interval has no samples to show.
+    r#"
+    ALTER TABLE sessions ADD COLUMN processes_lost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN events_lost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE processes ADD COLUMN peak_rss INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,21 +1,25 @@
-//! Loading the kernel side: privileges, tracefs, the kernel's struct layout, and attaching
-//! each program; every way this can fail says what to do about it.
+//! Loading the kernel side: privileges, the kernel's struct layout, and attaching each
+//! program; every way this can fail says what to do about it.
+//!
+//! Start and stop are on every wrapped command's critical path, so: the kernel's BTF is read
+//! once for our offsets and once by aya (its loader insists), no hook needs tracefs unless the
+//! syscall hooks must fall back to tracepoints, and every link is taken out of its program so
+//! that [`Links::detach`] can let go of them all at once (detaching a trampoline or a classic
+//! tracepoint waits for an RCU grace period; one after another they took most of a second).
 
 use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
-use aya::programs::perf_event::{
-    PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
-};
-use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
+use aya::programs::{BtfTracePoint, FEntry, FExit, ProgramError, TracePoint};
 use memtools_common::{EPOCH_INDEX, ProcStats};
 
-use super::btf::{BtfError, KernelLayout};
+use super::btf::{BtfError, KernelLayout, VMLINUX_BTF, syscall_arch};
+use super::scan::Scan;
 
 /// The kernel side, built by build.rs (empty when the toolchain was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtools"));
 
-/// Where tracefs is mounted when it is not.
+/// Where tracefs is mounted when it is not (only the tracepoint fallback needs it).
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Why the eBPF backend cannot run. Each message says what to do about it.
@@ -49,90 +53,158 @@ pub enum EbpfError {
         map: &'static str,
         error: Box<aya::maps::MapError>,
     },
+    #[error("the task scan: {0}")]
+    Scan(std::io::Error),
     #[error("no process with pid {0}")]
     NoSuchPid(u32),
 }
 
 /// How a program attaches.
+#[derive(Clone, Copy)]
 enum Hook {
-    /// A classic tracepoint: (category, name); needs tracefs for its id.
-    Classic(&'static str, &'static str),
     /// A BTF tracepoint, by name: no tracefs, no trace record built.
     Btf(&'static str),
-    /// A CPU-clock timer on every CPU, this many times a second.
-    Timer(u64),
+    /// fentry on this architecture's entry function of a system call (`__x64_sys_NAME`).
+    SyscallEntry(&'static str),
+    /// fexit on it.
+    SyscallExit(&'static str),
+    /// A classic tracepoint: (category, name); needs tracefs for its id.
+    Classic(&'static str, &'static str),
 }
 
-/// Programs, their hooks, and whether recording can go on without them (the syscall ones
-/// only add metrics).
-const PROGRAMS: &[(&str, Hook, bool)] = &[
-    ("task_newtask", Hook::Classic("task", "task_newtask"), true),
-    (
-        "sched_process_exec",
-        Hook::Classic("sched", "sched_process_exec"),
-        true,
-    ),
-    (
-        "sched_process_exit",
-        Hook::Classic("sched", "sched_process_exit"),
-        true,
-    ),
-    ("sched_switch", Hook::Btf("sched_switch"), true),
-    ("cpu_tick", Hook::Timer(10), true),
-    // Only with --rss-events (see memtools-ebpf's rss.rs for what it costs).
-    ("rss_stat", Hook::Btf("rss_stat"), true),
+/// The process tree: forks, execs, exits. Recording needs them all.
+const LIFECYCLE: &[(&str, Hook)] = &[
+    ("task_newtask", Hook::Btf("task_newtask")),
+    ("sched_process_exec", Hook::Btf("sched_process_exec")),
+    ("sched_process_exit", Hook::Btf("sched_process_exit")),
+];
+
+/// Only with --rss-events (see memtools-ebpf's rss.rs for what it costs).
+const RSS_EVENTS: &[(&str, Hook)] = &[("rss_stat", Hook::Btf("rss_stat"))];
+
+/// The mapping calls, by fentry/fexit: only the calls themselves pay.
+const SYSCALLS_ENTRY: &[(&str, Hook)] = &[
+    ("mmap_exit", Hook::SyscallExit("mmap")),
+    ("munmap_entry", Hook::SyscallEntry("munmap")),
+    ("munmap_exit", Hook::SyscallExit("munmap")),
+    ("brk_entry", Hook::SyscallEntry("brk")),
+    ("brk_exit", Hook::SyscallExit("brk")),
+    ("madvise_entry", Hook::SyscallEntry("madvise")),
+    ("mremap_entry", Hook::SyscallEntry("mremap")),
+    ("mremap_exit", Hook::SyscallExit("mremap")),
+];
+
+/// The same through the mmap lock they take, where fentry cannot load (memtools-ebpf's
+/// syscalls/mmap_lock.rs).
+const SYSCALLS_MMAP_LOCK: &[(&str, Hook)] =
+    &[("mmap_locked", Hook::Btf("mmap_lock_acquire_returned"))];
+
+/// The same by syscall tracepoints, the last resort: every system call on the machine then
+/// takes the traced path.
+const SYSCALLS_TRACEPOINTS: &[(&str, Hook)] = &[
     (
         "sys_enter_mmap",
         Hook::Classic("syscalls", "sys_enter_mmap"),
-        false,
     ),
-    (
-        "sys_exit_mmap",
-        Hook::Classic("syscalls", "sys_exit_mmap"),
-        false,
-    ),
+    ("sys_exit_mmap", Hook::Classic("syscalls", "sys_exit_mmap")),
     (
         "sys_enter_munmap",
         Hook::Classic("syscalls", "sys_enter_munmap"),
-        false,
     ),
     (
         "sys_exit_munmap",
         Hook::Classic("syscalls", "sys_exit_munmap"),
-        false,
     ),
-    (
-        "sys_enter_brk",
-        Hook::Classic("syscalls", "sys_enter_brk"),
-        false,
-    ),
-    (
-        "sys_exit_brk",
-        Hook::Classic("syscalls", "sys_exit_brk"),
-        false,
-    ),
+    ("sys_enter_brk", Hook::Classic("syscalls", "sys_enter_brk")),
+    ("sys_exit_brk", Hook::Classic("syscalls", "sys_exit_brk")),
     (
         "sys_enter_madvise",
         Hook::Classic("syscalls", "sys_enter_madvise"),
-        false,
+    ),
+    (
+        "sys_enter_mremap",
+        Hook::Classic("syscalls", "sys_enter_mremap"),
     ),
 ];
 
+/// How the mapping calls are hooked, for the session's backend reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyscallHooks {
+    /// fentry/fexit on the syscall entry functions.
+    Entry,
+    /// The mmap lock's tracepoint, and why fentry could not be used.
+    MmapLock(String),
+    /// Syscall tracepoints, and why neither of the above could be used.
+    Tracepoints(String),
+    /// Not hooked (mmap/munmap/brk counts are absent), and why.
+    None(String),
+}
+
+impl SyscallHooks {
+    /// A clause for the session's backend reason.
+    pub fn describe(&self) -> String {
+        match self {
+            SyscallHooks::Entry => "mm syscalls hooked by fentry".to_string(),
+            SyscallHooks::MmapLock(why) => format!(
+                "mm syscalls seen through the mmap_lock tracepoint, counted as called (fentry \
+                 could not be used: {why})"
+            ),
+            SyscallHooks::Tracepoints(why) => format!(
+                "mm syscalls hooked by syscall tracepoints ({why}): every system call on the \
+                 machine takes the kernel's slower traced path while recording"
+            ),
+            SyscallHooks::None(why) => format!("mm syscalls not hooked ({why})"),
+        }
+    }
+}
+
+/// Every attached link, out of its program, so they can be let go of all at once.
+#[derive(Default)]
+pub struct Links(Vec<Box<dyn Send>>);
+
+impl Links {
+    fn push(&mut self, link: impl Send + 'static) {
+        self.0.push(Box::new(link));
+    }
+
+    /// Detaches everything, each link on its own thread: detaching a trampoline or a classic
+    /// tracepoint waits for an RCU grace period, and waits made together end together.
+    pub fn detach(&mut self) {
+        let links = std::mem::take(&mut self.0);
+        if links.len() <= 1 {
+            return;
+        }
+        std::thread::scope(|s| {
+            for link in links {
+                // A thread that cannot start leaves its link to be dropped here, in turn.
+                let _ = std::thread::Builder::new().spawn_scoped(s, move || drop(link));
+            }
+        });
+    }
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
 /// The loaded kernel side and the maps the recorder uses.
 pub struct Loaded {
-    /// Owns the programs and their links: dropping it detaches everything.
+    /// Owns the programs and maps (the links are in `links`).
     pub bpf: aya::Ebpf,
+    pub links: Links,
+    pub scan: Scan,
     pub stats: BpfHashMap<MapData, u32, ProcStats>,
     pub epoch: Array<MapData, u32>,
     pub counters: Array<MapData, u64>,
     pub dirty: RingBuf<MapData>,
     pub life: RingBuf<MapData>,
-    /// Whether the mmap/munmap/brk programs are attached.
-    pub has_syscalls: bool,
+    pub syscalls: SyscallHooks,
 }
 
 /// Whether this process may load tracing programs: root, or CAP_BPF and CAP_PERFMON.
-fn privileged() -> Result<(), EbpfError> {
+pub fn privileged() -> Result<(), EbpfError> {
     let uid = nix::unistd::geteuid().as_raw();
     if uid == 0 {
         return Ok(());
@@ -178,23 +250,6 @@ fn ensure_tracefs() -> Result<(), EbpfError> {
     }
 }
 
-/// The offset of `group_dead` in sched_process_exit's record, 0 when the kernel has none.
-fn exit_group_dead_offset() -> u32 {
-    let format = [TRACEFS, "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|t| {
-            std::fs::read_to_string(format!("{t}/events/sched/sched_process_exit/format")).ok()
-        })
-        .unwrap_or_default();
-    format
-        .lines()
-        .find(|l| l.contains(" group_dead;"))
-        .and_then(|l| l.split("offset:").nth(1))
-        .and_then(|v| v.split(';').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn take_map<T>(
     bpf: &mut aya::Ebpf,
     name: &'static str,
@@ -207,8 +262,129 @@ fn take_map<T>(
     })
 }
 
+/// Why one program could not be used.
+type Failure = (&'static str, ProgramError);
+
+/// Loads and attaches one program; its link goes into `links`.
+fn attach(
+    bpf: &mut aya::Ebpf,
+    name: &str,
+    hook: Hook,
+    btf: &aya::Btf,
+    links: &mut Links,
+) -> Result<(), Failure> {
+    let program = bpf
+        .program_mut(name)
+        .ok_or(("exist", ProgramError::UnexpectedProgramType))?;
+    let entry_function = |call: &str| -> Result<String, Failure> {
+        syscall_arch()
+            .map(|a| format!("{}{call}", a.prefix))
+            .ok_or((
+                "find this architecture's syscall functions",
+                ProgramError::UnexpectedProgramType,
+            ))
+    };
+    match hook {
+        Hook::Btf(tracepoint) => {
+            let p: &mut BtfTracePoint =
+                program.try_into().map_err(|e| ("be a BTF tracepoint", e))?;
+            p.load(tracepoint, btf).map_err(|e| ("load", e))?;
+            let id = p.attach().map_err(|e| ("attach", e))?;
+            links.push(p.take_link(id).map_err(|e| ("attach", e))?);
+        }
+        Hook::SyscallEntry(call) => {
+            let p: &mut FEntry = program
+                .try_into()
+                .map_err(|e| ("be an fentry program", e))?;
+            p.load(&entry_function(call)?, btf)
+                .map_err(|e| ("load", e))?;
+            let id = p.attach().map_err(|e| ("attach", e))?;
+            links.push(p.take_link(id).map_err(|e| ("attach", e))?);
+        }
+        Hook::SyscallExit(call) => {
+            let p: &mut FExit = program.try_into().map_err(|e| ("be an fexit program", e))?;
+            p.load(&entry_function(call)?, btf)
+                .map_err(|e| ("load", e))?;
+            let id = p.attach().map_err(|e| ("attach", e))?;
+            links.push(p.take_link(id).map_err(|e| ("attach", e))?);
+        }
+        Hook::Classic(category, tracepoint) => {
+            let p: &mut TracePoint = program.try_into().map_err(|e| ("be a tracepoint", e))?;
+            p.load().map_err(|e| ("load", e))?;
+            let id = p.attach(category, tracepoint).map_err(|e| ("attach", e))?;
+            links.push(p.take_link(id).map_err(|e| ("attach", e))?);
+        }
+    }
+    Ok(())
+}
+
+/// Attaches a group of programs, all or none (what was attached is detached again).
+fn attach_all(
+    bpf: &mut aya::Ebpf,
+    group: &[(&'static str, Hook)],
+    btf: &aya::Btf,
+    skip: &[&str],
+    links: &mut Links,
+) -> Result<(), EbpfError> {
+    let mut attached = Links::default();
+    for &(name, hook) in group {
+        if skip.contains(&name) {
+            continue;
+        }
+        attach(bpf, name, hook, btf, &mut attached).map_err(|(what, error)| {
+            EbpfError::Program {
+                program: name,
+                what,
+                error: Box::new(error),
+            }
+        })?;
+    }
+    links.0.append(&mut attached.0);
+    Ok(())
+}
+
+/// The mapping calls' hooks: fentry where it loads, else the mmap lock's tracepoint, else
+/// syscall tracepoints, else none. `no_regs` says why only the last two can be tried (the
+/// kernel side does not know where this architecture keeps a call's arguments).
+fn attach_syscalls(
+    bpf: &mut aya::Ebpf,
+    btf: &aya::Btf,
+    skip: &[&str],
+    no_regs: Option<&str>,
+    links: &mut Links,
+) -> SyscallHooks {
+    let skipped = |group: &[(&str, Hook)]| group.iter().any(|(n, _)| skip.contains(n));
+    let mut attempt = |group: &[(&'static str, Hook)]| -> Result<(), String> {
+        if let Some(why) = no_regs {
+            Err(why.to_string())
+        } else if skipped(group) {
+            Err("skipped by MEMTOOLS_EBPF_SKIP".to_string())
+        } else {
+            attach_all(bpf, group, btf, skip, links).map_err(|e| e.to_string())
+        }
+    };
+    let Err(no_entry) = attempt(SYSCALLS_ENTRY) else {
+        return SyscallHooks::Entry;
+    };
+    let no_lock = match attempt(SYSCALLS_MMAP_LOCK) {
+        Ok(()) => return SyscallHooks::MmapLock(no_entry),
+        Err(e) => e,
+    };
+    let why =
+        format!("fentry could not be used: {no_entry}; nor the mmap_lock tracepoint: {no_lock}");
+    if skipped(SYSCALLS_TRACEPOINTS) {
+        return SyscallHooks::None(format!("{why}; tracepoints skipped by MEMTOOLS_EBPF_SKIP"));
+    }
+    let tracepoints =
+        ensure_tracefs().and_then(|()| attach_all(bpf, SYSCALLS_TRACEPOINTS, btf, skip, links));
+    match tracepoints {
+        Ok(()) => SyscallHooks::Tracepoints(why),
+        Err(e) => SyscallHooks::None(format!("{why}; tracepoints: {e}")),
+    }
+}
+
 /// Loads and attaches everything; the `rss_stat` hook only with `rss_events`. `skip` names
-/// programs not to attach (to see how recording copes without the optional ones).
+/// programs not to attach (to see how recording copes without them, and what each costs).
 pub fn load(
     follow_all: bool,
     rss_events: bool,
@@ -220,17 +396,47 @@ pub fn load(
     if OBJECT.is_empty() {
         return Err(EbpfError::NotBuilt);
     }
-    ensure_tracefs()?;
-    let layout = KernelLayout::of_running_kernel()?;
+    let skip: Vec<&str> = skip.split(',').filter(|s| !s.is_empty()).collect();
+    let data = std::fs::read(VMLINUX_BTF).map_err(|e| EbpfError::Btf(BtfError::Read(e)))?;
+    let layout = KernelLayout::from_btf(&data)?;
+    let kernel_btf = aya::Btf::parse(&data, aya::Endianness::default())
+        .map_err(|e| EbpfError::KernelBtf(Box::new(e)))?;
+    drop(data);
     let follow_all = u8::from(follow_all);
-    let group_dead = exit_group_dead_offset();
-    let mut bpf = aya::EbpfLoader::new()
+    let regs = layout.syscall_regs.unwrap_or_default();
+    let arch = syscall_arch();
+    let nr = |f: fn(&super::btf::SyscallArch) -> u32| arch.as_ref().map_or(u32::MAX, f);
+    let globals = [
+        ("RSS_COUNT_OFFSET", layout.rss_count_offset),
+        ("RSS_COUNTER_SIZE", layout.rss_counter_size),
+        ("MM_HIWATER_OFFSET", layout.mm_hiwater_offset),
+        ("MM_TOTAL_VM_OFFSET", layout.mm_total_vm_offset),
+        ("TASK_MM_OFFSET", layout.task_mm_offset),
+        ("TASK_PID_OFFSET", layout.task_pid_offset),
+        ("TASK_TGID_OFFSET", layout.task_tgid_offset),
+        ("TASK_START_OFFSET", layout.task_start_offset),
+        ("TASK_PARENT_OFFSET", layout.task_parent_offset),
+        ("TASK_SIGNAL_OFFSET", layout.task_signal_offset),
+        ("SIGNAL_LIVE_OFFSET", layout.signal_live_offset),
+        ("SIGNAL_MAXRSS_OFFSET", layout.signal_maxrss_offset),
+        ("MM_BRK_OFFSET", layout.mm_brk_offset),
+        ("SYSCALL_NR_OFFSET", regs.nr),
+        ("SYSCALL_ARG1_OFFSET", regs.arg1),
+        ("SYSCALL_ARG2_OFFSET", regs.arg2),
+        ("NR_MMAP", nr(|a| a.mmap)),
+        ("NR_MUNMAP", nr(|a| a.munmap)),
+        ("NR_BRK", nr(|a| a.brk)),
+        ("NR_MREMAP", nr(|a| a.mremap)),
+        ("NR_MADVISE", nr(|a| a.madvise)),
+        ("PAGE_SIZE", page_size),
+    ];
+    let mut loader = aya::EbpfLoader::new();
+    loader.btf(Some(&kernel_btf));
+    for (name, value) in &globals {
+        loader.override_global(name, value, true);
+    }
+    let mut bpf = loader
         .override_global("FOLLOW_ALL", &follow_all, true)
-        .override_global("EXIT_GROUP_DEAD_OFFSET", &group_dead, true)
-        .override_global("RSS_COUNT_OFFSET", &layout.rss_count_offset, true)
-        .override_global("RSS_COUNTER_SIZE", &layout.rss_counter_size, true)
-        .override_global("TASK_MM_OFFSET", &layout.task_mm_offset, true)
-        .override_global("PAGE_SIZE", &page_size, true)
         .load(OBJECT)
         .map_err(|e| EbpfError::Load(Box::new(e)))?;
     let stats = take_map(&mut bpf, "STATS", BpfHashMap::try_from)?;
@@ -243,77 +449,25 @@ pub fn load(
         map: "EPOCH",
         error: Box::new(e),
     })?;
-    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| EbpfError::KernelBtf(Box::new(e)))?;
-    let mut has_syscalls = true;
-    for (name, hook, required) in PROGRAMS {
-        if *name == "rss_stat" && !rss_events {
-            continue;
-        }
-        if skip.split(',').any(|s| s == *name) {
-            has_syscalls &= *required;
-            continue;
-        }
-        let attached = (|| -> Result<(), (&'static str, ProgramError)> {
-            let program = bpf
-                .program_mut(name)
-                .ok_or(("exist", ProgramError::UnexpectedProgramType))?;
-            match hook {
-                Hook::Btf(tracepoint) => {
-                    let program: &mut BtfTracePoint =
-                        program.try_into().map_err(|e| ("be a BTF tracepoint", e))?;
-                    program
-                        .load(tracepoint, &kernel_btf)
-                        .map_err(|e| ("load", e))?;
-                    program.attach().map_err(|e| ("attach", e))?;
-                }
-                Hook::Timer(hz) => {
-                    let program: &mut PerfEvent = program
-                        .try_into()
-                        .map_err(|e| ("be a perf event program", e))?;
-                    program.load().map_err(|e| ("load", e))?;
-                    let cpus = aya::util::online_cpus()
-                        .map_err(|(_, e)| ("list the online CPUs", ProgramError::IOError(e)))?;
-                    for cpu in cpus {
-                        program
-                            .attach(
-                                PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                                PerfEventScope::AllProcessesOneCpu { cpu },
-                                SamplePolicy::Frequency(*hz),
-                                false,
-                            )
-                            .map_err(|e| ("attach", e))?;
-                    }
-                }
-                Hook::Classic(category, tracepoint) => {
-                    let program: &mut TracePoint =
-                        program.try_into().map_err(|e| ("be a tracepoint", e))?;
-                    program.load().map_err(|e| ("load", e))?;
-                    program
-                        .attach(category, tracepoint)
-                        .map_err(|e| ("attach", e))?;
-                }
-            }
-            Ok(())
-        })();
-        match attached {
-            Ok(()) => {}
-            Err((what, source)) if *required => {
-                return Err(EbpfError::Program {
-                    program: name,
-                    what,
-                    error: Box::new(source),
-                });
-            }
-            Err(_) => has_syscalls = false,
-        }
+    let mut links = Links::default();
+    attach_all(&mut bpf, LIFECYCLE, &kernel_btf, &skip, &mut links)?;
+    if rss_events {
+        attach_all(&mut bpf, RSS_EVENTS, &kernel_btf, &skip, &mut links)?;
     }
+    // Without knowing where a call's arguments are: the syscall tracepoints, straight away.
+    let no_regs = (layout.syscall_regs.is_none() || arch.is_none())
+        .then_some("the kernel side does not know this architecture's syscall registers");
+    let syscalls = attach_syscalls(&mut bpf, &kernel_btf, &skip, no_regs, &mut links);
+    let scan = Scan::load(&mut bpf, &kernel_btf, skip.contains(&"scan"))?;
     Ok(Loaded {
         bpf,
+        links,
+        scan,
         stats,
         epoch,
         counters,
         dirty,
         life,
-        has_syscalls,
+        syscalls,
     })
 }

@@ -1,9 +1,7 @@
-//! `syscalls:sys_{enter,exit}_{mmap,munmap}`, `sys_{enter,exit}_brk` and `sys_enter_madvise`:
-//! mapping calls and the bytes they mapped and unmapped. The length is known at entry and
-//! success at exit, so entries wait in `PENDING`, keyed by thread.
-//!
-//! Each entry also looks at the process's resident counters first (see rss.rs): these calls
-//! are how a process gives memory back, so what it holds just before is where a peak ends.
+//! The fallback where fentry cannot load: `syscalls:sys_{enter,exit}_{mmap,munmap,brk}` and
+//! `sys_enter_{madvise,mremap}`. The length is known at entry and success at exit, so entries
+//! wait in `PENDING`, keyed by thread. While any of these is attached, every system call on the
+//! machine takes the kernel's traced path (see mod.rs).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -12,8 +10,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
+use super::{count_brk, count_mmap, count_munmap};
 use crate::rss::observe_current;
-use crate::shared::{atomic_add as add, current_tgid, epoch, mark_dirty, stats_of};
+use crate::shared::{current_tgid, stats_of};
 
 /// Length of the mmap or munmap call each thread is in.
 #[map]
@@ -46,12 +45,6 @@ fn exit(ctx: &TracePointContext) -> Option<(u32, u64, i64)> {
     Some(((id >> 32) as u32, len, ret))
 }
 
-/// A syscall's return value is an error when it is in -4095..=-1.
-#[inline(always)]
-fn failed(ret: i64) -> bool {
-    (-4095..0).contains(&ret)
-}
-
 #[tracepoint]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     enter(&ctx);
@@ -69,14 +62,7 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     if let Some((tgid, len, ret)) = exit(&ctx)
         && let Some(s) = stats_of(tgid)
     {
-        // SAFETY: `s` points at a live map value.
-        unsafe {
-            add(&raw mut (*s).mmap_calls, 1);
-            if !failed(ret) {
-                add(&raw mut (*s).mapped_bytes, len);
-            }
-        }
-        mark_dirty(&ctx, tgid, s, epoch());
+        count_mmap(&ctx, tgid, s, len, ret);
     }
     0
 }
@@ -86,20 +72,12 @@ pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
     if let Some((tgid, len, ret)) = exit(&ctx)
         && let Some(s) = stats_of(tgid)
     {
-        // SAFETY: `s` points at a live map value.
-        unsafe {
-            add(&raw mut (*s).munmap_calls, 1);
-            if ret == 0 {
-                add(&raw mut (*s).unmapped_bytes, len);
-            }
-        }
-        mark_dirty(&ctx, tgid, s, epoch());
+        count_munmap(&ctx, tgid, s, len, ret);
     }
     0
 }
 
-/// Before a brk call (which may shrink the heap) and madvise (MADV_DONTNEED and the like give
-/// pages back): the counters as they stand.
+/// Before a call that may give memory back: the counters as they stand.
 #[inline(always)]
 fn before_release(ctx: &TracePointContext) {
     let tgid = current_tgid();
@@ -120,29 +98,21 @@ pub fn sys_enter_madvise(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// brk returns the new break (the old one when it fails): the difference with the last one
-/// seen is what was mapped or unmapped.
+#[tracepoint]
+pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
+    before_release(&ctx);
+    0
+}
+
 #[tracepoint]
 pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let tgid = current_tgid();
     let Some(s) = stats_of(tgid) else {
         return 0;
     };
     // SAFETY: offset from the tracepoint's format.
-    let Ok(ret) = (unsafe { ctx.read_at::<u64>(16) }) else {
-        return 0;
-    };
-    // SAFETY: `s` points at a live map value.
-    unsafe {
-        add(&raw mut (*s).brk_calls, 1);
-        let last = (*s).last_brk;
-        if last != 0 && ret > last {
-            add(&raw mut (*s).mapped_bytes, ret - last);
-        } else if last != 0 && ret < last {
-            add(&raw mut (*s).unmapped_bytes, last - ret);
-        }
-        (*s).last_brk = ret;
+    if let Ok(ret) = unsafe { ctx.read_at::<u64>(16) } {
+        count_brk(&ctx, tgid, s, ret);
     }
-    mark_dirty(&ctx, tgid, s, epoch());
     0
 }
