@@ -13,7 +13,6 @@ use aya_ebpf::{
     EbpfContext, helpers::bpf_ktime_get_boot_ns, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use aya_log_ebpf::warn;
 use memtools_common::{LifeEvent, ProcStats, counter, life};
 
 use crate::kernel::{
@@ -31,11 +30,8 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 #[inline(always)]
 fn send<C: EbpfContext>(ctx: &C, kind: u32, tgid: u32, ppid: u32, start_time: u64) {
     let Some(mut event) = LIFE.reserve::<LifeEvent>(0) else {
+        // Counted; the recorder reports it and recovers the process from its other events.
         count_drop(counter::LIFE_LOST);
-        warn!(
-            ctx,
-            "memtools: lifecycle queue full, event for tgid {} lost", tgid
-        );
         return;
     };
     let e = event.as_mut_ptr();
@@ -75,11 +71,8 @@ pub fn task_newtask(ctx: BtfTracePointContext) -> i32 {
     // Fresh counters: any left by an earlier process with this pid (whose exit was missed)
     // are replaced.
     if STATS.insert(child, ProcStats::default(), 0).is_err() {
+        // Counted; the recorder stores it with the session and says so.
         count_drop(counter::FOLLOW_FULL);
-        warn!(
-            &ctx,
-            "memtools: counters map full, pid {} not followed", child
-        );
         return 0;
     }
     send(&ctx, life::FORK, child, parent, task_start(task));

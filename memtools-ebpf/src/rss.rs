@@ -7,10 +7,12 @@
 //! on the machine takes. Any program on `kmem:rss_stat`, which fires on nearly every page
 //! fault, costs a fault-heavy workload 3 % even when it returns at once (the tracepoint's
 //! dispatch alone), and one on `sched_switch` taxes every context switch of the machine; so
-//! by default the counters are looked at once per interval by the recorder's scan of the
-//! machine's tasks (scan.rs: the cost is the recorder's, not the workload's), just before a
-//! process releases memory (munmap, madvise, brk, mremap: the moments a peak can end, so a
-//! spike shorter than the interval still has its top recorded), and at exit.
+//! by default the counters are looked at by a timer on each CPU, once per interval, for the
+//! process running there (one that runs changes its memory; one that sleeps does not), by the
+//! recorder's scan of the machine's tasks once a second (scan.rs: for processes that run in
+//! bursts too short for the timer; the cost is the recorder's, not the workload's), just
+//! before a process releases memory (munmap, madvise, brk, mremap: the moments a peak can
+//! end, so a spike shorter than the interval still has its top recorded), and at exit.
 //! `--rss-events` adds the `rss_stat` hook below for the peak of every change, for those who
 //! will pay for it.
 //!
@@ -18,11 +20,10 @@
 //! reads its exact figures from /proc.
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::bpf_ktime_get_boot_ns,
-    macros::{btf_tracepoint, map},
+    macros::{btf_tracepoint, map, perf_event},
     maps::PerCpuArray,
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, PerfEventContext},
 };
 use memtools_common::{MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM, MEMBER_SWAP, ProcStats};
 
@@ -53,13 +54,7 @@ static SEEN: PerCpuArray<Seen> = PerCpuArray::with_max_entries(1, 0);
 /// `always_queue`: a change may sit in a CPU's unfolded part), and the peak taken when this
 /// is one.
 #[inline(always)]
-pub fn observe<C: EbpfContext>(
-    ctx: &C,
-    tgid: u32,
-    s: *mut ProcStats,
-    mm: *const u8,
-    always_queue: bool,
-) {
+pub fn observe(tgid: u32, s: *mut ProcStats, mm: *const u8, always_queue: bool) {
     if mm.is_null() {
         return;
     }
@@ -97,13 +92,24 @@ pub fn observe<C: EbpfContext>(
             return;
         }
     }
-    mark_dirty(ctx, tgid, s, epoch);
+    mark_dirty(tgid, s, epoch);
 }
 
 /// The current task's process, when followed: looked at now (before it releases memory).
 #[inline(always)]
-pub fn observe_current<C: EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStats) {
-    observe(ctx, tgid, s, task_mm(current_task()), false);
+pub fn observe_current(tgid: u32, s: *mut ProcStats) {
+    observe(tgid, s, task_mm(current_task()), false);
+}
+
+/// A timer on each CPU, once per interval: the thread running there, when its process is
+/// followed, is looked at, so one that keeps its CPU has its changes seen each interval.
+#[perf_event]
+pub fn cpu_tick(_ctx: PerfEventContext) -> u32 {
+    let tgid = current_tgid();
+    if let Some(s) = stats_of(tgid) {
+        observe_current(tgid, s);
+    }
+    0
 }
 
 /// With `--rss-events`: every change, for peaks between switches too (see the module's
@@ -128,25 +134,19 @@ pub fn rss_stat(ctx: BtfTracePointContext) -> i32 {
             }
             (*seen).peak = total;
             if let Some(s) = stats_of((*seen).tgid) {
-                observe(&ctx, (*seen).tgid, s, mm, false);
+                observe((*seen).tgid, s, mm, false);
             }
             return 0;
         }
     }
-    first_in_epoch(&ctx, seen, mm, current, epoch);
+    first_in_epoch(seen, mm, current, epoch);
     0
 }
 
 /// The first event of an (mm, task) on this CPU this epoch: whose mm it is, whether that
 /// process is followed, and if so its counters and its place in the changed queue.
 #[inline(always)]
-fn first_in_epoch(
-    ctx: &BtfTracePointContext,
-    seen: *mut Seen,
-    mm: *const u8,
-    current: u32,
-    epoch: u32,
-) {
+fn first_in_epoch(seen: *mut Seen, mm: *const u8, current: u32, epoch: u32) {
     let own = task_mm(current_task()) == mm;
     let tgid = if own {
         current
@@ -176,7 +176,7 @@ fn first_in_epoch(
         unsafe { (*s).mm = mm as u64 };
     }
     // Queued even when the folded counters did not move: this event is a change.
-    observe(ctx, tgid, s, mm, true);
+    observe(tgid, s, mm, true);
 }
 
 /// The counters of the mm at `mm` into `s` (at exit: the exit tracepoint fires before the

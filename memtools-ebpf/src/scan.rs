@@ -1,14 +1,13 @@
-//! The recorder's scan: a task iterator (`iter/task`) the recorder runs once per interval,
-//! which looks at every followed process's counters (rss.rs) and queues the ones that moved.
+//! The recorder's scan: a task iterator (`iter/task`) the recorder runs once a second, which
+//! looks at every followed process's counters (rss.rs) and queues the ones that moved, and
+//! notes the break's moves (syscalls/mod.rs).
 //!
-//! This replaces a hook on every context switch (`sched_switch`), which cost every process on
-//! the machine a little at each switch whether followed or not: the scan costs the recorder
-//! about a tenth of a microsecond per task on the machine, once per interval, and nothing
-//! anywhere else.
+//! With the per-CPU timer it replaces a hook on every context switch (`sched_switch`), which
+//! cost every process on the machine a little at each switch whether followed or not: the
+//! scan costs the recorder a third of a microsecond per task on the machine, once a second,
+//! and nothing anywhere else.
 
 use core::ffi::c_void;
-
-use aya_ebpf::EbpfContext;
 
 use crate::kernel::{task_mm, task_pid, task_tgid};
 use crate::rss::observe;
@@ -21,17 +20,6 @@ use crate::syscalls::account_brk;
 struct IterTask {
     meta: *const c_void,
     task: *const u8,
-}
-
-/// The context as the helpers see it.
-struct IterContext {
-    ctx: *mut c_void,
-}
-
-impl EbpfContext for IterContext {
-    fn as_ptr(&self) -> *mut c_void {
-        self.ctx
-    }
 }
 
 /// One task of the machine: when it leads a followed process, its counters are looked at.
@@ -51,7 +39,7 @@ pub fn scan(ctx: *mut c_void) -> i32 {
     if let Some(s) = stats_of(tgid) {
         let mm = task_mm(task);
         account_brk(s, mm);
-        observe(&IterContext { ctx }, tgid, s, mm, false);
+        observe(tgid, s, mm, false);
     }
     0
 }

@@ -6,7 +6,6 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, RingBuf},
 };
-use aya_log_ebpf::warn;
 use memtools_common::{EPOCH_INDEX, MAX_PROCESSES, ProcStats, counter};
 
 /// Non-zero: follow every new process, not only the children of followed ones.
@@ -70,7 +69,7 @@ pub fn epoch() -> u32 {
 
 /// Queues a process as changed, once per epoch.
 #[inline(always)]
-pub fn mark_dirty<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStats, epoch: u32) {
+pub fn mark_dirty(tgid: u32, s: *mut ProcStats, epoch: u32) {
     // SAFETY: `s` points at a live map value.
     unsafe {
         if (*s).dirty_epoch == epoch {
@@ -79,11 +78,8 @@ pub fn mark_dirty<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStat
         (*s).dirty_epoch = epoch;
     }
     if DIRTY.output::<u32>(&tgid, 0).is_err() {
+        // Counted; the recorder then reads every process.
         count_drop(counter::DIRTY_LOST);
-        warn!(
-            ctx,
-            "memtools: changed-process queue full, tgid {} not queued", tgid
-        );
     }
 }
 

@@ -20,10 +20,10 @@ use crate::shared::{current_tgid, stats_of};
 
 /// Before a call that may give memory back: the counters as they stand.
 #[inline(always)]
-fn before_release(ctx: &FEntryContext) {
+fn before_release() {
     let tgid = current_tgid();
     if let Some(s) = stats_of(tgid) {
-        observe_current(ctx, tgid, s);
+        observe_current(tgid, s);
     }
 }
 
@@ -33,14 +33,14 @@ pub fn mmap_exit(ctx: FExitContext) -> i32 {
     if let Some(s) = stats_of(tgid) {
         let regs: *const u8 = ctx.arg(0);
         let ret: i64 = ctx.arg(1);
-        count_mmap(&ctx, tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), ret);
+        count_mmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), ret);
     }
     0
 }
 
 #[fentry]
-pub fn munmap_entry(ctx: FEntryContext) -> i32 {
-    before_release(&ctx);
+pub fn munmap_entry(_ctx: FEntryContext) -> i32 {
+    before_release();
     0
 }
 
@@ -50,14 +50,14 @@ pub fn munmap_exit(ctx: FExitContext) -> i32 {
     if let Some(s) = stats_of(tgid) {
         let regs: *const u8 = ctx.arg(0);
         let ret: i64 = ctx.arg(1);
-        count_munmap(&ctx, tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), ret);
+        count_munmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), ret);
     }
     0
 }
 
 #[fentry]
-pub fn brk_entry(ctx: FEntryContext) -> i32 {
-    before_release(&ctx);
+pub fn brk_entry(_ctx: FEntryContext) -> i32 {
+    before_release();
     0
 }
 
@@ -66,20 +66,20 @@ pub fn brk_exit(ctx: FExitContext) -> i32 {
     let tgid = current_tgid();
     if let Some(s) = stats_of(tgid) {
         let ret: u64 = ctx.arg(1);
-        count_brk(&ctx, tgid, s, ret);
+        count_brk(tgid, s, ret);
     }
     0
 }
 
 #[fentry]
-pub fn madvise_entry(ctx: FEntryContext) -> i32 {
-    before_release(&ctx);
+pub fn madvise_entry(_ctx: FEntryContext) -> i32 {
+    before_release();
     0
 }
 
 #[fentry]
-pub fn mremap_entry(ctx: FEntryContext) -> i32 {
-    before_release(&ctx);
+pub fn mremap_entry(_ctx: FEntryContext) -> i32 {
+    before_release();
     0
 }
 
@@ -93,7 +93,7 @@ pub fn mremap_exit(ctx: FExitContext) -> i32 {
             arg(regs, &SYSCALL_ARG1_OFFSET),
             arg(regs, &SYSCALL_ARG2_OFFSET),
         );
-        count_mremap(&ctx, tgid, s, old_len, new_len, ret);
+        count_mremap(tgid, s, old_len, new_len, ret);
     }
     0
 }

@@ -11,7 +11,10 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use super::{SYSCALL_ARG1_OFFSET, SYSCALL_ARG2_OFFSET, account_brk, arg, count_mmap, count_munmap};
+use super::{
+    SYSCALL_ARG1_OFFSET, SYSCALL_ARG2_OFFSET, account_brk, arg, count_mmap, count_mremap,
+    count_munmap,
+};
 use crate::kernel::{current_task, task_mm};
 use crate::rss::observe;
 use crate::shared::{atomic_add as add, current_tgid, epoch, mark_dirty, stats_of};
@@ -61,33 +64,24 @@ pub fn mmap_locked(ctx: BtfTracePointContext) -> i32 {
     let is = |call: &Global<u32>| nr == i64::from(call.load());
     let epoch = epoch();
     account_brk(s, mm);
+    // Before a call that may give memory back: the counters as they stand.
+    if is(&NR_MUNMAP) || is(&NR_BRK) || is(&NR_MREMAP) || is(&NR_MADVISE) {
+        observe(tgid, s, mm, false);
+    }
     if is(&NR_MMAP) {
-        count_mmap(&ctx, tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), 0);
+        count_mmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), 0);
     } else if is(&NR_MUNMAP) {
-        observe(&ctx, tgid, s, mm, false);
-        count_munmap(&ctx, tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), 0);
+        count_munmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), 0);
     } else if is(&NR_BRK) {
-        observe(&ctx, tgid, s, mm, false);
         // SAFETY: `s` points at a live map value.
         unsafe { add(&raw mut (*s).brk_calls, 1) };
-        mark_dirty(&ctx, tgid, s, epoch);
+        mark_dirty(tgid, s, epoch);
     } else if is(&NR_MREMAP) {
-        observe(&ctx, tgid, s, mm, false);
         let (old_len, new_len) = (
             arg(regs, &SYSCALL_ARG1_OFFSET),
             arg(regs, &SYSCALL_ARG2_OFFSET),
         );
-        // SAFETY: `s` points at a live map value.
-        unsafe {
-            if new_len > old_len {
-                add(&raw mut (*s).mapped_bytes, new_len - old_len);
-            } else {
-                add(&raw mut (*s).unmapped_bytes, old_len - new_len);
-            }
-        }
-        mark_dirty(&ctx, tgid, s, epoch);
-    } else if is(&NR_MADVISE) {
-        observe(&ctx, tgid, s, mm, false);
+        count_mremap(tgid, s, old_len, new_len, 0);
     }
     0
 }

@@ -52,13 +52,7 @@ fn failed(ret: i64) -> bool {
 
 /// An mmap call of `len` bytes returned `ret`.
 #[inline(always)]
-pub fn count_mmap<C: aya_ebpf::EbpfContext>(
-    ctx: &C,
-    tgid: u32,
-    s: *mut ProcStats,
-    len: u64,
-    ret: i64,
-) {
+pub fn count_mmap(tgid: u32, s: *mut ProcStats, len: u64, ret: i64) {
     // SAFETY: `s` points at a live map value.
     unsafe {
         add(&raw mut (*s).mmap_calls, 1);
@@ -66,18 +60,12 @@ pub fn count_mmap<C: aya_ebpf::EbpfContext>(
             add(&raw mut (*s).mapped_bytes, len);
         }
     }
-    mark_dirty(ctx, tgid, s, epoch());
+    mark_dirty(tgid, s, epoch());
 }
 
 /// A munmap call of `len` bytes returned `ret`.
 #[inline(always)]
-pub fn count_munmap<C: aya_ebpf::EbpfContext>(
-    ctx: &C,
-    tgid: u32,
-    s: *mut ProcStats,
-    len: u64,
-    ret: i64,
-) {
+pub fn count_munmap(tgid: u32, s: *mut ProcStats, len: u64, ret: i64) {
     // SAFETY: `s` points at a live map value.
     unsafe {
         add(&raw mut (*s).munmap_calls, 1);
@@ -85,13 +73,13 @@ pub fn count_munmap<C: aya_ebpf::EbpfContext>(
             add(&raw mut (*s).unmapped_bytes, len);
         }
     }
-    mark_dirty(ctx, tgid, s, epoch());
+    mark_dirty(tgid, s, epoch());
 }
 
 /// brk returns the new break (the old one when it fails): the difference with the last one
 /// seen is what was mapped or unmapped.
 #[inline(always)]
-pub fn count_brk<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStats, ret: u64) {
+pub fn count_brk(tgid: u32, s: *mut ProcStats, ret: u64) {
     // SAFETY: `s` points at a live map value.
     unsafe {
         add(&raw mut (*s).brk_calls, 1);
@@ -103,20 +91,13 @@ pub fn count_brk<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStats
         }
         (*s).last_brk = ret;
     }
-    mark_dirty(ctx, tgid, s, epoch());
+    mark_dirty(tgid, s, epoch());
 }
 
 /// An mremap from `old_len` to `new_len` bytes returned `ret`: growth is mapped, shrinking
 /// unmapped (its calls are not counted: there is no column for them).
 #[inline(always)]
-pub fn count_mremap<C: aya_ebpf::EbpfContext>(
-    ctx: &C,
-    tgid: u32,
-    s: *mut ProcStats,
-    old_len: u64,
-    new_len: u64,
-    ret: i64,
-) {
+pub fn count_mremap(tgid: u32, s: *mut ProcStats, old_len: u64, new_len: u64, ret: i64) {
     if !failed(ret) {
         // SAFETY: `s` points at a live map value.
         unsafe {
@@ -127,7 +108,7 @@ pub fn count_mremap<C: aya_ebpf::EbpfContext>(
             }
         }
     }
-    mark_dirty(ctx, tgid, s, epoch());
+    mark_dirty(tgid, s, epoch());
 }
 
 /// What brk calls moved the break by since the last look, as mapped or unmapped bytes (the

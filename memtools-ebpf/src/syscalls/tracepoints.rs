@@ -26,7 +26,7 @@ fn enter(ctx: &TracePointContext) {
     let Some(s) = stats_of(tgid) else {
         return;
     };
-    observe_current(ctx, tgid, s);
+    observe_current(tgid, s);
     // SAFETY: offset from the tracepoint's format.
     if let Ok(len) = unsafe { ctx.read_at::<u64>(24) } {
         let _ = PENDING.insert(id, len, 0);
@@ -62,7 +62,7 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     if let Some((tgid, len, ret)) = exit(&ctx)
         && let Some(s) = stats_of(tgid)
     {
-        count_mmap(&ctx, tgid, s, len, ret);
+        count_mmap(tgid, s, len, ret);
     }
     0
 }
@@ -72,35 +72,35 @@ pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
     if let Some((tgid, len, ret)) = exit(&ctx)
         && let Some(s) = stats_of(tgid)
     {
-        count_munmap(&ctx, tgid, s, len, ret);
+        count_munmap(tgid, s, len, ret);
     }
     0
 }
 
 /// Before a call that may give memory back: the counters as they stand.
 #[inline(always)]
-fn before_release(ctx: &TracePointContext) {
+fn before_release() {
     let tgid = current_tgid();
     if let Some(s) = stats_of(tgid) {
-        observe_current(ctx, tgid, s);
+        observe_current(tgid, s);
     }
 }
 
 #[tracepoint]
-pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
-    before_release(&ctx);
+pub fn sys_enter_brk(_ctx: TracePointContext) -> u32 {
+    before_release();
     0
 }
 
 #[tracepoint]
-pub fn sys_enter_madvise(ctx: TracePointContext) -> u32 {
-    before_release(&ctx);
+pub fn sys_enter_madvise(_ctx: TracePointContext) -> u32 {
+    before_release();
     0
 }
 
 #[tracepoint]
-pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
-    before_release(&ctx);
+pub fn sys_enter_mremap(_ctx: TracePointContext) -> u32 {
+    before_release();
     0
 }
 
@@ -112,7 +112,7 @@ pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
     };
     // SAFETY: offset from the tracepoint's format.
     if let Ok(ret) = unsafe { ctx.read_at::<u64>(16) } {
-        count_brk(&ctx, tgid, s, ret);
+        count_brk(tgid, s, ret);
     }
     0
 }

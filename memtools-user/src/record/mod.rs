@@ -177,11 +177,12 @@ pub struct OpenedBackend {
     pub fallback: Option<String>,
 }
 
-/// Opens the backend asked for.
+/// Opens the backend asked for, to be polled every `interval`.
 pub fn open_backend(
     choice: BackendChoice,
     scope: Scope,
     rss_events: bool,
+    interval: Duration,
 ) -> Result<OpenedBackend, RecordError> {
     let chosen = |backend: Box<dyn Backend>, reason: &str| OpenedBackend {
         reason: match backend.detail() {
@@ -197,10 +198,10 @@ pub fn open_backend(
             "procfs requested",
         )),
         BackendChoice::Ebpf => Ok(chosen(
-            Box::new(ebpf::Ebpf::new(scope, rss_events)?),
+            Box::new(ebpf::Ebpf::new(scope, rss_events, interval)?),
             "ebpf requested",
         )),
-        BackendChoice::Auto => match ebpf::Ebpf::new(scope.clone(), rss_events) {
+        BackendChoice::Auto => match ebpf::Ebpf::new(scope.clone(), rss_events, interval) {
             Ok(b) => Ok(chosen(Box::new(b), "auto: eBPF loaded")),
             // A missing pid is the same error for every backend.
             Err(ebpf::EbpfError::NoSuchPid(pid)) => Err(RecordError::NoSuchPid(pid)),

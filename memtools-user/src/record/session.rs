@@ -310,7 +310,7 @@ pub fn record(
         mut backend,
         reason: backend_reason,
         fallback,
-    } = match open_backend(options.backend, scope, options.rss_events) {
+    } = match open_backend(options.backend, scope, options.rss_events, options.interval) {
         Ok(b) => b,
         Err(e) => {
             if let Some(c) = &child {

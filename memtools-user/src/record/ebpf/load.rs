@@ -10,6 +10,11 @@
 use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
+use std::time::Duration;
+
+use aya::programs::perf_event::{
+    PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+};
 use aya::programs::{BtfTracePoint, FEntry, FExit, ProgramError, TracePoint};
 use memtools_common::{EPOCH_INDEX, ProcStats};
 
@@ -70,6 +75,8 @@ enum Hook {
     SyscallExit(&'static str),
     /// A classic tracepoint: (category, name); needs tracefs for its id.
     Classic(&'static str, &'static str),
+    /// A CPU-clock timer on every CPU, firing with the period given to [`load`].
+    Timer,
 }
 
 /// The process tree: forks, execs, exits. Recording needs them all.
@@ -78,6 +85,9 @@ const LIFECYCLE: &[(&str, Hook)] = &[
     ("sched_process_exec", Hook::Btf("sched_process_exec")),
     ("sched_process_exit", Hook::Btf("sched_process_exit")),
 ];
+
+/// The per-CPU timer that looks at the running process (memtools-ebpf's rss.rs).
+const TIMER: &[(&str, Hook)] = &[("cpu_tick", Hook::Timer)];
 
 /// Only with --rss-events (see memtools-ebpf's rss.rs for what it costs).
 const RSS_EVENTS: &[(&str, Hook)] = &[("rss_stat", Hook::Btf("rss_stat"))];
@@ -271,6 +281,7 @@ fn attach(
     name: &str,
     hook: Hook,
     btf: &aya::Btf,
+    tick: Duration,
     links: &mut Links,
 ) -> Result<(), Failure> {
     let program = bpf
@@ -308,6 +319,26 @@ fn attach(
             let id = p.attach().map_err(|e| ("attach", e))?;
             links.push(p.take_link(id).map_err(|e| ("attach", e))?);
         }
+        Hook::Timer => {
+            let p: &mut PerfEvent = program
+                .try_into()
+                .map_err(|e| ("be a perf event program", e))?;
+            p.load().map_err(|e| ("load", e))?;
+            let cpus = aya::util::online_cpus()
+                .map_err(|(_, e)| ("list the online CPUs", ProgramError::IOError(e)))?;
+            let period = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1);
+            for cpu in cpus {
+                let id = p
+                    .attach(
+                        PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                        PerfEventScope::AllProcessesOneCpu { cpu },
+                        SamplePolicy::Period(period),
+                        false,
+                    )
+                    .map_err(|e| ("attach", e))?;
+                links.push(p.take_link(id).map_err(|e| ("attach", e))?);
+            }
+        }
         Hook::Classic(category, tracepoint) => {
             let p: &mut TracePoint = program.try_into().map_err(|e| ("be a tracepoint", e))?;
             p.load().map_err(|e| ("load", e))?;
@@ -326,12 +357,24 @@ fn attach_all(
     skip: &[&str],
     links: &mut Links,
 ) -> Result<(), EbpfError> {
+    attach_group(bpf, group, btf, skip, Duration::ZERO, links)
+}
+
+/// As [`attach_all`], with the timer's period.
+fn attach_group(
+    bpf: &mut aya::Ebpf,
+    group: &[(&'static str, Hook)],
+    btf: &aya::Btf,
+    skip: &[&str],
+    tick: Duration,
+    links: &mut Links,
+) -> Result<(), EbpfError> {
     let mut attached = Links::default();
     for &(name, hook) in group {
         if skip.contains(&name) {
             continue;
         }
-        attach(bpf, name, hook, btf, &mut attached).map_err(|(what, error)| {
+        attach(bpf, name, hook, btf, tick, &mut attached).map_err(|(what, error)| {
             EbpfError::Program {
                 program: name,
                 what,
@@ -383,11 +426,13 @@ fn attach_syscalls(
     }
 }
 
-/// Loads and attaches everything; the `rss_stat` hook only with `rss_events`. `skip` names
-/// programs not to attach (to see how recording copes without them, and what each costs).
+/// Loads and attaches everything; the `rss_stat` hook only with `rss_events`; the per-CPU
+/// timer fires every `tick`. `skip` names programs not to attach (to see how recording copes
+/// without them, and what each costs).
 pub fn load(
     follow_all: bool,
     rss_events: bool,
+    tick: Duration,
     page_size: u32,
     skip: &str,
 ) -> Result<Loaded, EbpfError> {
@@ -397,6 +442,11 @@ pub fn load(
         return Err(EbpfError::NotBuilt);
     }
     let skip: Vec<&str> = skip.split(',').filter(|s| !s.is_empty()).collect();
+    // aya's loader reads and parses the kernel's BTF itself as it is made (there is no way to
+    // hand it ours first): made on its own thread, that overlaps with our own reading.
+    let making_loader = std::thread::Builder::new()
+        .name("ebpf-loader".into())
+        .spawn(aya::EbpfLoader::new);
     let data = std::fs::read(VMLINUX_BTF).map_err(|e| EbpfError::Btf(BtfError::Read(e)))?;
     let layout = KernelLayout::from_btf(&data)?;
     let kernel_btf = aya::Btf::parse(&data, aya::Endianness::default())
@@ -430,7 +480,10 @@ pub fn load(
         ("NR_MADVISE", nr(|a| a.madvise)),
         ("PAGE_SIZE", page_size),
     ];
-    let mut loader = aya::EbpfLoader::new();
+    let mut loader: aya::EbpfLoader<'_> = match making_loader.map(|t| t.join()) {
+        Ok(Ok(loader)) => loader,
+        _ => aya::EbpfLoader::new(),
+    };
     loader.btf(Some(&kernel_btf));
     for (name, value) in &globals {
         loader.override_global(name, value, true);
@@ -451,6 +504,7 @@ pub fn load(
     })?;
     let mut links = Links::default();
     attach_all(&mut bpf, LIFECYCLE, &kernel_btf, &skip, &mut links)?;
+    attach_group(&mut bpf, TIMER, &kernel_btf, &skip, tick, &mut links)?;
     if rss_events {
         attach_all(&mut bpf, RSS_EVENTS, &kernel_btf, &skip, &mut links)?;
     }

@@ -31,6 +31,7 @@ mod scan;
 pub use load::EbpfError;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use memtools_common::{EPOCH_INDEX, LifeEvent, ProcStats, counter, life};
@@ -42,6 +43,12 @@ use memtools::model::{BackendKind, Lost, NS_PER_SEC, TimeNs};
 use procs::{Origin, PF_KTHREAD, Proc, SWEEP_NS, comm_str};
 use scan::Scan;
 
+/// How often the recorder scans the machine's tasks for followed processes whose memory
+/// moved (the per-CPU timer sees the running ones each interval).
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// A poll due a little early still scans (polls land a few ms either side of their tick).
+const SCAN_SLACK_NS: i64 = 20_000_000;
+
 /// The eBPF backend.
 pub struct Ebpf {
     /// Owns the programs and maps; `None` once stopped.
@@ -52,7 +59,6 @@ pub struct Ebpf {
     detaching: Option<std::thread::JoinHandle<()>>,
     scan: Scan,
     syscalls: SyscallHooks,
-    logger: Option<aya_log::EbpfLogger<KernelLog>>,
     stats: BpfHashMap<MapData, u32, ProcStats>,
     epoch_map: Array<MapData, u32>,
     counters: Array<MapData, u64>,
@@ -82,24 +88,13 @@ pub struct Ebpf {
     /// Lifecycle events lost so far (exits among them).
     life_lost_seen: u64,
     last_sweep: TimeNs,
+    /// When the task scan last ran.
+    last_scan: TimeNs,
     /// Some changes were not queued (the queue was full): look at every process.
     sweep_all: bool,
     pids: Vec<u32>,
     queued: Vec<u32>,
     gone: Vec<u32>,
-}
-
-/// Writes the kernel side's own diagnostics (aya-log) to stderr.
-struct KernelLog;
-
-impl log::Log for KernelLog {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        eprintln!("memtools: kernel side: {}", record.args());
-    }
-    fn flush(&self) {}
 }
 
 fn boottime_ns() -> i64 {
@@ -134,8 +129,9 @@ fn list_pids() -> Vec<u32> {
 }
 
 impl Ebpf {
-    /// Loads and attaches the kernel side and marks the scope's processes as followed.
-    pub fn new(scope: Scope, rss_events: bool) -> Result<Ebpf, EbpfError> {
+    /// Loads and attaches the kernel side and marks the scope's processes as followed, to be
+    /// polled every `interval`.
+    pub fn new(scope: Scope, rss_events: bool, interval: Duration) -> Result<Ebpf, EbpfError> {
         // SAFETY: sysconf has no memory-safety preconditions.
         let (hz, page) = unsafe {
             (
@@ -154,16 +150,16 @@ impl Ebpf {
             }
         }
         let skip = std::env::var("MEMTOOLS_EBPF_SKIP").unwrap_or_default();
-        let loaded = load::load(scope == Scope::All, rss_events, page as u32, &skip)?;
-        let mut bpf = loaded.bpf;
-        let logger = aya_log::EbpfLogger::init_with_logger(&mut bpf, KernelLog).ok();
+        // The timer looks at the running processes once per interval (at least once a second,
+        // so a busy process's peak is never older than that).
+        let tick = interval.min(SCAN_EVERY);
+        let loaded = load::load(scope == Scope::All, rss_events, tick, page as u32, &skip)?;
         let mut backend = Ebpf {
-            bpf: Some(bpf),
+            bpf: Some(loaded.bpf),
             links: loaded.links,
             detaching: None,
             scan: loaded.scan,
             syscalls: loaded.syscalls,
-            logger,
             stats: loaded.stats,
             epoch_map: loaded.epoch,
             counters: loaded.counters,
@@ -183,6 +179,7 @@ impl Ebpf {
             reported: Lost::default(),
             life_lost_seen: 0,
             last_sweep: 0,
+            last_scan: 0,
             sweep_all: false,
             pids: Vec::with_capacity(256),
             queued: Vec::with_capacity(256),
@@ -348,9 +345,14 @@ impl Backend for Ebpf {
             self.start(pid, ppid, Origin::Proc, sink, offset)?;
         }
         // Every followed process's counters, looked at now: the moved ones are queued.
-        self.scan
-            .run()
-            .map_err(|e| RecordError::Proc(format!("eBPF task scan: {e}")))?;
+        // Every followed process's counters, looked at once a second (the timer sees the
+        // running ones each interval): the moved ones are queued.
+        if now - self.last_scan >= SCAN_EVERY.as_nanos() as i64 - SCAN_SLACK_NS {
+            self.last_scan = now;
+            self.scan
+                .run()
+                .map_err(|e| RecordError::Proc(format!("eBPF task scan: {e}")))?;
+        }
         // Processes whose counters changed.
         while let Some(item) = self.dirty.next() {
             if let Some(b) = item.get(..4) {
@@ -377,9 +379,6 @@ impl Backend for Ebpf {
             }
         }
         self.read_drops(now);
-        if let Some(logger) = self.logger.as_mut() {
-            logger.flush();
-        }
         self.gone.clear();
         let mut pids = std::mem::take(&mut self.pids);
         pids.clear();

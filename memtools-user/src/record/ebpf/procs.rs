@@ -10,11 +10,13 @@ use crate::record::procfs::{metrics_of, parse_stat, parse_status, read_cmdline, 
 use crate::record::{Event, RecordError, Sink};
 use memtools::model::{Metrics, NS_PER_SEC, ProcessInfo, ProcessKey, Sample, TimeNs};
 
-/// An unchanged process is written again this often, so its history has no gaps.
-pub(super) const KEEPALIVE_NS: i64 = NS_PER_SEC;
+/// An unchanged process is written again this often. Readers hold each value of an eBPF
+/// session until the next (`store::as_recorded`), so this only bounds how stale a recording
+/// cut short (a killed recorder) can look; each write costs the recorder, so it is rare.
+pub(super) const KEEPALIVE_NS: i64 = 10 * NS_PER_SEC;
 /// How often every followed process is looked at for its keepalive; in between, only the
 /// ones the kernel queued are, so an idle process costs nothing per interval.
-pub(super) const SWEEP_NS: i64 = NS_PER_SEC / 4;
+pub(super) const SWEEP_NS: i64 = NS_PER_SEC;
 
 /// PF_KTHREAD in /proc/PID/stat's flags.
 pub(super) const PF_KTHREAD: u64 = 0x0020_0000;
