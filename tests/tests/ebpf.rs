@@ -588,15 +588,15 @@ fn auto_as_an_unprivileged_user_falls_back_to_proc_and_says_why() {
 }
 
 #[test]
-fn an_unmounted_tracefs_is_mounted_again() {
+fn recording_needs_no_tracefs() {
     let _one = serial();
-    if !can_load("an_unmounted_tracefs_is_mounted_again") {
+    if !can_load("recording_needs_no_tracefs") {
         return;
     }
     let tracing = Path::new("/sys/kernel/tracing");
     if Path::new("/sys/kernel/debug/tracing/events").is_dir() {
         skip(
-            "an_unmounted_tracefs_is_mounted_again",
+            "recording_needs_no_tracefs",
             "debugfs exposes tracefs too, so unmounting /sys/kernel/tracing proves nothing",
         );
         return;
@@ -618,11 +618,39 @@ fn an_unmounted_tracefs_is_mounted_again() {
         "50ms",
         &["linear", "--step", "1MiB", "--duration", "500ms"],
     );
-    assert!(
-        tracing.join("events").is_dir(),
-        "tracefs was not mounted again"
-    );
-    let samples = store.sessions()[0]["samples"].as_u64().unwrap_or(0);
+    let session = &store.sessions()[0];
+    let reason = session["backend_reason"].as_str().unwrap_or_default();
+    let mounted = tracing.join("events").is_dir();
+    if reason.contains("syscall tracepoints") {
+        // The last resort needs tracefs for the tracepoints' ids, and mounts it.
+        assert!(
+            mounted,
+            "tracefs was not mounted for the tracepoints: {reason}"
+        );
+    } else {
+        // Nothing else needs it: the machine is left as it was.
+        assert!(
+            !mounted,
+            "tracefs mounted though nothing needed it: {reason}"
+        );
+        // SAFETY: NUL-terminated literals, read only during the call.
+        let rc = unsafe {
+            libc::mount(
+                c"nodev".as_ptr(),
+                c"/sys/kernel/tracing".as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mounting tracefs again: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let samples = session["samples"].as_u64().unwrap_or(0);
     assert!(samples >= 3, "{samples} samples");
 }
 
@@ -669,4 +697,238 @@ fn a_process_shorter_than_the_interval_is_recorded_from_its_exit() {
         // Its own pages (the binary, libc) were counted before it exited.
         assert!(*file > 0, "{name}: no resident memory recorded: {rows:?}");
     }
+}
+
+/// The processes of one recorded session: (pid, ppid, name, exited, samples, peak_rss).
+fn processes_of(store: &TestStore) -> Vec<(i64, Option<i64>, String, bool, i64, Option<i64>)> {
+    let sql = store.sql();
+    let mut stmt = sql
+        .prepare(
+            "SELECT p.pid, p.ppid, p.name, p.exit_ns IS NOT NULL,
+                    (SELECT COUNT(*) FROM samples s WHERE s.process_id = p.id), p.peak_rss
+             FROM processes p ORDER BY p.id",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+#[test]
+fn five_hundred_children_of_a_millisecond_are_501_histories() {
+    let _one = serial();
+    if !can_load("five_hundred_children_of_a_millisecond_are_501_histories") {
+        return;
+    }
+    let store = TestStore::new();
+    // No pause: the command is held before its exec until the recorder follows it, so even
+    // what it does at once is recorded.
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 500 ]; do /bin/true & i=$((i+1)); done; wait",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("incomplete"), "{stderr}");
+    let procs = processes_of(&store);
+    assert_eq!(procs.len(), 501, "{} processes: {stderr}", procs.len());
+    let shell = procs[0].0;
+    let children: Vec<_> = procs.iter().filter(|p| p.2 == "true").collect();
+    assert_eq!(children.len(), 500, "{procs:?}");
+    for (pid, ppid, name, exited, samples, peak) in children {
+        assert_eq!(*ppid, Some(shell), "{pid} {name}");
+        assert!(*exited, "{pid} {name}: no exit");
+        assert!(*samples >= 1, "{pid} {name}: no sample");
+        assert!(peak.is_some_and(|p| p > 0), "{pid} {name}: no peak");
+    }
+    let session = &store.sessions()[0];
+    assert_eq!(session["processes"].as_u64(), Some(501));
+    assert_eq!(session["processes_lost"].as_u64(), Some(0), "{session}");
+    assert_eq!(session["events_lost"].as_u64(), Some(0), "{session}");
+}
+
+#[test]
+fn a_process_that_lived_5ms_has_its_exit_sample() {
+    let _one = serial();
+    if !can_load("a_process_that_lived_5ms_has_its_exit_sample") {
+        return;
+    }
+    let store = TestStore::new();
+    let script = format!("{} flat --base 16MiB --duration 5ms", leak_sim());
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--interval",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sql = store.sql();
+    let (ppid, shell, exit_ns, peak, t_ns, anon): (i64, i64, i64, i64, i64, i64) = sql
+        .query_row(
+            "SELECT p.ppid, (SELECT pid FROM processes WHERE name = 'sh'), p.exit_ns,
+                    p.peak_rss, s.t_ns, s.rss_anon
+             FROM processes p JOIN samples s ON s.process_id = p.id
+             WHERE p.name = 'leak-sim' ORDER BY s.t_ns DESC LIMIT 1",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(ppid, shell, "its parent is the shell");
+    // Its last sample is its figures at exit, 16 MiB of it anonymous, at the exit's time.
+    assert_eq!(t_ns, exit_ns, "the last sample is not at the exit");
+    assert!(anon >= 16 * MIB, "{anon} bytes of anon memory at exit");
+    assert!(peak >= 16 * MIB, "peak {peak}");
+}
+
+#[test]
+fn what_could_not_be_recorded_is_counted_stored_and_said() {
+    let _one = serial();
+    if !can_load("what_could_not_be_recorded_is_counted_stored_and_said") {
+        return;
+    }
+    let many = "i=0; while [ $i -lt 300 ]; do /bin/true & i=$((i+1)); done; wait";
+    // A table of 8 followed processes: most children cannot be followed.
+    let store = TestStore::new();
+    let out = store
+        .cmd(&["record", "--backend", "ebpf", "--", "sh", "-c", many])
+        .env("MEMTOOLS_EBPF_MAPS", "STATS=8")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let session = &store.sessions()[0];
+    let lost = session["processes_lost"].as_u64().unwrap_or(0);
+    assert!(lost > 0, "{session}");
+    assert!(
+        session["processes"].as_u64().unwrap_or(0) + lost >= 301,
+        "recorded and lost do not add up: {session}"
+    );
+    assert!(
+        stderr.contains(&format!("incomplete: {lost} processes not recorded")),
+        "{stderr}"
+    );
+    let show = store.ok(&["show"]);
+    assert!(show.contains("incomplete:"), "{show}");
+    // A lifecycle queue of one page: events are lost.
+    let store = TestStore::new();
+    let out = store
+        .cmd(&["record", "--backend", "ebpf", "--", "sh", "-c", many])
+        .env("MEMTOOLS_EBPF_MAPS", "LIFE=4096")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let session = &store.sessions()[0];
+    let events = session["events_lost"].as_u64().unwrap_or(0);
+    assert!(events > 0, "{session}");
+    assert!(stderr.contains("process events lost"), "{stderr}");
+}
+
+#[test]
+fn the_backend_reason_says_how_the_mm_syscalls_are_hooked() {
+    let _one = serial();
+    if !can_load("the_backend_reason_says_how_the_mm_syscalls_are_hooked") {
+        return;
+    }
+    let store = TestStore::new();
+    record(
+        &store,
+        "100ms",
+        &["linear", "--step", "1MiB", "--duration", "300ms"],
+    );
+    let reason = store.sessions()[0]["backend_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("mm syscalls hooked by fentry")
+            || reason.contains("mm syscalls seen through the mmap_lock tracepoint"),
+        "{reason}"
+    );
+    // The simulator maps each step: its calls and bytes are counted.
+    let (mmaps, mapped): (i64, i64) = store
+        .sql()
+        .query_row(
+            "SELECT MAX(mmap_calls), MAX(mapped_bytes) FROM samples",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(mmaps >= 3, "{mmaps} mmap calls counted ({reason})");
+    assert!(
+        mapped >= 3 * MIB,
+        "{mapped} bytes mapped counted ({reason})"
+    );
+    // With the cheap ways left out, the last resort and what it costs are said.
+    let store = TestStore::new();
+    let sim = leak_sim();
+    let out = store
+        .cmd(&[
+            "record",
+            "--backend",
+            "ebpf",
+            "--interval",
+            "50ms",
+            "--",
+            sim,
+            "linear",
+            "--step",
+            "1MiB",
+            "--duration",
+            "300ms",
+        ])
+        .env("MEMTOOLS_EBPF_SKIP", "mmap_exit,mmap_locked")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let session = &store.sessions()[0];
+    let reason = session["backend_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("syscall tracepoints"), "{reason}");
+    assert!(
+        reason.contains("every system call on the machine"),
+        "{reason}"
+    );
+    // The mapping calls are still counted that way.
+    let sql = store.sql();
+    let mmaps: i64 = sql
+        .query_row("SELECT MAX(mmap_calls) FROM samples", [], |r| r.get(0))
+        .unwrap();
+    assert!(mmaps > 0, "no mmap counted with the syscall tracepoints");
 }

@@ -93,10 +93,16 @@ impl Child {
         let mut cmd = std::process::Command::new(program);
         cmd.args(&command.argv[1..]).envs(env.iter().copied());
         let (pid_fd, gate_fd) = (pid_write.as_raw_fd(), gate_read.as_raw_fd());
+        let own_ends = [pid_read.as_raw_fd(), gate_write.as_raw_fd()];
         // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (getpid, write, read) on descriptors it was given.
+        // async-signal-safe functions (close, getpid, write, read) on descriptors it was given.
         unsafe {
             cmd.pre_exec(move || {
+                // The child's copies of the recorder's ends: with the gate's write end open
+                // here, the recorder closing its own would never reach the read below.
+                for fd in own_ends {
+                    libc::close(fd);
+                }
                 let pid = libc::getpid().to_ne_bytes();
                 libc::write(pid_fd, pid.as_ptr().cast(), pid.len());
                 let mut go = 0u8;

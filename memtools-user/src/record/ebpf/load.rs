@@ -60,6 +60,8 @@ pub enum EbpfError {
     },
     #[error("the task scan: {0}")]
     Scan(std::io::Error),
+    #[error("MEMTOOLS_EBPF_MAPS: `{0}` is not NAME=ENTRIES")]
+    MapSize(String),
     #[error("no process with pid {0}")]
     NoSuchPid(u32),
 }
@@ -426,15 +428,29 @@ fn attach_syscalls(
     }
 }
 
+/// Map sizes other than the built-in ones, `NAME=ENTRIES,...` (MEMTOOLS_EBPF_MAPS: to see
+/// how recording copes when a map or queue fills up, e.g. `STATS=8` or `LIFE=4096` bytes).
+fn map_sizes(spec: &str) -> Result<Vec<(&str, u32)>, EbpfError> {
+    spec.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.split_once('=')
+                .and_then(|(name, n)| Some((name.trim(), n.trim().parse().ok()?)))
+                .ok_or_else(|| EbpfError::MapSize(item.to_string()))
+        })
+        .collect()
+}
+
 /// Loads and attaches everything; the `rss_stat` hook only with `rss_events`; the per-CPU
 /// timer fires every `tick`. `skip` names programs not to attach (to see how recording copes
-/// without them, and what each costs).
+/// without them, and what each costs); `maps` resizes maps (see [`map_sizes`]).
 pub fn load(
     follow_all: bool,
     rss_events: bool,
     tick: Duration,
     page_size: u32,
     skip: &str,
+    maps: &str,
 ) -> Result<Loaded, EbpfError> {
     // Privileges first: an unprivileged user learns what they can change.
     privileged()?;
@@ -442,6 +458,7 @@ pub fn load(
         return Err(EbpfError::NotBuilt);
     }
     let skip: Vec<&str> = skip.split(',').filter(|s| !s.is_empty()).collect();
+    let maps = map_sizes(maps)?;
     // aya's loader reads and parses the kernel's BTF itself as it is made (there is no way to
     // hand it ours first): made on its own thread, that overlaps with our own reading.
     let making_loader = std::thread::Builder::new()
@@ -487,6 +504,9 @@ pub fn load(
     loader.btf(Some(&kernel_btf));
     for (name, value) in &globals {
         loader.override_global(name, value, true);
+    }
+    for &(name, entries) in &maps {
+        loader.map_max_entries(name, entries);
     }
     let mut bpf = loader
         .override_global("FOLLOW_ALL", &follow_all, true)

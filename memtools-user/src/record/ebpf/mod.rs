@@ -149,11 +149,20 @@ impl Ebpf {
                 }
             }
         }
+        // Diagnostic knobs: programs left out, maps resized (see load.rs).
         let skip = std::env::var("MEMTOOLS_EBPF_SKIP").unwrap_or_default();
+        let maps = std::env::var("MEMTOOLS_EBPF_MAPS").unwrap_or_default();
         // The timer looks at the running processes once per interval (at least once a second,
         // so a busy process's peak is never older than that).
         let tick = interval.min(SCAN_EVERY);
-        let loaded = load::load(scope == Scope::All, rss_events, tick, page as u32, &skip)?;
+        let loaded = load::load(
+            scope == Scope::All,
+            rss_events,
+            tick,
+            page as u32,
+            &skip,
+            &maps,
+        )?;
         let mut backend = Ebpf {
             bpf: Some(loaded.bpf),
             links: loaded.links,
