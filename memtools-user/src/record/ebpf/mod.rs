@@ -417,7 +417,12 @@ impl Backend for Ebpf {
     }
 
     fn lost(&self) -> Lost {
-        self.lost
+        // Read now, not as last polled: the last poll of a short recording must not miss them.
+        let read = |i: u32| self.counters.get(&i, 0).unwrap_or(0);
+        Lost {
+            processes: read(counter::FOLLOW_FULL),
+            events: read(counter::LIFE_LOST),
+        }
     }
 
     fn detail(&self) -> Option<String> {
