@@ -68,12 +68,22 @@ pub fn timed(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `__malloc [N]`: N malloc and free pairs of 64 bytes through the C library's allocator
-/// (what heaptrack and uprobe tracing hook), timed.
+/// `__malloc [N] [--per M]`: N malloc and free pairs of 64 bytes through the C library's
+/// allocator (what heaptrack and uprobe tracing hook), timed; with `--per M`, the time is
+/// given for M pairs at the same rate (for a tracer too slow to run M of them).
 pub fn malloc(args: &[String]) -> Result<()> {
-    let n: u64 = match args.first() {
-        Some(a) => a.parse().with_context(|| format!("`{a}` is not a count"))?,
-        None => 20_000_000,
+    let count =
+        |a: &String| -> Result<u64> { a.parse().with_context(|| format!("`{a}` is not a count")) };
+    let n = args
+        .first()
+        .map(count)
+        .transpose()?
+        .unwrap_or(20_000_000)
+        .max(1);
+    let per = match args.get(1..) {
+        Some([flag, m]) if flag == "--per" => count(m)?,
+        Some([]) | None => n,
+        Some(other) => bail!("__malloc: unexpected {other:?}"),
     };
     let layout = std::alloc::Layout::from_size_align(64, 8).context("layout")?;
     let (start, cpu) = (Instant::now(), thread_cpu());
@@ -87,7 +97,11 @@ pub fn malloc(args: &[String]) -> Result<()> {
             std::alloc::System.dealloc(p, layout);
         }
     }
-    print_timing(start.elapsed().as_secs_f64(), thread_cpu() - cpu);
+    let scale = per as f64 / n as f64;
+    print_timing(
+        start.elapsed().as_secs_f64() * scale,
+        (thread_cpu() - cpu) * scale,
+    );
     Ok(())
 }
 
