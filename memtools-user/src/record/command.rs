@@ -2,8 +2,9 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
@@ -45,12 +46,20 @@ fn shell_quote(arg: &str) -> String {
 /// The running command.
 pub(crate) struct Child {
     pid: Pid,
+    /// A pidfd of the command (Linux 5.3+): readable when it exits, so the recorder can wait
+    /// for that without waking up to look.
+    pidfd: Option<std::os::fd::OwnedFd>,
     /// The program, to name it when it cannot be started.
     program: String,
     status: Option<ExitStatus>,
     /// Holds the command before its exec until the recorder is ready (see [`Child::spawn`]).
     gate: Option<Gate>,
 }
+
+/// How often a command without a pidfd is looked at for its exit.
+const LOOK_EVERY: Duration = Duration::from_millis(20);
+/// The longest a signal may wait to be seen.
+const SIGNAL_AT_LATEST: Duration = Duration::from_millis(250);
 
 /// A command forked but waiting, before its exec, for the recorder to follow its pid.
 struct Gate {
@@ -135,6 +144,7 @@ impl Child {
         }
         Ok(Child {
             pid: Pid::from_raw(i32::from_ne_bytes(pid)),
+            pidfd: None,
             program: program.to_string_lossy().into_owned(),
             status: None,
             gate: Some(Gate {
@@ -152,6 +162,12 @@ impl Child {
         // A failed write (the child died meanwhile) shows as the spawn's own error below.
         let _ = open.write_all(b"g");
         drop(open);
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid.as_raw(), 0) };
+        if fd >= 0 {
+            // SAFETY: a new descriptor the kernel just returned, owned by nobody else.
+            self.pidfd = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
+        }
         let spawned = spawning.join().unwrap_or_else(|_| {
             Err(std::io::Error::other(
                 "the thread starting the command panicked",
@@ -198,6 +214,31 @@ impl Child {
                 Err(_) => return,
             }
         }
+    }
+
+    /// Waits up to `longest` for the command to exit or a signal to arrive; without a command,
+    /// for a signal. It wakes at once when the command exits (its pidfd) or a signal
+    /// interrupts the wait, and otherwise not before it must: each wake-up of an idle
+    /// recorder costs the machine a context switch. A command without a pidfd (an old kernel)
+    /// is looked at every [`LOOK_EVERY`]; a signal that lands just before the wait begins is
+    /// seen within [`SIGNAL_AT_LATEST`].
+    pub fn wait(child: Option<&Child>, longest: Duration) {
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let mut longest = longest.min(SIGNAL_AT_LATEST);
+        if let Some(c) = child {
+            match &c.pidfd {
+                Some(fd) => fds[0].fd = fd.as_raw_fd(),
+                None => longest = longest.min(LOOK_EVERY),
+            }
+        }
+        let ms = longest.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one pollfd, live for the call (a negative fd is ignored by poll). A signal
+        // interrupts it (EINTR), which is what we want: the caller looks at signals next.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
     }
 
     /// Sends a signal to the command while it runs (one still held is cancelled when

@@ -85,8 +85,6 @@ pub struct RecordOutcome {
 
 /// How long a recorded command may take to exit after it was asked to stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// How often the loop looks at signals and the command between ticks.
-const WAKE_EVERY: Duration = Duration::from_millis(20);
 /// How often the status line is refreshed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -448,7 +446,7 @@ pub fn record(
             if now >= next {
                 break;
             }
-            std::thread::sleep((next - now).min(WAKE_EVERY));
+            Child::wait(child.as_ref(), next - now);
         }
     }
     // Let go of the kernel hooks while the session is finished.
