@@ -92,7 +92,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "context-switch-heavy",
-        what: "`stress-ng --switch 1 --switch-ops 200000` (two processes passing a message over pipes)",
+        what: "`stress-ng --switch 1 --switch-ops 200000 --taskset 1` (two processes on one CPU passing a message over pipes: each message is a context switch)",
         command: |t| {
             timed(
                 t,
@@ -102,6 +102,8 @@ const WORKLOADS: &[Workload] = &[
                     "1",
                     "--switch-ops",
                     "200000",
+                    "--taskset",
+                    "1",
                     "--quiet",
                 ],
             )

@@ -16,6 +16,8 @@ use crate::root;
 const COUNTS: [usize; 3] = [1, 50, 500];
 const INTERVALS_MS: [u64; 2] = [100, 10];
 const SECONDS: u64 = 10;
+/// The steady state is measured from this long after the start.
+const WARM_UP: Duration = Duration::from_secs(3);
 /// The recorder's backends, each measured on the same processes.
 const BACKENDS: [&str; 2] = ["procfs", "ebpf"];
 /// Processes started for the `--all` row, on top of what the machine runs.
@@ -58,6 +60,22 @@ impl Drop for Followed {
 
 /// Runs a command to completion and returns its user + system CPU seconds.
 fn cpu_seconds(cmd: &mut Command) -> Result<(f64, String)> {
+    let (cpu, _, out) = cpu_seconds_steady(cmd, None)?;
+    Ok((cpu, out))
+}
+
+/// CPU seconds a process's main thread has run (/proc/PID/schedstat, in ns).
+fn main_thread_cpu(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    Some(s.split_whitespace().next()?.parse::<f64>().ok()? / 1e9)
+}
+
+/// As [`cpu_seconds`], and with `Some((warm_up, window))` also the CPU seconds its main
+/// thread spent in `window` after `warm_up`: the steady state, without the one-time start.
+fn cpu_seconds_steady(
+    cmd: &mut Command,
+    steady: Option<(Duration, Duration)>,
+) -> Result<(f64, Option<f64>, String)> {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -70,6 +88,16 @@ fn cpu_seconds(cmd: &mut Command) -> Result<(f64, String)> {
         let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
         s
     });
+    let steady_cpu = match steady {
+        Some((warm_up, window)) => {
+            std::thread::sleep(warm_up);
+            let before = main_thread_cpu(pid as u32);
+            std::thread::sleep(window);
+            let after = main_thread_cpu(pid as u32);
+            before.zip(after).map(|(b, a)| a - b)
+        }
+        None => None,
+    };
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -83,7 +111,7 @@ fn cpu_seconds(cmd: &mut Command) -> Result<(f64, String)> {
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let out = reader.join().unwrap_or_default();
-    Ok((secs(usage.ru_utime) + secs(usage.ru_stime), out))
+    Ok((secs(usage.ru_utime) + secs(usage.ru_stime), steady_cpu, out))
 }
 
 struct Row {
@@ -91,7 +119,8 @@ struct Row {
     interval_ms: u64,
     backend: &'static str,
     ours_cpu_pct: f64,
-    /// Without the one-time start (loading the eBPF programs, listing /proc).
+    /// In the steady state: WARM_UP after the start, for SECONDS (the one-time start, loading
+    /// the eBPF programs or the first listing of /proc, left out).
     steady_cpu_pct: f64,
     ours_samples: u64,
     bytes_per_sample: f64,
@@ -118,15 +147,6 @@ pub fn recorder() -> Result<()> {
     for n in COUNTS {
         let followed = Followed::start(&sim, n)?;
         let pids = followed.pids();
-        // The one-time start of each backend (loading and verifying the eBPF programs, the
-        // first listing of /proc), measured with a recording that ends at once.
-        let mut start_cpu = Vec::new();
-        for backend in BACKENDS {
-            let store = dir.join(format!("recorder-{n}-{backend}-start.db"));
-            remove_store(&store);
-            let mut cmd = record_cmd(&user, &store, backend, 100, Duration::ZERO, &pids);
-            start_cpu.push(cpu_seconds(&mut cmd)?.0);
-        }
         for interval_ms in INTERVALS_MS {
             let (psutil_cpu, psutil_samples) = if psutil {
                 let script = root().join("xtask/bench/psutil_poll.py");
@@ -146,19 +166,20 @@ pub fn recorder() -> Result<()> {
             } else {
                 (None, None)
             };
-            for (b, backend) in BACKENDS.into_iter().enumerate() {
+            for backend in BACKENDS {
                 let store = dir.join(format!("recorder-{n}-{interval_ms}ms-{backend}.db"));
                 remove_store(&store);
-                let duration = Duration::from_secs(SECONDS);
-                let mut cmd = record_cmd(&user, &store, backend, interval_ms, duration, &pids);
-                let (cpu, _) = cpu_seconds(&mut cmd)?;
+                let whole = WARM_UP + Duration::from_secs(SECONDS + 1);
+                let mut cmd = record_cmd(&user, &store, backend, interval_ms, whole, &pids);
+                let window = Duration::from_secs(SECONDS);
+                let (cpu, steady, _) = cpu_seconds_steady(&mut cmd, Some((WARM_UP, window)))?;
                 let (samples, bytes) = store_figures(&user, &store)?;
                 let row = Row {
                     processes: n,
                     interval_ms,
                     backend,
-                    ours_cpu_pct: cpu / SECONDS as f64 * 100.0,
-                    steady_cpu_pct: (cpu - start_cpu[b]).max(0.0) / SECONDS as f64 * 100.0,
+                    ours_cpu_pct: cpu / whole.as_secs_f64() * 100.0,
+                    steady_cpu_pct: steady.unwrap_or(f64::NAN) / SECONDS as f64 * 100.0,
                     ours_samples: samples,
                     bytes_per_sample: bytes as f64 / samples.max(1) as f64,
                     psutil_cpu_pct: psutil_cpu,
@@ -210,27 +231,29 @@ fn all_processes(user: &Path, dir: &Path) -> Result<String> {
                 })
             })
             .count();
-        let all = |seconds: u64| -> Result<f64> {
-            let store = dir.join("recorder-all.db");
-            remove_store(&store);
-            let mut cmd = Command::new(user);
-            cmd.arg("record")
-                .arg("--store")
-                .arg(&store)
-                .args(["--backend", "ebpf", "--all", "--interval", "1s"])
-                .args(["--duration", &format!("{}ms", (seconds * 1000).max(1))]);
-            Ok(cpu_seconds(&mut cmd)?.0)
-        };
-        let start = all(0)?;
-        let cpu = all(SECONDS)?;
+        let store = dir.join("recorder-all.db");
+        remove_store(&store);
+        // Its start (listing and opening 5,000 processes) takes a while: a longer warm-up.
+        let warm_up = WARM_UP * 3;
+        let whole = warm_up + Duration::from_secs(SECONDS + 1);
+        let mut cmd = Command::new(user);
+        cmd.arg("record")
+            .arg("--store")
+            .arg(&store)
+            .args(["--backend", "ebpf", "--all", "--interval", "1s"])
+            .args(["--duration", &format!("{}ms", whole.as_millis())]);
+        let window = Duration::from_secs(SECONDS);
+        let (cpu, steady, _) = cpu_seconds_steady(&mut cmd, Some((warm_up, window)))?;
         let mut s = String::new();
         let _ = writeln!(
             s,
             "\n`record --all --interval 1s` (eBPF) with {processes} processes on the machine \
-             ({ALL_EXTRA} of them idle `sleep`s started for this): {:.2} % of a core over \
-             {SECONDS} s, {:.3} % without its start ({start:.2} s of CPU once).",
-            cpu / SECONDS as f64 * 100.0,
-            (cpu - start).max(0.0) / SECONDS as f64 * 100.0
+             ({ALL_EXTRA} of them idle `sleep`s started for this): {:.3} % of a core in the \
+             steady state ({} s from {} s after the start), {cpu:.2} s of CPU in all over {} s.",
+            steady.unwrap_or(f64::NAN) / SECONDS as f64 * 100.0,
+            SECONDS,
+            warm_up.as_secs(),
+            whole.as_secs()
         );
         Ok(s)
     })();
@@ -285,12 +308,15 @@ fn markdown(rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Recorder CPU per second of recording ({SECONDS} s runs; {}):\n",
+        "Recorder CPU per second of recording ({} s runs, the steady state measured over {SECONDS} s \
+         from {} s after the start; {}):\n",
+        SECONDS + 1 + WARM_UP.as_secs(),
+        WARM_UP.as_secs(),
         machine()
     );
     let _ = writeln!(
         s,
-        "| processes | interval | backend | memtools CPU | without start | samples | store bytes/sample | psutil polling CPU | psutil samples |"
+        "| processes | interval | backend | memtools CPU | steady state | samples | store bytes/sample | psutil polling CPU | psutil samples |"
     );
     let _ = writeln!(s, "|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
