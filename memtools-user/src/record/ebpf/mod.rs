@@ -23,6 +23,7 @@
 //!   the session's losses; a process whose fork event was lost is picked up from its changes
 //!   or its exit.
 
+mod attach;
 mod btf;
 mod load;
 mod procs;
@@ -38,7 +39,7 @@ use memtools_common::{EPOCH_INDEX, LifeEvent, ProcStats, counter, life};
 
 use super::procfs::{parse_stat, read_cmdline};
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
-use load::{Links, SyscallHooks};
+use attach::{Links, SyscallHooks};
 use memtools::model::{BackendKind, Lost, NS_PER_SEC, TimeNs};
 use procs::{Origin, PF_KTHREAD, Proc, SWEEP_NS, comm_str};
 use scan::Scan;
