@@ -1,8 +1,8 @@
 //! `memtools-user record --backend ebpf` end to end: the real kernel programs, the real
 //! recorder, the real simulator. These need root (loading tracing programs); CI runs as root.
 //!
-//! They run one at a time (`serial`): one of them unmounts tracefs, which the others' loaders
-//! read tracepoint ids from.
+//! They run one at a time (`serial`): one of them unmounts tracefs, which the syscall
+//! tracepoints (the last resort some of them force) read their ids from.
 
 mod common;
 
@@ -221,7 +221,7 @@ fn agrees_with_proc_status_using(kind: &str, options: &[&str]) {
         );
     };
     // Each stair: a run of equal readings. The eBPF backend writes a process when it changes
-    // (and once a second), so what is on record at the end of a stair is the last sample
+    // (and every 10 s), so what is on record at the end of a stair is the last sample
     // before it, and it must be the stair's figures.
     let mut stairs = 0;
     let mut start = 0;

@@ -3,12 +3,13 @@
 //!
 //! - Nothing runs on a path every process on the machine takes (each context switch, system
 //!   call or page fault): the kernel side looks at a followed process's resident counters
-//!   when the recorder's scan walks the machine's tasks (once per poll), just before it
-//!   releases memory (munmap, madvise, brk, mremap, hooked by fentry so only those calls
-//!   pay), and at exit (see memtools-ebpf's rss.rs, and `--rss-events` for the per-change
-//!   hook). A process whose counters moved is queued as changed once per drain epoch, with
-//!   its peak within the epoch and when it was, so a spike shorter than the interval is a
-//!   sample of its own.
+//!   when a per-CPU timer finds it running (once per interval), when the recorder's scan
+//!   walks the machine's tasks (once a second), just before it releases memory (munmap,
+//!   madvise, brk, mremap: fentry, or the mmap lock's tracepoint, so only those calls pay),
+//!   and at exit (see memtools-ebpf's rss.rs, and `--rss-events` for the per-change hook). A
+//!   process whose counters moved is queued as changed once per drain epoch, with its peak
+//!   within the epoch and when it was, so a spike shorter than the interval is a sample of
+//!   its own.
 //! - Forks, execs and exits come in order through a ring buffer, each carrying the process's
 //!   start time, parent and name (and at exit its last figures and peak), so a process that
 //!   lived a millisecond has a history: the process tree is followed without scanning /proc,
@@ -17,8 +18,8 @@
 //! - mmap/munmap/brk calls and the bytes they mapped are counted in the kernel.
 //! - Only the processes queued as changed are read, from /proc/PID/status and stat held open:
 //!   the exact figures (the kernel's own counters lag by what each CPU has not folded in),
-//!   page faults included. Unchanged processes are written again once a second, unread, so a
-//!   flat history has no gaps.
+//!   page faults included. Unchanged processes are written again every 10 s, unread (readers
+//!   hold a value until the next sample, so this only bounds a cut-short recording).
 //! - What the kernel side could not do (a full map, a full queue) is counted and reported as
 //!   the session's losses; a process whose fork event was lost is picked up from its changes
 //!   or its exit.
