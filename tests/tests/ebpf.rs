@@ -703,8 +703,11 @@ fn a_process_shorter_than_the_interval_is_recorded_from_its_exit() {
     }
 }
 
-/// The processes of one recorded session: (pid, ppid, name, exited, samples, peak_rss).
-fn processes_of(store: &TestStore) -> Vec<(i64, Option<i64>, String, bool, i64, Option<i64>)> {
+/// A recorded process: (pid, ppid, name, exited, samples, peak_rss).
+type Recorded = (i64, Option<i64>, String, bool, i64, Option<i64>);
+
+/// The processes of one recorded session.
+fn processes_of(store: &TestStore) -> Vec<Recorded> {
     let sql = store.sql();
     let mut stmt = sql
         .prepare(
