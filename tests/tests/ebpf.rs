@@ -1,8 +1,8 @@
 //! `memtools-user record --backend ebpf` end to end: the real kernel programs, the real
 //! recorder, the real simulator. These need root (loading tracing programs); CI runs as root.
 //!
-//! They run one at a time (`serial`): one of them unmounts tracefs, which the syscall
-//! tracepoints (the last resort some of them force) read their ids from.
+//! They run one at a time (`serial`): several load programs at once would measure each
+//! other.
 
 mod common;
 
@@ -597,7 +597,6 @@ fn recording_needs_no_tracefs() {
     if !can_load("recording_needs_no_tracefs") {
         return;
     }
-    let tracing = Path::new("/sys/kernel/tracing");
     if Path::new("/sys/kernel/debug/tracing/events").is_dir() {
         skip(
             "recording_needs_no_tracefs",
@@ -605,54 +604,36 @@ fn recording_needs_no_tracefs() {
         );
         return;
     }
-    if tracing.join("events").is_dir() {
-        // SAFETY: a NUL-terminated literal, read only during the call.
-        let rc = unsafe { libc::umount2(c"/sys/kernel/tracing".as_ptr(), libc::MNT_DETACH) };
-        assert_eq!(
-            rc,
-            0,
-            "unmounting tracefs: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    assert!(!tracing.join("events").is_dir(), "tracefs still mounted");
+    // In a mount namespace of its own, so neither the machine nor another recorder running
+    // meanwhile sees tracefs go, or can mount it back under the test.
     let store = TestStore::new();
-    record(
-        &store,
-        "50ms",
-        &["linear", "--step", "1MiB", "--duration", "500ms"],
-    );
+    let script = r#"
+        umount /sys/kernel/tracing 2>/dev/null
+        if [ -d /sys/kernel/tracing/events ]; then echo "TRACEFS before: mounted"; exit 1; fi
+        "$0" record --backend ebpf --interval 50ms -- "$1" linear --step 1MiB --duration 500ms
+        status=$?
+        if [ -d /sys/kernel/tracing/events ]; then echo "TRACEFS after: mounted"
+        else echo "TRACEFS after: absent"; fi
+        exit $status
+    "#;
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(common::memtools_user())
+        .arg(leak_sim())
+        .env("MEMTOOLS_STORE", store.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
     let session = &store.sessions()[0];
     let reason = session["backend_reason"].as_str().unwrap_or_default();
-    let mounted = tracing.join("events").is_dir();
     if reason.contains("syscall tracepoints") {
         // The last resort needs tracefs for the tracepoints' ids, and mounts it.
-        assert!(
-            mounted,
-            "tracefs was not mounted for the tracepoints: {reason}"
-        );
+        assert!(stdout.contains("after: mounted"), "{stdout}: {reason}");
     } else {
         // Nothing else needs it: the machine is left as it was.
-        assert!(
-            !mounted,
-            "tracefs mounted though nothing needed it: {reason}"
-        );
-        // SAFETY: NUL-terminated literals, read only during the call.
-        let rc = unsafe {
-            libc::mount(
-                c"nodev".as_ptr(),
-                c"/sys/kernel/tracing".as_ptr(),
-                c"tracefs".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "mounting tracefs again: {}",
-            std::io::Error::last_os_error()
-        );
+        assert!(stdout.contains("after: absent"), "{stdout}: {reason}");
     }
     let samples = session["samples"].as_u64().unwrap_or(0);
     assert!(samples >= 3, "{samples} samples");

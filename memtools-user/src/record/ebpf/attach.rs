@@ -24,7 +24,7 @@ pub(super) enum Hook {
     SyscallExit(&'static str),
     /// A classic tracepoint: (category, name); needs tracefs for its id.
     Classic(&'static str, &'static str),
-    /// A CPU-clock timer on every CPU, firing with the period given to [`load`].
+    /// A CPU-clock timer on every CPU, firing with the period given to [`attach_group`].
     Timer,
 }
 

@@ -96,6 +96,8 @@ pub struct Ebpf {
     sweep_all: bool,
     pids: Vec<u32>,
     queued: Vec<u32>,
+    /// Processes whose memory moved at their last read: read again at the next poll.
+    follow_ups: Vec<u32>,
     gone: Vec<u32>,
 }
 
@@ -194,6 +196,7 @@ impl Ebpf {
             sweep_all: false,
             pids: Vec::with_capacity(256),
             queued: Vec::with_capacity(256),
+            follow_ups: Vec::with_capacity(64),
             gone: Vec::with_capacity(64),
         };
         backend.follow_existing(&scope)?;
@@ -399,12 +402,19 @@ impl Backend for Ebpf {
             pids.extend(self.procs.keys().copied());
         } else {
             pids.extend_from_slice(&self.queued);
+            pids.extend_from_slice(&self.follow_ups);
+            pids.sort_unstable();
+            pids.dedup();
         }
+        self.follow_ups.clear();
         for &pid in &pids {
             // Gone (its files say so): its exit event is on its way, unless such events have
             // been lost, when the files are all there is to go by.
             if !self.sample(pid, now, offset, None, sink)? && self.life_lost_seen > 0 {
                 self.gone.push(pid);
+            }
+            if self.procs.get(&pid).is_some_and(|p| p.follow_up) {
+                self.follow_ups.push(pid);
             }
         }
         self.pids = pids;

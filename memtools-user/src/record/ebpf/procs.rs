@@ -34,6 +34,10 @@ pub(super) struct Proc {
     last_peak: u64,
     /// Queued by the kernel this drain.
     pub(super) dirty: bool,
+    /// Its memory moved at the last read: read again at the next poll. What the kernel
+    /// queues is a call that maps memory, before the process touches it; reading on until
+    /// the figures hold still records where the growth ends, which no hook sees.
+    pub(super) follow_up: bool,
 }
 
 impl Proc {
@@ -94,6 +98,23 @@ pub(super) fn read_proc(pid: u32) -> Option<ProcView> {
         kthread: s.flags & PF_KTHREAD != 0,
         zombie: s.state == b'Z' || s.state == b'X',
     })
+}
+
+/// Whether a process's memory figures differ (its counters of calls aside).
+fn memory_moved(now: &Metrics, before: &Metrics) -> bool {
+    (
+        now.rss_anon,
+        now.rss_file,
+        now.rss_shmem,
+        now.swap,
+        now.vm_size,
+    ) != (
+        before.rss_anon,
+        before.rss_file,
+        before.rss_shmem,
+        before.swap,
+        before.vm_size,
+    )
 }
 
 /// Where a new history's identity comes from.
@@ -166,6 +187,7 @@ impl Ebpf {
             // Written at once, so a process is recorded from its first poll; one already gone
             // is written from its exit event, which carries its last counters.
             dirty: true,
+            follow_up: false,
         };
         self.procs.insert(pid, proc);
         self.queued.push(pid);
@@ -245,8 +267,10 @@ impl Ebpf {
             return Ok(true);
         };
         let dirty = std::mem::take(&mut p.dirty);
+        let follow_up = std::mem::take(&mut p.follow_up);
         // Swept every SWEEP_NS: written again after KEEPALIVE_NS at the latest.
-        if !dirty && now - p.last_time < KEEPALIVE_NS - SWEEP_NS {
+        let keepalive = now - p.last_time >= KEEPALIVE_NS - SWEEP_NS;
+        if !dirty && !follow_up && !keepalive {
             return Ok(true);
         }
 
@@ -278,10 +302,13 @@ impl Ebpf {
             if e.vm_size > 0 {
                 metrics.vm_size = Some(e.vm_size);
             }
-        } else if dirty || events_lost {
+        } else if dirty || follow_up || events_lost {
             // Changed (or, with exit events lost, possibly gone: a failed read says so).
             match p.files.as_ref().and_then(|f| f.read(&mut self.bufs)) {
-                Some(m) => metrics = m,
+                Some(m) => {
+                    p.follow_up = memory_moved(&m, &p.last);
+                    metrics = m;
+                }
                 None => {
                     alive = false;
                     if p.last_time == 0
@@ -326,6 +353,10 @@ impl Ebpf {
         // program freeing its memory on its way out, which the /proc backend cannot see and
         // the analysis would take for a release); a rise just before exiting is kept.
         let exit_rise = exit.is_some() && total(&metrics) > total(&p.last) + slack;
+        if follow_up && !dirty && !keepalive && !p.follow_up {
+            // Read again only to see whether it still moved: it did not, nothing to write.
+            return Ok(alive);
+        }
         if (alive && exit.is_none()) || p.last_time == 0 || exit_rise {
             if metrics.vm_size.is_none() && metrics.rss_anon.is_none() {
                 // Nothing known of it at all.
