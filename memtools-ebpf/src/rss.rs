@@ -156,6 +156,12 @@ fn first_in_epoch(seen: *mut Seen, mm: *const u8, current: u32, epoch: u32) {
         unsafe { MM_TGID.get(&(mm as u64)) }.copied().unwrap_or(0)
     };
     let s = if tgid != 0 { stats_of(tgid) } else { None };
+    // An entry of `MM_TGID` may outlive its mm (a process that exec'd let go of the mm it
+    // had, and the kernel gives the address to the next process it creates, whose counters
+    // its parent raises while forking it): another task's event counts only for the mm the
+    // process has now.
+    // SAFETY: `s` points at a live map value.
+    let s = s.filter(|&s| own || unsafe { (*s).mm } == mm as u64);
     let total = resident(mm);
     // SAFETY: `seen` is this CPU's slot.
     unsafe {
@@ -169,8 +175,13 @@ fn first_in_epoch(seen: *mut Seen, mm: *const u8, current: u32, epoch: u32) {
         return;
     };
     // SAFETY: `s` points at a live map value.
-    if own && unsafe { (*s).mm } != mm as u64 {
-        // Remember whose mm this is, for events raised by other tasks.
+    let mm_before = unsafe { (*s).mm };
+    if own && mm_before != mm as u64 {
+        // Remember whose mm this is, for events raised by other tasks, and forget the one it
+        // had before (exec), whose address the kernel will give to another process.
+        if mm_before != 0 {
+            let _ = MM_TGID.remove(&mm_before);
+        }
         let _ = MM_TGID.insert(&(mm as u64), &tgid, 0);
         // SAFETY: as above.
         unsafe { (*s).mm = mm as u64 };

@@ -334,7 +334,22 @@ fn spike_is_in_the_peak(options: &[&str]) {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(high, 1, "{options:?}: {high} samples at the spike's height");
+    // Said when it fails: every sample, as (ms since the first, rss_anon, rss_file).
+    let all: Vec<(i64, i64, i64)> = store
+        .sql()
+        .prepare(
+            "SELECT (t_ns - (SELECT MIN(t_ns) FROM samples)) / 1000000, rss_anon, rss_file
+             FROM samples ORDER BY t_ns",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        high, 1,
+        "{options:?}: {high} samples at the spike's height: {all:?}"
+    );
     // The show command's peak column has it too.
     let show = store.ok(&["show"]);
     assert!(show.contains("leak-sim"), "{show}");

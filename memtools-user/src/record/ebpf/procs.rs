@@ -349,15 +349,18 @@ impl Ebpf {
                 p.last_peak = s.peak_time;
             }
         }
-        // An exit's counters are written unless they did not rise since the last sample (the
-        // program freeing its memory on its way out, which the /proc backend cannot see and
-        // the analysis would take for a release); a rise just before exiting is kept.
-        let exit_rise = exit.is_some() && total(&metrics) > total(&p.last) + slack;
+        // An exit's figures are its last sample, at its exit: the program's own last state
+        // (the kernel side reads them before the kernel takes the memory down). A fall just
+        // before the exit is the program tearing down, which the analysis knows to leave out
+        // (`detect::exit_teardown`). Only figures that are all zero (a kernel older than 6.16
+        // fires the exit tracepoint after the memory is gone) are kept for a process that has
+        // no other sample.
+        let exit_sample = exit.is_some() && (p.last_time == 0 || total(&metrics) > 0);
         if follow_up && !dirty && !keepalive && !p.follow_up {
             // Read again only to see whether it still moved: it did not, nothing to write.
             return Ok(alive);
         }
-        if (alive && exit.is_none()) || p.last_time == 0 || exit_rise {
+        if (alive && exit.is_none()) || p.last_time == 0 || exit_sample {
             if metrics.vm_size.is_none() && metrics.rss_anon.is_none() {
                 // Nothing known of it at all.
                 return Ok(alive);
