@@ -13,6 +13,7 @@
 
 mod faults;
 mod overhead;
+mod procs;
 mod recorder;
 mod workers;
 
@@ -26,7 +27,11 @@ use crate::{cargo, root, sh};
 pub fn bench(args: &[String]) -> Result<()> {
     let which = args.first().map_or("all", String::as_str);
     let rest = args.get(1..).unwrap_or_default();
-    match which {
+    if !which.starts_with("__") {
+        // What a run's tracers orphan comes back to us, to be killed and reaped.
+        procs::adopt_orphans()?;
+    }
+    let result = match which {
         "recorder" => recorder::recorder(),
         "faults" => faults::faults(),
         "overhead" => overhead::overhead(rest),
@@ -46,7 +51,10 @@ pub fn bench(args: &[String]) -> Result<()> {
         other => {
             bail!("unknown benchmark `{other}` (recorder, faults, overhead, analysis, gui or all)")
         }
-    }
+    };
+    // Whatever a benchmark (or its failure) left running goes with it.
+    procs::sweep();
+    result
 }
 
 /// The GUI's frame time over a 10-million-sample session (criterion, CPU side of a frame).

@@ -103,8 +103,11 @@ pub fn overhead(args: &[String]) -> Result<()> {
     for round in 1..=rounds {
         for s in &mut series {
             let w = &WORKLOADS[s.workload];
-            let figures = run::run(&tools, w, s.recorder, s.mode)
-                .with_context(|| format!("{} with {}", w.name, s.recorder.name()))?;
+            let figures = run::run(&tools, w, s.recorder, s.mode);
+            // Nothing of one run is left running into the next (or after the benchmark).
+            crate::bench::procs::sweep();
+            let figures =
+                figures.with_context(|| format!("{} with {}", w.name, s.recorder.name()))?;
             eprintln!(
                 "xtask: round {round}/{rounds}: {} {} {}: {:.3} s wall, {:.3} s CPU",
                 w.name,

@@ -2,12 +2,13 @@
 //! recording of `sleep`, timed by the workload's TIMING line.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use super::workloads::{Tools, Workload};
+use crate::bench::procs::Group;
 use crate::bench::remove_store;
 use crate::bench::workers::parse_timing;
 
@@ -81,33 +82,45 @@ pub(crate) fn have(program: &str) -> bool {
         .is_ok()
 }
 
-/// Runs a command to its end; its TIMING line.
+/// Runs a command to its end in a process group of its own (anything it leaves running is
+/// killed with the group); its TIMING line.
 pub(crate) fn run_timing(cmd: &mut Command) -> Result<(f64, f64)> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({})", out.status);
+    let mut group = Group::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )?;
+    let mut stdout = String::new();
+    if let Some(mut out) = group.child.stdout.take() {
+        std::io::Read::read_to_string(&mut out, &mut stdout)
+            .with_context(|| format!("reading the output of {cmd:?}"))?;
     }
-    parse_timing(&String::from_utf8_lossy(&out.stdout))
+    let status = group.child.wait()?;
+    // The leader is gone: whatever of its group is left goes with it.
+    group.stop(Duration::ZERO);
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    parse_timing(&stdout)
 }
 
-/// A recording of `sleep` (or heaptrack/bpftrace tracing one), running until dropped.
+/// A recording of `sleep` (or heaptrack/bpftrace tracing one), running until dropped; each
+/// in a group of its own, stopped whole (heaptrack's interpreter and compressor, the traced
+/// `sleep`).
 struct Beside {
-    tracer: Child,
-    sleeper: Option<Child>,
+    // Declared first, dropped first: the tracer stops before what it traces.
+    _tracer: Group,
+    _sleeper: Option<Group>,
 }
 
 impl Beside {
     fn start(t: &Tools, recorder: Recorder) -> Result<Option<Beside>> {
         let spawn = |cmd: &mut Command| {
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("cannot start {cmd:?}"))
+            Group::spawn(
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
         };
         let beside = match recorder {
             Recorder::Off => return Ok(None),
@@ -124,8 +137,8 @@ impl Beside {
                 )?;
                 wait_for_session(&t.user, &store)?;
                 Beside {
-                    tracer,
-                    sleeper: None,
+                    _tracer: tracer,
+                    _sleeper: None,
                 }
             }
             Recorder::Heaptrack => {
@@ -138,8 +151,8 @@ impl Beside {
                 )?;
                 std::thread::sleep(Duration::from_secs(1));
                 Beside {
-                    tracer,
-                    sleeper: None,
+                    _tracer: tracer,
+                    _sleeper: None,
                 }
             }
             Recorder::Bpftrace => {
@@ -148,39 +161,19 @@ impl Beside {
                 let tracer = spawn(
                     Command::new("bpftrace")
                         .arg("-p")
-                        .arg(sleeper.id().to_string())
+                        .arg(sleeper.child.id().to_string())
                         .arg("-e")
                         .arg(memleak_program(libc, "")),
                 )?;
                 // Compiling and attaching takes bpftrace a few seconds.
                 std::thread::sleep(Duration::from_secs(5));
                 Beside {
-                    tracer,
-                    sleeper: Some(sleeper),
+                    _tracer: tracer,
+                    _sleeper: Some(sleeper),
                 }
             }
         };
         Ok(Some(beside))
-    }
-}
-
-impl Drop for Beside {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.tracer.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.tracer.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.tracer.kill();
-        let _ = self.tracer.wait();
-        if let Some(s) = &mut self.sleeper {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
     }
 }
 
