@@ -57,7 +57,9 @@ pub fn write_store(path: &Path) {
             name: format!("proc{p}"),
             cmdline: String::new(),
         };
-        let id = w.add_process(&info, None).expect("process");
+        let id = w
+            .add_process(&info, memtools::model::ProcessLimits::default())
+            .expect("process");
         for i in 0..SAMPLES {
             // A sawtooth (garbage collector) on a base; process 0 also grows.
             let saw = (i % 5000) as u64 * 4096;

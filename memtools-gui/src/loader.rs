@@ -206,6 +206,8 @@ impl Jobs {
             let results = analyse_histories(
                 &loaded.session,
                 loaded.owned_histories(),
+                &loaded.phases,
+                loaded.metric,
                 &params,
                 given_limit,
                 this_machine,

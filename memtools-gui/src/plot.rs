@@ -215,7 +215,7 @@ pub fn show(
             items.push(name.clone());
             if let Some(r) = results.get(&h.process.id) {
                 let x_origin = seconds_since(r.analysis.overlay.origin, start);
-                let limit = r.limit.bytes as f64;
+                let limit = r.limit.bytes.map(|b| b as f64);
                 for item in overlay_items(&r.analysis, x_origin, limit, overlays, color, &name) {
                     items.push(item.name().to_string());
                     item.add_to(plot_ui);
@@ -310,7 +310,7 @@ fn phase_items(loaded: &Loaded) -> Vec<Item> {
 fn overlay_items(
     a: &Analysis,
     x0: f64,
-    limit: f64,
+    limit: Option<f64>,
     o: &Overlays,
     color: Color32,
     name: &str,
@@ -379,7 +379,7 @@ fn overlay_items(
                 ));
             }
         }
-        if reaches {
+        if let (true, Some(limit)) = (reaches, limit) {
             out.push(Item::HLine(
                 HLine::new(format!("limit {}", format::bytes(limit)), limit)
                     .color(Color32::from_rgb(220, 60, 60))

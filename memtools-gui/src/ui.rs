@@ -148,19 +148,46 @@ impl App {
                         .color(crate::table::verdict_color(Some(r.analysis.verdict))),
                 );
                 ui.label(&r.analysis.reason);
+                ui.label(format!("peak {}", format::bytes(r.peak as f64)));
+                if let Some(e) = &r.analysis.evidence {
+                    // The whole growth, whatever the verdict, so "ok" can be checked too.
+                    ui.weak(format!(
+                        "growth: {}, {} over {}",
+                        format::span(e.from_bytes, e.to_bytes),
+                        format::bytes(e.growth_bytes),
+                        format::duration(e.window_end.saturating_sub(e.window_start) as f64 / 1e9)
+                    ));
+                    if let Some(l) = e.lbr {
+                        ui.weak(format!(
+                            "LBR window {}: {} at {}, R^2 {:.2}",
+                            if l.flagged {
+                                "(flagged)"
+                            } else {
+                                "(best, not flagged)"
+                            },
+                            format::bytes(l.growth_bytes),
+                            format::rate(l.slope_bytes_per_s),
+                            l.r2
+                        ));
+                    }
+                }
                 let v = r.analysis.overlay.votes;
                 ui.weak(format!(
-                    "votes: LBR {} · trend {} · envelope {} · change points {}",
+                    "votes: LBR {} · trend {} · envelope {} · change points {} · tests {}",
                     yes(v.lbr),
                     yes(v.trend),
                     yes(v.envelope),
-                    yes(v.cpd)
+                    yes(v.cpd),
+                    yes(v.phases)
                 ));
-                ui.weak(format!(
-                    "limit {} ({})",
-                    format::bytes(r.limit.bytes as f64),
-                    limit_source(r.limit.source)
-                ));
+                ui.weak(match r.limit.bytes {
+                    Some(b) => format!(
+                        "limit {} ({})",
+                        format::bytes(b as f64),
+                        limit_source(r.limit.source)
+                    ),
+                    None => format!("no limit: {}", limit_source(r.limit.source)),
+                });
                 ui.add_space(6.0);
             }
         }
@@ -272,6 +299,8 @@ fn limit_source(s: LimitSource) -> &'static str {
         LimitSource::Cgroup => "its cgroup's limit",
         LimitSource::RecordingMachine => "the recording machine's memory",
         LimitSource::ThisMachine => "this machine's memory: the session does not say",
+        LimitSource::AddressSpace => "its address-space limit (RLIMIT_AS)",
+        LimitSource::None => "nothing bounds this metric: no time to limit is claimed",
     }
 }
 

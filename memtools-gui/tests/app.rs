@@ -9,7 +9,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use memtools::analysis::{Algo, GIB, MIB, Verdict};
 use memtools::model::{
-    BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, Sample, TimeNs,
+    BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, ProcessLimits, Sample,
+    TimeNs,
 };
 use memtools::store::{SessionWriter, Store};
 use memtools_gui::problem::ProblemKind;
@@ -77,7 +78,7 @@ fn add(
     n: usize,
 ) {
     let id = w
-        .add_process(&process(pid, name), None)
+        .add_process(&process(pid, name), ProcessLimits::default())
         .expect("add process");
     for i in 0..n {
         let t = start + i as i64 * NS_PER_SEC;
@@ -355,6 +356,20 @@ fn vlt_377208_leak_shows_with_its_lbr_window() {
         .collect();
     assert_eq!(leaks, vec![(1152220, "tdcsarvControl".to_string())]);
     assert_eq!(app.table_names()[0], "tdcsarvControl");
+    // Virtual size with no address-space limit recorded: nothing bounds it, so no projection
+    // to a limit is drawn, and LBR (which needs one) flags nothing.
+    let name = "tdcsarvControl (1152220)";
+    let items = &app.drawn.items;
+    assert!(items.contains(&format!("LBR window: {name}")), "{items:?}");
+    assert!(
+        !items.iter().any(|i| i.starts_with("LBR projection")),
+        "{items:?}"
+    );
+    // With a limit in the limit field, LBR projects to it.
+    h.state_mut().saved.knobs.given_limit = Some(24 * GIB);
+    h.state_mut().request_analysis();
+    settle(&mut h);
+    let app = h.state();
     // LBR itself flagged a window of it: the window drawn is the one that decided.
     let leak = app
         .results
@@ -364,7 +379,6 @@ fn vlt_377208_leak_shows_with_its_lbr_window() {
         .expect("analysed");
     let flagged = leak.analysis.overlay.segments.iter();
     assert!(flagged.filter_map(|s| s.lbr).any(|l| l.flagged));
-    let name = "tdcsarvControl (1152220)";
     let items = &app.drawn.items;
     assert!(items.contains(&name.to_string()), "{items:?}");
     assert!(items.contains(&format!("LBR window: {name}")), "{items:?}");
@@ -436,7 +450,73 @@ fn empty_and_error_states_say_what_is_wrong() {
     conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);")
         .expect("create");
     drop(conn);
+    let bytes = std::fs::read(&foreign).expect("read");
     assert_eq!(problem_of(&foreign), ProblemKind::NotAStore);
+    // Refused without a byte changed, and nothing left beside it.
+    assert_eq!(std::fs::read(&foreign).expect("read"), bytes);
+    for suffix in ["-wal", "-shm", "-journal"] {
+        assert!(!dir.path().join(format!("foreign.db{suffix}")).exists());
+    }
+}
+
+#[test]
+fn a_store_in_a_read_only_place_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = suite_store(dir.path());
+    let root = running_as_root();
+    // Root may write anywhere its permissions say no: a read-only mount stops it too.
+    let ro = dir.path().join("ro");
+    let place = if root {
+        std::fs::create_dir(&ro).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["--bind"])
+            .arg(dir.path())
+            .arg(&ro)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new("mount")
+                .args(["-o", "remount,ro,bind"])
+                .arg(&ro)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(ok, "mounting read-only");
+        ro.join("suite.db")
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555))
+            .expect("chmod");
+        path.clone()
+    };
+    let mut h = harness(&place);
+    settle(&mut h);
+    let listed = match &h.state().sessions {
+        Some(Ok(sessions)) => sessions.len(),
+        other => panic!("{:?}", other.as_ref().map(|r| r.as_ref().err())),
+    };
+    drop(h);
+    if root {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&ro)
+            .status();
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+    }
+    assert_eq!(listed, 2);
+}
+
+/// Whether the tests run as root (CI does).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|u| u.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
 }
 
 #[test]
@@ -447,7 +527,9 @@ fn a_session_being_recorded_updates_in_place() {
     let mut w = store
         .begin_session(&new_session(T0, "live"))
         .expect("session");
-    let a = w.add_process(&process(1, "first"), None).expect("process");
+    let a = w
+        .add_process(&process(1, "first"), ProcessLimits::default())
+        .expect("process");
     for i in 0..50 {
         w.add_sample(
             a,
@@ -460,7 +542,9 @@ fn a_session_being_recorded_updates_in_place() {
     settle(&mut h);
     assert_eq!(h.state().loaded.as_ref().map(|l| l.samples()), Some(50));
     // More samples and a new process while the app watches.
-    let b = w.add_process(&process(2, "second"), None).expect("process");
+    let b = w
+        .add_process(&process(2, "second"), ProcessLimits::default())
+        .expect("process");
     for i in 50..80 {
         w.add_sample(
             a,
@@ -529,7 +613,9 @@ fn reading_a_big_session_shows_progress() {
     let mut w = store
         .begin_session(&new_session(T0, "big"))
         .expect("session");
-    let id = w.add_process(&process(9, "big"), None).expect("process");
+    let id = w
+        .add_process(&process(9, "big"), ProcessLimits::default())
+        .expect("process");
     for i in 0..1_000_000i64 {
         let s = sample(T0 + i * 10_000_000, (100 + i % 1000) as f64 * MIB as f64);
         w.add_sample(id, &s).expect("sample");

@@ -2,8 +2,13 @@
 //!
 //! `cargo bench -p memtools-user --bench analysis` (add `-- --warm-up-time 1 --measurement-time 3`
 //! for a quick run). Groups:
-//! - `detect`: 500 processes x 7,200 samples (an hour at 0.5 s), single-threaded and split over
-//!   two threads, and ~10 million samples (1,389 processes x 7,200);
+//! - `detect`: 500 processes x 7,200 samples (an hour at 0.5 s: 3.6 million samples),
+//!   single-threaded and split over two threads, and ~10 million samples (1,389 processes x
+//!   7,200);
+//! - `whole-lives`: 3.6 million samples as a test suite's recording gives them: 500 processes
+//!   recorded from their start to their exit, each living through 60 tests (phases), half of
+//!   them keeping memory after each test; and one process of 3.6 million samples (10 hours at
+//!   10 ms);
 //! - `scaling`: one process, 1,000 to 256,000 samples: time per sample stays flat (O(n));
 //! - `memorytools`: LBR refitting every window from scratch (O(n^2), memorytools'
 //!   `detect_leaks_linear_backward_regression`) against our O(n) LBR and full pipeline on the
@@ -15,7 +20,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use memtools::analysis::lbr::{fit_direct, lbr};
 use memtools::analysis::resample::Grid;
-use memtools::analysis::{GIB, MIB, Params, Verdict, analyze};
+use memtools::analysis::{Context, GIB, MIB, Params, PhaseSpan, Verdict, analyze, analyze_in};
 use memtools::model::{NS_PER_SEC, TimeNs};
 
 type History = (Vec<TimeNs>, Vec<f64>);
@@ -98,6 +103,62 @@ fn bench_detect(c: &mut Criterion) {
     let big = corpus(1_389, 7_200);
     g.throughput(Throughput::Elements(1_389 * 7_200));
     g.bench_function("10M", |b| b.iter(|| detect_all(black_box(&big), &params)));
+    g.finish();
+}
+
+/// Whole lives through 60 tests each (an hour at 0.5 s per process), every other one keeping
+/// memory after each test; the context each is analysed in.
+fn suite_lives(processes: usize, n: usize) -> Vec<(History, Context)> {
+    (0..processes as u64)
+        .map(|p| {
+            let (t, mut y) = history(p, n);
+            let keeps = p % 2 == 0;
+            let test_len = (t[n - 1] - t[0]) / 61;
+            let phases: Vec<PhaseSpan> = (0..60)
+                .map(|k| PhaseSpan {
+                    begin: t[0] + (k + 1) * test_len,
+                    end: t[0] + (k + 2) * test_len,
+                })
+                .collect();
+            if keeps {
+                for (i, v) in y.iter_mut().enumerate() {
+                    *v += ((i * 61 / n) as f64) * 2.0 * MIB as f64;
+                }
+            }
+            let ctx = Context {
+                from_start: true,
+                exited: true,
+                phases,
+            };
+            ((t, y), ctx)
+        })
+        .collect()
+}
+
+fn bench_whole_lives(c: &mut Criterion) {
+    let params = Params::with_limit(16 * GIB);
+    let mut g = c.benchmark_group("whole-lives");
+    g.sample_size(10);
+    let lives = suite_lives(500, 7_200);
+    g.throughput(Throughput::Elements(500 * 7_200));
+    g.bench_function("500x7200-with-60-tests", |b| {
+        b.iter(|| {
+            lives
+                .iter()
+                .filter(|((t, y), ctx)| {
+                    analyze_in(black_box(t), y, ctx, &params).verdict == Verdict::Leak
+                })
+                .count()
+        })
+    });
+    drop(lives);
+    // One process sampled every 10 ms for 10 hours, in bursts of work with a staircase leak.
+    let n = 3_600_000;
+    let (t, y) = shaped(Rng(7), n, 8);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("one-process-3.6M", |b| {
+        b.iter(|| analyze(black_box(&t), black_box(&y), &params))
+    });
     g.finish();
 }
 
@@ -189,6 +250,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_detect, bench_scaling, bench_memorytools
+    targets = bench_detect, bench_whole_lives, bench_scaling, bench_memorytools
 }
 criterion_main!(benches);

@@ -5,8 +5,8 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::analysis::{self, Analysis, Params, Verdict};
-use crate::model::{History, Metric, TimeNs};
+use crate::analysis::{self, Analysis, Context, Params, PhaseSpan, Verdict};
+use crate::model::{BackendKind, History, Metric, TimeNs};
 use crate::store::{Phase, ProcessRow, SessionRow, Store, StoreError};
 
 /// One process's verdict.
@@ -20,6 +20,56 @@ pub struct ProcessResult {
     pub grew_during: Vec<PhaseGrowth>,
     /// The largest value of its history (teardown and a trailing exit left out).
     pub peak: u64,
+    /// The peak budget that applied to it (`--fail-on-peak`), if any.
+    pub budget: Option<u64>,
+}
+
+impl ProcessResult {
+    /// Whether its peak went over its budget.
+    pub fn over_budget(&self) -> bool {
+        self.budget.is_some_and(|b| self.peak > b)
+    }
+}
+
+/// A peak a process must stay under (`--fail-on-peak SIZE` or `NAME=SIZE`), like
+/// pytest-memray's `limit_memory`: a run that needs more memory than its budget fails, leak or
+/// not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeakBudget {
+    /// The process name it applies to; `None` for every process without a budget of its own.
+    pub name: Option<String>,
+    pub bytes: u64,
+}
+
+impl PeakBudget {
+    /// The budget for a process name: its own, else the one for every process.
+    pub fn for_name(budgets: &[PeakBudget], name: &str) -> Option<u64> {
+        budgets
+            .iter()
+            .find(|b| b.name.as_deref() == Some(name))
+            .or_else(|| budgets.iter().find(|b| b.name.is_none()))
+            .map(|b| b.bytes)
+    }
+
+    /// Parses `SIZE` or `NAME=SIZE`, the size by `parse_size` (the caller's unit parser).
+    pub fn parse(
+        s: &str,
+        parse_size: impl Fn(&str) -> Result<u64, String>,
+    ) -> Result<Self, String> {
+        match s.rsplit_once('=') {
+            Some((name, size)) if !name.is_empty() => Ok(PeakBudget {
+                name: Some(name.to_string()),
+                bytes: parse_size(size)?,
+            }),
+            Some(_) => Err(format!(
+                "`{s}`: a name goes before the `=` (like worker=2GiB)"
+            )),
+            None => Ok(PeakBudget {
+                name: None,
+                bytes: parse_size(s)?,
+            }),
+        }
+    }
 }
 
 /// How much a process grew during one phase.
@@ -61,25 +111,25 @@ impl ProcessResult {
 /// How close to its exit a fall in memory counts as the process tearing down.
 const TEARDOWN_NS: i64 = 1_000_000_000;
 
-/// How many trailing samples are a process tearing itself down on its way out: a run of falling
-/// values in the last second before its recorded exit. An interpreter freeing its heap at
-/// shutdown, or a service dropping its caches as it stops, is an exit, not a release, as a
-/// trailing 0-byte sample is.
+/// How many trailing samples are a process tearing itself down on its way out: those after
+/// the last time, in the last second before its recorded exit, that it held the most memory of
+/// that second, when memory fell after it. An interpreter freeing its heap at shutdown, or a
+/// service dropping its caches as it stops, is an exit, not a release, as a trailing 0-byte
+/// sample is; what it held flat before that (its last tests, say) is kept.
 pub fn exit_teardown(points: &[(TimeNs, u64)], exit: Option<TimeNs>) -> usize {
     let Some(exit) = exit else { return 0 };
-    let mut n = 0;
-    while n + 1 < points.len() {
-        let (t, v) = points[points.len() - 1 - n];
-        let (_, before) = points[points.len() - 2 - n];
-        if t < exit - TEARDOWN_NS || v > before {
-            break;
-        }
-        n += 1;
-    }
-    // A flat tail is not a fall: keep the run only if memory really dropped over it.
-    let last = points.len().saturating_sub(1);
-    match (points.get(last.saturating_sub(n)), points.get(last)) {
-        (Some(&(_, top)), Some(&(_, end))) if n > 0 && end < top => n,
+    let from = points.partition_point(|p| p.0 < exit - TEARDOWN_NS);
+    let window = &points[from..];
+    let Some(top) = window.iter().map(|p| p.1).max() else {
+        return 0;
+    };
+    let Some(last_top) = window.iter().rposition(|p| p.1 == top) else {
+        return 0;
+    };
+    let n = window.len() - 1 - last_top;
+    // A flat tail is not a fall; nor is one sample.
+    match window.last() {
+        Some(&(_, end)) if n > 0 && end < top && window.len() > 1 => n,
         _ => 0,
     }
 }
@@ -117,10 +167,10 @@ pub fn growth_by_phase(points: &[(TimeNs, u64)], phases: &[Phase]) -> Vec<PhaseG
     out
 }
 
-/// The memory limit a history was analysed against.
+/// The limit a history was analysed against; `bytes` is `None` where nothing bounds the metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Limit {
-    pub bytes: u64,
+    pub bytes: Option<u64>,
     pub source: LimitSource,
 }
 
@@ -136,6 +186,11 @@ pub enum LimitSource {
     RecordingMachine,
     /// The memory of this machine: the session did not say (memorytools imports).
     ThisMachine,
+    /// The process's address-space limit (RLIMIT_AS): what bounds its virtual size.
+    AddressSpace,
+    /// Nothing bounds the metric (virtual size without an address-space limit, counters): no
+    /// time to limit is claimed.
+    None,
 }
 
 /// A whole session's verdicts, leaks first.
@@ -148,6 +203,8 @@ pub struct SessionReport {
     pub baseline: Option<crate::baseline::Comparison>,
     pub metric: Metric,
     pub params: Params,
+    /// The peak budgets asked for.
+    pub budgets: Vec<PeakBudget>,
     pub processes: Vec<ProcessResult>,
 }
 
@@ -169,41 +226,99 @@ impl SessionReport {
             .iter()
             .any(|p| p.analysis.verdict == Verdict::Leak)
     }
+
+    /// The processes whose peak went over their budget.
+    pub fn over_budget(&self) -> impl Iterator<Item = &ProcessResult> {
+        self.processes.iter().filter(|p| p.over_budget())
+    }
+
+    /// Applies peak budgets to every process.
+    pub fn set_budgets(&mut self, budgets: Vec<PeakBudget>) {
+        for p in &mut self.processes {
+            p.budget = PeakBudget::for_name(&budgets, &p.process.info.name);
+        }
+        self.budgets = budgets;
+    }
 }
 
-/// What a limit is, given the options and what the session recorded.
+/// What bounds a metric, given the options and what the session recorded: memory by the
+/// cgroup or the machine; virtual size only by an address-space limit (it is not bounded by the
+/// machine's memory: a 31 GiB virtual size on a 24 GiB machine is common); counters by nothing.
 pub fn resolve_limit(
     given: Option<u64>,
     process: &ProcessRow,
     session: &SessionRow,
     this_machine: u64,
+    metric: Metric,
 ) -> Limit {
-    let (bytes, source) = match (given, process.memory_limit, session.mem_total) {
-        (Some(b), _, _) => (b, LimitSource::Given),
-        (None, Some(b), _) => (b, LimitSource::Cgroup),
-        (None, None, Some(b)) => (b, LimitSource::RecordingMachine),
-        (None, None, None) => (this_machine, LimitSource::ThisMachine),
+    let limit = |bytes, source| Limit {
+        bytes: Some(bytes),
+        source,
     };
-    Limit { bytes, source }
+    if let Some(b) = given {
+        return limit(b, LimitSource::Given);
+    }
+    match metric {
+        Metric::VmSize => match process.address_space_limit {
+            Some(b) => limit(b, LimitSource::AddressSpace),
+            None => Limit {
+                bytes: None,
+                source: LimitSource::None,
+            },
+        },
+        Metric::Rss | Metric::RssAnon | Metric::RssFile | Metric::RssShmem | Metric::Swap => {
+            match (process.memory_limit, session.mem_total) {
+                (Some(b), _) => limit(b, LimitSource::Cgroup),
+                (None, Some(b)) => limit(b, LimitSource::RecordingMachine),
+                (None, None) => limit(this_machine, LimitSource::ThisMachine),
+            }
+        }
+        _ => Limit {
+            bytes: None,
+            source: LimitSource::None,
+        },
+    }
 }
 
-/// Analyses every history of a session (in parallel across processes), leaks first.
-/// `params.limit_bytes` is ignored: each process gets the limit [`resolve_limit`] gives.
+/// How long before the recording's start a process may have started and still count as seen
+/// from its start: the recorder starts its clock after spawning the command and loading its
+/// backend.
+const STARTED_WITH_RECORDING_NS: i64 = 5_000_000_000;
+
+/// What is known of a process's history beyond its samples: whether it is its whole life
+/// (recorded from its start to its exit) and the tests it lived through.
+pub fn context_of(process: &ProcessRow, session: &SessionRow, phases: &[Phase]) -> Context {
+    let imported = BackendKind::from_name(&session.backend)
+        .is_none_or(|b| b == BackendKind::MemorytoolsImport);
+    let from_start = !imported
+        && session.monotonic_offset_ns.is_some_and(|offset| {
+            let started = (process.info.key.start_time as i64).saturating_add(offset);
+            started >= session.start - STARTED_WITH_RECORDING_NS
+        });
+    Context {
+        from_start,
+        exited: !imported && process.exit.is_some(),
+        phases: phases
+            .iter()
+            .filter_map(|p| {
+                Some(PhaseSpan {
+                    begin: p.begin,
+                    end: p.end?,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Analyses every history of a session of one metric (in parallel across processes), leaks
+/// first, each judged across the session's phases where it lived through them and each leak
+/// attributed to the phases during which it grew most. `params.limit_bytes` is ignored: each
+/// process gets the limit [`resolve_limit`] gives.
 pub fn analyse_histories(
     session: &SessionRow,
     histories: Vec<(ProcessRow, History)>,
-    params: &Params,
-    given_limit: Option<u64>,
-    this_machine: u64,
-) -> Vec<ProcessResult> {
-    analyse_with_phases(session, histories, &[], params, given_limit, this_machine)
-}
-
-/// [`analyse_histories`], and each leak attributed to the phases during which it grew most.
-pub fn analyse_with_phases(
-    session: &SessionRow,
-    histories: Vec<(ProcessRow, History)>,
     phases: &[Phase],
+    metric: Metric,
     params: &Params,
     given_limit: Option<u64>,
     this_machine: u64,
@@ -211,7 +326,7 @@ pub fn analyse_with_phases(
     let mut results: Vec<ProcessResult> = histories
         .into_par_iter()
         .map(|(process, points)| {
-            let limit = resolve_limit(given_limit, &process, session, this_machine);
+            let limit = resolve_limit(given_limit, &process, session, this_machine, metric);
             let params = Params {
                 limit_bytes: limit.bytes,
                 ..params.clone()
@@ -225,7 +340,8 @@ pub fn analyse_with_phases(
             let kept = &live[..live.len() - exit_teardown(live, process.exit)];
             let times: Vec<TimeNs> = kept.iter().map(|p| p.0).collect();
             let values: Vec<f64> = kept.iter().map(|p| p.1 as f64).collect();
-            let analysis = analysis::analyze(&times, &values, &params);
+            let ctx = context_of(&process, session, phases);
+            let analysis = analysis::analyze_in(&times, &values, &ctx, &params);
             let grew_during = if analysis.verdict == Verdict::Leak {
                 growth_by_phase(kept, phases)
             } else {
@@ -238,6 +354,7 @@ pub fn analyse_with_phases(
                 analysis,
                 grew_during,
                 peak,
+                budget: None,
             }
         })
         .collect();
@@ -256,6 +373,28 @@ pub fn analyse_with_phases(
     results
 }
 
+/// [`analyse_histories`] of the session's default metric (resident memory for recordings,
+/// virtual size for imports), for front-ends that show only that.
+pub fn analyse_with_phases(
+    session: &SessionRow,
+    histories: Vec<(ProcessRow, History)>,
+    phases: &[Phase],
+    params: &Params,
+    given_limit: Option<u64>,
+    this_machine: u64,
+) -> Vec<ProcessResult> {
+    let metric = session.default_metric();
+    analyse_histories(
+        session,
+        histories,
+        phases,
+        metric,
+        params,
+        given_limit,
+        this_machine,
+    )
+}
+
 /// Reads a session from the store and analyses it: the session's default metric unless one is
 /// given.
 pub fn analyse_session(
@@ -270,10 +409,11 @@ pub fn analyse_session(
     let metric = metric.unwrap_or(session.default_metric());
     let histories = store.series(session.id, metric)?;
     let phases = store.phases(session.id)?;
-    let processes = analyse_with_phases(
+    let processes = analyse_histories(
         &session,
         histories,
         &phases,
+        metric,
         params,
         given_limit,
         this_machine,
@@ -284,6 +424,7 @@ pub fn analyse_session(
         baseline: None,
         metric,
         params: params.clone(),
+        budgets: Vec::new(),
         processes,
     })
 }
@@ -334,6 +475,9 @@ mod tests {
         ];
         // Exit recorded right after the last sample: the last two are the process tearing down.
         assert_eq!(exit_teardown(&pts, Some(2 * s + 4 * s / 5)), 2);
+        // Flat for the last second (its last tests), then a drop: only the drop is teardown.
+        let flat = [(0, 10), (s / 4, 50), (s / 2, 50), (3 * s / 4, 50), (s, 5)];
+        assert_eq!(exit_teardown(&flat, Some(s)), 1);
         // Still running, or exiting long after the fall: a release, left to the analysis.
         assert_eq!(exit_teardown(&pts, None), 0);
         assert_eq!(exit_teardown(&pts, Some(10 * s)), 0);

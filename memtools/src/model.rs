@@ -213,6 +213,27 @@ pub struct ProcessInfo {
     pub cmdline: String,
 }
 
+/// The limits a process could grow into where it ran, read when it is first seen and stored with
+/// it, so an analysis later projects against what applied there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessLimits {
+    /// Its cgroup's memory limit (`memory.max`), when one below the machine's memory applies.
+    pub memory: Option<u64>,
+    /// Its address-space limit (RLIMIT_AS, "Max address space" of /proc/PID/limits), when set:
+    /// the only thing that bounds its virtual size.
+    pub address_space: Option<u64>,
+}
+
+impl From<Option<u64>> for ProcessLimits {
+    /// A cgroup memory limit alone (what was stored before the address-space limit was).
+    fn from(memory: Option<u64>) -> Self {
+        ProcessLimits {
+            memory,
+            address_space: None,
+        }
+    }
+}
+
 /// How a session's samples were obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {

@@ -64,7 +64,7 @@ fn odd_params() -> impl Strategy<Value = Params> {
             min_window,
             gap_threshold_s: gap,
             resample_step_s: step,
-            limit_bytes: limit,
+            limit_bytes: Some(limit),
             max_grid_points: 2_000,
             ..Params::default()
         })

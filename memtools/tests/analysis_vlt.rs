@@ -197,3 +197,78 @@ fn short_lived_processes_are_never_leaks() {
         }
     }
 }
+
+/// Keeps the first sample of each `step_s` stretch of time: the recording as a coarser recorder
+/// would have taken it. 0 keeps everything.
+fn decimate(p: &Process, step_s: f64) -> (Vec<TimeNs>, Vec<f64>) {
+    if step_s == 0.0 {
+        return (p.t.clone(), p.y.clone());
+    }
+    let step = (step_s * 1e9) as i64;
+    let mut last_slot = None;
+    p.t.iter()
+        .zip(&p.y)
+        .filter(|(t, _)| {
+            let slot = (*t - p.t[0]) / step;
+            let keep = last_slot != Some(slot);
+            last_slot = Some(slot);
+            keep
+        })
+        .map(|(t, y)| (*t, *y))
+        .unzip()
+}
+
+/// Every recording, at its own sampling and decimated to 1 s, 2 s and 5 s: revision 377208's
+/// long-lived tdcsarvControl leaks and nothing else does, the fixed revisions have no leak and
+/// judge their long-lived processes, and no process of a handful of samples is anything but
+/// insufficient.
+#[test]
+fn every_recording_is_right_at_every_sampling() {
+    let params = Params::with_limit(LIMIT);
+    let files = [
+        ("tdcsarv-dt0.5s-rev377208.csv.gz", true),
+        ("tdcsarv-1s-rev377208.csv.gz", true),
+        ("tdcsarv-dt0.5s-rev382396.csv.gz", false),
+        ("tdcsarv-1s-rev382396.csv.gz", false),
+        ("tdcsarv-dt0.5s-rev387927.csv.gz", false),
+        ("tdcsarv-1s-rev387927.csv.gz", false),
+        ("tdcstst-continuous.csv.gz", false),
+    ];
+    for (file, leaks) in files {
+        let procs = load(file);
+        let control = procs
+            .iter()
+            .filter(|p| p.name == "tdcsarvControl")
+            .max_by_key(|p| p.t.len())
+            .map(|p| p.pid);
+        for step in [0.0, 1.0, 2.0, 5.0] {
+            let mut found = Vec::new();
+            for p in &procs {
+                let (t, y) = decimate(p, step);
+                let a = analysis::analyze(&t, &y, &params);
+                if a.verdict == Verdict::Leak {
+                    found.push(format!("{} {}: {}", p.pid, p.name, a.reason));
+                }
+                if t.len() < params.min_window {
+                    assert_eq!(
+                        a.verdict,
+                        Verdict::Insufficient,
+                        "{file} @{step}s {}",
+                        p.pid
+                    );
+                }
+                if Some(p.pid) == control && file.contains("tdcsarv") && !leaks {
+                    assert_eq!(a.verdict, Verdict::Ok, "{file} @{step}s: {}", a.reason);
+                }
+            }
+            println!("{file} @{step}s: {found:?}");
+            if leaks {
+                assert_eq!(found.len(), 1, "{file} @{step}s: {found:#?}");
+                let pid = control.expect("a tdcsarvControl").to_string();
+                assert!(found[0].starts_with(&pid), "{file} @{step}s: {found:#?}");
+            } else {
+                assert!(found.is_empty(), "{file} @{step}s: {found:#?}");
+            }
+        }
+    }
+}

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{TestStore, leak_sim};
+use common::{TestStore, leak_sim, service_suite};
 use serde_json::Value;
 
 fn vlt(file: &str) -> PathBuf {
@@ -71,7 +71,15 @@ fn the_vlt_leak_is_found_and_the_fixed_revisions_are_clean() {
             assert!(leaks(&report).is_empty());
         }
         for p in report["processes"].as_array().unwrap() {
-            for field in ["pid", "name", "samples", "verdict", "reason", "limit_bytes"] {
+            for field in [
+                "pid",
+                "name",
+                "samples",
+                "verdict",
+                "reason",
+                "limit_source",
+                "peak_bytes",
+            ] {
                 assert!(!p[field].is_null(), "{field} missing in {p}");
             }
         }
@@ -80,35 +88,58 @@ fn the_vlt_leak_is_found_and_the_fixed_revisions_are_clean() {
     assert!(text.contains("1 leak, "), "{text}");
     let first = text.lines().find(|l| l.contains("LEAK")).unwrap();
     assert!(
-        first.contains("tdcsarvControl") && first.contains("MiB/s"),
+        first.contains("tdcsarvControl") && first.contains("steps of 64 MiB"),
         "{first}"
     );
+    // Virtual size: no address-space limit was recorded, so no time to limit is claimed (a
+    // 7.8 GiB virtual size is not "already at" any machine's memory).
+    assert!(text.contains("limit: none"), "{text}");
+    assert!(!text.contains("reaches the"), "{text}");
+    let (_, report) = detect_json(&store, "1", &[]);
+    assert!(report["processes"][0]["limit_bytes"].is_null());
+    assert_eq!(report["processes"][0]["limit_source"], "none");
+    assert!(report["processes"][0]["time_to_limit_s"].is_null());
+    // With the address-space limit given, it is projected against that.
+    let (_, report) = detect_json(&store, "1", &["--limit", "16GiB"]);
+    assert!(report["processes"][0]["time_to_limit_s"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
 fn a_recorded_leak_fails_the_gate_and_a_flat_process_passes() {
     let store = TestStore::new();
+    let suite = service_suite(store.dir.path(), "8MiB", Some("keep 1MiB"), 30, None);
+    // /proc: the analysis is under test, not the backend (an eBPF load slowed by a busy
+    // machine would start recording after a short command has already run).
     store.ok(&[
         "record",
+        "--backend",
+        "procfs",
         "--interval",
-        "50ms",
+        "20ms",
         "--",
-        leak_sim(),
-        "linear",
-        "--step",
-        "1MiB",
-        "--every",
-        "50ms",
-        "--duration",
-        "4s",
+        "sh",
+        "-c",
+        &suite,
     ]);
     let (code, report) = detect_json(&store, "latest", &["--fail-on-leak"]);
     assert_eq!(code, Some(3));
     assert_eq!(report["metric"], "rss");
     assert_eq!(leaks(&report), vec!["leak-sim"]);
+    // Peaks: a budget over the service's peak passes, one under it fails, by name too.
+    let (code, report) = detect_json(&store, "latest", &["--fail-on-peak", "1GiB"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(report["over_budget"], 0);
+    let (code, report) = detect_json(&store, "latest", &["--fail-on-peak", "leak-sim=20MiB"]);
+    assert_eq!(code, Some(3));
+    assert_eq!(report["over_budget"], 1);
+    let out = store.run(&["detect", "--fail-on-peak", "=1GiB"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a name goes before the `=`"));
 
     store.ok(&[
         "record",
+        "--backend",
+        "procfs",
         "--interval",
         "50ms",
         "--",
@@ -122,9 +153,10 @@ fn a_recorded_leak_fails_the_gate_and_a_flat_process_passes() {
     let (code, report) = detect_json(&store, "latest", &["--fail-on-leak"]);
     assert_eq!(code, Some(0));
     assert_eq!(report["processes"][0]["verdict"], "ok");
-    // Without --fail-on-leak a leak is reported, not an error.
+    // Without --fail-on-leak a leak is reported, not an error; peaks are in the table.
     let out = store.run(&["detect", "--session", "1"]);
     assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("peak"));
 }
 
 #[test]

@@ -2,15 +2,16 @@
 
 mod common;
 
-use common::{TestStore, leak_sim};
+use std::path::Path;
 
-/// A "test suite" of three processes of which exactly one leaks: a shell, a flat simulator and
-/// a linear one.
-fn suite(exit_code: u8) -> String {
+use common::{TestStore, leak_sim, service_suite};
+
+/// A "test suite" of three processes of which exactly one leaks: a shell running 30 tests, a
+/// flat simulator beside them, and a service keeping 1 MiB after each test.
+fn suite(dir: &Path, exit_code: u8) -> String {
     let sim = leak_sim();
-    format!(
-        "{sim} flat --base 4MiB --duration 3s & {sim} linear --step 1MiB --every 50ms --duration 3s; wait; exit {exit_code}"
-    )
+    let tests = service_suite(dir, "4MiB", Some("keep 1MiB"), 30, None);
+    format!("{sim} flat --base 4MiB --duration 3s &\n{tests}\nexit {exit_code}")
 }
 
 #[test]
@@ -21,8 +22,10 @@ fn a_leaking_suite_exits_3_with_one_junit_failure_naming_the_process() {
     let json = store.dir.path().join("leaks.json");
     let out = store.run(&[
         "record",
+        "--backend",
+        "procfs",
         "--interval",
-        "50ms",
+        "20ms",
         "--fail-on-leak",
         "--report",
         &format!("junit:{}", junit.display()),
@@ -33,7 +36,7 @@ fn a_leaking_suite_exits_3_with_one_junit_failure_naming_the_process() {
         "--",
         "sh",
         "-c",
-        &suite(0),
+        &suite(store.dir.path(), 0),
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
@@ -106,13 +109,15 @@ fn a_failing_command_keeps_its_own_exit_status_even_when_it_leaks() {
     let store = TestStore::new();
     let out = store.run(&[
         "record",
+        "--backend",
+        "procfs",
         "--interval",
-        "50ms",
+        "20ms",
         "--fail-on-leak",
         "--",
         "sh",
         "-c",
-        &suite(7),
+        &suite(store.dir.path(), 7),
     ]);
     assert_eq!(
         out.status.code(),
@@ -150,7 +155,8 @@ fn a_baseline_run_reports_the_regression() {
     // The same command line both times; the size comes from the environment.
     let script = format!("{} flat --base \"$SIZE\" --duration 2s", leak_sim());
     let run = |size: &str, extra: &[&str]| {
-        let mut args = vec!["record", "--interval", "50ms"];
+        // /proc: an eBPF load slowed by a busy machine starts recording after a 2 s command.
+        let mut args = vec!["record", "--backend", "procfs", "--interval", "50ms"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--", "sh", "-c", &script]);
         store.cmd(&args).env("SIZE", size).output().unwrap()

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{TestStore, leak_sim};
+use common::{TestStore, service_suite};
 use serde_json::Value;
 
 fn json_report(store: &TestStore, path: &Path) -> Value {
@@ -21,24 +21,23 @@ fn json_report(store: &TestStore, path: &Path) -> Value {
 fn a_leak_is_attributed_to_the_phase_it_grew_in() {
     let store = TestStore::new();
     let report = store.dir.path().join("report.json");
-    let sim = leak_sim();
-    // A shell "suite": one quiet test, one test during which a process leaks, and a line that
-    // is not the protocol (said, and the recording goes on).
+    // A shell "suite": a line that is not the protocol (said, and the recording goes on), then
+    // 30 tests during which a service keeps 1 MiB each, and a last one during which it keeps
+    // 40 MiB at once.
+    let tests = service_suite(store.dir.path(), "4MiB", Some("keep 1MiB"), 30, None);
     let script = format!(
-        r#"echo "begin test_quiet" > "$MEMTOOLS_PHASES"
-{sim} flat --base 4MiB --duration 1s
-echo "end test_quiet" > "$MEMTOOLS_PHASES"
-echo "bogus line" > "$MEMTOOLS_PHASES"
-echo "begin test_leaky" > "$MEMTOOLS_PHASES"
-{sim} linear --step 1MiB --every 50ms --duration 3s
-echo "end test_leaky" > "$MEMTOOLS_PHASES""#
+        "echo \"bogus line\" > \"$MEMTOOLS_PHASES\"\n{}",
+        tests.replace(
+            "exec 3>&-",
+            "echo \"begin test_big\" > \"$MEMTOOLS_PHASES\"\necho \"keep 40MiB\" >&3; read -r answer <&4\necho \"wait 100ms\" >&3; read -r answer <&4\necho \"end test_big\" > \"$MEMTOOLS_PHASES\"\nexec 3>&-"
+        )
     );
     let out = store.run(&[
         "record",
         "--backend",
         "procfs",
         "--interval",
-        "50ms",
+        "20ms",
         "--fail-on-leak",
         "--report",
         &format!("json:{}", report.display()),
@@ -51,7 +50,7 @@ echo "end test_leaky" > "$MEMTOOLS_PHASES""#
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("ignored phase lines"), "{stderr}");
     assert!(stderr.contains("`bogus line`"), "{stderr}");
-    assert!(stderr.contains("grew most during test_leaky"), "{stderr}");
+    assert!(stderr.contains("grew most during test_big"), "{stderr}");
 
     let r = json_report(&store, &report);
     let names: Vec<&str> = r["phases"]
@@ -60,15 +59,21 @@ echo "end test_leaky" > "$MEMTOOLS_PHASES""#
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["test_quiet", "test_leaky"]);
+    assert_eq!(names.len(), 32, "{names:?}");
+    assert_eq!(
+        (names[0], names[1], names[31]),
+        ("test_start", "test_0", "test_big")
+    );
     let leak = &r["processes"][0];
     assert_eq!(leak["verdict"], "leak");
-    assert_eq!(leak["grew_during"][0]["name"], "test_leaky");
-    assert!(leak["grew_during"][0]["growth_bytes"].as_f64().unwrap() > 40.0 * 1048576.0);
+    assert_eq!(leak["name"], "leak-sim");
+    assert_eq!(leak["grew_during"][0]["name"], "test_big");
+    // Most of its 40 MiB (the recorder looks every 20 ms; a busy machine stretches that).
+    assert!(leak["grew_during"][0]["growth_bytes"].as_f64().unwrap() > 10.0 * 1048576.0);
 
     let show = store.ok(&["show"]);
     assert!(
-        show.contains("test_quiet") && show.contains("test_leaky"),
+        show.contains("test_start") && show.contains("test_big"),
         "{show}"
     );
 }
@@ -89,17 +94,19 @@ fn the_pytest_plugin_marks_each_test_in_a_real_pytest_run() {
         &suite,
         r#"import time
 
+import pytest
+
 kept = []
 
 
 def test_quiet():
-    time.sleep(1.0)
+    time.sleep(0.2)
 
 
-def test_leaky():
-    for _ in range(120):
-        kept.append(b"x" * (1 << 20))
-        time.sleep(0.025)
+@pytest.mark.parametrize("i", range(20))
+def test_leaky(i):
+    kept.append(b"x" * (2 << 20))
+    time.sleep(0.02)
 "#,
     )
     .unwrap();
@@ -133,7 +140,7 @@ def test_leaky():
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.contains("2 passed"),
+        stdout.contains("21 passed"),
         "pytest output: {stdout}{stderr}"
     );
     assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
@@ -144,9 +151,14 @@ def test_leaky():
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
+    assert_eq!(names.len(), 21);
     assert_eq!(
-        names,
-        ["test_suite.py::test_quiet", "test_suite.py::test_leaky"]
+        (names[0], names[1], names[20]),
+        (
+            "test_suite.py::test_quiet",
+            "test_suite.py::test_leaky[0]",
+            "test_suite.py::test_leaky[19]"
+        )
     );
     assert!(
         r["phases"]
@@ -161,5 +173,14 @@ def test_leaky():
         .iter()
         .find(|p| p["verdict"] == "leak")
         .unwrap_or_else(|| panic!("no leak found: {r}"));
-    assert_eq!(leak["grew_during"][0]["name"], "test_suite.py::test_leaky");
+    assert!(
+        leak["grew_during"][0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("test_suite.py::test_leaky["),
+        "{leak}"
+    );
+    // About 2 MiB a test (the recorder's look at each test's end can be a tick late).
+    let per_test = leak["tests"]["per_test_bytes"].as_f64().unwrap() / 1048576.0;
+    assert!((1.0..3.0).contains(&per_test), "{leak}");
 }

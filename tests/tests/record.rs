@@ -507,3 +507,53 @@ fn bad_arguments_are_refused_with_what_to_do() {
     // Nothing was recorded by any of them.
     assert!(!store.path().exists() || store.sessions().is_empty());
 }
+
+#[test]
+fn the_address_space_limit_is_recorded_and_bounds_virtual_size() {
+    let store = TestStore::new();
+    // 4 GiB of address space (ulimit -v counts KiB), inherited by the simulator.
+    let script = format!(
+        "ulimit -v 4194304 && exec {} flat --base 8MiB --duration 1s",
+        leak_sim()
+    );
+    store.ok(&[
+        "record",
+        "--backend",
+        "procfs",
+        "--interval",
+        "50ms",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let limit: Option<i64> = store
+        .sql()
+        .query_row(
+            "SELECT address_space_limit FROM processes WHERE name = 'leak-sim'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the simulator was recorded");
+    assert_eq!(limit, Some(4 << 30));
+    // Virtual size is projected against it; resident memory against the machine's memory.
+    let out = store.ok(&["detect", "--metric", "vm_size", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let p = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "leak-sim")
+        .expect("leak-sim");
+    assert_eq!(p["limit_source"], "address_space", "{p}");
+    assert_eq!(p["limit_bytes"], 4u64 << 30);
+    let out = store.ok(&["detect", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let p = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "leak-sim")
+        .expect("leak-sim");
+    assert_eq!(p["limit_source"], "recording_machine", "{p}");
+}

@@ -4,10 +4,11 @@
 //! - `cargo xtask run -- ARGS`: set up, build memtools-user (release) and run it with ARGS, as
 //!   root (through sudo when needed) so the eBPF backend can load.
 //! - `cargo xtask test`: set up, then formatting, lints and every test.
-//! - `cargo xtask bench [recorder|faults|overhead|analysis|gui|all]`: the benchmarks whose
+//! - `cargo xtask bench [recorder|faults|overhead|analysis|gui|top|all]`: the benchmarks whose
 //!   figures the README quotes.
 
 mod bench;
+mod bench_top;
 mod gui;
 mod setup;
 
@@ -30,7 +31,7 @@ cargo xtask run -- ARGS        set up, build and run memtools-user ARGS as root
 cargo xtask test [ARGS]        set up, check formatting and lints, run every test
                                (ARGS go to `cargo test`, e.g. a test name filter)
 cargo xtask bench [WHICH]      recorder | faults | overhead [--rounds N] | analysis |
-                               gui | all (default all)
+                               gui | top | all (default all)
 cargo xtask screenshot         the GUI on VLT revision 377208 in a real window under
                                Xvfb, into docs/screenshot-vlt-377208.png
 ";
@@ -121,8 +122,9 @@ fn test(args: &[String]) -> Result<()> {
     ]))?;
     sh(cargo().args(["test", "--workspace"]).args(args))?;
     if args.is_empty() {
-        // The labelled corpus with 400 fresh seeds per family: too slow for a debug build, so it
-        // is an ignored test there and runs here, optimised.
+        // The labelled corpus with 400 fresh seeds per family, and the independent corpus with
+        // 200: too slow for a debug build, so they are ignored tests there and run here,
+        // optimised, with their tables printed.
         sh(cargo().args([
             "test",
             "--release",
@@ -130,8 +132,11 @@ fn test(args: &[String]) -> Result<()> {
             "memtools",
             "--test",
             "analysis_corpus",
+            "--test",
+            "analysis_corpus_independent",
             "--",
             "--ignored",
+            "--nocapture",
         ]))?;
     }
     Ok(())

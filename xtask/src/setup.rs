@@ -29,6 +29,7 @@ pub fn setup() -> Result<()> {
             BENCH_PACKAGES.join(", ")
         );
     }
+    tmux()?;
     // Only `cargo xtask screenshot` needs a real window; the GUI's tests run headless.
     if let Err(e) = crate::gui::setup_gui() {
         eprintln!(
@@ -95,16 +96,46 @@ fn python_psutil() -> Result<()> {
     Ok(())
 }
 
-/// pytest, for the end-to-end test of the pytest plugin (contrib/pytest_memtools.py).
+/// pytest, for the end-to-end tests of the pytest plugin (contrib/pytest_memtools.py), and the
+/// heavy libraries real suites import on the way (numpy, scipy, matplotlib: wheels, about a
+/// minute to install), so those tests see the start-up of a real suite, cold and warm.
 fn python_pytest() -> Result<()> {
     let has = Command::new("python3")
-        .args(["-c", "import pytest"])
+        .args(["-c", "import pytest, numpy, scipy, matplotlib"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has {
-        sh(Command::new("python3").args(["-m", "pip", "install", "--quiet", "pytest"]))?;
+        sh(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "pytest",
+            "numpy",
+            "scipy",
+            "matplotlib",
+        ]))?;
     }
     Ok(())
+}
+
+/// tmux, the real terminal the live view's end-to-end tests and `cargo xtask bench top` run
+/// it in (Debian package tmux).
+fn tmux() -> Result<()> {
+    let has = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        sh(&mut cmd)
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "--no-install-recommends", "tmux"])
 }
 
 /// The nightly the kernel side (memtools-ebpf) is built with: build-std needs a nightly, and

@@ -7,11 +7,11 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::RecordError;
+use super::tree::Tree;
 use memtools::model::ExitStatus;
 
 /// A command line to run and record.
@@ -54,6 +54,7 @@ pub(crate) struct Child {
     status: Option<ExitStatus>,
     /// Holds the command before its exec until the recorder is ready (see [`Child::spawn`]).
     gate: Option<Gate>,
+    spawner: Option<Spawner>,
 }
 
 /// How often a command without a pidfd is looked at for its exit.
@@ -65,9 +66,27 @@ const SIGNAL_AT_LATEST: Duration = Duration::from_millis(250);
 struct Gate {
     /// Writing a byte lets the command go; closing it unwritten cancels it.
     open: std::fs::File,
-    /// The thread in `std::process::Command::spawn`, which returns once the command has
-    /// exec'ed (or failed to).
-    spawning: std::thread::JoinHandle<std::io::Result<std::process::Child>>,
+    /// What `std::process::Command::spawn` returned, once the command has exec'ed (or
+    /// failed to).
+    spawned: std::sync::mpsc::Receiver<std::io::Result<()>>,
+}
+
+/// The thread that forked the command, kept until the command is done with: the command's
+/// parent-death signal (SIGKILL, see [`Tree::configure`]) fires when the *thread* that
+/// forked it ends, not the recorder.
+struct Spawner {
+    /// Dropping it lets the thread end.
+    stay: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Spawner {
+    /// Lets the thread end (and with it, the command's parent-death signal fires if it
+    /// still runs).
+    fn end(self) {
+        drop(self.stay);
+        let _ = self.thread.join();
+    }
 }
 
 /// A pipe, both ends close-on-exec.
@@ -78,14 +97,16 @@ fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
 }
 
 impl Child {
-    /// Forks the command, held before its exec until [`Child::release`]: the recorder first
-    /// follows its pid, so nothing the command does, however quick (a shell's thousand
-    /// one-millisecond children), happens before recording starts. The recorder becomes a
-    /// child subreaper first, so descendants orphaned by a parent's exit are re-parented to it
-    /// and stay in the followed tree.
+    /// Forks the command in `tree` (its cgroup, when it has one; SIGKILL if the recorder
+    /// dies), held before its exec until [`Child::release`]: the recorder first follows its
+    /// pid, so nothing the command does, however quick (a shell's thousand one-millisecond
+    /// children), happens before recording starts. The tree made the recorder a child
+    /// subreaper, so descendants orphaned by a parent's exit are re-parented to it and stay
+    /// in the followed tree.
     pub fn spawn(
         command: &Command,
         env: &[(&str, &std::path::Path)],
+        tree: &Tree,
     ) -> Result<Child, RecordError> {
         let program = command.argv.first().ok_or_else(|| RecordError::Spawn {
             program: String::new(),
@@ -95,12 +116,13 @@ impl Child {
             program: program.to_string_lossy().into_owned(),
             source,
         };
-        // Failure is harmless: orphans then go to init and leave the tree, as without us.
-        let _ = nix::sys::prctl::set_child_subreaper(true);
         let (pid_read, pid_write) = pipe().map_err(failed)?;
         let (gate_read, gate_write) = pipe().map_err(failed)?;
         let mut cmd = std::process::Command::new(program);
         cmd.args(&command.argv[1..]).envs(env.iter().copied());
+        // First the tree (a command that cannot join its cgroup fails here, before it says
+        // its pid), then the hold.
+        tree.configure(&mut cmd);
         let (pid_fd, gate_fd) = (pid_write.as_raw_fd(), gate_read.as_raw_fd());
         let own_ends = [pid_read.as_raw_fd(), gate_write.as_raw_fd()];
         // SAFETY: the closure runs in the forked child before exec and calls only
@@ -124,23 +146,32 @@ impl Child {
                 }
             });
         }
-        let spawning = std::thread::Builder::new()
+        let (spawned_tx, spawned) = std::sync::mpsc::channel();
+        let (stay, stay_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
             .name("spawn".into())
             .spawn(move || {
-                let child = cmd.spawn();
+                // The std handle is dropped without waiting: `reap` collects the status,
+                // together with any orphans that were re-parented to us.
+                let child = cmd.spawn().map(drop);
                 // Whatever happened, the pid pipe closes: a fork that failed reads as EOF.
                 drop(pid_write);
                 drop(gate_read);
-                child
+                let _ = spawned_tx.send(child);
+                // Until the Child is dropped (an error: the sender is gone).
+                let _ = stay_rx.recv();
             })
             .map_err(failed)?;
+        let spawner = Spawner { stay, thread };
         let mut pid = [0u8; 4];
         if let Err(e) = (&pid_read).read_exact(&mut pid) {
             drop(gate_write);
-            return Err(failed(match spawning.join() {
+            let error = match spawned.recv() {
                 Ok(Err(spawn_error)) => spawn_error,
                 _ => e,
-            }));
+            };
+            spawner.end();
+            return Err(failed(error));
         }
         Ok(Child {
             pid: Pid::from_raw(i32::from_ne_bytes(pid)),
@@ -149,14 +180,15 @@ impl Child {
             status: None,
             gate: Some(Gate {
                 open: gate_write,
-                spawning,
+                spawned,
             }),
+            spawner: Some(spawner),
         })
     }
 
     /// Lets a held command exec; fails when it cannot (not found, not executable).
     pub fn release(&mut self) -> Result<(), RecordError> {
-        let Some(Gate { mut open, spawning }) = self.gate.take() else {
+        let Some(Gate { mut open, spawned }) = self.gate.take() else {
             return Ok(());
         };
         // A failed write (the child died meanwhile) shows as the spawn's own error below.
@@ -168,14 +200,12 @@ impl Child {
             // SAFETY: a new descriptor the kernel just returned, owned by nobody else.
             self.pidfd = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
         }
-        let spawned = spawning.join().unwrap_or_else(|_| {
+        let spawned = spawned.recv().unwrap_or_else(|_| {
             Err(std::io::Error::other(
-                "the thread starting the command panicked",
+                "the thread starting the command ended",
             ))
         });
-        // The std handle is dropped without waiting: `reap` collects the status, together
-        // with any orphans that were re-parented to us.
-        spawned.map(drop).map_err(|source| RecordError::Spawn {
+        spawned.map_err(|source| RecordError::Spawn {
             program: self.program.clone(),
             source,
         })
@@ -183,9 +213,9 @@ impl Child {
 
     /// Ends a held command without running it (the recording could not start).
     fn cancel(&mut self) {
-        if let Some(Gate { open, spawning }) = self.gate.take() {
+        if let Some(Gate { open, spawned }) = self.gate.take() {
             drop(open);
-            let _ = spawning.join();
+            let _ = spawned.recv();
         }
     }
 
@@ -240,20 +270,15 @@ impl Child {
         // interrupts it (EINTR), which is what we want: the caller looks at signals next.
         unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
     }
-
-    /// Sends a signal to the command while it runs (one still held is cancelled when
-    /// dropped).
-    pub fn signal(&self, signal: Signal) {
-        if self.status.is_none() {
-            let _ = kill(self.pid, signal);
-        }
-    }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
         // Never leave a held command waiting for a recorder that is gone.
         self.cancel();
+        if let Some(spawner) = self.spawner.take() {
+            spawner.end();
+        }
     }
 }
 

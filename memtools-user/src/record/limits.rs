@@ -21,6 +21,23 @@ pub fn cgroup_limit(pid: u32) -> Option<u64> {
         .min()
 }
 
+/// A process's address-space limit (RLIMIT_AS, the soft "Max address space" of
+/// /proc/PID/limits): what bounds its virtual size. `None` when unlimited or unreadable.
+pub fn address_space_limit(pid: u32) -> Option<u64> {
+    parse_address_space(&std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?)
+}
+
+/// The soft address-space limit in bytes from the text of /proc/PID/limits.
+pub fn parse_address_space(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    let soft = line["Max address space".len()..]
+        .split_whitespace()
+        .next()?;
+    soft.parse().ok()
+}
+
 /// The limit files that apply to a process, from the text of /proc/PID/cgroup: its own cgroup's
 /// and every ancestor's, for v2 (`0::/path`) and for v1's memory controller (`N:memory:/path`).
 pub fn cgroup_files(cgroups: &str, root: &Path) -> Vec<PathBuf> {
@@ -75,6 +92,19 @@ mod tests {
                 PathBuf::from("/cg/memory.max"),
             ]
         );
+    }
+
+    #[test]
+    fn address_space_limits_are_read_from_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max stack size            8388608              unlimited            bytes     \n\
+                    Max address space         4294967296           unlimited            bytes     \n";
+        assert_eq!(parse_address_space(text), Some(4 << 30));
+        let unlimited = text.replace("4294967296          ", "unlimited           ");
+        assert_eq!(parse_address_space(&unlimited), None);
+        assert_eq!(parse_address_space("nothing"), None);
+        // This process: unlimited here unless the test runner set one; either way it parses.
+        let _ = address_space_limit(std::process::id());
     }
 
     #[test]

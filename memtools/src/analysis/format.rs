@@ -75,42 +75,80 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
-/// The evidence in one sentence: "grew 412 MiB at 1.3 MiB/s over the last 5 min 10 s, R^2 0.98;
-/// reaches the 16 GiB limit in 3 h 20 min".
+/// A span from one size to another, one unit for both when they share it: `3.0 -> 7.9 GiB`,
+/// `500 MiB -> 1.7 GiB`.
+pub fn span(from: f64, to: f64) -> String {
+    let unit_of = |b: f64| {
+        let mut v = b.abs();
+        let mut u = 0;
+        while v >= 1023.5 && u < UNITS.len() - 1 {
+            v /= 1024.0;
+            u += 1;
+        }
+        u
+    };
+    let (a, b) = (unit_of(from), unit_of(to));
+    if a == b && a > 0 && from.is_finite() && to.is_finite() {
+        let scale = 1024f64.powi(a as i32);
+        let one = |v: f64| {
+            let v = v / scale;
+            if v.abs() < 9.95 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        };
+        return format!("{} -> {} {}", one(from), one(to), UNITS[a]);
+    }
+    format!("{} -> {}", bytes(from), bytes(to))
+}
+
+/// The evidence in one sentence, describing the whole growth: "grew 4.9 GiB over 6 min, 3.0
+/// -> 7.9 GiB, in 76 steps of 64 MiB; at this rate it reaches the 24 GiB limit in 50 min", or
+/// with phases "kept 3.0 MiB after each of 60 tests, 80 -> 260 MiB".
 pub fn describe(e: &Evidence) -> String {
-    let window = super::resample::seconds(e.window_end.saturating_sub(e.window_start));
+    let projection = match (e.limit_bytes, e.time_to_limit_s) {
+        (Some(limit), Some(s)) if s <= 0.0 => {
+            format!("; already at the {} limit", bytes(limit as f64))
+        }
+        (Some(limit), Some(s)) => format!(
+            "; at this rate it reaches the {} limit in {}",
+            bytes(limit as f64),
+            duration(s)
+        ),
+        _ => String::new(),
+    };
+    if let Some(t) = e.tests {
+        return format!(
+            "kept {} after each of {} tests, {}{projection}",
+            bytes(t.per_test_bytes),
+            t.count,
+            span(e.from_bytes, e.to_bytes)
+        );
+    }
+    let over = super::resample::seconds(e.window_end.saturating_sub(e.window_start));
     let verb = if e.growth_bytes >= 0.0 {
         "grew"
     } else {
         "shrank"
     };
-    let when = if e.before_end_s > 0.5 {
-        format!(
-            "over {} ending {} before the last sample",
-            duration(window),
-            duration(e.before_end_s)
-        )
-    } else {
-        format!("over the last {}", duration(window))
-    };
-    let limit = bytes(e.limit_bytes as f64);
-    let projection = match e.time_to_limit_s {
-        Some(s) if s <= 0.0 => format!("already at the {limit} limit"),
-        Some(s) => format!("reaches the {limit} limit in {}", duration(s)),
-        None => format!("never reaches the {limit} limit at this rate"),
+    let how = match e.steps {
+        Some(s) if s.count > 1 => format!("in {} steps of {}", s.count, bytes(s.size_bytes)),
+        _ => format!("at {}", rate(e.slope_bytes_per_s)),
     };
     format!(
-        "{verb} {} at {} {when}, R^2 {:.2}; {projection}",
+        "{verb} {} over {}, {}, {how}{projection}",
         bytes(e.growth_bytes.abs()),
-        rate(e.slope_bytes_per_s),
-        e.r2
+        duration(over),
+        span(e.from_bytes, e.to_bytes)
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::verdict::Detector;
+    use crate::analysis::life::Steps;
+    use crate::analysis::verdict::{Detector, TestsKept};
 
     #[test]
     fn bytes_in_binary_units() {
@@ -139,32 +177,62 @@ mod tests {
     }
 
     #[test]
+    fn spans_share_a_unit_when_they_can() {
+        let g = 1073741824.0;
+        assert_eq!(span(3.0 * g, 7.9 * g), "3.0 -> 7.9 GiB");
+        assert_eq!(span(80.0 * 1048576.0, 260.0 * 1048576.0), "80 -> 260 MiB");
+        assert_eq!(span(500.0 * 1048576.0, 1.7 * g), "500 MiB -> 1.7 GiB");
+    }
+
+    #[test]
     fn describes_evidence_like_the_issue() {
         let mib = 1048576.0;
+        let g = 1024.0 * mib;
         let e = Evidence {
-            detector: Detector::Lbr,
-            slope_bytes_per_s: 1.3 * mib,
-            r2: 0.98,
+            detector: Detector::Envelope,
+            slope_bytes_per_s: 4.9 * g / 360.0,
+            r2: 0.99,
             window_start: 0,
-            window_end: 310_000_000_000,
-            growth_bytes: 412.0 * mib,
-            time_to_limit_s: Some(12_000.0),
-            limit_bytes: 16 << 30,
-            before_end_s: 0.0,
+            window_end: 360_000_000_000,
+            growth_bytes: 4.9 * g,
+            from_bytes: 3.0 * g,
+            to_bytes: 7.9 * g,
+            steps: Some(Steps {
+                count: 76,
+                size_bytes: 64.0 * mib,
+            }),
+            tests: None,
+            time_to_limit_s: Some(3000.0),
+            limit_bytes: Some(24 << 30),
+            lbr: None,
         };
         assert_eq!(
             describe(&e),
-            "grew 412 MiB at 1.3 MiB/s over the last 5 min 10 s, R^2 0.98; \
-             reaches the 16 GiB limit in 3 h 20 min"
+            "grew 4.9 GiB over 6 min, 3.0 -> 7.9 GiB, in 76 steps of 64 MiB; \
+             at this rate it reaches the 24 GiB limit in 50 min"
         );
+        // No limit that means something (virtual size without an address-space limit): no claim.
         let e = Evidence {
-            time_to_limit_s: None,
-            before_end_s: 60.0,
+            steps: None,
+            limit_bytes: None,
             ..e
         };
-        assert!(describe(&e).ends_with(
-            "over 5 min 10 s ending 1 min before the last sample, R^2 0.98; \
-             never reaches the 16 GiB limit at this rate"
-        ));
+        assert_eq!(
+            describe(&e),
+            "grew 4.9 GiB over 6 min, 3.0 -> 7.9 GiB, at 14 MiB/s"
+        );
+        let e = Evidence {
+            tests: Some(TestsKept {
+                count: 60,
+                per_test_bytes: 3.0 * mib,
+            }),
+            from_bytes: 80.0 * mib,
+            to_bytes: 260.0 * mib,
+            ..e
+        };
+        assert_eq!(
+            describe(&e),
+            "kept 3 MiB after each of 60 tests, 80 -> 260 MiB"
+        );
     }
 }

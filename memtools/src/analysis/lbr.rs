@@ -163,6 +163,7 @@ pub fn time_to_limit(fit: &Fit, t_end: f64, limit: f64) -> Option<f64> {
 
 /// Runs LBR over one segment's grid: the first window from the end with R^2 >= the threshold, a
 /// rising line reaching the limit within the critical time, and at least the minimum growth.
+/// Without a limit (a metric nothing bounds) no window is flagged.
 /// `None` when the segment has fewer than `min_window` points.
 pub fn lbr(grid: &Grid, params: &Params) -> Option<Lbr> {
     let n = grid.len();
@@ -172,7 +173,7 @@ pub fn lbr(grid: &Grid, params: &Params) -> Option<Lbr> {
     }
     let (t, y) = (&grid.t, &grid.y);
     let t_end = t[n - 1];
-    let limit = params.limit_bytes as f64;
+    let limit = params.limit_bytes.map(|l| l as f64);
     let mut sums = Sums::new(t_end, y[n - 1]);
     let mut best: Option<LbrWindow> = None;
     let mut windows = 0;
@@ -183,7 +184,7 @@ pub fn lbr(grid: &Grid, params: &Params) -> Option<Lbr> {
         }
         windows += 1;
         let Some(fit) = sums.fit() else { continue };
-        let ttl = time_to_limit(&fit, t_end, limit);
+        let ttl = limit.and_then(|l| time_to_limit(&fit, t_end, l));
         let window = LbrWindow {
             start_s: t[i],
             end_s: t_end,

@@ -21,7 +21,12 @@ pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()>
     let suite = format!("memtools: {}", s.what());
     let seconds = s.duration_ns().map_or(0.0, |d| d as f64 / 1e9);
     let tests = (report.processes.len() + regressions.len()).to_string();
-    let failures = (leaks + regressions.len()).to_string();
+    // A process that leaks and goes over its budget is one failing test case, with both said.
+    let over_only = report
+        .over_budget()
+        .filter(|r| r.analysis.verdict != Verdict::Leak)
+        .count();
+    let failures = (leaks + over_only + regressions.len()).to_string();
     let skipped = insufficient.to_string();
     let time = format!("{seconds:.3}");
     out.write_all(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n")?;
@@ -48,41 +53,63 @@ pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()>
                     for r in &report.processes {
                         let p = &r.process.info;
                         let name = format!("{} (pid {})", p.name, p.key.pid);
+                        let peak = crate::report::verdicts::peak_words(r);
                         let case = w.create_element("testcase").with_attributes([
                             ("classname", "memtools.leaks"),
                             ("name", name.as_str()),
                         ]);
-                        match r.analysis.verdict {
-                            Verdict::Ok => {
-                                case.write_empty()?;
-                            }
-                            Verdict::Leak => {
-                                let message = format!("{} leaks {}", p.name, report.metric);
-                                let body = format!(
-                                    "{}\ncommand: {}\nsamples: {}",
+                        let leak = r.analysis.verdict == Verdict::Leak;
+                        let mut failures: Vec<(String, &str, String)> = Vec::new();
+                        if leak {
+                            failures.push((
+                                format!("{} leaks {}", p.name, report.metric),
+                                "memory-leak",
+                                format!(
+                                    "{}\npeak: {peak}\ncommand: {}\nsamples: {}",
                                     r.explanation(),
                                     p.cmdline,
                                     r.analysis.samples
-                                );
-                                case.write_inner_content(|w| {
-                                    w.create_element("failure")
-                                        .with_attributes([
-                                            ("message", message.as_str()),
-                                            ("type", "memory-leak"),
-                                        ])
-                                        .write_text_content(BytesText::new(&body))?;
-                                    Ok(())
-                                })?;
-                            }
-                            Verdict::Insufficient => {
-                                case.write_inner_content(|w| {
-                                    w.create_element("skipped")
-                                        .with_attribute(("message", r.analysis.reason.as_str()))
-                                        .write_empty()?;
-                                    Ok(())
-                                })?;
-                            }
+                                ),
+                            ));
                         }
+                        if r.over_budget() {
+                            failures.push((
+                                format!("{} peak {peak}", p.name),
+                                "memory-peak",
+                                format!(
+                                    "peak {peak}\n{}\ncommand: {}",
+                                    r.analysis.reason, p.cmdline
+                                ),
+                            ));
+                        }
+                        case.write_inner_content(|w| {
+                            w.create_element("properties").write_inner_content(|w| {
+                                w.create_element("property")
+                                    .with_attributes([
+                                        ("name", "peak_bytes"),
+                                        ("value", r.peak.to_string().as_str()),
+                                    ])
+                                    .write_empty()?;
+                                Ok(())
+                            })?;
+                            for (message, kind, body) in &failures {
+                                w.create_element("failure")
+                                    .with_attributes([
+                                        ("message", message.as_str()),
+                                        ("type", *kind),
+                                    ])
+                                    .write_text_content(BytesText::new(body))?;
+                            }
+                            if failures.is_empty() && r.analysis.verdict == Verdict::Insufficient {
+                                w.create_element("skipped")
+                                    .with_attribute(("message", r.analysis.reason.as_str()))
+                                    .write_empty()?;
+                            }
+                            let out = format!("peak: {peak}\n{}", r.analysis.reason);
+                            w.create_element("system-out")
+                                .write_text_content(BytesText::new(&out))?;
+                            Ok(())
+                        })?;
                     }
                     // A regression against the baseline is a failing test of its own.
                     for r in regressions {

@@ -104,9 +104,13 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// Where the SVG of a process goes: a directory beside the Markdown file.
-pub fn svg_path(markdown: &Path, r: &ProcessResult) -> PathBuf {
-    let dir = markdown.with_extension("plots");
+/// The directory of plots beside a Markdown report: `leaks.md` -> `leaks.plots`.
+pub fn plots_dir(markdown: &Path) -> PathBuf {
+    markdown.with_extension("plots")
+}
+
+/// The file name of a process's SVG in the plots directory: pid and a safe name.
+pub fn svg_name(r: &ProcessResult) -> String {
     let safe: String = r
         .process
         .info
@@ -114,7 +118,7 @@ pub fn svg_path(markdown: &Path, r: &ProcessResult) -> PathBuf {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    dir.join(format!("{}-{safe}.svg", r.process.info.key.pid))
+    format!("{}-{safe}.svg", r.process.info.key.pid)
 }
 
 /// The Markdown text. `plots` gives, for a leaking process, the relative path of its SVG when
@@ -152,14 +156,15 @@ pub fn render(
     if !leaking.is_empty() {
         let _ = writeln!(
             out,
-            "| process | pid | history | evidence |\n|---|---:|---|---|"
+            "| process | pid | peak | history | evidence |\n|---|---:|---:|---|---|"
         );
         for r in &leaking {
             let _ = writeln!(
                 out,
-                "| **{}** | {} | `{}` | {} |",
+                "| **{}** | {} | {} | `{}` | {} |",
                 md_escape(&r.process.info.name),
                 r.process.info.key.pid,
+                md_escape(&super::verdicts::peak_words(r)),
                 sparkline(&r.analysis, 24),
                 md_escape(&r.explanation())
             );
@@ -175,6 +180,20 @@ pub fn render(
                 );
             }
         }
+    }
+    let over: Vec<&ProcessResult> = report.over_budget().collect();
+    if !over.is_empty() {
+        let _ = writeln!(out, "### Over their peak budget\n");
+        for r in over {
+            let _ = writeln!(
+                out,
+                "- **{}** (pid {}): peak {}",
+                md_escape(&r.process.info.name),
+                r.process.info.key.pid,
+                md_escape(&super::verdicts::peak_words(r))
+            );
+        }
+        out.push('\n');
     }
     if let Some(b) = &report.baseline {
         let _ = writeln!(out, "### Compared with session {}\n", b.baseline_session);
@@ -194,7 +213,7 @@ pub fn render(
     if !rest.is_empty() {
         let _ = writeln!(
             out,
-            "<details><summary>{} other {}</summary>\n\n| verdict | process | pid | samples | why |\n|---|---|---:|---:|---|",
+            "<details><summary>{} other {}</summary>\n\n| verdict | process | pid | samples | peak | why |\n|---|---|---:|---:|---:|---|",
             rest.len(),
             if rest.len() == 1 {
                 "process"
@@ -205,11 +224,12 @@ pub fn render(
         for r in rest {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 r.analysis.verdict.name(),
                 md_escape(&r.process.info.name),
                 r.process.info.key.pid,
                 r.analysis.samples,
+                md_escape(&super::verdicts::peak_words(r)),
                 md_escape(&r.analysis.reason)
             );
         }

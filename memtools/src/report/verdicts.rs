@@ -5,17 +5,38 @@ use comfy_table::{Cell, CellAlignment, Color, ContentArrangement, Table};
 use serde::Serialize;
 
 use super::text::SessionJson;
-use crate::analysis::{Detector, Params, Verdict, format};
+use crate::analysis::{Detector, Verdict, format};
 use crate::baseline::Comparison;
-use crate::detect::{Limit, LimitSource, SessionReport};
+use crate::detect::{Limit, LimitSource, ProcessResult, SessionReport};
 use crate::units;
 
-fn source_words(s: LimitSource) -> &'static str {
+/// Where a limit came from, in words.
+pub fn source_words(s: LimitSource) -> &'static str {
     match s {
         LimitSource::Given => "given",
         LimitSource::Cgroup => "cgroup",
         LimitSource::RecordingMachine => "recording machine's memory",
         LimitSource::ThisMachine => "this machine's memory (the session does not say)",
+        LimitSource::AddressSpace => "address-space limit (RLIMIT_AS)",
+        LimitSource::None => "none: nothing bounds it, so no time to limit is claimed",
+    }
+}
+
+/// A limit in words: "24 GiB (cgroup)", or "none: ...".
+pub fn limit_words(l: &Limit) -> String {
+    match l.bytes {
+        Some(b) => format!("{} ({})", format::bytes(b as f64), source_words(l.source)),
+        None => source_words(l.source).to_string(),
+    }
+}
+
+/// A process's peak, and its budget when one applies: "4.1 GiB", "4.1 GiB > 2 GiB budget".
+pub fn peak_words(r: &ProcessResult) -> String {
+    let peak = format::bytes(r.peak as f64);
+    match r.budget {
+        Some(b) if r.over_budget() => format!("{peak} > {} budget", format::bytes(b as f64)),
+        Some(b) => format!("{peak} (budget {})", format::bytes(b as f64)),
+        None => peak,
     }
 }
 
@@ -34,18 +55,30 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
         ok,
         insufficient
     );
+    let over = report.over_budget().count();
+    if !report.budgets.is_empty() {
+        out += &format!(
+            "  {} over {} peak budget\n",
+            units::processes(over as u64),
+            if over == 1 { "its" } else { "their" }
+        );
+    }
     if report.processes.is_empty() {
         return out;
     }
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(vec!["verdict", "pid", "name", "samples", "evidence"]);
+        .set_header(vec![
+            "verdict", "pid", "name", "samples", "peak", "evidence",
+        ]);
     if let Some(c) = t.column_mut(1) {
         c.set_cell_alignment(CellAlignment::Right);
     }
-    if let Some(c) = t.column_mut(3) {
-        c.set_cell_alignment(CellAlignment::Right);
+    for col in [3, 4] {
+        if let Some(c) = t.column_mut(col) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
     }
     for r in &report.processes {
         let verdict = match r.analysis.verdict {
@@ -57,11 +90,16 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
         if colour && r.analysis.verdict == Verdict::Leak {
             cell = cell.fg(Color::Red);
         }
+        let mut peak = Cell::new(peak_words(r));
+        if colour && r.over_budget() {
+            peak = peak.fg(Color::Red);
+        }
         t.add_row(vec![
             cell,
             Cell::new(r.process.info.key.pid),
             Cell::new(&r.process.info.name),
             Cell::new(r.analysis.samples),
+            peak,
             Cell::new(r.explanation()),
         ]);
     }
@@ -71,15 +109,7 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
         let mut seen: Vec<Limit> = report.processes.iter().map(|p| p.limit).collect();
         seen.sort_by_key(|l| (l.bytes, l.source as u8));
         seen.dedup();
-        seen.iter()
-            .map(|l| {
-                format!(
-                    "{} ({})",
-                    format::bytes(l.bytes as f64),
-                    source_words(l.source)
-                )
-            })
-            .collect()
+        seen.iter().map(limit_words).collect()
     };
     out += &format!("  limit: {}\n", limits.join(", "));
     if let Some(b) = &report.baseline {
@@ -114,18 +144,28 @@ struct ProcessJson<'a> {
     pid: u32,
     start_time: u64,
     name: &'a str,
+    cmdline: &'a str,
     samples: usize,
     verdict: Verdict,
     reason: &'a str,
-    limit_bytes: u64,
+    limit_bytes: Option<u64>,
     limit_source: LimitSource,
+    peak_bytes: u64,
+    peak_budget_bytes: Option<u64>,
+    over_budget: bool,
     detector: Option<Detector>,
     slope_bytes_per_s: Option<f64>,
     r2: Option<f64>,
     window_start_ns: Option<i64>,
     window_end_ns: Option<i64>,
     growth_bytes: Option<f64>,
+    from_bytes: Option<f64>,
+    to_bytes: Option<f64>,
+    steps: Option<crate::analysis::Steps>,
+    tests: Option<crate::analysis::TestsKept>,
     time_to_limit_s: Option<f64>,
+    /// The Linear Backward Regression window, whatever decided.
+    lbr: Option<crate::analysis::LbrEvidence>,
     /// For a leak, the phases it grew in most.
     grew_during: &'a [crate::detect::PhaseGrowth],
 }
@@ -134,14 +174,40 @@ struct ProcessJson<'a> {
 struct ReportJson<'a> {
     session: SessionJson<'a>,
     metric: &'static str,
-    params: &'a Params,
+    params: serde_json::Value,
     leaks: usize,
+    over_budget: usize,
+    budgets: &'a [crate::detect::PeakBudget],
     phases: &'a [crate::store::Phase],
     processes: Vec<ProcessJson<'a>>,
     baseline: Option<&'a Comparison>,
 }
 
-/// The JSON report: `session`, `metric`, `params`, `leaks` and `processes`, leaks first.
+/// The parameters as the pipeline used them: `min_window` as applied, and `limit_bytes` the
+/// limit every process was judged against (with `limit_source`), or null when processes had
+/// different ones (each process then says its own).
+fn params_used(report: &SessionReport) -> serde_json::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(&report.params)?;
+    let mut limits: Vec<Limit> = report.processes.iter().map(|p| p.limit).collect();
+    limits.sort_by_key(|l| (l.bytes, l.source as u8));
+    limits.dedup();
+    let (bytes, source) = match limits.as_slice() {
+        [one] => (one.bytes, Some(one.source)),
+        _ => (None, None),
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert("limit_bytes".into(), serde_json::to_value(bytes)?);
+        map.insert("limit_source".into(), serde_json::to_value(source)?);
+        map.insert(
+            "min_window".into(),
+            serde_json::to_value(report.params.effective_min_window())?,
+        );
+    }
+    Ok(value)
+}
+
+/// The JSON report: `session`, `metric`, `params`, `leaks`, `over_budget`, `budgets`, `phases`
+/// and `processes`, leaks first.
 pub fn json(report: &SessionReport) -> serde_json::Result<String> {
     let processes = report
         .processes
@@ -152,18 +218,27 @@ pub fn json(report: &SessionReport) -> serde_json::Result<String> {
                 pid: r.process.info.key.pid,
                 start_time: r.process.info.key.start_time,
                 name: &r.process.info.name,
+                cmdline: &r.process.info.cmdline,
                 samples: r.analysis.samples,
                 verdict: r.analysis.verdict,
                 reason: &r.analysis.reason,
                 limit_bytes: r.limit.bytes,
                 limit_source: r.limit.source,
+                peak_bytes: r.peak,
+                peak_budget_bytes: r.budget,
+                over_budget: r.over_budget(),
                 detector: e.map(|e| e.detector),
                 slope_bytes_per_s: e.map(|e| e.slope_bytes_per_s),
                 r2: e.map(|e| e.r2),
                 window_start_ns: e.map(|e| e.window_start),
                 window_end_ns: e.map(|e| e.window_end),
                 growth_bytes: e.map(|e| e.growth_bytes),
+                from_bytes: e.map(|e| e.from_bytes),
+                to_bytes: e.map(|e| e.to_bytes),
+                steps: e.and_then(|e| e.steps),
+                tests: e.and_then(|e| e.tests),
                 time_to_limit_s: e.and_then(|e| e.time_to_limit_s),
+                lbr: e.and_then(|e| e.lbr),
                 grew_during: &r.grew_during,
             }
         })
@@ -171,8 +246,10 @@ pub fn json(report: &SessionReport) -> serde_json::Result<String> {
     serde_json::to_string_pretty(&ReportJson {
         session: SessionJson::of(&report.session),
         metric: report.metric.name(),
-        params: &report.params,
+        params: params_used(report)?,
         leaks: report.counts().0,
+        over_budget: report.over_budget().count(),
+        budgets: &report.budgets,
         phases: &report.phases,
         processes,
         baseline: report.baseline.as_ref(),

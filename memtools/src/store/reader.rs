@@ -31,9 +31,50 @@ pub struct SessionRow {
     pub mem_total: Option<u64>,
     /// What the recording could not record.
     pub lost: Lost,
+    /// Wall clock minus monotonic clock at the start (recordings only), to place a process's
+    /// start time (since boot) on the session's clock.
+    pub monotonic_offset_ns: Option<i64>,
+    /// Why the recording stopped being written before the end (a full disk, the store
+    /// removed); the samples before are kept.
+    pub cut_short: Option<String>,
+    /// How the recorded command's process tree was held: its cgroup, or the recorder as
+    /// subreaper.
+    pub tree: Option<String>,
+}
+
+/// How a session ended, as `sessions`, `show` and their JSON say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Recorded to its end (or imported).
+    Finished,
+    /// The store could not be written any more; what came before is kept.
+    CutShort,
+    /// No end: still being recorded, or the recorder was killed.
+    Unfinished,
+}
+
+impl SessionState {
+    /// The word tables use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionState::Finished => "finished",
+            SessionState::CutShort => "cut short",
+            SessionState::Unfinished => "unfinished",
+        }
+    }
 }
 
 impl SessionRow {
+    /// Whether it finished, was cut short, or has no end (yet).
+    pub fn state(&self) -> SessionState {
+        match (&self.cut_short, self.end) {
+            (Some(_), _) => SessionState::CutShort,
+            (None, Some(_)) => SessionState::Finished,
+            (None, None) => SessionState::Unfinished,
+        }
+    }
+
     /// The session's length: to its end, or to its last sample when it never ended.
     pub fn duration_ns(&self) -> Option<i64> {
         self.end
@@ -78,9 +119,11 @@ pub struct ProcessRow {
     /// Its peak resident memory as the kernel kept it, when the recorder was told (the eBPF
     /// backend, at exit).
     pub peak_rss: Option<u64>,
+    /// Its address-space limit (RLIMIT_AS), when one was set.
+    pub address_space_limit: Option<u64>,
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.processes_lost, s.events_lost";
+const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.monotonic_offset_ns, s.cut_short, s.tree, s.processes_lost, s.events_lost";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let code: Option<i32> = r.get(11)?;
@@ -103,9 +146,12 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
         processes: r.get::<_, i64>(13)? as u64,
         samples: r.get::<_, i64>(14)? as u64,
         mem_total: r.get::<_, Option<i64>>(15)?.map(|m| m as u64),
+        monotonic_offset_ns: r.get(16)?,
+        cut_short: r.get(17)?,
+        tree: r.get(18)?,
         lost: Lost {
-            processes: r.get::<_, i64>(16)? as u64,
-            events: r.get::<_, i64>(17)? as u64,
+            processes: r.get::<_, i64>(19)? as u64,
+            events: r.get::<_, i64>(20)? as u64,
         },
     })
 }
@@ -124,7 +170,8 @@ fn process_row(r: &Row<'_>) -> rusqlite::Result<ProcessRow> {
         },
         exit: r.get(6)?,
         memory_limit: r.get::<_, Option<i64>>(7)?.map(|m| m as u64),
-        peak_rss: r.get::<_, Option<i64>>(8)?.map(|m| m as u64),
+        address_space_limit: r.get::<_, Option<i64>>(8)?.map(|m| m as u64),
+        peak_rss: r.get::<_, Option<i64>>(9)?.map(|m| m as u64),
     })
 }
 
@@ -177,7 +224,7 @@ impl Store {
     pub fn processes(&self, session: i64) -> Result<Vec<ProcessRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, peak_rss FROM processes WHERE session_id = ?1 ORDER BY id")
+            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit, peak_rss FROM processes WHERE session_id = ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([session], process_row)
@@ -330,7 +377,8 @@ fn hold_on_grid(points: &[(TimeNs, u64)], step: i64, until: Option<TimeNs>) -> H
     out
 }
 
-fn sample_row(r: &Row<'_>) -> rusqlite::Result<Sample> {
+/// A sample from a row whose columns are `t_ns` then [`Metric::STORED`] in order.
+pub(super) fn sample_row(r: &Row<'_>) -> rusqlite::Result<Sample> {
     let mut metrics = Metrics::default();
     for (i, m) in Metric::STORED.into_iter().enumerate() {
         let v: Option<i64> = r.get(i + 1)?;

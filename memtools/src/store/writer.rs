@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rusqlite::params;
 
 use super::{Store, StoreError};
-use crate::model::{ExitStatus, Lost, NewSession, ProcessInfo, Sample, TimeNs};
+use crate::model::{ExitStatus, Lost, NewSession, ProcessInfo, ProcessLimits, Sample, TimeNs};
 
 /// The longest a sample waits in an open transaction before it is committed. Well under the
 /// one second that a killed recorder may lose.
@@ -13,7 +13,7 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
 pub(super) const INSERT_SAMPLE: &str = "INSERT INTO samples (process_id, t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
-pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid, start_time, ppid, name, cmdline, memory_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid, start_time, ppid, name, cmdline, memory_limit, address_space_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// Writes one session. Every write joins an open transaction that [`SessionWriter::flush_if_due`]
 /// commits; dropping the writer without [`SessionWriter::finish`] commits what it has and
@@ -27,6 +27,33 @@ pub struct SessionWriter<'s> {
     /// land on the same b-tree pages, which costs SQLite far less than interleaving processes.
     pending: Vec<(ProcessId, Sample)>,
     samples: u64,
+    /// The latest sample time committed so far.
+    committed_until: Option<TimeNs>,
+    /// Disk space held back for marking the session cut short when the disk fills.
+    reserve: Option<std::fs::File>,
+}
+
+/// How much disk a recording holds back to mark its session cut short on a full disk: a few
+/// WAL frames of one page each.
+const RESERVE_BYTES: u64 = 128 << 10;
+
+/// Space on the store's file system held by a nameless file (O_TMPFILE): nothing is left
+/// behind whatever happens, and closing it gives the space back. None where the file system
+/// cannot do it.
+fn reserve_beside(store: &std::path::Path) -> Option<std::fs::File> {
+    use rustix::fs::{FallocateFlags, Mode, OFlags};
+    let dir = match store.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .ok()?;
+    rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, RESERVE_BYTES).ok()?;
+    Some(std::fs::File::from(fd))
 }
 
 /// The id of a process row, handed out by [`SessionWriter::add_process`].
@@ -43,6 +70,8 @@ impl Store {
             last_commit: Instant::now(),
             pending: Vec::new(),
             samples: 0,
+            committed_until: None,
+            reserve: reserve_beside(&self.path),
         })
     }
 }
@@ -70,7 +99,7 @@ pub(super) fn insert_process(
     conn: &rusqlite::Connection,
     session_id: i64,
     p: &ProcessInfo,
-    memory_limit: Option<u64>,
+    limits: ProcessLimits,
 ) -> rusqlite::Result<ProcessId> {
     let mut stmt = conn.prepare_cached(INSERT_PROCESS)?;
     stmt.execute(params![
@@ -80,7 +109,8 @@ pub(super) fn insert_process(
         p.ppid,
         p.name,
         p.cmdline,
-        memory_limit.map(|m| m as i64)
+        limits.memory.map(|m| m as i64),
+        limits.address_space.map(|m| m as i64)
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -122,6 +152,11 @@ impl SessionWriter<'_> {
         self.samples
     }
 
+    /// The latest sample time committed: what a store that fails now keeps.
+    pub fn committed_until(&self) -> Option<TimeNs> {
+        self.committed_until
+    }
+
     fn begin(&mut self) -> Result<(), StoreError> {
         if !self.in_tx {
             self.store
@@ -133,16 +168,32 @@ impl SessionWriter<'_> {
         Ok(())
     }
 
-    /// Records a newly seen process, with its cgroup's memory limit when one applies, and
-    /// returns the id its samples are written under.
+    /// Records a newly seen process, with the limits that applied to it, and returns the id its
+    /// samples are written under.
     pub fn add_process(
         &mut self,
         info: &ProcessInfo,
-        memory_limit: Option<u64>,
+        limits: impl Into<ProcessLimits>,
     ) -> Result<ProcessId, StoreError> {
         self.begin()?;
-        insert_process(&self.store.conn, self.session_id, info, memory_limit)
+        insert_process(&self.store.conn, self.session_id, info, limits.into())
             .map_err(|e| self.store.err(e))
+    }
+
+    /// Records a process's address-space limit again: a program's limits are set just before
+    /// it is executed (`ulimit -v`, `prlimit`), often after the process was first seen.
+    pub fn set_address_space_limit(
+        &mut self,
+        id: ProcessId,
+        limit: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .prepare_cached("UPDATE processes SET address_space_limit = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, limit.map(|l| l as i64)]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
     }
 
     /// Records a new name and command line after exec.
@@ -268,17 +319,82 @@ impl SessionWriter<'_> {
         self.in_tx = false;
         self.pending.clear();
         self.last_commit = Instant::now();
+        self.committed_until = self.committed_until.max(last);
+        Ok(())
+    }
+
+    /// Says how the recorded command's process tree is held, for the session record.
+    pub fn set_tree(&mut self, tree: &str) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .execute(
+                "UPDATE sessions SET tree = ?2 WHERE id = ?1",
+                params![self.session_id, tree],
+            )
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Gives up everything not committed yet, after the store failed under it, so the store
+    /// keeps exactly what was committed. Returns how many samples were dropped.
+    pub fn abandon(&mut self) -> u64 {
+        let dropped = self.pending.len() as u64;
+        if self.in_tx {
+            // SQLite may have rolled back already (a full disk): then this fails, harmlessly.
+            let _ = self.store.conn.execute_batch("ROLLBACK");
+        }
+        self.in_tx = false;
+        self.pending.clear();
+        self.samples -= dropped;
+        dropped
+    }
+
+    /// Marks the session as cut short: the store stopped taking its samples at `at`, for
+    /// `reason`; how the command exited is still recorded. What was committed is kept. May be
+    /// tried again (the disk may have room later).
+    pub fn cut_short(
+        &mut self,
+        reason: &str,
+        at: TimeNs,
+        exit: Option<ExitStatus>,
+    ) -> Result<(), StoreError> {
+        self.abandon();
+        // The disk may be full: give back the space held for this.
+        self.reserve = None;
+        let (code, signal) = exit_columns(exit);
+        self.store
+            .conn
+            .execute(
+                "UPDATE sessions SET cut_short = ?2, end_ns = ?3, exit_status = ?4, exit_signal = ?5 WHERE id = ?1",
+                params![self.session_id, reason, at, code, signal],
+            )
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Removes the session and everything written under it (a command that could not start
+    /// leaves no empty session behind).
+    pub fn discard(&mut self) -> Result<(), StoreError> {
+        self.abandon();
+        let conn = &self.store.conn;
+        conn.execute_batch("PRAGMA foreign_keys = ON")
+            .and_then(|()| conn.execute("DELETE FROM sessions WHERE id = ?1", [self.session_id]))
+            .map_err(|e| self.store.err(e))?;
         Ok(())
     }
 
     /// Ends the session: its end time and, for a recorded command, how it exited.
     pub fn finish(mut self, end: TimeNs, exit: Option<ExitStatus>) -> Result<i64, StoreError> {
+        self.end(end, exit)?;
+        Ok(self.session_id)
+    }
+
+    /// [`SessionWriter::finish`] without giving up the writer: on failure the caller can still
+    /// mark the session as cut short.
+    pub fn end(&mut self, end: TimeNs, exit: Option<ExitStatus>) -> Result<(), StoreError> {
         self.begin()?;
-        let (code, signal) = match exit {
-            Some(ExitStatus::Code(c)) => (Some(c), None),
-            Some(ExitStatus::Signal(s)) => (None, Some(s)),
-            None => (None, None),
-        };
+        let (code, signal) = exit_columns(exit);
         self.store
             .conn
             .execute(
@@ -293,7 +409,16 @@ impl SessionWriter<'_> {
             .store
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        Ok(self.session_id)
+        Ok(())
+    }
+}
+
+/// An exit as the session's (exit_status, exit_signal) columns.
+fn exit_columns(exit: Option<ExitStatus>) -> (Option<i32>, Option<i32>) {
+    match exit {
+        Some(ExitStatus::Code(c)) => (Some(c), None),
+        Some(ExitStatus::Signal(s)) => (None, Some(s)),
+        None => (None, None),
     }
 }
 

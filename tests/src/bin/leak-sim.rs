@@ -47,6 +47,7 @@ fn run() -> Result<u8> {
         Shape::Sawtooth => shapes::sawtooth(&o)?,
         Shape::Spike => shapes::spike(&o)?,
         Shape::Flat => shapes::flat(&o)?,
+        Shape::Serve => shapes::serve(&o)?,
         // The children hold (and --hold) the memory; the parent only waits for them.
         Shape::Tree => {
             procs::tree(&o)?;

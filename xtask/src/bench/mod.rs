@@ -6,6 +6,7 @@
 //!   recording, with each recorder and with the tools a user would pick instead; and what
 //!   starting and stopping a recording costs a wrapped command.
 //! - `analysis`, `gui`: the criterion benchmarks of the analysis pipeline and the viewer.
+//! - `top`: the live view's own CPU while it follows a recording ([`crate::bench_top`]).
 //!
 //! Figures are medians over rounds that alternate the configurations, with their spread: the
 //! machine is shared, and a change in its load then spreads over every configuration instead
@@ -16,6 +17,8 @@ mod overhead;
 mod procs;
 mod recorder;
 mod workers;
+
+pub(crate) use recorder::{Followed, store_figures};
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +40,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         "overhead" => overhead::overhead(rest),
         "analysis" => analysis(),
         "gui" => gui(),
+        "top" => crate::bench_top::top(),
         // The workloads and the timer, started by the benchmarks (not for direct use).
         "__touch" => workers::touch(rest),
         "__malloc" => workers::malloc(rest),
@@ -46,10 +50,13 @@ pub fn bench(args: &[String]) -> Result<()> {
             faults::faults()?;
             overhead::overhead(&[])?;
             analysis()?;
-            gui()
+            gui()?;
+            crate::bench_top::top()
         }
         other => {
-            bail!("unknown benchmark `{other}` (recorder, faults, overhead, analysis, gui or all)")
+            bail!(
+                "unknown benchmark `{other}` (recorder, faults, overhead, analysis, gui, top or all)"
+            )
         }
     };
     // Whatever a benchmark (or its failure) left running goes with it.
@@ -93,7 +100,7 @@ pub fn build_release() -> Result<(PathBuf, PathBuf)> {
     Ok((release.join("memtools-user"), release.join("leak-sim")))
 }
 
-fn remove_store(store: &Path) {
+pub(crate) fn remove_store(store: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let mut p = store.as_os_str().to_owned();
         p.push(suffix);

@@ -24,12 +24,12 @@ const BACKENDS: [&str; 2] = ["procfs", "ebpf"];
 const ALL_EXTRA: usize = 5000;
 
 /// The processes under observation: flat leak-sims that hold a little memory.
-struct Followed {
+pub(crate) struct Followed {
     children: Vec<Child>,
 }
 
 impl Followed {
-    fn start(sim: &Path, n: usize) -> Result<Followed> {
+    pub(crate) fn start(sim: &Path, n: usize) -> Result<Followed> {
         let mut children = Vec::with_capacity(n);
         for _ in 0..n {
             let child = Command::new(sim)
@@ -44,7 +44,7 @@ impl Followed {
         Ok(Followed { children })
     }
 
-    fn pids(&self) -> Vec<String> {
+    pub(crate) fn pids(&self) -> Vec<String> {
         self.children.iter().map(|c| c.id().to_string()).collect()
     }
 }
@@ -287,7 +287,7 @@ fn record_cmd(
 }
 
 /// Samples in the store's only session, and the store's size on disk.
-fn store_figures(user: &Path, store: &Path) -> Result<(u64, u64)> {
+pub(crate) fn store_figures(user: &Path, store: &Path) -> Result<(u64, u64)> {
     let out = Command::new(user)
         .args(["sessions", "--format", "json", "--store"])
         .arg(store)

@@ -23,6 +23,11 @@ Shapes:
   churn      every --every, spawn a child that holds --step for --child-life; for --duration
   reuse      (root) run child A, then give child B A's pid via ns_last_pid; prints
              `reuse pid=PID ok`, exits 2 if it cannot
+  serve      a service a test suite talks to: hold --base (then say `ok`), read commands on stdin,
+             one a line, and answer `ok` on stdout once done: `keep SIZE` (map, touch and keep
+             it: a leak when every test does it), `use SIZE` (map, touch and release it),
+             `wait DUR` (answer after DUR: a test's length); ends at end of input or after
+             --duration
 
 Options:
   --kind anon|file|shmem  memory that counts as RssAnon, RssFile (a temp file in $TMPDIR, or
@@ -54,7 +59,7 @@ binary units; KB, MB, GB, TB are powers of 1000). DUR: 100ms, 2s, 1m 30s.
 Exit status: --exit-code on success, 1 on errors, 2 when reuse fails. A watchdog (SIGALRM)
 ends the process at --duration + --hold + 5s at the latest, so failed tests leave no strays.
 Children die with their parent (PR_SET_PDEATHSIG). Nothing is printed on stdout but the
-reuse line.
+reuse line and serve's answers.
 ";
 
 /// What the simulator does over time.
@@ -68,10 +73,11 @@ pub enum Shape {
     Tree,
     Churn,
     Reuse,
+    Serve,
 }
 
 impl Shape {
-    const ALL: [Shape; 8] = [
+    const ALL: [Shape; 9] = [
         Shape::Linear,
         Shape::Steps,
         Shape::Sawtooth,
@@ -80,6 +86,7 @@ impl Shape {
         Shape::Tree,
         Shape::Churn,
         Shape::Reuse,
+        Shape::Serve,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +99,7 @@ impl Shape {
             Shape::Tree => "tree",
             Shape::Churn => "churn",
             Shape::Reuse => "reuse",
+            Shape::Serve => "serve",
         }
     }
 

@@ -76,3 +76,38 @@ pub fn flat(o: &Opts) -> Result<Vec<Region>> {
     sleep_until(start + o.duration);
     Ok(vec![base])
 }
+
+/// Holds `--base` (and says `ok` once it does), then carries out `keep SIZE` / `use SIZE` lines from stdin, answering `ok`
+/// to each once its memory is touched (or released), until end of input: a service whose
+/// memory a test suite drives, test by test.
+pub fn serve(o: &Opts) -> Result<Vec<Region>> {
+    use anyhow::{Context, bail};
+    use std::io::{BufRead, Write};
+    let mut held = vec![Region::new(o.kind, o.base)?];
+    mark_ready(o)?;
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    // Loaded: said once, before the first command.
+    writeln!(out, "ok")
+        .and_then(|()| out.flush())
+        .context("answering")?;
+    for line in stdin.lock().lines() {
+        let line = line.context("reading a command")?;
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("keep"), Some(size)) => {
+                held.push(Region::new(o.kind, crate::opts::parse_size(size)?)?)
+            }
+            (Some("use"), Some(size)) => drop(Region::new(o.kind, crate::opts::parse_size(size)?)?),
+            (Some("wait"), Some(d)) => std::thread::sleep(
+                humantime::parse_duration(d).with_context(|| format!("`wait {d}`"))?,
+            ),
+            (None, _) => continue,
+            _ => bail!("unknown command {line:?} (keep SIZE, use SIZE or wait DUR)"),
+        }
+        writeln!(out, "ok")
+            .and_then(|()| out.flush())
+            .context("answering")?;
+    }
+    Ok(held)
+}
