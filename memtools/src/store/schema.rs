@@ -115,7 +115,16 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN cut_short TEXT;
     ALTER TABLE sessions ADD COLUMN tree TEXT;
     "#,
-    // 7: growth sites (`record --sites`): the user stacks sampled where a followed process
+    // 7: what a recording could not record (processes the kernel side could not follow,
+    // process events it lost), so a session says it is incomplete; and each process's peak
+    // resident memory as the kernel kept it (its high-water mark, reported at exit), which
+    // a process shorter than the interval has no samples to show.
+    r#"
+    ALTER TABLE sessions ADD COLUMN processes_lost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN events_lost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE processes ADD COLUMN peak_rss INTEGER;
+    "#,
+    // 8: growth sites (`record --sites`): the user stacks sampled where a followed process
     // grew (page faults, brk/mmap), counted per process, stack and time bucket, so growth can
     // be attributed to code within any window. Stacks are shared within a session; each frame
     // keeps its module's build-id and file offset besides its names, so a session copied
@@ -172,6 +181,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("processes", "address_space_limit", "NULL"),
     ("sessions", "cut_short", "NULL"),
     ("sessions", "tree", "NULL"),
+    ("sessions", "processes_lost", "0"),
+    ("sessions", "events_lost", "0"),
+    ("processes", "peak_rss", "NULL"),
 ];
 
 /// Tables later migrations added, made empty and temporary for a reader of an older store.

@@ -353,7 +353,15 @@ mod tests {
             eprintln!("SKIPPED faults_of_the_followed_tree_only_are_sampled: needs root");
             return;
         }
-        let mut loaded = super::super::load::load(false, false, 4096, "").expect("loading");
+        let mut loaded = super::super::load::load(
+            false,
+            false,
+            std::time::Duration::from_millis(100),
+            4096,
+            "",
+            "",
+        )
+        .expect("loading");
         // The command waits before it grows, so the sampler is attached first: dd's 32 MiB
         // buffer is faulted in page by page. It runs detached (reparented away from this test
         // process), so the other tests of this binary, which look at this process's children,
