@@ -111,8 +111,58 @@ pub mod counter {
 /// it drains; a process is queued as changed once per epoch and its peak restarts each epoch.
 pub const EPOCH_INDEX: u32 = 0;
 
+/// Frames a sampled user stack keeps (innermost first); deeper ones are cut off.
+pub const SITE_STACK_DEPTH: usize = 32;
+
+/// How many (process, cause, time bucket, stack) entries the kernel aggregates between drains;
+/// beyond this, samples are counted as dropped.
+pub const MAX_SITE_KEYS: u32 = 16_384;
+
+/// What made the kernel sample a stack ([`SiteKey::cause`]).
+pub mod site_cause {
+    /// A sampled page fault.
+    pub const FAULT: u32 = 0;
+    /// A brk call that grew the heap.
+    pub const BRK: u32 = 1;
+    /// An mmap call that mapped new memory.
+    pub const MMAP: u32 = 2;
+}
+
+/// A growth site as the kernel aggregates it: one process's stack for one cause in one time
+/// bucket. Unused frames are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SiteKey {
+    pub tgid: u32,
+    /// One of [`site_cause`]'s constants.
+    pub cause: u32,
+    /// `bpf_ktime_get_boot_ns` divided by the bucket length the recorder set.
+    pub bucket: u64,
+    /// The word at the user stack pointer when sampled: the return address into the caller
+    /// when the innermost function keeps no frame (memset, memcpy and other hand-written leaf
+    /// functions), a caller frame pointers skip. The recorder keeps it only when the bytes
+    /// before it are a call instruction. 0 when unknown.
+    pub leaf_return: u64,
+    /// User instruction addresses, innermost first: the sampled one, then return addresses.
+    pub ips: [u64; SITE_STACK_DEPTH],
+}
+
+/// What the kernel counted for a [`SiteKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteCounts {
+    /// Samples taken.
+    pub samples: u64,
+    /// Bytes of growth they stand for (a fault sample: the page size times the sample period).
+    pub bytes: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: plain-old-data, `#[repr(C)]` with no padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::SiteKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SiteCounts {}
     // SAFETY: plain-old-data, `#[repr(C)]` with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::ProcStats {}
     // SAFETY: as above.

@@ -28,6 +28,8 @@ mod scan;
 #[cfg(target_arch = "bpf")]
 mod shared;
 #[cfg(target_arch = "bpf")]
+mod sites;
+#[cfg(target_arch = "bpf")]
 mod syscalls;
 
 /// The eBPF object is built only for the bpf target; a host build (clippy, `cargo check

@@ -179,9 +179,13 @@ impl App {
         self.analysing = true;
         self.analysis_dirty = false;
         let k = &self.saved.knobs;
-        self.analyse_job =
-            self.jobs
-                .analyse(loaded, k.params.clone(), k.given_limit, self.this_machine);
+        self.analyse_job = self.jobs.analyse(
+            loaded,
+            k.params.clone(),
+            k.given_limit,
+            self.this_machine,
+            self.store_path.clone(),
+        );
     }
 
     /// Applies the replies that arrived since the last frame.

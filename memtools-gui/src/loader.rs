@@ -191,19 +191,21 @@ impl Jobs {
         job
     }
 
-    /// Runs the pipeline over `loaded` with `params` (and the limit field, when set).
+    /// Runs the pipeline over `loaded` with `params` (and the limit field, when set); a leak's
+    /// growth sites are read from `store` when it recorded them.
     pub fn analyse(
         &mut self,
         loaded: Arc<Loaded>,
         params: Params,
         given_limit: Option<u64>,
         this_machine: u64,
+        store: PathBuf,
     ) -> u64 {
         let (job, tx, ctx) = self.start();
         let lock = self.analysing.clone();
         std::thread::spawn(move || {
             let _one_at_a_time = lock.lock();
-            let results = analyse_histories(
+            let mut results = analyse_histories(
                 &loaded.session,
                 loaded.owned_histories(),
                 &loaded.phases,
@@ -212,6 +214,10 @@ impl Jobs {
                 given_limit,
                 this_machine,
             );
+            // Best effort: without the store now, the verdicts show without their sites.
+            if let Ok(store) = Store::open_read_only(&store) {
+                let _ = memtools::detect::attach_sites(&store, loaded.session.id, &mut results);
+            }
             send(&tx, &ctx, Reply::Analysed { job, results });
         });
         job

@@ -180,6 +180,7 @@ impl App {
                     yes(v.cpd),
                     yes(v.phases)
                 ));
+                where_it_grows(ui, r);
                 ui.weak(match r.limit.bytes {
                     Some(b) => format!(
                         "limit {} ({})",
@@ -291,6 +292,35 @@ impl App {
             crate::plot::reset_view(&mut self.plot_cache);
         }
     }
+}
+
+/// "Where it grows": a leak's top growth sites in its leak window (`record --sites`), or why
+/// none can be named.
+fn where_it_grows(ui: &mut egui::Ui, r: &memtools::detect::ProcessResult) {
+    if r.sites_shallow {
+        ui.label(RichText::new("where it grows: unknown").strong());
+        ui.weak(memtools::sites::SHALLOW_STACKS);
+        return;
+    }
+    if r.grew_in.is_empty() {
+        return;
+    }
+    ui.label(RichText::new("where it grows").strong());
+    egui::Grid::new(("sites", r.process.id))
+        .striped(true)
+        .show(ui, |ui| {
+            for s in &r.grew_in {
+                ui.label(format!("{:.0} %", s.share * 100.0));
+                ui.label(format::bytes(s.bytes as f64));
+                ui.label(&s.function);
+                let place = match (&s.file, s.line) {
+                    (Some(f), Some(l)) => format!("{}:{l}", f.rsplit('/').next().unwrap_or(f)),
+                    _ => String::new(),
+                };
+                ui.weak(place);
+                ui.end_row();
+            }
+        });
 }
 
 fn limit_source(s: LimitSource) -> &'static str {

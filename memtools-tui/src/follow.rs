@@ -95,6 +95,8 @@ pub struct Job {
     pub session: SessionRow,
     pub phases: Vec<Phase>,
     pub histories: Vec<SharedHistory>,
+    /// The store, for the growth sites a leak names (`record --sites`).
+    pub store: PathBuf,
 }
 
 /// A session being followed, and what has been read of it.
@@ -324,6 +326,7 @@ impl Follower {
             session,
             phases: self.phases.clone(),
             histories,
+            store: self.path.clone(),
         })
     }
 

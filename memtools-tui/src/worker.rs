@@ -192,6 +192,7 @@ pub fn analyse(job: Job, params: &Params, this_machine: u64) -> Vec<ProcessResul
         session,
         phases,
         histories,
+        store,
         ..
     } = job;
     let histories = histories
@@ -202,5 +203,11 @@ pub fn analyse(job: Job, params: &Params, this_machine: u64) -> Vec<ProcessResul
             (p, points)
         })
         .collect();
-    analyse_with_phases(&session, histories, &phases, params, None, this_machine)
+    let mut results = analyse_with_phases(&session, histories, &phases, params, None, this_machine);
+    // A leak's growth sites, when recorded, join its evidence on the chart, as `detect` names
+    // them. Best effort: a store that cannot be read now shows the verdict without them.
+    if let Ok(store) = memtools::store::Store::open_read_only(&store) {
+        let _ = memtools::detect::attach_sites(&store, session.id, &mut results);
+    }
+    results
 }

@@ -79,6 +79,15 @@ pub enum Command {
     ///   memtools-user top --store ci.db --session latest
     #[command(verbatim_doc_comment)]
     Top(TopArgs),
+    /// Where each process grew: its top growth sites (recorded with `record --sites`), as a
+    /// table, folded stacks, JSON or a flame graph
+    ///
+    /// Examples:
+    ///   memtools-user sites
+    ///   memtools-user sites --pid 1234 --window all --format svg -o grow.svg
+    ///   memtools-user sites --window 10s..1m --format folded | inferno-flamegraph > f.svg
+    #[command(verbatim_doc_comment)]
+    Sites(SitesArgs),
     /// Import memorytools' CSV exports (plain or .gz), each file as one session
     Import {
         #[command(flatten)]
@@ -99,6 +108,77 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct SitesArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub session: SessionArg,
+    /// Only the process(es) with this pid
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Which samples count: `leak` (each leaking process's leak window; only leaking
+    /// processes), `all`, or `START..END` as times since the session began (`10s..1m`; either
+    /// side may be left out)
+    #[arg(long, default_value = "leak", value_parser = parse_site_window, value_name = "leak|all|START..END")]
+    pub window: SiteWindowArg,
+    #[arg(long, value_enum, default_value_t = SitesFormat::Text)]
+    pub format: SitesFormat,
+    /// Write here instead of standard output (a new file renamed into place; never through a
+    /// link)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Which samples `sites` counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SiteWindowArg {
+    Leak,
+    All,
+    /// Offsets from the session's start, ns.
+    Range(Option<i64>, Option<i64>),
+}
+
+fn parse_site_window(s: &str) -> Result<SiteWindowArg, String> {
+    match s {
+        "leak" => return Ok(SiteWindowArg::Leak),
+        "all" => return Ok(SiteWindowArg::All),
+        _ => {}
+    }
+    let Some((start, end)) = s.split_once("..") else {
+        return Err(format!(
+            "`{s}` is not a window: give `leak`, `all` or START..END (e.g. 10s..1m)"
+        ));
+    };
+    let side = |v: &str, which: &str| -> Result<Option<i64>, String> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        parse_duration(v)
+            .map(|d| Some(d.as_nanos().min(i64::MAX as u128) as i64))
+            .map_err(|e| format!("the window's {which} `{v}`: {e}"))
+    };
+    let (start, end) = (side(start, "start")?, side(end, "end")?);
+    if let (Some(a), Some(b)) = (start, end)
+        && a > b
+    {
+        return Err(format!("the window `{s}` ends before it starts"));
+    }
+    Ok(SiteWindowArg::Range(start, end))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SitesFormat {
+    /// The top sites of each process: share, bytes, samples, function, file:line
+    Text,
+    /// Folded stacks (outermost first, weighed in bytes) for flame graph tools
+    Folded,
+    /// An array of processes, each with `pid`, `name` and its `sites`, largest first
+    Json,
+    /// A flame graph (inferno)
+    Svg,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +270,13 @@ pub struct RecordArgs {
     /// few per cent, every program on the machine (README: what recording costs)
     #[arg(long)]
     pub rss_events: bool,
+    /// eBPF: sample the user stack where followed processes grow (every Nth page fault), so
+    /// `sites` can say which code grew them; needs frame pointers in the recorded programs
+    #[arg(long)]
+    pub sites: bool,
+    /// With --sites: one stack every this many page faults of a process
+    #[arg(long, default_value_t = crate::record::ebpf::sites::DEFAULT_FAULT_PERIOD, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub sites_period: u64,
     /// Time between samples (10ms to 1h), like 100ms, 1s
     #[arg(long, default_value = "100ms", value_parser = parse_interval, value_name = "DUR")]
     pub interval: Duration,

@@ -68,6 +68,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Detect(args) => detect(args),
         Command::Top(args) => top(args),
+        Command::Sites(args) => crate::sites::run(args),
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
             // One transaction for every file: all are imported, or none.
@@ -181,6 +182,7 @@ fn record(args: RecordArgs) -> Result<i32> {
         rss_events: args.rss_events,
         interval: args.interval,
         duration: args.duration,
+        sites: args.sites.then_some(args.sites_period),
     };
     // A report that cannot be written is said now, not after an hour of recording.
     for spec in &args.report {
@@ -445,6 +447,7 @@ fn top(args: TopArgs) -> Result<i32> {
         rss_events: false,
         interval: args.interval,
         duration: None,
+        sites: None,
     };
     // Ctrl-C in the view closes it, as q does; either then stops the recording.
     let live = RefCell::new(LiveRecording::top(store.path(), settings)?);

@@ -9,3 +9,5 @@ pub mod cli;
 pub mod commands;
 pub mod live;
 pub mod record;
+pub mod sites;
+pub mod symbolize;

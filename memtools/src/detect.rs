@@ -22,6 +22,13 @@ pub struct ProcessResult {
     pub peak: u64,
     /// The peak budget that applied to it (`--fail-on-peak`), if any.
     pub budget: Option<u64>,
+    /// For a leak recorded with `record --sites`: where it grew most in its leak window, the
+    /// top three sites (see [`attach_sites`]).
+    pub grew_in: Vec<crate::sites::SiteSummary>,
+    /// Its growth sites were sampled but stacks came back one frame deep (no frame pointers).
+    pub sites_shallow: bool,
+    /// For a leak with named sites: every stack sampled in its leak window, for its flame graph.
+    pub sites: Vec<crate::sites::Site>,
 }
 
 impl ProcessResult {
@@ -99,12 +106,33 @@ impl ProcessResult {
         Some(format!("grew most during {}", list.join(", ")))
     }
 
-    /// The reason, with the phases a leak grew in when there are any.
-    pub fn explanation(&self) -> String {
-        match self.phases_in_words() {
-            Some(p) => format!("{}; {p}", self.analysis.reason),
-            None => self.analysis.reason.clone(),
+    /// "grew most in grow_cache (cache.c:41), 92 %; ...": a leak's top growth sites, or why
+    /// none can be named; nothing when sites were not recorded.
+    pub fn sites_in_words(&self) -> Option<String> {
+        if self.sites_shallow {
+            return Some(
+                "growth sites unknown: stacks one frame deep (build with frame pointers)"
+                    .to_string(),
+            );
         }
+        if self.grew_in.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self.grew_in.iter().map(|s| s.phrase()).collect();
+        Some(format!("grew most in {}", list.join("; ")))
+    }
+
+    /// The reason, with the phases a leak grew in and its top growth sites when there are any.
+    pub fn explanation(&self) -> String {
+        let mut out = self.analysis.reason.clone();
+        for extra in [self.phases_in_words(), self.sites_in_words()]
+            .into_iter()
+            .flatten()
+        {
+            out.push_str("; ");
+            out.push_str(&extra);
+        }
+        out
     }
 }
 
@@ -355,6 +383,9 @@ pub fn analyse_histories(
                 grew_during,
                 peak,
                 budget: None,
+                grew_in: Vec::new(),
+                sites_shallow: false,
+                sites: Vec::new(),
             }
         })
         .collect();
@@ -395,6 +426,40 @@ pub fn analyse_with_phases(
     )
 }
 
+/// How many growth sites a leak verdict names.
+pub const SITES_NAMED: usize = 3;
+
+/// Names each leak's top growth sites within its leak window, for a session recorded with
+/// `record --sites` (others are left as they are).
+pub fn attach_sites(
+    store: &Store,
+    session: i64,
+    results: &mut [ProcessResult],
+) -> Result<(), StoreError> {
+    if !store.has_sites(session)? {
+        return Ok(());
+    }
+    for r in results.iter_mut() {
+        let (Verdict::Leak, Some(e)) = (r.analysis.verdict, r.analysis.evidence.as_ref()) else {
+            continue;
+        };
+        let window = crate::sites::Window {
+            start: Some(e.window_start),
+            end: Some(e.window_end),
+        };
+        let sites = store.sites(r.process.id, window)?;
+        r.sites_shallow = crate::sites::shallow(&sites);
+        r.grew_in = crate::sites::summarize(&sites)
+            .into_iter()
+            .take(SITES_NAMED)
+            .collect();
+        if !r.grew_in.is_empty() {
+            r.sites = sites;
+        }
+    }
+    Ok(())
+}
+
 /// Reads a session from the store and analyses it: the session's default metric unless one is
 /// given.
 pub fn analyse_session(
@@ -409,7 +474,7 @@ pub fn analyse_session(
     let metric = metric.unwrap_or(session.default_metric());
     let histories = store.series(session.id, metric)?;
     let phases = store.phases(session.id)?;
-    let processes = analyse_histories(
+    let mut processes = analyse_histories(
         &session,
         histories,
         &phases,
@@ -418,6 +483,7 @@ pub fn analyse_session(
         given_limit,
         this_machine,
     );
+    attach_sites(store, session.id, &mut processes)?;
     Ok(SessionReport {
         session,
         phases,

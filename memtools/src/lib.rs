@@ -11,5 +11,6 @@ pub mod detect;
 pub mod limits;
 pub mod model;
 pub mod report;
+pub mod sites;
 pub mod store;
 pub mod units;

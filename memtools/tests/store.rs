@@ -4,6 +4,7 @@ use memtools::model::{
     BackendKind, ExitStatus, Metric, Metrics, NewSession, ProcessInfo, ProcessKey, ProcessLimits,
     Sample,
 };
+use memtools::sites::{Frame, SiteCause, SiteCount, Window};
 use memtools::store::{SessionSelector, Store, StoreError, schema};
 use rusqlite::Connection;
 
@@ -202,6 +203,125 @@ fn an_unfinished_session_keeps_its_committed_samples() {
     assert_eq!(s.duration_ns(), Some(5));
 }
 
+fn frame(function: &str, file: &str, line: u32, address: u64) -> Frame {
+    Frame {
+        address,
+        module: Some("/usr/bin/leaky".into()),
+        build_id: Some("0123abcd".into()),
+        file_offset: Some(address - 0x1000),
+        function: Some(function.into()),
+        file: Some(file.into()),
+        line: Some(line),
+        inlined: false,
+    }
+}
+
+fn count(time: i64, cause: SiteCause, samples: u64, bytes: u64) -> SiteCount {
+    SiteCount {
+        time,
+        cause,
+        samples,
+        bytes,
+    }
+}
+
+#[test]
+fn growth_sites_round_trip_and_are_summed_over_a_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
+    let mut w = store.begin_session(&new_session(1_000)).unwrap();
+    let a = w
+        .add_process(&process(10, 5_000, "leaky"), ProcessLimits::default())
+        .unwrap();
+    let b = w
+        .add_process(&process(11, 5_000, "other"), ProcessLimits::default())
+        .unwrap();
+    let mut inlined = frame("grow_inner", "cache.h", 7, 0x1234);
+    inlined.inlined = true;
+    let leak = vec![
+        inlined,
+        frame("grow_cache", "cache.c", 41, 0x1234),
+        frame("main", "main.c", 9, 0x1500),
+    ];
+    let churn = vec![
+        frame("churn", "churn.c", 12, 0x2000),
+        frame("main", "main.c", 10, 0x1510),
+    ];
+    w.add_sites(
+        a,
+        &leak,
+        &[
+            count(100, SiteCause::Fault, 3, 12_288),
+            count(200, SiteCause::Fault, 1, 4_096),
+        ],
+    )
+    .unwrap();
+    // Drained again within the same bucket: added to it. Another cause is kept apart.
+    w.add_sites(
+        a,
+        &leak,
+        &[
+            count(200, SiteCause::Fault, 2, 8_192),
+            count(200, SiteCause::Brk, 1, 1 << 20),
+        ],
+    )
+    .unwrap();
+    w.add_sites(a, &churn, &[count(100, SiteCause::Fault, 5, 20_480)])
+        .unwrap();
+    // The same stack in another process is counted there only.
+    w.add_sites(b, &churn, &[count(300, SiteCause::Fault, 7, 7)])
+        .unwrap();
+    w.finish(400, None).unwrap();
+
+    let reader = Store::open_read_only(dir.path().join("s.db")).unwrap();
+    assert!(reader.has_sites(1).unwrap());
+    let all = reader.sites(a, Window::ALL).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all[0].stack, leak,
+        "frames, inlining and order come back as written"
+    );
+    assert_eq!(
+        (all[0].samples, all[0].bytes),
+        (7, 12_288 + 4_096 + 8_192 + (1 << 20))
+    );
+    assert_eq!((all[1].samples, all[1].bytes), (5, 20_480));
+    // A window counts only the buckets that start inside it.
+    let late = reader
+        .sites(
+            a,
+            Window {
+                start: Some(150),
+                end: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(late.len(), 1);
+    assert_eq!(
+        (late[0].samples, late[0].bytes),
+        (4, 4_096 + 8_192 + (1 << 20))
+    );
+    let early = reader
+        .sites(
+            a,
+            Window {
+                start: None,
+                end: Some(150),
+            },
+        )
+        .unwrap();
+    assert_eq!(early[0].stack, churn, "most bytes first");
+    assert_eq!(reader.sites(b, Window::ALL).unwrap()[0].samples, 7);
+    // Another session of the same store without sites reads as before.
+    drop(reader);
+    store
+        .begin_session(&new_session(500))
+        .unwrap()
+        .finish(600, None)
+        .unwrap();
+    assert!(!store.has_sites(2).unwrap());
+}
+
 /// A store written by the first schema: its tables as migration 1 made them, with data.
 fn version_1_store(path: &std::path::Path) {
     let conn = Connection::open(path).unwrap();
@@ -236,6 +356,9 @@ fn an_old_schema_is_migrated_and_keeps_its_data() {
         vec![(20, 3), (30, 6), (80, 9)]
     );
     assert_eq!(store.phases(1).unwrap(), vec![]);
+    // It recorded no growth sites, and says so rather than failing.
+    assert!(!store.has_sites(1).unwrap());
+    assert_eq!(store.sites(1, Window::ALL).unwrap(), vec![]);
     drop(store);
     assert_eq!(
         std::fs::read(&path).unwrap(),

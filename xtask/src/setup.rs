@@ -30,6 +30,7 @@ pub fn setup() -> Result<()> {
         );
     }
     tmux()?;
+    c_compiler()?;
     // Only `cargo xtask screenshot` needs a real window; the GUI's tests run headless.
     if let Err(e) = crate::gui::setup_gui() {
         eprintln!(
@@ -136,6 +137,33 @@ fn tmux() -> Result<()> {
     };
     apt(&["update", "-qq"])?;
     apt(&["install", "-y", "-qq", "--no-install-recommends", "tmux"])
+}
+
+/// A C compiler and libc headers: the growth-sites test (tests/tests/sites.rs) compiles its
+/// leaking program with and without frame pointers.
+fn c_compiler() -> Result<()> {
+    let has = Command::new("cc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && std::path::Path::new("/usr/include/stdio.h").exists();
+    if has {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        sh(&mut cmd)
+    };
+    apt(&["update", "-qq"])?;
+    apt(&[
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "gcc",
+        "libc6-dev",
+    ])
 }
 
 /// The nightly the kernel side (memtools-ebpf) is built with: build-std needs a nightly, and

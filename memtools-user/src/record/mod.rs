@@ -46,6 +46,10 @@ pub enum RecordError {
     Signals(std::io::Error),
     #[error("cannot record with eBPF")]
     Ebpf(#[from] ebpf::EbpfError),
+    #[error(
+        "--sites samples stacks in the kernel and needs the eBPF backend, which is not in use ({0})"
+    )]
+    SitesNeedEbpf(String),
 }
 
 /// Which processes a backend follows.
@@ -126,6 +130,13 @@ pub enum Event<'a> {
     Sample(ProcessKey, &'a Sample),
     /// A followed process exited (or can no longer be seen) at this time.
     Exited(ProcessKey, TimeNs),
+    /// Growth sites of a followed process: one symbolized stack and what was counted for it
+    /// (`record --sites`).
+    Sites {
+        key: ProcessKey,
+        stack: &'a memtools::sites::Stack,
+        counts: &'a [memtools::sites::SiteCount],
+    },
     /// The largest resident memory a process ever had, as the kernel kept it (bytes).
     PeakRss(ProcessKey, u64),
 }
@@ -188,6 +199,8 @@ pub struct PreparedBackend {
     loaded: Option<Box<ebpf::Ebpf>>,
     reason: String,
     fallback: Option<String>,
+    /// `record --sites`: sample growth sites every this many faults, in buckets this long (ns).
+    sites: Option<(u64, u64)>,
 }
 
 /// Chooses the backend asked for and loads it (`all`: every process will be followed).
@@ -205,11 +218,13 @@ pub fn prepare_backend(
         },
         loaded: Some(Box::new(b)),
         fallback: None,
+        sites: None,
     };
     let procfs = |reason: String, fallback| PreparedBackend {
         loaded: None,
         reason,
         fallback,
+        sites: None,
     };
     match choice {
         BackendChoice::Procfs => Ok(procfs("procfs requested".to_string(), None)),
@@ -246,6 +261,16 @@ impl PreparedBackend {
         self.fallback.as_deref()
     }
 
+    /// Asks for growth sites (`record --sites`): a stack every `period` page faults, counted
+    /// in buckets of `bucket_ns`. Only the eBPF backend samples them.
+    pub fn with_sites(mut self, period: u64, bucket_ns: u64) -> Result<Self, RecordError> {
+        if self.loaded.is_none() {
+            return Err(RecordError::SitesNeedEbpf(self.reason.clone()));
+        }
+        self.sites = Some((period, bucket_ns));
+        Ok(self)
+    }
+
     /// Starts following the scope's processes.
     pub fn follow(self, scope: Scope) -> Result<OpenedBackend, RecordError> {
         let backend: Box<dyn Backend> = match self.loaded {
@@ -255,6 +280,10 @@ impl PreparedBackend {
                     ebpf::EbpfError::NoSuchPid(pid) => RecordError::NoSuchPid(pid),
                     e => RecordError::Ebpf(e),
                 })?;
+                if let Some((period, bucket_ns)) = self.sites {
+                    b.sample_sites(&scope, period, bucket_ns)
+                        .map_err(RecordError::Ebpf)?;
+                }
                 b
             }
             None => Box::new(procfs::Procfs::new(scope)?),

@@ -38,6 +38,8 @@ pub struct RecordOptions {
     pub interval: Duration,
     /// Stop after this long (a recorded command is then sent SIGTERM, like `timeout`).
     pub duration: Option<Duration>,
+    /// `--sites`: sample the user stack every this many page faults (eBPF only).
+    pub sites: Option<u64>,
 }
 
 /// The recorder's state, for a status line.
@@ -180,6 +182,11 @@ pub fn record(
     // programs, the store. A refusal starts nothing.
     let all = options.target == Target::All;
     let prepared = prepare_backend(options.backend, all, options.rss_events, options.interval)?;
+    // Said before anything starts: --sites without the eBPF backend records nothing asked for.
+    let prepared = match options.sites {
+        Some(period) => prepared.with_sites(period, options.interval.as_nanos() as u64)?,
+        None => prepared,
+    };
     if let Some(line) = prepared.fallback() {
         notice(line);
     }

@@ -247,6 +247,11 @@ impl Sink for Recording<'_> {
                     self.write(|w| w.process_exited(id, time));
                 }
             }
+            Event::Sites { key, stack, counts } => {
+                if let Some(id) = self.processes.get(&key).map(|p| p.id) {
+                    self.write(|w| w.add_sites(id, stack, counts));
+                }
+            }
             Event::PeakRss(key, bytes) => {
                 if let Some(id) = self.processes.get(&key).map(|p| p.id)
                     && self.write(|w| w.set_peak_rss(id, bytes)).is_some()

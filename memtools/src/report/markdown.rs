@@ -121,11 +121,19 @@ pub fn svg_name(r: &ProcessResult) -> String {
     format!("{}-{safe}.svg", r.process.info.key.pid)
 }
 
-/// The Markdown text. `plots` gives, for a leaking process, the relative path of its SVG when
-/// one was written.
+/// The file name of a leaking process's growth-site flame graph in the plots directory.
+pub fn flame_name(r: &ProcessResult) -> String {
+    svg_name(r).replace(".svg", "-sites.svg")
+}
+
+/// The relative paths of a leak's plot and of its growth-site flame graph, when written.
+pub type PlotPaths = (Option<String>, Option<String>);
+
+/// The Markdown text. `plots` gives, for a leaking process, the relative paths of its SVG and
+/// of its growth-site flame graph (when it has sites) when they were written.
 pub fn render(
     report: &SessionReport,
-    plots: &mut dyn FnMut(&ProcessResult) -> Option<String>,
+    plots: &mut dyn FnMut(&ProcessResult) -> PlotPaths,
 ) -> String {
     let s = &report.session;
     let (leaks, ok, insufficient) = report.counts();
@@ -171,10 +179,19 @@ pub fn render(
         }
         out.push('\n');
         for r in &leaking {
-            if let Some(path) = plots(r) {
+            let (plot, flame) = plots(r);
+            if let Some(path) = plot {
                 let _ = writeln!(
                     out,
                     "![{} (pid {})]({path})\n",
+                    md_escape(&r.process.info.name),
+                    r.process.info.key.pid
+                );
+            }
+            if let Some(path) = flame {
+                let _ = writeln!(
+                    out,
+                    "[Where {} (pid {}) grows: flame graph]({path})\n",
                     md_escape(&r.process.info.name),
                     r.process.info.key.pid
                 );

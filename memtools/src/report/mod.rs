@@ -138,29 +138,47 @@ impl ReportSpec {
         let mut failed = None;
         let text = markdown::render(report, &mut |r| {
             if failed.is_some() {
-                return None;
+                return (None, None);
             }
-            let written = match &dir {
-                Some(d) => Ok(d),
-                None => output::Dir::open_or_create(&plots_dir).map(|d| &*dir.insert(d)),
-            }
-            .and_then(|d| {
-                let name = markdown::svg_name(r);
-                d.write(name.as_ref(), markdown::svg(r).as_bytes())
-                    .map(|()| name)
-            });
-            match written {
-                Ok(name) => {
-                    let base = self.path.parent().unwrap_or(std::path::Path::new(""));
-                    let path = plots_dir.join(name);
-                    let rel = path.strip_prefix(base).unwrap_or(&path);
-                    Some(rel.display().to_string())
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    None
+            let mut files = vec![(markdown::svg_name(r), markdown::svg(r).into_bytes())];
+            if !r.sites.is_empty() {
+                let title = format!(
+                    "Where {} (pid {}) grows",
+                    r.process.info.name, r.process.info.key.pid
+                );
+                match crate::sites::flame_graph(&title, &r.sites) {
+                    Ok(svg) => files.push((markdown::flame_name(r), svg)),
+                    Err(e) => {
+                        failed = Some(output::WriteError::Io {
+                            path: plots_dir.join(markdown::flame_name(r)),
+                            source: e,
+                        });
+                        return (None, None);
+                    }
                 }
             }
+            let mut written = Vec::new();
+            for (name, bytes) in files {
+                let done = match &dir {
+                    Some(d) => Ok(d),
+                    None => output::Dir::open_or_create(&plots_dir).map(|d| &*dir.insert(d)),
+                }
+                .and_then(|d| d.write(name.as_ref(), &bytes));
+                match done {
+                    Ok(()) => {
+                        let base = self.path.parent().unwrap_or(std::path::Path::new(""));
+                        let path = plots_dir.join(name);
+                        let rel = path.strip_prefix(base).unwrap_or(&path);
+                        written.push(Some(rel.display().to_string()));
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        return (None, None);
+                    }
+                }
+            }
+            let mut written = written.into_iter().flatten();
+            (written.next(), written.next())
         });
         match failed {
             Some(e) => Err(self.err()(e)),

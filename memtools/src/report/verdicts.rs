@@ -168,6 +168,8 @@ struct ProcessJson<'a> {
     lbr: Option<crate::analysis::LbrEvidence>,
     /// For a leak, the phases it grew in most.
     grew_during: &'a [crate::detect::PhaseGrowth],
+    /// For a leak recorded with `record --sites`, its top growth sites.
+    sites: &'a [crate::sites::SiteSummary],
 }
 
 #[derive(Serialize)]
@@ -240,6 +242,7 @@ pub fn json(report: &SessionReport) -> serde_json::Result<String> {
                 time_to_limit_s: e.and_then(|e| e.time_to_limit_s),
                 lbr: e.and_then(|e| e.lbr),
                 grew_during: &r.grew_during,
+                sites: &r.grew_in,
             }
         })
         .collect();

@@ -10,6 +10,7 @@ mod live;
 mod open;
 mod reader;
 pub mod schema;
+mod sites;
 mod writer;
 
 use rusqlite::Connection;

@@ -124,6 +124,41 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN events_lost INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE processes ADD COLUMN peak_rss INTEGER;
     "#,
+    // 8: growth sites (`record --sites`): the user stacks sampled where a followed process
+    // grew (page faults, brk/mmap), counted per process, stack and time bucket, so growth can
+    // be attributed to code within any window. Stacks are shared within a session; each frame
+    // keeps its module's build-id and file offset besides its names, so a session copied
+    // elsewhere can be symbolized again where the binaries are. `inlined` frames come from
+    // the same address as the frame below them.
+    r#"
+    CREATE TABLE site_stacks (
+        id          INTEGER PRIMARY KEY,
+        session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE
+    );
+    CREATE INDEX site_stacks_by_session ON site_stacks(session_id);
+    CREATE TABLE site_frames (
+        stack_id     INTEGER NOT NULL REFERENCES site_stacks(id) ON DELETE CASCADE,
+        position     INTEGER NOT NULL,
+        address      INTEGER NOT NULL,
+        module       TEXT,
+        build_id     TEXT,
+        file_offset  INTEGER,
+        function     TEXT,
+        file         TEXT,
+        line         INTEGER,
+        inlined      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (stack_id, position)
+    ) WITHOUT ROWID;
+    CREATE TABLE sites (
+        process_id  INTEGER NOT NULL REFERENCES processes(id) ON DELETE CASCADE,
+        t_ns        INTEGER NOT NULL,
+        stack_id    INTEGER NOT NULL REFERENCES site_stacks(id) ON DELETE CASCADE,
+        cause       TEXT NOT NULL,
+        samples     INTEGER NOT NULL,
+        bytes       INTEGER NOT NULL,
+        PRIMARY KEY (process_id, t_ns, stack_id, cause)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Columns later migrations added, with what a reader of an older store (which it may not
@@ -152,10 +187,24 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// Tables later migrations added, made empty and temporary for a reader of an older store.
-const ADDED_TABLES: &[(&str, &str)] = &[(
-    "phases",
-    "CREATE TEMP TABLE phases (id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, name TEXT NOT NULL, begin_ns INTEGER NOT NULL, end_ns INTEGER)",
-)];
+const ADDED_TABLES: &[(&str, &str)] = &[
+    (
+        "phases",
+        "CREATE TEMP TABLE phases (id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, name TEXT NOT NULL, begin_ns INTEGER NOT NULL, end_ns INTEGER)",
+    ),
+    (
+        "site_stacks",
+        "CREATE TEMP TABLE site_stacks (id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL)",
+    ),
+    (
+        "site_frames",
+        "CREATE TEMP TABLE site_frames (stack_id INTEGER NOT NULL, position INTEGER NOT NULL, address INTEGER NOT NULL, module TEXT, build_id TEXT, file_offset INTEGER, function TEXT, file TEXT, line INTEGER, inlined INTEGER NOT NULL DEFAULT 0)",
+    ),
+    (
+        "sites",
+        "CREATE TEMP TABLE sites (process_id INTEGER NOT NULL, t_ns INTEGER NOT NULL, stack_id INTEGER NOT NULL, cause TEXT NOT NULL, samples INTEGER NOT NULL, bytes INTEGER NOT NULL)",
+    ),
+];
 
 /// Lets a read-only connection read an older store as if it had the current schema: temporary
 /// views (which shadow the store's tables of the same name) add the missing columns, and

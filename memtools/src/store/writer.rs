@@ -19,8 +19,8 @@ pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid,
 /// commits; dropping the writer without [`SessionWriter::finish`] commits what it has and
 /// leaves the session marked unfinished.
 pub struct SessionWriter<'s> {
-    store: &'s Store,
-    session_id: i64,
+    pub(super) store: &'s Store,
+    pub(super) session_id: i64,
     in_tx: bool,
     last_commit: Instant,
     /// Samples waiting for the next commit, inserted in key order then: consecutive inserts
@@ -31,6 +31,8 @@ pub struct SessionWriter<'s> {
     committed_until: Option<TimeNs>,
     /// Disk space held back for marking the session cut short when the disk fills.
     reserve: Option<std::fs::File>,
+    /// The stacks of growth sites written so far, by content: each is stored once a session.
+    pub(super) stacks: std::collections::HashMap<crate::sites::Stack, i64>,
 }
 
 /// How much disk a recording holds back to mark its session cut short on a full disk: a few
@@ -72,6 +74,7 @@ impl Store {
             samples: 0,
             committed_until: None,
             reserve: reserve_beside(&self.path),
+            stacks: std::collections::HashMap::new(),
         })
     }
 }
@@ -157,7 +160,7 @@ impl SessionWriter<'_> {
         self.committed_until
     }
 
-    fn begin(&mut self) -> Result<(), StoreError> {
+    pub(super) fn begin(&mut self) -> Result<(), StoreError> {
         if !self.in_tx {
             self.store
                 .conn
@@ -346,6 +349,8 @@ impl SessionWriter<'_> {
         }
         self.in_tx = false;
         self.pending.clear();
+        // Stacks first written in the rolled-back transaction are gone with it.
+        self.stacks.clear();
         self.samples -= dropped;
         dropped
     }

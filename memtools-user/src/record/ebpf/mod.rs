@@ -29,6 +29,7 @@ mod btf;
 mod load;
 mod procs;
 mod scan;
+pub mod sites;
 
 pub use load::EbpfError;
 
@@ -66,6 +67,8 @@ pub struct Ebpf {
     counters: Array<MapData, u64>,
     dirty: RingBuf<MapData>,
     life: RingBuf<MapData>,
+    /// The growth-site sampler, with `record --sites`.
+    sites: Option<sites::SiteRecorder>,
     epoch: u32,
     procs: HashMap<u32, Proc>,
     /// Processes whose history is closed, by pid with their start time (the last few
@@ -203,7 +206,45 @@ impl Ebpf {
             queued: Vec::with_capacity(256),
             follow_ups: Vec::with_capacity(64),
             gone: Vec::with_capacity(64),
+            sites: None,
         })
+    }
+
+    /// Samples the user stacks where the scope's processes grow (`record --sites`): every
+    /// `period`th page fault, counted in buckets of `bucket_ns`.
+    pub fn sample_sites(
+        &mut self,
+        scope: &Scope,
+        period: u64,
+        bucket_ns: u64,
+    ) -> Result<(), EbpfError> {
+        let target = match scope {
+            Scope::All => sites::SiteTarget::AllCpus,
+            Scope::Tree { roots, .. } => sites::SiteTarget::Tree(roots.clone()),
+        };
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        let Some(bpf) = self.bpf.as_mut() else {
+            // Stopped already: nothing more to sample.
+            return Ok(());
+        };
+        let sampler = sites::SiteSampler::attach(bpf, target, period, page, bucket_ns)?;
+        self.sites = Some(sites::SiteRecorder::new(sampler));
+        Ok(())
+    }
+
+    /// Drains the growth sites counted so far (all of them with `last`).
+    fn drain_sites(
+        &mut self,
+        offset: TimeNs,
+        last: bool,
+        sink: &mut dyn Sink,
+    ) -> Result<(), RecordError> {
+        let Some(recorder) = self.sites.as_mut() else {
+            return Ok(());
+        };
+        let procs = &self.procs;
+        recorder.drain(offset, last, |tgid| procs.get(&tgid).map(|p| p.key()), sink)
     }
 
     /// Starts following the scope's processes (the roots must exist), once loaded.
@@ -374,6 +415,9 @@ impl Backend for Ebpf {
         let now = clock.now();
         // Wall time = boot-clock time + offset (the kernel stamps events with the boot clock).
         let offset = now - boottime_ns();
+        // Growth sites first, while the processes that just exited are still known (and at
+        // the end, for those that exited since).
+        self.drain_sites(offset, false, sink)?;
         // The processes to look at this time: started, exec'ed or changed.
         self.queued.clear();
         // Events first: a process there at the start that has exited since is recorded from
@@ -445,6 +489,8 @@ impl Backend for Ebpf {
         for pid in std::mem::take(&mut self.gone) {
             self.exit(pid, now, true, sink)?;
         }
+        // The sites of processes that exited in this poll: the recording may end with it.
+        self.drain_sites(offset, false, sink)?;
         Ok(())
     }
 

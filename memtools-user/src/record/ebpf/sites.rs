@@ -1,0 +1,429 @@
+//! Growth sites from the kernel side (memtools-ebpf's sites.rs): attaching the page-fault
+//! sampler and draining the stacks it counted.
+//!
+//! The sampler is a perf software PAGE_FAULTS event with a sample period: the kernel counts
+//! faults in the event and runs the program only at every Nth. For a recorded command it is
+//! opened on the command with `inherit`, so its whole tree is sampled and nothing runs for any
+//! other process; with `--all`, one event per CPU, the program keeping to followed processes.
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use aya::programs::perf_event::{
+    PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+};
+use std::collections::HashMap;
+
+use memtools::model::{ProcessKey, TimeNs};
+use memtools::sites::{Frame, SiteCause, SiteCount};
+use memtools_common::{SiteCounts, SiteKey, site_cause};
+
+use super::boottime_ns;
+use super::load::EbpfError;
+use crate::record::{Event, RecordError, Sink};
+use crate::symbolize::{Symbolizer, assemble, lookup_address};
+
+/// Every this many page faults of a process, one stack is sampled by default.
+pub const DEFAULT_FAULT_PERIOD: u64 = 97;
+
+/// Which processes' faults are sampled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SiteTarget {
+    /// These processes and every process they start (the event is inherited).
+    Tree(Vec<u32>),
+    /// Every followed process on the machine: one event per CPU.
+    AllCpus,
+}
+
+/// The attached fault sampler and the maps it counts in. Dropping it detaches the program.
+pub struct SiteSampler {
+    sites: BpfHashMap<MapData, SiteKey, SiteCounts>,
+    dropped: Array<MapData, u64>,
+    bucket_ns: u64,
+}
+
+/// Indices of the kernel side's `SITE_CONFIG` (memtools-ebpf's sites.rs `config`).
+const CONFIG_BUCKET_NS: u32 = 0;
+const CONFIG_FAULT_BYTES: u32 = 1;
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |e| EbpfError::Map {
+        map,
+        error: Box::new(e),
+    }
+}
+
+fn program_error(what: &'static str) -> impl Fn(aya::programs::ProgramError) -> EbpfError {
+    move |e| EbpfError::Program {
+        program: "site_fault",
+        what,
+        error: Box::new(e),
+    }
+}
+
+impl SiteSampler {
+    /// Configures and attaches the sampler of a loaded kernel side: one stack every `period`
+    /// faults, counted in buckets of `bucket_ns` (the recording's interval).
+    pub fn attach(
+        bpf: &mut aya::Ebpf,
+        target: SiteTarget,
+        period: u64,
+        page_size: u64,
+        bucket_ns: u64,
+    ) -> Result<SiteSampler, EbpfError> {
+        let period = period.max(1);
+        let bucket_ns = bucket_ns.max(1);
+        let mut config: Array<MapData, u64> = bpf
+            .take_map("SITE_CONFIG")
+            .ok_or(EbpfError::MissingMap("SITE_CONFIG"))
+            .and_then(|m| Array::try_from(m).map_err(map_error("SITE_CONFIG")))?;
+        config
+            .set(CONFIG_BUCKET_NS, bucket_ns, 0)
+            .and_then(|()| config.set(CONFIG_FAULT_BYTES, page_size * period, 0))
+            .map_err(map_error("SITE_CONFIG"))?;
+        let sites = bpf
+            .take_map("SITES")
+            .ok_or(EbpfError::MissingMap("SITES"))
+            .and_then(|m| BpfHashMap::try_from(m).map_err(map_error("SITES")))?;
+        let dropped = bpf
+            .take_map("SITES_DROPPED")
+            .ok_or(EbpfError::MissingMap("SITES_DROPPED"))
+            .and_then(|m| Array::try_from(m).map_err(map_error("SITES_DROPPED")))?;
+        let program: &mut PerfEvent = bpf
+            .program_mut("site_fault")
+            .ok_or(EbpfError::Program {
+                program: "site_fault",
+                what: "exist",
+                error: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
+            })?
+            .try_into()
+            .map_err(program_error("be a perf event program"))?;
+        program.load().map_err(program_error("load"))?;
+        let event = PerfEventConfig::Software(SoftwareEvent::PageFaults);
+        let policy = SamplePolicy::Period(period);
+        match target {
+            SiteTarget::Tree(pids) => {
+                for pid in pids {
+                    let attached = program.attach(
+                        event,
+                        PerfEventScope::OneProcess { pid, cpu: None },
+                        policy,
+                        true,
+                    );
+                    match attached {
+                        Ok(_) => {}
+                        // Gone already (a command that ran in a blink): nothing to sample.
+                        Err(aya::programs::ProgramError::SyscallError(e))
+                            if e.io_error.raw_os_error() == Some(libc::ESRCH) => {}
+                        Err(e) => return Err(program_error("attach to a recorded process")(e)),
+                    }
+                }
+            }
+            SiteTarget::AllCpus => {
+                let cpus = aya::util::online_cpus().map_err(|(_, e)| EbpfError::Program {
+                    program: "site_fault",
+                    what: "list the online CPUs",
+                    error: Box::new(aya::programs::ProgramError::IOError(e)),
+                })?;
+                for cpu in cpus {
+                    program
+                        .attach(
+                            event,
+                            PerfEventScope::AllProcessesOneCpu { cpu },
+                            policy,
+                            false,
+                        )
+                        .map_err(program_error("attach to a CPU"))?;
+                }
+            }
+        }
+        Ok(SiteSampler {
+            sites,
+            dropped,
+            bucket_ns,
+        })
+    }
+
+    /// The length of a time bucket, ns.
+    pub fn bucket_ns(&self) -> u64 {
+        self.bucket_ns
+    }
+
+    /// Takes the entries `take` chooses. A bucket still being counted for a live process is
+    /// best left alone (see [`SiteRecorder::drain`]): between reading an entry and removing
+    /// it, the kernel may add to it.
+    pub fn drain(&mut self, mut take: impl FnMut(&SiteKey) -> bool) -> Vec<(SiteKey, SiteCounts)> {
+        let keys: Vec<SiteKey> = self
+            .sites
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| take(k))
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Ok(counts) = self.sites.get(&key, 0) {
+                out.push((key, counts));
+            }
+            let _ = self.sites.remove(&key);
+        }
+        out
+    }
+
+    /// Samples the kernel dropped because its map was full (raise the drain rate if not 0).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get(&0, 0).unwrap_or(0)
+    }
+}
+
+/// The sampler with what turns its counts into stored sites: symbolization while the process
+/// lives, and the frames of addresses already seen, for the samples drained after it exited.
+pub struct SiteRecorder {
+    sampler: SiteSampler,
+    symbolizer: Symbolizer,
+    known: HashMap<u32, HashMap<u64, Vec<Frame>>>,
+    /// The process each tgid with samples stood for, kept after it exits.
+    keys: HashMap<u32, ProcessKey>,
+    /// Whether a leaf's return-address candidate follows a call instruction, by (tgid, address).
+    after_call: HashMap<(u32, u64), bool>,
+}
+
+impl SiteRecorder {
+    pub fn new(sampler: SiteSampler) -> SiteRecorder {
+        SiteRecorder {
+            sampler,
+            symbolizer: Symbolizer::new(),
+            known: HashMap::new(),
+            keys: HashMap::new(),
+            after_call: HashMap::new(),
+        }
+    }
+
+    /// Drains the ended buckets, and every bucket of processes no longer followed (exited:
+    /// they fault no more), or everything with `last`; symbolizes their stacks and hands them
+    /// to the sink as [`Event::Sites`]. `offset`: wall-clock time minus boot-clock time;
+    /// `key_of` finds the followed process a tgid stands for now.
+    pub fn drain(
+        &mut self,
+        offset: TimeNs,
+        last: bool,
+        key_of: impl Fn(u32) -> Option<ProcessKey>,
+        sink: &mut dyn Sink,
+    ) -> Result<(), RecordError> {
+        let bucket_ns = self.sampler.bucket_ns();
+        let now_bucket = (boottime_ns().max(0) as u64) / bucket_ns;
+        let keys = &mut self.keys;
+        let alive = |tgid: u32| key_of(tgid);
+        let drained = self.sampler.drain(|k| {
+            let now = alive(k.tgid);
+            if let Some(key) = now {
+                keys.insert(k.tgid, key);
+            }
+            last || k.bucket < now_bucket || now.is_none()
+        });
+        let mut by_tgid: HashMap<u32, Vec<(SiteKey, SiteCounts)>> = HashMap::new();
+        for (k, c) in drained {
+            by_tgid.entry(k.tgid).or_default().push((k, c));
+        }
+        for (tgid, entries) in by_tgid {
+            // A process never seen followed: nothing to store it under.
+            let Some(key) = self.keys.get(&tgid).copied() else {
+                continue;
+            };
+            let stacks: Vec<Vec<u64>> = entries
+                .iter()
+                .map(|(k, _)| {
+                    let mut stack = addresses(k);
+                    let candidate = k.leaf_return;
+                    // Only where frame pointers unwound past the leaf: without them the
+                    // stack is one frame deep, and `sites` says so rather than guess.
+                    if stack.len() > 1 && stack[1] != candidate {
+                        let plausible = *self
+                            .after_call
+                            .entry((tgid, candidate))
+                            .or_insert_with(|| follows_a_call(tgid, candidate));
+                        if plausible {
+                            stack.insert(1, candidate);
+                        }
+                    }
+                    stack
+                })
+                .collect();
+            let known = self.known.entry(tgid).or_default();
+            let missing: Vec<u64> = {
+                let mut m: Vec<u64> = stacks
+                    .iter()
+                    .flat_map(|s| s.iter().enumerate().map(|(i, a)| lookup_address(*a, i)))
+                    .filter(|a| !known.contains_key(a))
+                    .collect();
+                m.sort_unstable();
+                m.dedup();
+                m
+            };
+            // A process that exited keeps the frames of the addresses seen while it lived.
+            if !missing.is_empty()
+                && let Ok(frames) = self.symbolizer.resolve(tgid, &missing)
+            {
+                known.extend(frames);
+            }
+            for ((k, c), stack) in entries.iter().zip(&stacks) {
+                let cause = match k.cause {
+                    site_cause::BRK => SiteCause::Brk,
+                    site_cause::MMAP => SiteCause::Mmap,
+                    _ => SiteCause::Fault,
+                };
+                let count = SiteCount {
+                    time: offset + (k.bucket.saturating_mul(bucket_ns)) as TimeNs,
+                    cause,
+                    samples: c.samples,
+                    bytes: c.bytes,
+                };
+                let frames = assemble(stack, known);
+                sink.event(Event::Sites {
+                    key,
+                    stack: &frames,
+                    counts: &[count],
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Samples the kernel could not keep (its map was full).
+    pub fn dropped(&self) -> u64 {
+        self.sampler.dropped()
+    }
+
+    /// Forgets a process's frames once it is gone and drained.
+    pub fn forget(&mut self, tgid: u32) {
+        self.known.remove(&tgid);
+    }
+}
+
+/// Whether `addr` in process `pid`'s code is just after a call instruction (x86-64: `call
+/// rel32`, or `call` through a register or memory, 2 to 7 bytes): then it is a return address,
+/// and the word the kernel read at the stack pointer is the caller a frameless leaf function
+/// hides from frame-pointer unwinding. Anything else (data that happened to be there) is not.
+fn follows_a_call(pid: u32, addr: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    if addr < 8 {
+        return false;
+    }
+    let mut before = [0u8; 7];
+    let Ok(mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
+        return false;
+    };
+    if mem.read_exact_at(&mut before, addr - 7).is_err() {
+        return false;
+    }
+    // call rel32: E8 + 4 bytes.
+    if before[2] == 0xe8 {
+        return true;
+    }
+    // call r/m64: FF /2, with 0 to 5 bytes of ModRM, SIB and displacement after the opcode.
+    (2..=7).any(|len| {
+        let at = 7 - len;
+        before[at] == 0xff && (before[at + 1] >> 3) & 7 == 2 && modrm_len(before[at + 1]) == len - 1
+    })
+}
+
+/// The bytes of a ModRM byte and what follows it (SIB, displacement), for a 64-bit operand.
+fn modrm_len(modrm: u8) -> usize {
+    let (md, rm) = (modrm >> 6, modrm & 7);
+    let sib = usize::from(md != 3 && rm == 4);
+    let disp = match md {
+        0 if rm == 5 => 4,
+        1 => 1,
+        2 => 4,
+        _ => 0,
+    };
+    1 + sib + disp
+}
+
+/// A sampled stack's addresses, innermost first, without the unused slots.
+pub fn addresses(key: &SiteKey) -> Vec<u64> {
+    key.ips.iter().copied().take_while(|ip| *ip != 0).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memtools_common::ProcStats;
+
+    #[test]
+    fn faults_of_the_followed_tree_only_are_sampled_with_their_stacks() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED faults_of_the_followed_tree_only_are_sampled: needs root");
+            return;
+        }
+        let mut loaded = super::super::load::load(
+            false,
+            false,
+            std::time::Duration::from_millis(100),
+            4096,
+            "",
+            "",
+        )
+        .expect("loading");
+        // The command waits before it grows, so the sampler is attached first: dd's 32 MiB
+        // buffer is faulted in page by page. It runs detached (reparented away from this test
+        // process), so the other tests of this binary, which look at this process's children,
+        // neither see nor kill it.
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "(sleep 0.5; exec dd if=/dev/zero of=/dev/null bs=32M count=2 status=none) \
+                 </dev/null >/dev/null 2>&1 & echo $!",
+            ])
+            .output()
+            .expect("sh");
+        let pid: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("the command's pid");
+        loaded
+            .stats
+            .insert(pid, ProcStats::default(), 0)
+            .expect("following the command");
+        let period = 16;
+        let mut sampler = SiteSampler::attach(
+            &mut loaded.bpf,
+            SiteTarget::Tree(vec![pid]),
+            period,
+            4096,
+            100_000_000,
+        )
+        .expect("attaching the sampler");
+        // The test process faults too, but is outside the tree.
+        let noise: Vec<u8> = vec![1; 8 << 20];
+        std::hint::black_box(&noise);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(std::time::Instant::now() < deadline, "dd did not end");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let drained = sampler.drain(|_| true);
+        let ours: Vec<_> = drained.iter().filter(|(k, _)| k.tgid == pid).collect();
+        let samples: u64 = ours.iter().map(|(_, c)| c.samples).sum();
+        // 8192 pages of the buffer alone: about 512 samples at 1 in 16.
+        assert!(
+            samples >= 200,
+            "{samples} samples of {} entries",
+            drained.len()
+        );
+        for (k, c) in &ours {
+            assert_eq!(k.cause, site_cause::FAULT);
+            assert_eq!(c.bytes, c.samples * period * 4096);
+            assert!(
+                !addresses(k).is_empty(),
+                "a sample has at least its faulting address"
+            );
+        }
+        assert!(
+            drained.iter().all(|(k, _)| k.tgid != std::process::id()),
+            "a process outside the tree was sampled"
+        );
+        assert!(
+            sampler.drain(|_| true).is_empty(),
+            "drained entries are removed"
+        );
+        assert_eq!(sampler.dropped(), 0);
+    }
+}

@@ -1,0 +1,151 @@
+//! `memtools-user sites`: where each process of a session grew, from the growth sites
+//! `record --sites` stored, within the leak's window, the whole session or a given range.
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+
+use crate::cli::{SiteWindowArg, SitesArgs, SitesFormat};
+use memtools::analysis::{Params, Verdict};
+use memtools::detect;
+use memtools::report::output;
+use memtools::sites::{self, Frame, ProcessSites, Site, Window};
+use memtools::store::{ProcessRow, Store};
+
+/// How many sites a process lists in text and JSON.
+const TOP: usize = 10;
+
+pub fn run(args: SitesArgs) -> Result<i32> {
+    let store = Store::open_read_only(&args.store.store)?;
+    let id = store.resolve(args.session.session)?;
+    let session = store.session(id)?;
+    if !store.has_sites(id)? {
+        bail!(
+            "session {id} has no growth sites: record with `memtools-user record --sites` (eBPF backend) to have them"
+        );
+    }
+    let processes: Vec<ProcessRow> = store
+        .processes(id)?
+        .into_iter()
+        .filter(|p| args.pid.is_none_or(|pid| p.info.key.pid == pid))
+        .collect();
+    if processes.is_empty() {
+        bail!(
+            "session {id} has no process with pid {}",
+            args.pid.unwrap_or_default()
+        );
+    }
+    // Each process's window: the leak's for a leaking one (others are left out), else the
+    // same for all.
+    let windows: Vec<(ProcessRow, Window)> = match args.window {
+        SiteWindowArg::All => processes.into_iter().map(|p| (p, Window::ALL)).collect(),
+        SiteWindowArg::Range(a, b) => processes
+            .into_iter()
+            .map(|p| {
+                let w = Window {
+                    start: a.map(|a| session.start.saturating_add(a)),
+                    end: b.map(|b| session.start.saturating_add(b)),
+                };
+                (p, w)
+            })
+            .collect(),
+        SiteWindowArg::Leak => {
+            let this_machine = memtools::limits::machine_memory().unwrap_or(16 << 30);
+            let report =
+                detect::analyse_session(&store, id, None, &Params::default(), None, this_machine)?;
+            let leaks: Vec<(ProcessRow, Window)> = report
+                .processes
+                .into_iter()
+                .filter(|r| r.analysis.verdict == Verdict::Leak)
+                .filter_map(|r| {
+                    let e = r.analysis.evidence?;
+                    let w = Window {
+                        start: Some(e.window_start),
+                        end: Some(e.window_end),
+                    };
+                    processes
+                        .iter()
+                        .any(|p| p.id == r.process.id)
+                        .then_some((r.process, w))
+                })
+                .collect();
+            if leaks.is_empty() {
+                bail!(
+                    "no process{} leaks in session {id}: give `--window all` to see where it grew anyway",
+                    args.pid
+                        .map(|p| format!(" with pid {p}"))
+                        .unwrap_or_default()
+                );
+            }
+            leaks
+        }
+    };
+    let mut per_process: Vec<(ProcessRow, Vec<Site>)> = Vec::with_capacity(windows.len());
+    for (p, w) in windows {
+        let found = store.sites(p.id, w)?;
+        per_process.push((p, found));
+    }
+    let bytes = render(args.format, &per_process)?;
+    match &args.output {
+        Some(path) => output::write(path, &bytes)?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&bytes).and_then(|()| out.flush()) {
+                Ok(()) => {}
+                // A reader that stopped early (`| head`) is not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// The process a stack belongs to, as an outermost frame: one folded file or flame graph for
+/// several processes keeps them apart.
+fn under_process(p: &ProcessRow, sites: &[Site]) -> Vec<Site> {
+    let root = Frame {
+        function: Some(format!("{} (pid {})", p.info.name, p.info.key.pid)),
+        ..Frame::default()
+    };
+    sites
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.stack.push(root.clone());
+            s
+        })
+        .collect()
+}
+
+fn render(format: SitesFormat, per_process: &[(ProcessRow, Vec<Site>)]) -> Result<Vec<u8>> {
+    Ok(match format {
+        SitesFormat::Text => per_process
+            .iter()
+            .map(|(p, s)| sites::text(p.info.key.pid, &p.info.name, s, TOP))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes(),
+        SitesFormat::Json => {
+            let list: Vec<ProcessSites> = per_process
+                .iter()
+                .map(|(p, s)| ProcessSites::of(p.info.key.pid, &p.info.name, s, TOP))
+                .collect();
+            let mut v = serde_json::to_vec_pretty(&list)?;
+            v.push(b'\n');
+            v
+        }
+        SitesFormat::Folded => per_process
+            .iter()
+            .map(|(p, s)| sites::folded(&under_process(p, s)))
+            .collect::<String>()
+            .into_bytes(),
+        SitesFormat::Svg => {
+            let all: Vec<Site> = per_process
+                .iter()
+                .flat_map(|(p, s)| under_process(p, s))
+                .collect();
+            sites::flame_graph("Where it grows", &all)?
+        }
+    })
+}

@@ -1,0 +1,342 @@
+//! Growth sites end to end: `record --sites` with the real kernel sampler on a real C program
+//! compiled here, then `sites` in each format. Needs root (eBPF) and a C compiler (`cargo
+//! xtask setup` installs one); says SKIPPED otherwise.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestStore, is_root, skip};
+
+const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_cache.c");
+const RUST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_cache.rs");
+/// The line of the Rust grow_cache that allocates (and fills) the leaked block.
+const RUST_LEAK_LINE: u64 = 8;
+/// The line of grow_cache that touches the leaked memory.
+const LEAK_LINE: u64 = 14;
+
+/// Compiles the test program with `flags` into `dir`.
+fn compile(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(SOURCE)
+        .status()
+        .expect("running cc (cargo xtask setup installs it)");
+    assert!(status.success(), "cc {flags:?} failed");
+    out
+}
+
+/// `top` on a store in a tmux server of its own (its own socket); the server ends with it.
+struct Top {
+    socket: String,
+}
+
+impl Top {
+    fn start(store: &Path) -> Top {
+        let top = Top {
+            socket: format!("memtools-sites-test-{}", std::process::id()),
+        };
+        let command = format!(
+            "'{}' top --store '{}' --session latest",
+            common::memtools_user().display(),
+            store.display()
+        );
+        let status = top
+            .tmux()
+            .args(["-f", "/dev/null", "new-session", "-d", "-s", "main"])
+            .args(["-x", "400", "-y", "40"])
+            .arg(command)
+            .status()
+            .expect("tmux not found: `cargo xtask setup` installs it (Debian package tmux)");
+        assert!(status.success(), "tmux new-session failed");
+        top
+    }
+
+    fn tmux(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]).env("LANG", "C.UTF-8");
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    /// Opens the first process's chart and waits for `what` on the screen.
+    fn chart_shows(&self, what: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let _ = self
+                .tmux()
+                .args(["send-keys", "-t", "main", "Enter"])
+                .status();
+            std::thread::sleep(Duration::from_millis(500));
+            let out = self
+                .tmux()
+                .args(["capture-pane", "-p", "-t", "main"])
+                .output()
+                .expect("tmux capture-pane");
+            let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+            if screen.contains(what) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the chart never showed {what:?}:\n{screen}"
+            );
+        }
+    }
+}
+
+impl Drop for Top {
+    fn drop(&mut self) {
+        let _ = self.tmux().arg("kill-server").status();
+    }
+}
+
+fn ready(test: &str) -> bool {
+    if !is_root() {
+        skip(test, "loading eBPF programs needs root");
+        return false;
+    }
+    true
+}
+
+fn record(store: &TestStore, program: &Path) {
+    let program = program.to_str().expect("a UTF-8 path");
+    let out = store.run(&["record", "--backend", "ebpf", "--sites", "--", program]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "record failed: {stderr}");
+}
+
+fn sites_json(store: &TestStore, window: &str) -> serde_json::Value {
+    let out = store.ok(&["sites", "--window", window, "--format", "json"]);
+    serde_json::from_str(&out).expect("sites --format json is JSON")
+}
+
+#[test]
+fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_small() {
+    if !ready("the_leaking_function_is_the_top_site") {
+        return;
+    }
+    let store = TestStore::new();
+    let program = compile(
+        store.dir.path(),
+        "grow_cache",
+        &["-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    // Recorded as CI would: the leak fails the run, and the Markdown report links its flame
+    // graph.
+    let md = store.dir.path().join("leaks.md");
+    let spec = format!("markdown:{}", md.display());
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--sites",
+        "--fail-on-leak",
+        "--report",
+        &spec,
+        "--",
+        program.to_str().expect("UTF-8"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("grew most in grow_cache"), "{summary}");
+    // The leak's window (the default): the process leaks, and grew most in grow_cache.
+    let report = sites_json(&store, "leak");
+    let processes = report.as_array().expect("an array of processes");
+    assert_eq!(processes.len(), 1, "{report}");
+    let process = &processes[0];
+    assert_eq!(process["name"], "grow_cache");
+    let sites = process["sites"].as_array().expect("sites");
+    let top = &sites[0];
+    assert_eq!(top["function"], "grow_cache", "{report}");
+    assert!(
+        top["file"].as_str().unwrap_or("").ends_with("grow_cache.c"),
+        "{report}"
+    );
+    assert_eq!(top["line"], LEAK_LINE, "{report}");
+    assert!(top["share"].as_f64().unwrap_or(0.0) > 0.8, "{report}");
+    assert!(top["bytes"].as_u64().unwrap_or(0) > 8 << 20, "{report}");
+    assert!(top["samples"].as_u64().unwrap_or(0) > 10, "{report}");
+    let churn: f64 = sites
+        .iter()
+        .filter(|s| s["function"] == "churn")
+        .map(|s| s["share"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(churn < 0.05, "churn carries {churn}: {report}");
+    // Largest first.
+    let bytes: Vec<u64> = sites.iter().filter_map(|s| s["bytes"].as_u64()).collect();
+    assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{report}");
+
+    // detect names the leak's top three sites, in its table and its JSON.
+    let detect = store.ok(&["detect"]);
+    assert!(
+        detect.contains("grew most in grow_cache (grow_cache.c:14), 9"),
+        "{detect}"
+    );
+    let out = store.run(&["detect", "--format", "json", "--fail-on-leak"]);
+    assert_eq!(out.status.code(), Some(3));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("detect's JSON");
+    let named = json["processes"][0]["sites"].as_array().expect("sites");
+    assert!(!named.is_empty() && named.len() <= 3, "{json}");
+    assert_eq!(named[0]["function"], "grow_cache", "{json}");
+
+    // The Markdown report links the leak's flame graph, written beside its plot.
+    let text = std::fs::read_to_string(&md).expect("the Markdown report");
+    assert!(text.contains("grew most in grow_cache"), "{text}");
+    let link = text
+        .lines()
+        .find(|l| l.contains("flame graph]("))
+        .unwrap_or_else(|| panic!("no flame graph link: {text}"));
+    let target = link.rsplit_once("](").map(|(_, t)| t.trim_end_matches(')'));
+    let flame = store.dir.path().join(target.expect("a link"));
+    let flame = std::fs::read_to_string(&flame).expect("the linked flame graph");
+    assert!(flame.contains("<svg") && flame.contains("grow_cache"));
+
+    // The terminal view's chart of the process names the site with its evidence.
+    let top = Top::start(&store.path());
+    top.chart_shows("grew most in grow_cache (grow_cache.c:14)");
+    drop(top);
+
+    // Text, folded stacks (outermost first, down to grow_cache) and a flame graph file.
+    let text = store.ok(&["sites"]);
+    assert!(text.contains("grow_cache  grow_cache.c:14"), "{text}");
+    let folded = store.ok(&["sites", "--window", "all", "--format", "folded"]);
+    assert!(
+        folded.lines().any(|l| l.contains(";main;grow_cache;")),
+        "{folded}"
+    );
+    let svg = store.dir.path().join("grow.svg");
+    store.ok(&[
+        "sites",
+        "--format",
+        "svg",
+        "-o",
+        svg.to_str().expect("UTF-8"),
+    ]);
+    let drawn = std::fs::read_to_string(&svg).expect("the flame graph was written");
+    assert!(drawn.contains("<svg") && drawn.contains("grow_cache"));
+    // A link planted at the output path is refused, and its target left alone.
+    let victim = store.dir.path().join("victim");
+    std::fs::write(&victim, "precious").expect("writing");
+    let link = store.dir.path().join("link.svg");
+    std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+    let out = store.run(&[
+        "sites",
+        "--format",
+        "svg",
+        "-o",
+        link.to_str().expect("UTF-8"),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("reading"),
+        "precious"
+    );
+}
+
+#[test]
+fn a_rust_program_built_with_frame_pointers_names_its_own_function_not_the_standard_library() {
+    if !ready("a_rust_program_built_with_frame_pointers_names_its_own_function") {
+        return;
+    }
+    let store = TestStore::new();
+    let program = store.dir.path().join("grow_cache_rs");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let status = Command::new(rustc)
+        .args([
+            "--edition",
+            "2024",
+            "-O",
+            "-g",
+            "-C",
+            "force-frame-pointers=yes",
+            "-o",
+        ])
+        .arg(&program)
+        .arg(RUST_SOURCE)
+        .status()
+        .expect("running rustc");
+    assert!(status.success(), "rustc failed");
+    record(&store, &program);
+    let report = sites_json(&store, "leak");
+    let sites = report[0]["sites"].as_array().expect("sites");
+    let top = &sites[0];
+    assert_eq!(top["function"], "grow_cache::grow_cache", "{report}");
+    assert!(
+        top["file"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("grow_cache.rs"),
+        "{report}"
+    );
+    assert_eq!(top["line"], RUST_LEAK_LINE, "{report}");
+    assert!(top["share"].as_f64().unwrap_or(0.0) > 0.8, "{report}");
+    let churn: f64 = sites
+        .iter()
+        .filter(|s| s["function"] == "grow_cache::churn")
+        .map(|s| s["share"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(churn < 0.05, "churn carries {churn}: {report}");
+}
+
+#[test]
+fn a_program_without_frame_pointers_gets_the_clear_message_and_no_site() {
+    if !ready("a_program_without_frame_pointers_gets_the_clear_message") {
+        return;
+    }
+    let store = TestStore::new();
+    let program = compile(
+        store.dir.path(),
+        "grow_cache_nofp",
+        &["-O2", "-g", "-fomit-frame-pointer"],
+    );
+    record(&store, &program);
+    let report = sites_json(&store, "all");
+    let process = &report[0];
+    assert_eq!(
+        process["sites"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
+    let problem = process["problem"].as_str().unwrap_or("");
+    assert!(problem.contains("frame pointers"), "{report}");
+    assert!(problem.contains("-fno-omit-frame-pointer"), "{report}");
+    let text = store.ok(&["sites", "--window", "all"]);
+    assert!(text.contains("one frame deep"), "{text}");
+    let detect = store.ok(&["detect"]);
+    assert!(detect.contains("build with frame pointers"), "{detect}");
+    assert!(!detect.contains("grew most in"), "{detect}");
+}
+
+#[test]
+fn a_session_without_sites_says_how_to_get_them() {
+    let store = TestStore::new();
+    store.ok(&["record", "--backend", "procfs", "--", "/bin/true"]);
+    let out = store.run(&["sites"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("record --sites"), "{stderr}");
+    // --sites is refused with /proc before anything runs.
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "procfs",
+        "--sites",
+        "--",
+        "/bin/true",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs the eBPF backend"), "{stderr}");
+}
