@@ -1,10 +1,11 @@
-//! Reading one process's history in pieces: for the GUI, which reads a big session in chunks
-//! (so it can show progress and stay cancellable) and follows a session still being recorded
-//! (only the samples newer than those it has).
+//! Reading a session as it is recorded, in pieces: for the GUI, which reads a big session in
+//! chunks (so it can show progress and stay cancellable) and follows a session still being
+//! recorded (only the samples newer than those it has), and for the exporter, which follows the
+//! processes still running (their newest samples, every second or so).
 
-use super::reader::metric_sql;
+use super::reader::{PROCESS_COLUMNS, ProcessRow, metric_sql, process_row, sample_columns, sample_row};
 use super::{Store, StoreError};
-use crate::model::{Metric, TimeNs};
+use crate::model::{Metric, Sample, TimeNs};
 
 impl Store {
     /// Up to `limit` samples of one process (a [`super::ProcessRow::id`]) with `metric` present,
@@ -29,5 +30,60 @@ impl Store {
         )
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(|e| self.err(e))
+    }
+}
+
+impl Store {
+    /// A session's processes that have not exited (as far as its recorder has said), in the
+    /// order they were first seen. An index holds just those, so this stays quick in a session
+    /// of millions of processes.
+    pub fn running_processes(&self, session: i64) -> Result<Vec<ProcessRow>, StoreError> {
+        let sql = format!(
+            "SELECT {PROCESS_COLUMNS} FROM processes WHERE session_id = ?1 AND exit_ns IS NULL ORDER BY id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        stmt.query_map([session], process_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` samples of one process with every metric, strictly after `after` (from the
+    /// start when `None`), in time order.
+    pub fn samples_after(
+        &self,
+        process_id: i64,
+        after: Option<TimeNs>,
+        limit: usize,
+    ) -> Result<Vec<Sample>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM samples WHERE process_id = ?1 AND t_ns > ?2 ORDER BY t_ns LIMIT ?3",
+            sample_columns()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map(
+            rusqlite::params![process_id, after.unwrap_or(i64::MIN), limit],
+            sample_row,
+        )
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| self.err(e))
+    }
+
+    /// The newest sample of one process at or before `at`: its value then, in a change-only
+    /// (eBPF) session where an unchanged process stores nothing.
+    pub fn sample_at_or_before(
+        &self,
+        process_id: i64,
+        at: TimeNs,
+    ) -> Result<Option<Sample>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let sql = format!(
+            "SELECT {} FROM samples WHERE process_id = ?1 AND t_ns <= ?2 ORDER BY t_ns DESC LIMIT 1",
+            sample_columns()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        stmt.query_row(rusqlite::params![process_id, at], sample_row)
+            .optional()
+            .map_err(|e| self.err(e))
     }
 }

@@ -8,6 +8,7 @@
 mod import;
 mod live;
 mod reader;
+pub mod retention;
 pub mod schema;
 mod writer;
 
@@ -18,6 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use import::{ImportFailure, Importer};
 pub use reader::{ForEachError, Phase, ProcessRow, SessionRow, as_recorded};
+pub use retention::{Pace, Pruned};
 pub use writer::{COMMIT_EVERY, ProcessId, SessionWriter};
 
 /// Where the store is when neither `--store` nor `MEMTOOLS_STORE` says otherwise.

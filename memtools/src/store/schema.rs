@@ -108,6 +108,13 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE processes ADD COLUMN address_space_limit INTEGER;
     "#,
+    // 6 (retention, `serve`): how long a session's samples are kept, for the sessions a
+    // long-running recorder keeps bounded (NULL: kept forever), and the processes still running,
+    // which the exporter reads every second of a recording of millions of processes.
+    r#"
+    ALTER TABLE sessions ADD COLUMN retain_ns INTEGER;
+    CREATE INDEX processes_running ON processes(session_id) WHERE exit_ns IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes.
