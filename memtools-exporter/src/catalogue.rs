@@ -62,7 +62,8 @@ pub fn group_family(metric: Metric) -> String {
 }
 
 pub const PROCESS_MEMORY: &str = "memtools_process_memory_bytes";
-pub const PROCESS_MEMORY_HELP: &str = "Memory of a process by kind (rss = anon + file + shmem; vm = virtual size), bytes.";
+pub const PROCESS_MEMORY_HELP: &str =
+    "Memory of a process by kind (rss = anon + file + shmem; vm = virtual size), bytes.";
 pub const LEAK: &str = "memtools_leak";
 pub const LEAK_HELP: &str = "1 when the live analysis over the sliding window says the process leaks this metric, 0 when it says ok; absent while the data is insufficient.";
 pub const GROWTH: &str = "memtools_growth_bytes_per_second";
@@ -92,7 +93,8 @@ pub const DRAIN: &str = "memtools_recorder_drain_seconds";
 pub const DRAIN_HELP: &str =
     "Duration of the recorder's last look at the processes and write to the store, seconds.";
 pub const STORE_SIZE: &str = "memtools_store_size_bytes";
-pub const STORE_SIZE_HELP: &str = "Size of the sample store on disk, its write-ahead log included, bytes.";
+pub const STORE_SIZE_HELP: &str =
+    "Size of the sample store on disk, its write-ahead log included, bytes.";
 pub const PRUNED: &str = "memtools_retention_pruned_samples";
 pub const PRUNED_HELP: &str = "Samples deleted by retention (--retain).";
 pub const ANALYSIS: &str = "memtools_analysis_seconds";

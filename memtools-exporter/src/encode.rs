@@ -304,10 +304,12 @@ fn groups(enc: &mut DescriptorEncoder<'_>, sel: &Selection<'_>) -> Result<(), st
             .map(|g| (named(&g.name, None), int(g.processes))),
     )?;
     let memory = sel.groups.iter().flat_map(|g| {
-        g.sums.iter().filter_map(move |&(m, v)| match cat::export_of(m) {
-            Export::Memory(kind) => Some((named(&g.name, Some(("kind", kind))), int(v))),
-            _ => None,
-        })
+        g.sums
+            .iter()
+            .filter_map(move |&(m, v)| match cat::export_of(m) {
+                Export::Memory(kind) => Some((named(&g.name, Some(("kind", kind))), int(v))),
+                _ => None,
+            })
     });
     family(
         enc,

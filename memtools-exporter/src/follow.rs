@@ -113,7 +113,11 @@ pub struct Follower {
 
 impl Follower {
     /// Opens the store read-only to follow one of its sessions.
-    pub fn open(path: &Path, session_id: i64, config: FollowConfig) -> Result<Follower, StoreError> {
+    pub fn open(
+        path: &Path,
+        session_id: i64,
+        config: FollowConfig,
+    ) -> Result<Follower, StoreError> {
         let store = Store::open_read_only(path)?;
         store.session(session_id)?;
         Ok(Follower {
@@ -165,7 +169,10 @@ impl Follower {
         let ids: HashSet<i64> = running.iter().map(|p| p.id).collect();
         // Exited: forgotten, and with them their series.
         self.processes.retain(|id, _| ids.contains(id));
-        let held_to = session.change_only().then_some(session.last_sample).flatten();
+        let held_to = session
+            .change_only()
+            .then_some(session.last_sample)
+            .flatten();
         for row in running {
             let id = row.id;
             let f = self
@@ -242,13 +249,16 @@ impl Follower {
                 }
                 let evidence = r.analysis.evidence;
                 let leak = verdict == Verdict::Leak;
-                verdicts.entry(r.process.id).or_default().push(MetricVerdict {
-                    metric,
-                    leak,
-                    slope_per_s: evidence.map_or(0.0, |e| e.slope_bytes_per_s),
-                    // Claimed for a leak only: an ok history's rate says nothing of a limit.
-                    time_to_limit_s: evidence.and_then(|e| e.time_to_limit_s).filter(|_| leak),
-                });
+                verdicts
+                    .entry(r.process.id)
+                    .or_default()
+                    .push(MetricVerdict {
+                        metric,
+                        leak,
+                        slope_per_s: evidence.map_or(0.0, |e| e.slope_bytes_per_s),
+                        // Claimed for a leak only: an ok history's rate says nothing of a limit.
+                        time_to_limit_s: evidence.and_then(|e| e.time_to_limit_s).filter(|_| leak),
+                    });
             }
         }
         for (id, f) in &mut self.processes {

@@ -118,7 +118,11 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    respond(status, "text/plain; charset=utf-8", Bytes::from_static(text.as_bytes()))
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(text.as_bytes()),
+    )
 }
 
 /// Answers one request.
@@ -131,7 +135,10 @@ fn answer(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     }
     let has_body = req.body().size_hint().upper() != Some(0);
     if has_body {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "requests carry no body here\n");
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "requests carry no body here\n",
+        );
     }
     let path = req.uri().path();
     if path != "/metrics" && path != "/" {

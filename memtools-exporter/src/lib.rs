@@ -187,9 +187,8 @@ fn refresh_loop(
                 ..Snapshot::default()
             }),
             (Some(_), Some(f)) => f.refresh(now_ns(), recorder),
-            (Some(id), None) => Follower::open(store, id, config.follow.clone()).and_then(|f| {
-                follower.insert(f).refresh(now_ns(), recorder)
-            }),
+            (Some(id), None) => Follower::open(store, id, config.follow.clone())
+                .and_then(|f| follower.insert(f).refresh(now_ns(), recorder)),
         };
         match result {
             Ok(snapshot) => board.publish(Exposition::of(Arc::new(snapshot))),

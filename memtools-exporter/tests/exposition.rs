@@ -82,7 +82,10 @@ fn every_family_has_help_and_type_and_the_series_say_what_the_snapshot_holds() {
                 announced.last().is_some_and(|a| a == family || a == name),
                 "{line} not under its family"
             );
-            assert!(om.contains(&format!("# HELP {family} ")), "{family}: no help");
+            assert!(
+                om.contains(&format!("# HELP {family} ")),
+                "{family}: no help"
+            );
         }
     }
     // Top 2 by size (10, 11) and by growth (10, 14): 10, 11, 14 one by one.
@@ -117,7 +120,10 @@ fn every_family_has_help_and_type_and_the_series_say_what_the_snapshot_holds() {
     ] {
         assert!(om.contains(line), "missing `{line}` in\n{om}");
     }
-    assert!(!om.contains("pid=\"12\""), "12 is neither large nor growing");
+    assert!(
+        !om.contains("pid=\"12\""),
+        "12 is neither large nor growing"
+    );
 }
 
 #[test]
@@ -137,7 +143,9 @@ fn the_text_format_names_counters_with_their_total_and_has_no_eof() {
     let text = prometheus_text(&om);
     assert!(!text.contains("# EOF"));
     assert!(text.contains("# TYPE memtools_recorder_samples_written_total counter\n"));
-    assert!(text.contains("# HELP memtools_recorder_samples_written_total Samples the recorder wrote"));
+    assert!(
+        text.contains("# HELP memtools_recorder_samples_written_total Samples the recorder wrote")
+    );
     assert!(text.contains("# TYPE memtools_leak gauge\n"));
     assert_eq!(
         om.lines().filter(|l| !l.starts_with('#')).count(),
@@ -156,7 +164,9 @@ fn promtool(args: &[&str], input: &str) -> Option<(bool, String)> {
     let mut child = match child {
         Ok(c) => c,
         Err(_) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED promtool check: needs promtool (Debian package prometheus; cargo xtask setup installs it)");
+            eprintln!(
+                "SKIPPED promtool check: needs promtool (Debian package prometheus; cargo xtask setup installs it)"
+            );
             return None;
         }
         Err(e) => panic!("promtool is missing in CI (cargo xtask setup installs it): {e}"),

@@ -82,12 +82,23 @@ fn a_leak_and_a_steady_process_get_their_verdicts_and_an_exited_one_disappears()
     let store = Store::open(&path).unwrap();
     let mut w = store.begin_session(&session(BackendKind::Procfs)).unwrap();
     let id = w.session_id();
-    let leaky = w.add_process(&info(100, "leaky"), ProcessLimits::default()).unwrap();
-    let steady = w.add_process(&info(200, "steady"), ProcessLimits::default()).unwrap();
-    let brief = w.add_process(&info(300, "brief"), ProcessLimits::default()).unwrap();
+    let leaky = w
+        .add_process(&info(100, "leaky"), ProcessLimits::default())
+        .unwrap();
+    let steady = w
+        .add_process(&info(200, "steady"), ProcessLimits::default())
+        .unwrap();
+    let brief = w
+        .add_process(&info(300, "brief"), ProcessLimits::default())
+        .unwrap();
     for t in 0..120 {
-        w.add_sample(leaky, &sample(T0 + t * S, 10 * MIB + t as u64 * MIB)).unwrap();
-        w.add_sample(steady, &sample(T0 + t * S, 50 * MIB + (t % 3) as u64 * 4096)).unwrap();
+        w.add_sample(leaky, &sample(T0 + t * S, 10 * MIB + t as u64 * MIB))
+            .unwrap();
+        w.add_sample(
+            steady,
+            &sample(T0 + t * S, 50 * MIB + (t % 3) as u64 * 4096),
+        )
+        .unwrap();
         if t < 10 {
             w.add_sample(brief, &sample(T0 + t * S, MIB)).unwrap();
         }
@@ -103,7 +114,10 @@ fn a_leak_and_a_steady_process_get_their_verdicts_and_an_exited_one_disappears()
     // Ten samples: too few to judge, so no verdict (no series), never a silent ok.
     assert_eq!(rss_verdict(&snap, 300), None);
     let leak = snap.processes[0].verdict(Metric::Rss).unwrap();
-    assert!((leak.slope_per_s - MIB as f64).abs() < 0.05 * MIB as f64, "{leak:?}");
+    assert!(
+        (leak.slope_per_s - MIB as f64).abs() < 0.05 * MIB as f64,
+        "{leak:?}"
+    );
     assert!(leak.time_to_limit_s.is_some_and(|t| t > 3600.0), "{leak:?}");
     assert_eq!(
         snap.processes[0].latest.get(Metric::Rss),
@@ -113,7 +127,8 @@ fn a_leak_and_a_steady_process_get_their_verdicts_and_an_exited_one_disappears()
 
     // brief exits; its series go with it. New samples are read on the next refresh.
     w.process_exited(brief, T0 + 10 * S).unwrap();
-    w.add_sample(leaky, &sample(T0 + 120 * S, 300 * MIB)).unwrap();
+    w.add_sample(leaky, &sample(T0 + 120 * S, 300 * MIB))
+        .unwrap();
     w.flush().unwrap();
     let snap = f.refresh(T0 + 121 * S, RecorderView::default()).unwrap();
     let pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
@@ -131,7 +146,9 @@ fn the_window_holds_its_length_only_and_judges_what_it_holds() {
     let store = Store::open(&path).unwrap();
     let mut w = store.begin_session(&session(BackendKind::Procfs)).unwrap();
     let id = w.session_id();
-    let p = w.add_process(&info(100, "grew"), ProcessLimits::default()).unwrap();
+    let p = w
+        .add_process(&info(100, "grew"), ProcessLimits::default())
+        .unwrap();
     // Flat for 20 minutes, then 1 MiB/s for the last 5.
     for t in 0..1500 {
         let v = 10 * MIB + (t - 1200).max(0) as u64 * MIB;
@@ -157,19 +174,27 @@ fn a_change_only_recording_holds_each_value_until_now() {
     let store = Store::open(&path).unwrap();
     let mut w = store.begin_session(&session(BackendKind::Ebpf)).unwrap();
     let id = w.session_id();
-    let idle = w.add_process(&info(100, "idle"), ProcessLimits::default()).unwrap();
-    let busy = w.add_process(&info(200, "busy"), ProcessLimits::default()).unwrap();
+    let idle = w
+        .add_process(&info(100, "idle"), ProcessLimits::default())
+        .unwrap();
+    let busy = w
+        .add_process(&info(200, "busy"), ProcessLimits::default())
+        .unwrap();
     // The idle process changed once, long ago (before the window); the busy one every second.
     w.add_sample(idle, &sample(T0, 20 * MIB)).unwrap();
     for t in 0..1200 {
-        w.add_sample(busy, &sample(T0 + t * S, 30 * MIB + (t % 2) as u64 * 4096)).unwrap();
+        w.add_sample(busy, &sample(T0 + t * S, 30 * MIB + (t % 2) as u64 * 4096))
+            .unwrap();
     }
     w.flush().unwrap();
     let mut f = Follower::open(&path, id, config()).unwrap();
     let mut snap = f.refresh(T0 + 1200 * S, RecorderView::default()).unwrap();
     for s in 1..=30 {
-        snap = f.refresh(T0 + (1200 + s) * S, RecorderView::default()).unwrap();
-        w.add_sample(busy, &sample(T0 + (1200 + s) * S, 30 * MIB)).unwrap();
+        snap = f
+            .refresh(T0 + (1200 + s) * S, RecorderView::default())
+            .unwrap();
+        w.add_sample(busy, &sample(T0 + (1200 + s) * S, 30 * MIB))
+            .unwrap();
         w.flush().unwrap();
     }
     let idle_view = snap.processes.iter().find(|p| p.pid == 100).unwrap();

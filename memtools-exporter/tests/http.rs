@@ -62,15 +62,24 @@ fn metrics_in_either_format_a_page_and_nothing_else() {
     let addr = exporter.local_addr();
     let text = get(addr, "/metrics", "");
     assert_eq!(status(&text), 200, "{text}");
-    assert!(text.contains("content-type: text/plain; version=0.0.4"), "{text}");
-    assert!(text.contains("memtools_recorder_processes_followed 3"), "{text}");
+    assert!(
+        text.contains("content-type: text/plain; version=0.0.4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("memtools_recorder_processes_followed 3"),
+        "{text}"
+    );
     assert!(!text.contains("# EOF"));
     let om = get(
         addr,
         "/metrics",
         "Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n",
     );
-    assert!(om.contains("content-type: application/openmetrics-text"), "{om}");
+    assert!(
+        om.contains("content-type: application/openmetrics-text"),
+        "{om}"
+    );
     assert!(om.trim_end().ends_with("# EOF"), "{om}");
     let page = get(addr, "/", "");
     assert_eq!(status(&page), 200);
@@ -84,7 +93,10 @@ fn metrics_in_either_format_a_page_and_nothing_else() {
     );
     assert_eq!(status(&post), 405);
     assert!(post.contains("allow: GET"), "{post}");
-    let head = exchange(addr, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let head = exchange(
+        addr,
+        b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(status(&head), 405);
     let body = exchange(
         addr,
@@ -128,9 +140,15 @@ fn a_stuck_client_is_cut_off_and_never_holds_up_the_others() {
     // Another scrapes meanwhile and is answered before the stuck one's time is up.
     let began = Instant::now();
     assert_eq!(status(&get(addr, "/metrics", "")), 200);
-    assert!(began.elapsed() < Duration::from_millis(1500), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        began.elapsed()
+    );
     // The stuck one is closed after the header timeout.
-    stuck.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = Vec::new();
     let _ = stuck.read_to_end(&mut buf);
     let waited = began.elapsed();

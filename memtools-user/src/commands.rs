@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Detect(args) => detect(args),
+        Command::Serve(args) => crate::serve::run(args),
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
             for file in &files {
@@ -149,23 +150,45 @@ fn detect(args: DetectArgs) -> Result<i32> {
     })
 }
 
+/// The backend `--backend` asks for.
+pub(crate) fn backend_choice(arg: BackendArg) -> BackendChoice {
+    match arg {
+        BackendArg::Auto => BackendChoice::Auto,
+        BackendArg::Ebpf => BackendChoice::Ebpf,
+        BackendArg::Procfs => BackendChoice::Procfs,
+    }
+}
+
 fn record(args: RecordArgs) -> Result<i32> {
-    let target = match (args.command.is_empty(), args.pid.is_empty(), args.all) {
-        (false, true, false) => Target::Command(record::Command { argv: args.command }),
-        (true, false, false) => Target::Pids(args.pid),
-        (true, true, true) => Target::All,
-        (true, true, false) => {
-            bail!("say what to record: `-- CMD ARGS...`, `--pid PID` or `--all`")
+    let given = [
+        !args.command.is_empty(),
+        !args.pid.is_empty(),
+        args.all,
+        !args.name.is_empty(),
+    ];
+    let target = match given {
+        [true, false, false, false] => Target::Command(record::Command { argv: args.command }),
+        [false, true, false, false] => Target::Pids(args.pid),
+        [false, false, true, false] => Target::All,
+        [false, false, false, true] => Target::Names(args.name),
+        [false, false, false, false] => {
+            bail!("say what to record: `-- CMD ARGS...`, `--pid PID`, `--name PATTERN` or `--all`")
         }
-        _ => bail!("record one thing at a time: `-- CMD`, `--pid PID` or `--all`"),
+        _ => {
+            bail!("record one thing at a time: `-- CMD`, `--pid PID`, `--name PATTERN` or `--all`")
+        }
     };
+    if args.listen.is_none() && args.export.any() {
+        bail!("--top, --window and --analysis-every are for the exporter: add --listen ADDR");
+    }
+    let exporter = args
+        .listen
+        .as_ref()
+        .map(|_| crate::serve::config(&args.export))
+        .transpose()?;
     let options = RecordOptions {
         target,
-        backend: match args.backend {
-            BackendArg::Auto => BackendChoice::Auto,
-            BackendArg::Ebpf => BackendChoice::Ebpf,
-            BackendArg::Procfs => BackendChoice::Procfs,
-        },
+        backend: backend_choice(args.backend),
         rss_events: args.rss_events,
         interval: args.interval,
         duration: args.duration,
@@ -179,8 +202,19 @@ fn record(args: RecordArgs) -> Result<i32> {
         // Said now: a missing baseline must not cost a recording.
         store.session(id).context("--baseline")?;
     }
+    let serving = match (&args.listen, exporter) {
+        (Some(listen), Some(config)) => {
+            let s = crate::serve::Serving::start(listen, &args.store.store, config, None)?;
+            eprintln!("memtools: serving {}", s.url());
+            Some(s)
+        }
+        _ => None,
+    };
     let tty = std::io::stderr().is_terminal();
     let show = |p: &Progress| {
+        if let Some(s) = &serving {
+            s.progress(p);
+        }
         if tty {
             eprint!(
                 "\r\x1b[2Kmemtools: recording session {} · {} · {} · {} · {}",
@@ -193,7 +227,11 @@ fn record(args: RecordArgs) -> Result<i32> {
         }
     };
     let notice = |line: &str| eprintln!("memtools: {line}");
-    let outcome = match record::record(&store, &options, show, notice) {
+    let outcome = record::record(&store, &options, show, notice);
+    if let Some(s) = serving {
+        s.stop();
+    }
+    let outcome = match outcome {
         Ok(o) => o,
         Err(e @ RecordError::Spawn { .. }) => {
             eprintln!("memtools-user: {e}");

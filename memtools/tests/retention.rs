@@ -128,7 +128,9 @@ fn a_running_process_keeps_its_newest_sample_and_the_recording_session_stays() {
     }
     w.process_exited(gone, 20 * S).unwrap();
     w.flush().unwrap();
-    store.set_retention(id, Some(Duration::from_secs(10))).unwrap();
+    store
+        .set_retention(id, Some(Duration::from_secs(10)))
+        .unwrap();
 
     let pruned = store
         .prune(90 * S, Some(id), &Pace::default(), || false)

@@ -6,6 +6,7 @@
 mod command;
 pub mod ebpf;
 pub mod limits;
+pub mod names;
 pub mod phases;
 pub mod procfs;
 mod session;
@@ -140,6 +141,10 @@ pub trait Backend {
     fn followed(&self) -> usize;
     /// Processes that could not be read (permissions), for the summary.
     fn unreadable(&self) -> u64 {
+        0
+    }
+    /// Events the backend had to drop so far (the kernel side's full maps or queues).
+    fn events_lost(&self) -> u64 {
         0
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::command::{Child, Command};
+use super::names::{ByName, NamePattern};
 use super::phases::{PHASES_ENV, PhaseChannel, PhaseLine};
 use super::{
     BackendChoice, Clock, Event, MIN_INTERVAL, OpenedBackend, RecordError, Scope, Sink, limits,
@@ -25,6 +26,8 @@ pub enum Target {
     Pids(Vec<u32>),
     /// Every process on the machine.
     All,
+    /// Processes whose name matches, and their descendants, as they come and go, until stopped.
+    Names(Vec<NamePattern>),
 }
 
 /// How to record.
@@ -50,6 +53,12 @@ pub struct Progress {
     pub seen: usize,
     pub samples: u64,
     pub store_bytes: u64,
+    /// The backend recording (`ebpf`, `procfs`).
+    pub backend: &'static str,
+    /// The last look at the processes and write to the store.
+    pub drain: Duration,
+    /// Events the backend had to drop so far.
+    pub events_lost: u64,
 }
 
 /// A process's largest memory, for the summary.
@@ -293,7 +302,7 @@ pub fn record(
         _ => None,
     };
     let scope = match (&options.target, &child) {
-        (Target::All, _) => Scope::All,
+        (Target::All | Target::Names(_), _) => Scope::All,
         (Target::Pids(pids), _) => Scope::Tree {
             roots: pids.clone(),
             reaper: None,
@@ -317,6 +326,9 @@ pub fn record(
             return Err(e);
         }
     };
+    if let Target::Names(patterns) = &options.target {
+        backend = Box::new(ByName::new(backend, patterns.clone()));
+    }
     if let Some(line) = &fallback {
         notice(line);
     }
@@ -335,6 +347,13 @@ pub fn record(
                 p.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
             )),
             Target::All => Some("--all".to_string()),
+            Target::Names(n) => Some(format!(
+                "--name {}",
+                n.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
         },
         source: None,
         start: clock.start_wall(),
@@ -359,8 +378,10 @@ pub fn record(
         if let Some(ph) = phases.as_mut() {
             drain_phases(ph, &mut rec.writer, &clock, &mut ignored_phase_lines)?;
         }
+        let drain_began = Instant::now();
         backend.poll(&clock, &mut rec)?;
         rec.writer.flush_if_due()?;
+        let drain = drain_began.elapsed();
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             progress(&Progress {
@@ -370,6 +391,9 @@ pub fn record(
                 seen: rec.processes.len(),
                 samples: rec.writer.samples_written(),
                 store_bytes: store.size_on_disk(),
+                backend: backend.kind().name(),
+                drain,
+                events_lost: backend.events_lost(),
             });
         }
         let over = options.duration.is_some_and(|d| clock.elapsed() >= d);
@@ -392,7 +416,8 @@ pub fn record(
                 }
             }
             None => {
-                let all_gone = backend.followed() == 0 && !matches!(options.target, Target::All);
+                let until_stopped = matches!(options.target, Target::All | Target::Names(_));
+                let all_gone = backend.followed() == 0 && !until_stopped;
                 if all_gone || over || interrupted_by.is_some() {
                     break;
                 }

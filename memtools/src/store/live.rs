@@ -3,7 +3,9 @@
 //! recorded (only the samples newer than those it has), and for the exporter, which follows the
 //! processes still running (their newest samples, every second or so).
 
-use super::reader::{PROCESS_COLUMNS, ProcessRow, metric_sql, process_row, sample_columns, sample_row};
+use super::reader::{
+    PROCESS_COLUMNS, ProcessRow, metric_sql, process_row, sample_columns, sample_row,
+};
 use super::{Store, StoreError};
 use crate::model::{Metric, Sample, TimeNs};
 

@@ -86,7 +86,8 @@ pub struct ProcessRow {
 }
 
 /// The columns [`process_row`] reads, in order.
-pub(super) const PROCESS_COLUMNS: &str = "id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit";
+pub(super) const PROCESS_COLUMNS: &str =
+    "id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit";
 
 /// The columns [`sample_row`] reads, in order: the time, then every stored metric.
 pub(super) fn sample_columns() -> String {

@@ -110,6 +110,8 @@ pub struct Ebpf {
     /// Read buffers for stat and status, shared by every process.
     bufs: [Vec<u8>; 2],
     dropped_seen: u64,
+    /// Events the kernel side dropped so far (processes not followed, lifecycle events lost).
+    dropped: u64,
     dirty_lost_seen: u64,
     last_drop_report: TimeNs,
     last_drop_check: TimeNs,
@@ -232,6 +234,7 @@ impl Ebpf {
             counter_slack: counter_slack(page),
             bufs: [Vec::with_capacity(512), Vec::with_capacity(2048)],
             dropped_seen: 0,
+            dropped: 0,
             dirty_lost_seen: 0,
             last_drop_report: 0,
             last_drop_check: 0,
@@ -499,6 +502,7 @@ impl Ebpf {
         let read = |i: u32| self.counters.get(&i, 0).unwrap_or(0);
         let (not_followed, life_lost) = (read(counter::FOLLOW_FULL), read(counter::LIFE_LOST));
         let dropped = not_followed + life_lost;
+        self.dropped = dropped;
         let dirty_lost = read(counter::DIRTY_LOST);
         if dirty_lost > self.dirty_lost_seen {
             // Some changed processes were not queued: read them all this time.
@@ -630,5 +634,9 @@ impl Backend for Ebpf {
 
     fn followed(&self) -> usize {
         self.procs.len() + self.initial.len()
+    }
+
+    fn events_lost(&self) -> u64 {
+        self.dropped
     }
 }
