@@ -182,7 +182,9 @@ fn promtool(args: &[&str], input: Option<&str>) -> String {
         .expect("promtool");
     let mut stdin = child.stdin.take().expect("stdin");
     if let Some(text) = input {
-        stdin.write_all(text.as_bytes()).expect("writing to promtool");
+        stdin
+            .write_all(text.as_bytes())
+            .expect("writing to promtool");
     }
     drop(stdin);
     let out = child.wait_with_output().expect("promtool");
@@ -291,8 +293,14 @@ fn prometheus_scraping_record_listen_sees_the_leak_and_fires_memtools_leak() {
             .any(|(name, pid)| name == "MemtoolsLeak" && *pid == leaky);
     }
     let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
-    assert!(steady_seen, "Prometheus never had a verdict for the steady process\n{log}");
-    assert!(leak_seen, "Prometheus never saw memtools_leak == 1 for the leak\n{log}");
+    assert!(
+        steady_seen,
+        "Prometheus never had a verdict for the steady process\n{log}"
+    );
+    assert!(
+        leak_seen,
+        "Prometheus never saw memtools_leak == 1 for the leak\n{log}"
+    );
     assert!(fired, "MemtoolsLeak never fired for the leak\n{log}");
 
     // What Prometheus scraped is what promtool accepts.
@@ -342,7 +350,11 @@ fn serve_runs_unprivileged_with_the_capabilities_of_the_systemd_unit() {
         let i = args.iter().position(|a| a == flag).expect(flag);
         args[i + 1] = v;
     };
-    set(&mut args, "--store", dir.path().join("serve.db").display().to_string());
+    set(
+        &mut args,
+        "--store",
+        dir.path().join("serve.db").display().to_string(),
+    );
     set(&mut args, "--listen", "127.0.0.1:0".into());
     args.extend(["--top".into(), "100000".into()]);
 
@@ -373,7 +385,9 @@ fn serve_runs_unprivileged_with_the_capabilities_of_the_systemd_unit() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let series = format!("memtools_process_memory_bytes{{pid=\"{sim_pid}\",name=\"leak-sim\",kind=\"anon\"}}");
+    let series = format!(
+        "memtools_process_memory_bytes{{pid=\"{sim_pid}\",name=\"leak-sim\",kind=\"anon\"}}"
+    );
     let mut last = String::new();
     while Instant::now() < deadline {
         if let Ok((200, body)) = http_get(&exporter, "/metrics")
@@ -393,11 +407,133 @@ fn serve_runs_unprivileged_with_the_capabilities_of_the_systemd_unit() {
     // with /proc and says so).
     let unbuilt = said.iter().any(|l| l.contains("eBPF object was not built"));
     if unbuilt {
-        skip(test, "the eBPF half: memtools-user was built without its eBPF object");
+        skip(
+            test,
+            "the eBPF half: memtools-user was built without its eBPF object",
+        );
     } else {
         assert!(
             last.contains("memtools_recorder_info{backend=\"ebpf\""),
             "not recording with eBPF under the unit's capabilities: {said:#?}"
         );
     }
+}
+
+/// The value of an unlabelled series in an exposition.
+fn value_of(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Scrapes until `check` holds (returning the exposition), or panics after 30 s.
+fn scrape_until(exporter: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok((200, body)) = http_get(exporter, "/metrics") {
+            if check(&body) {
+                return body;
+            }
+            last = body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("never {what}; last scrape:\n{last}");
+}
+
+/// Stops `serve` as systemd would (SIGTERM) and insists on a clean exit.
+fn stop(mut serve: Guard) {
+    let pid = nix::unistd::Pid::from_raw(serve.0.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let status = serve.0.wait().expect("waiting for serve");
+    assert!(status.success(), "serve ended with {status}");
+}
+
+#[test]
+fn serve_follows_processes_by_name_and_prunes_what_is_older_than_its_retention() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // The simulator under a name no other process on this machine has.
+    let named = dir.path().join("mt-named-sim");
+    std::os::unix::fs::symlink(leak_sim(), &named).expect("naming the simulator");
+    let pid_file = dir.path().join("sim.pid");
+    let _sim = PidFile(pid_file.clone());
+    let _sim_child = Guard(
+        Command::new(&named)
+            .args(["flat", "--base", "8MiB", "--duration", "60s", "--pid-file"])
+            .arg(&pid_file)
+            .spawn()
+            .expect("starting the simulator"),
+    );
+    let store = dir.path().join("serve.db");
+    let serve = || {
+        let mut cmd = Command::new(memtools_user());
+        cmd.args(["serve", "--name", "mt-named-*", "--backend", "procfs"])
+            .args([
+                "--interval",
+                "200ms",
+                "--listen",
+                "127.0.0.1:0",
+                "--retain",
+                "2h",
+            ])
+            .arg("--store")
+            .arg(&store);
+        start_serving(cmd)
+    };
+    let (first, exporter, _) = serve();
+    let sim_pid = loop {
+        match std::fs::read_to_string(&pid_file) {
+            Ok(p) if !p.trim().is_empty() => break p.trim().to_string(),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let series = format!(
+        "memtools_process_memory_bytes{{pid=\"{sim_pid}\",name=\"mt-named-sim\",kind=\"rss\"}}"
+    );
+    let body = scrape_until(&exporter, "saw the named process", |b| b.contains(&series));
+    // It alone: nothing else on this machine has that name.
+    assert_eq!(
+        value_of(&body, "memtools_recorder_processes_followed"),
+        Some(1.0),
+        "{body}"
+    );
+    stop(first);
+
+    // The session is marked for retention; make its samples three hours old.
+    let sql = rusqlite::Connection::open(&store).expect("the store");
+    let (command, retain): (String, i64) = sql
+        .query_row("SELECT command, retain_ns FROM sessions", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("one session");
+    assert_eq!(command, "--name mt-named-*");
+    assert_eq!(retain, 2 * 3600 * 1_000_000_000);
+    let old: i64 = sql
+        .query_row("SELECT COUNT(*) FROM samples", [], |r| r.get(0))
+        .expect("samples");
+    assert!(old > 0);
+    sql.execute_batch(
+        "UPDATE samples SET t_ns = t_ns - 10800000000000;
+         UPDATE processes SET exit_ns = exit_ns - 10800000000000;
+         UPDATE sessions SET start_ns = start_ns - 10800000000000,
+                             end_ns = end_ns - 10800000000000,
+                             last_sample_ns = last_sample_ns - 10800000000000;",
+    )
+    .expect("ageing the session");
+    drop(sql);
+
+    // The next serve prunes them at once, counts them, and the emptied session goes.
+    let (second, exporter, _) = serve();
+    let body = scrape_until(&exporter, "pruned the old session", |b| {
+        value_of(b, "memtools_retention_pruned_samples_total") == Some(old as f64)
+    });
+    assert!(body.contains(&series), "{body}");
+    stop(second);
+    let sql = rusqlite::Connection::open(&store).expect("the store");
+    let sessions: i64 = sql
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+        .expect("sessions");
+    assert_eq!(sessions, 1, "the old session is gone, the new one stays");
 }

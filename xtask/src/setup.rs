@@ -113,7 +113,9 @@ fn prometheus() -> Result<()> {
         .open(policy)
         .and_then(|mut f| {
             use std::io::Write;
-            f.write_all(b"#!/bin/sh\n# cargo xtask setup: no service starts while it installs\nexit 101\n")
+            f.write_all(
+                b"#!/bin/sh\n# cargo xtask setup: no service starts while it installs\nexit 101\n",
+            )
         })
         .is_ok();
     let installed = apt(&[
