@@ -6,9 +6,9 @@
 //! - Rate: 20 requests a second on average, bursts of 40, for all clients together (429 past
 //!   that, with `Retry-After`); at most 32 connections at once (more are closed at once); a
 //!   connection lives at most 30 s.
-//! - A scrape is a copy of the newest exposition, encoded beforehand by the refresher: a slow or
-//!   stuck client holds one connection's task, never the recorder, the refresher or other
-//!   clients.
+//! - A scrape is a copy of the newest exposition, encoded beforehand by the refresher (see
+//!   [`crate::board`]): a slow or stuck client holds one connection's task, never the recorder,
+//!   the refresher or other clients.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,7 +23,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::encode::{Exposition, OPENMETRICS, PROMETHEUS_TEXT};
+use crate::board::Board;
+use crate::encode::{OPENMETRICS, PROMETHEUS_TEXT};
 
 /// The limits of [`serve`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,29 +51,6 @@ impl Default for Limits {
             max_header_bytes: 8192,
             max_headers: 32,
         }
-    }
-}
-
-/// The newest exposition, replaced by the refresher and read by each scrape.
-#[derive(Debug, Default)]
-pub struct Board {
-    latest: Mutex<Arc<Exposition>>,
-}
-
-impl Board {
-    /// Puts up a new exposition.
-    pub fn publish(&self, exposition: Exposition) {
-        if let Ok(mut latest) = self.latest.lock() {
-            *latest = Arc::new(exposition);
-        }
-    }
-
-    /// The newest exposition.
-    pub fn latest(&self) -> Arc<Exposition> {
-        self.latest
-            .lock()
-            .map(|l| Arc::clone(&l))
-            .unwrap_or_default()
     }
 }
 
@@ -126,7 +104,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// Answers one request.
-fn answer(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+async fn answer(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Bytes>> {
     if !state.allow() {
         let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
         r.headers_mut()
@@ -157,7 +135,7 @@ fn answer(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
             Bytes::from_static(PAGE.as_bytes()),
         );
     }
-    let exposition = state.board.latest();
+    let exposition = state.board.fresh().await;
     let openmetrics = req
         .headers()
         .get_all(header::ACCEPT)
@@ -233,8 +211,8 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = answer(&req, &state);
-                async move { Ok::<_, Infallible>(response) }
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(answer(req, state).await) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             // A client that keeps a connection longer loses it; errors are the client's.

@@ -11,8 +11,9 @@
 //! - [`catalogue`]: which series from which stored metrics, names and help;
 //! - [`snapshot`]: what one scrape shows, and the cardinality rules;
 //! - [`follow`]: reading the store, the windows ([`window`]), the live analysis;
-//! - [`encode`]: the exposition; [`http`]: serving it.
+//! - [`encode`]: the exposition; [`board`]: where the newest one waits; [`http`]: serving it.
 
+pub mod board;
 pub mod catalogue;
 pub mod encode;
 pub mod follow;
@@ -28,11 +29,13 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use board::Board;
 pub use follow::{FollowConfig, Follower};
-pub use http::{Board, Limits};
+pub use http::Limits;
 pub use snapshot::Snapshot;
 pub use stats::{RecorderStats, RecorderView};
 
+use board::Wake;
 use encode::Exposition;
 
 /// The address `serve` listens on unless told otherwise: loopback, Prometheus' port for it.
@@ -55,8 +58,9 @@ pub enum ExporterError {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub follow: FollowConfig,
-    /// The least time between two reads of the store (more when a read takes longer: at most a
-    /// tenth of the time goes to reading).
+    /// How old the data a scrape gets may be: a scrape finding it older has the store read again
+    /// (never more often than this, nor than ten times what a read takes). Without scrapes the
+    /// store is read only for the live analysis.
     pub refresh_every: Duration,
     pub limits: Limits,
 }
@@ -83,7 +87,7 @@ pub fn bind(addr: &str) -> Result<TcpListener, ExporterError> {
 /// (or when dropped).
 pub struct Exporter {
     addr: SocketAddr,
-    stop_refresh: Option<mpsc::Sender<()>>,
+    stop_refresh: Option<mpsc::Sender<Wake>>,
     stop_http: Option<tokio::sync::oneshot::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -98,18 +102,18 @@ impl Exporter {
         stats: Arc<RecorderStats>,
     ) -> Result<Exporter, ExporterError> {
         let addr = listener.local_addr().map_err(ExporterError::Threads)?;
-        let board = Arc::new(Board::default());
-        board.publish(Exposition::of(Arc::new(Snapshot {
+        let (wake, woken) = mpsc::channel();
+        let first = Exposition::of(Arc::new(Snapshot {
             recorder: stats.view(),
             top: config.follow.top,
             ..Snapshot::default()
-        })));
-        let (stop_refresh, stopped) = mpsc::channel();
+        }));
+        let board = Arc::new(Board::new(first, wake.clone()));
         let refresher = {
             let (board, store, config) = (Arc::clone(&board), store.to_path_buf(), config.clone());
             std::thread::Builder::new()
                 .name("memtools-exporter".into())
-                .spawn(move || refresh_loop(&store, &config, &stats, &board, &stopped))
+                .spawn(move || refresh_loop(&store, &config, &stats, &board, &woken))
                 .map_err(ExporterError::Threads)?
         };
         let (stop_http, stop) = tokio::sync::oneshot::channel();
@@ -124,7 +128,7 @@ impl Exporter {
             .map_err(ExporterError::Threads)?;
         Ok(Exporter {
             addr,
-            stop_refresh: Some(stop_refresh),
+            stop_refresh: Some(wake),
             stop_http: Some(stop_http),
             threads: vec![refresher, http],
         })
@@ -141,7 +145,9 @@ impl Exporter {
     }
 
     fn shut_down(&mut self) {
-        drop(self.stop_refresh.take());
+        if let Some(s) = self.stop_refresh.take() {
+            let _ = s.send(Wake::Stop);
+        }
         if let Some(s) = self.stop_http.take() {
             let _ = s.send(());
         }
@@ -167,18 +173,28 @@ fn now_ns() -> i64 {
 /// How often a failing refresh is said, at most.
 const SAY_ERRORS_EVERY: Duration = Duration::from_secs(60);
 
-/// Reads, analyses and publishes until told to stop.
+/// Reads, analyses and publishes when a scrape wants fresher data and at the live analysis's
+/// pace, until told to stop.
 fn refresh_loop(
     store: &PathBuf,
     config: &Config,
     stats: &RecorderStats,
     board: &Board,
-    stop: &mpsc::Receiver<()>,
+    woken: &mpsc::Receiver<Wake>,
 ) {
     let mut follower: Option<Follower> = None;
     let mut said: Option<Instant> = None;
+    let mut took = Duration::ZERO;
+    let mut last = Instant::now();
     loop {
-        let began = Instant::now();
+        let periodic = config.follow.analysis_every.max(took * 10);
+        let wait = periodic.saturating_sub(last.elapsed());
+        match woken.recv_timeout(wait) {
+            Ok(Wake::Scrape) if board.is_fresh() => continue,
+            Ok(Wake::Scrape) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        last = Instant::now();
         let recorder = stats.view();
         let result = match (recorder.session_id, follower.as_mut()) {
             (None, _) => Ok(Snapshot {
@@ -190,8 +206,12 @@ fn refresh_loop(
             (Some(id), None) => Follower::open(store, id, config.follow.clone())
                 .and_then(|f| follower.insert(f).refresh(now_ns(), recorder)),
         };
+        took = last.elapsed();
         match result {
-            Ok(snapshot) => board.publish(Exposition::of(Arc::new(snapshot))),
+            Ok(snapshot) => {
+                let fresh_for = config.refresh_every.max(took * 10);
+                board.publish(Exposition::of(Arc::new(snapshot)), fresh_for);
+            }
             // The recorder goes on; the last exposition stays up; said once a minute.
             Err(e) => {
                 if said.is_none_or(|t| t.elapsed() >= SAY_ERRORS_EVERY) {
@@ -199,11 +219,6 @@ fn refresh_loop(
                     said = Some(Instant::now());
                 }
             }
-        }
-        let pause = config.refresh_every.max(began.elapsed() * 10);
-        match stop.recv_timeout(pause) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            _ => return,
         }
     }
 }

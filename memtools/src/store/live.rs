@@ -6,6 +6,8 @@
 use super::reader::{
     PROCESS_COLUMNS, ProcessRow, metric_sql, process_row, sample_columns, sample_row,
 };
+use std::sync::OnceLock;
+
 use super::{Store, StoreError};
 use crate::model::{Metric, Sample, TimeNs};
 
@@ -40,10 +42,13 @@ impl Store {
     /// order they were first seen. An index holds just those, so this stays quick in a session
     /// of millions of processes.
     pub fn running_processes(&self, session: i64) -> Result<Vec<ProcessRow>, StoreError> {
-        let sql = format!(
-            "SELECT {PROCESS_COLUMNS} FROM processes WHERE session_id = ?1 AND exit_ns IS NULL ORDER BY id"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        static SQL: OnceLock<String> = OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            format!(
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE session_id = ?1 AND exit_ns IS NULL ORDER BY id"
+            )
+        });
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         stmt.query_map([session], process_row)
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))
@@ -57,11 +62,14 @@ impl Store {
         after: Option<TimeNs>,
         limit: usize,
     ) -> Result<Vec<Sample>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM samples WHERE process_id = ?1 AND t_ns > ?2 ORDER BY t_ns LIMIT ?3",
-            sample_columns()
-        );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        static SQL: OnceLock<String> = OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            format!(
+                "SELECT {} FROM samples WHERE process_id = ?1 AND t_ns > ?2 ORDER BY t_ns LIMIT ?3",
+                sample_columns()
+            )
+        });
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         stmt.query_map(
             rusqlite::params![process_id, after.unwrap_or(i64::MIN), limit],
@@ -79,11 +87,14 @@ impl Store {
         at: TimeNs,
     ) -> Result<Option<Sample>, StoreError> {
         use rusqlite::OptionalExtension;
-        let sql = format!(
-            "SELECT {} FROM samples WHERE process_id = ?1 AND t_ns <= ?2 ORDER BY t_ns DESC LIMIT 1",
-            sample_columns()
-        );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        static SQL: OnceLock<String> = OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            format!(
+                "SELECT {} FROM samples WHERE process_id = ?1 AND t_ns <= ?2 ORDER BY t_ns DESC LIMIT 1",
+                sample_columns()
+            )
+        });
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         stmt.query_row(rusqlite::params![process_id, at], sample_row)
             .optional()
             .map_err(|e| self.err(e))
