@@ -173,7 +173,9 @@ impl Follower {
             .change_only()
             .then_some(session.last_sample)
             .flatten();
-        for row in running {
+        for mut row in running {
+            // Not exported, not analysed, and up to pages long: not kept.
+            row.info.cmdline = String::new();
             let id = row.id;
             let f = self
                 .processes

@@ -8,6 +8,7 @@
 //!   each backend records it, against no recorder: the eBPF programs run in the faulting
 //!   task, so their cost shows there, not in the recorder's CPU time.
 //! - `analysis`: the criterion benchmarks of the analysis pipeline.
+//! - `exporter`, `retention`: the fleet benchmarks (see `fleet.rs`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,13 +42,19 @@ pub fn bench(args: &[String]) -> Result<()> {
         "__touch" => touch_worker(),
         "analysis" => analysis(),
         "gui" => gui(),
+        "exporter" => crate::fleet::exporter(),
+        "retention" => crate::fleet::retention(),
         "all" => {
             recorder()?;
             faults()?;
             analysis()?;
-            gui()
+            gui()?;
+            crate::fleet::exporter()?;
+            crate::fleet::retention()
         }
-        other => bail!("unknown benchmark `{other}` (recorder, faults, analysis, gui or all)"),
+        other => bail!(
+            "unknown benchmark `{other}` (recorder, faults, analysis, gui, exporter, retention or all)"
+        ),
     }
 }
 
