@@ -191,7 +191,7 @@ impl Follower {
                 after = Some(start);
             }
             loop {
-                let batch = self.store.samples_after(id, after, CHUNK)?;
+                let batch = self.store.process_samples_after(id, after, CHUNK)?;
                 for s in &batch {
                     f.add(s, s.time);
                 }

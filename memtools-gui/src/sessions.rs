@@ -33,8 +33,11 @@ fn short_what(s: &SessionRow) -> String {
     }
 }
 
-/// One line of the session's state: still recording, its exit status.
+/// One line of the session's state: still recording, cut short, its exit status.
 fn status(s: &SessionRow) -> String {
+    if let Some(why) = &s.cut_short {
+        return format!("cut short: {why}");
+    }
     match (s.end, s.exit) {
         (None, _) => "recording (or cut off)".to_string(),
         (Some(_), Some(e)) => format!("exit {}", e.shell_code()),

@@ -450,7 +450,73 @@ fn empty_and_error_states_say_what_is_wrong() {
     conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);")
         .expect("create");
     drop(conn);
+    let bytes = std::fs::read(&foreign).expect("read");
     assert_eq!(problem_of(&foreign), ProblemKind::NotAStore);
+    // Refused without a byte changed, and nothing left beside it.
+    assert_eq!(std::fs::read(&foreign).expect("read"), bytes);
+    for suffix in ["-wal", "-shm", "-journal"] {
+        assert!(!dir.path().join(format!("foreign.db{suffix}")).exists());
+    }
+}
+
+#[test]
+fn a_store_in_a_read_only_place_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = suite_store(dir.path());
+    let root = running_as_root();
+    // Root may write anywhere its permissions say no: a read-only mount stops it too.
+    let ro = dir.path().join("ro");
+    let place = if root {
+        std::fs::create_dir(&ro).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["--bind"])
+            .arg(dir.path())
+            .arg(&ro)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new("mount")
+                .args(["-o", "remount,ro,bind"])
+                .arg(&ro)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(ok, "mounting read-only");
+        ro.join("suite.db")
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555))
+            .expect("chmod");
+        path.clone()
+    };
+    let mut h = harness(&place);
+    settle(&mut h);
+    let listed = match &h.state().sessions {
+        Some(Ok(sessions)) => sessions.len(),
+        other => panic!("{:?}", other.as_ref().map(|r| r.as_ref().err())),
+    };
+    drop(h);
+    if root {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&ro)
+            .status();
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+    }
+    assert_eq!(listed, 2);
+}
+
+/// Whether the tests run as root (CI does).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|u| u.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
 }
 
 #[test]

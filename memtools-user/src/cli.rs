@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use memtools::analysis::Params;
 use memtools::detect::PeakBudget;
 use memtools::model::Metric;
 use memtools::report::ReportSpec;
@@ -77,6 +78,18 @@ pub enum Command {
     ///
     /// Exit status with --fail-on-leak: 3 when a process leaks, 0 otherwise, 1 on errors.
     Detect(DetectArgs),
+    /// A live view in the terminal: each process's memory, growth, trend and verdict as it
+    /// is recorded
+    ///
+    /// Without --store it records every process of the machine (like `record --all`) into a
+    /// temporary store it removes on exit: a memory-aware `top`. With --store it follows the
+    /// session being recorded there, or shows a finished one. Keys: `?` in the view.
+    ///
+    /// Examples:
+    ///   sudo memtools-user top
+    ///   memtools-user top --store ci.db --session latest
+    #[command(verbatim_doc_comment)]
+    Top(TopArgs),
     /// Import memorytools' CSV exports (plain or .gz), each file as one session
     Import {
         #[command(flatten)]
@@ -100,6 +113,31 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Follow the session recorded in this store (or show a finished one) instead of
+    /// recording every process into a temporary store
+    #[arg(long, env = "MEMTOOLS_STORE", value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// With --store: a session id, or `latest` (which moves on to a newer session once the
+    /// one shown has ended)
+    #[arg(long, default_value = "latest", value_name = "ID|latest")]
+    pub session: SessionSelector,
+    /// The metric shown and judged (default: rss; vm_size for memorytools imports); `m` in the
+    /// view switches
+    #[arg(long, value_name = "NAME")]
+    pub metric: Option<Metric>,
+    /// Without --store: how samples are taken
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Without --store: time between samples (at least 10ms)
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, value_name = "DUR")]
+    pub interval: Duration,
+    /// How often the view reads new samples from the store
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DUR")]
+    pub refresh: Duration,
+}
+
+#[derive(Debug, Args)]
 pub struct DetectArgs {
     #[command(flatten)]
     pub store: StoreArg,
@@ -111,21 +149,21 @@ pub struct DetectArgs {
     /// Which detectors decide
     #[arg(long, value_enum, default_value_t = AlgoArg::Combined)]
     pub algo: AlgoArg,
-    /// R^2 a Linear Backward Regression window needs
-    #[arg(long, default_value_t = 0.9, value_name = "F")]
+    /// R^2 a Linear Backward Regression window needs, from 0 to 1
+    #[arg(long, default_value = "0.9", value_parser = parse_r2, value_name = "F")]
     pub r2: f64,
-    /// Smallest regression window, in points; also the fewest samples for a verdict
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    /// Smallest regression window, in points (at least 3); also the fewest samples for a verdict
+    #[arg(long, default_value = "20", value_parser = parse_min_window, value_name = "N")]
     pub min_window: usize,
     /// Flag a line that reaches the limit within this time, like 1h, 30m
-    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DUR")]
+    #[arg(long, default_value = "1h", value_parser = parse_positive_duration, value_name = "DUR")]
     pub critical_time: Duration,
     /// The memory limit, like 16GiB (default: the process's cgroup limit or the recording
     /// machine's memory)
-    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    #[arg(long, value_parser = parse_limit, value_name = "BYTES")]
     pub limit: Option<u64>,
     /// Samples further apart than this split a history (default: from its sampling interval)
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DUR")]
     pub gap: Option<Duration>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -162,14 +200,15 @@ pub struct RecordArgs {
     /// context switches are seen too; costs fault-heavy programs about 5 % (README: benchmarks)
     #[arg(long)]
     pub rss_events: bool,
-    /// Time between samples (at least 10ms), like 100ms, 1s
-    #[arg(long, default_value = "100ms", value_parser = parse_duration, value_name = "DUR")]
+    /// Time between samples (10ms to 1h), like 100ms, 1s
+    #[arg(long, default_value = "100ms", value_parser = parse_interval, value_name = "DUR")]
     pub interval: Duration,
-    /// Stop after this long, like 30s, 5m (a recorded command is then sent SIGTERM)
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    /// Stop after this long, like 30s, 5m (the recorded command's whole tree is then sent
+    /// SIGTERM, and SIGKILL 5 s later)
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DUR")]
     pub duration: Option<Duration>,
     /// Record this running process and its descendants (repeatable)
-    #[arg(long, value_name = "PID", conflicts_with = "all")]
+    #[arg(long, value_name = "PID", conflicts_with = "all", value_parser = parse_pid)]
     pub pid: Vec<u32>,
     /// Record every process on the machine
     #[arg(long)]
@@ -201,6 +240,11 @@ pub struct RecordArgs {
     /// --fail-on-leak a regression fails the run too
     #[arg(long, value_name = "ID|latest-passing")]
     pub baseline: Option<BaselineArg>,
+    /// Show the live view (as `top`) instead of the status line while recording; the
+    /// command's output to the terminal is kept and shown when the view closes, and it reads
+    /// /dev/null instead of the terminal (README: the live view)
+    #[arg(long)]
+    pub live: bool,
     /// The command to run and record, with its arguments, after `--`
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -314,6 +358,67 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 /// Parses a peak budget: `2GiB` for every process, `worker=2GiB` for the processes named so.
 pub fn parse_budget(s: &str) -> Result<PeakBudget, String> {
     PeakBudget::parse(s, parse_bytes)
+}
+
+/// Parses an R^2 threshold: a number from 0 to 1.
+pub fn parse_r2(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && (0.0..=1.0).contains(&r) => Ok(r),
+        Ok(_) => Err(format!(
+            "`{s}` is out of range: R^2 is the fraction of the variance a line explains, from 0 to 1"
+        )),
+        Err(_) => Err(format!("`{s}` is not a number from 0 to 1")),
+    }
+}
+
+/// Parses `--min-window`: 3 to 10,000,000 points.
+pub fn parse_min_window(s: &str) -> Result<usize, String> {
+    let why = "a window needs at least 3 points (through 2, every line fits exactly), and no history has more than 10000000";
+    match s.trim().parse::<usize>() {
+        Ok(n) if (Params::MIN_WINDOW..=Params::MAX_MIN_WINDOW).contains(&n) => Ok(n),
+        Ok(_) => Err(format!("`{s}` is out of range: {why}")),
+        Err(_) => Err(format!("`{s}` is not a whole number of points ({why})")),
+    }
+}
+
+/// Parses a memory limit: more than 0 bytes.
+pub fn parse_limit(s: &str) -> Result<u64, String> {
+    match parse_bytes(s)? {
+        0 => Err(format!("`{s}`: a memory limit must be more than 0 bytes")),
+        n => Ok(n),
+    }
+}
+
+/// Parses a duration that must be more than 0.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("`{s}`: the duration must be more than 0"));
+    }
+    Ok(d)
+}
+
+/// The longest sampling interval: longer, and a recording says little about growth.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Parses `--interval`: 10ms (below, the recorder would measure itself) to 1h.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < crate::record::MIN_INTERVAL || d > MAX_INTERVAL {
+        return Err(format!(
+            "`{s}` is out of range: the interval must be at least 10ms (below it the recorder would measure itself) and at most 1h"
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a process id: 1 or more (0 is no process).
+pub fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("`0` is not a process id (they start at 1)".to_string()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("`{s}` is not a process id")),
+    }
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h 30m`.

@@ -1,5 +1,6 @@
 //! Carrying out the commands of [`crate::cli`]: the edge where errors become messages.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
@@ -7,14 +8,16 @@ use anyhow::{Context, Result, bail};
 
 use crate::cli::{
     AlgoArg, BackendArg, BaselineArg, Cli, Command, DetectArgs, ExportFormat, Format, RecordArgs,
+    TopArgs,
 };
+use crate::live::LiveRecording;
 use crate::record::limits;
 use crate::record::{self, BackendChoice, Progress, RecordError, RecordOptions, Target};
 use memtools::analysis::{Algo, Params};
 use memtools::baseline;
 use memtools::detect;
 use memtools::report::summary::HistorySummary;
-use memtools::report::{jsonl, memorytools, text, verdicts};
+use memtools::report::{jsonl, memorytools, output, text, verdicts};
 use memtools::store::{ForEachError, Store};
 use memtools::units;
 
@@ -53,7 +56,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .into_iter()
                 .map(|(p, points)| (p, HistorySummary::of(&points)))
                 .collect();
-            rows.sort_by_key(|(p, s)| (std::cmp::Reverse(s.map_or(i64::MIN, |s| s.growth)), p.id));
+            rows.sort_by_key(|(p, s)| (std::cmp::Reverse(s.map_or(i128::MIN, |s| s.growth)), p.id));
             let phases = store.phases(id)?;
             let mut out = std::io::stdout().lock();
             write!(out, "{}", text::session_header(&session, metric))?;
@@ -65,10 +68,16 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Detect(args) => detect(args),
         Command::Serve(args) => crate::serve::run(args),
+        Command::Top(args) => top(args),
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
-            for file in &files {
-                let id = memorytools::import_file(&mut store, file)?;
+            // One transaction for every file: all are imported, or none.
+            let ids = memorytools::import_files(&mut store, &files).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e} (nothing was imported: the files of one import are kept all together or not at all)"
+                )
+            })?;
+            for (file, id) in files.iter().zip(ids) {
                 let s = store.session(id)?;
                 println!(
                     "imported {} as session {id}: {}, {}",
@@ -94,24 +103,30 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn export(store: &Store, id: i64, format: ExportFormat, output: Option<&Path>) -> Result<()> {
-    let mut sink: Box<dyn Write> = match output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    // A file is written whole under a new name and renamed over the target at the end: never
+    // through a link, never half a file at the path, the old file intact on failure.
+    let mut file = output.map(output::AtomicFile::create).transpose()?;
+    let rows = {
+        let mut sink: Box<dyn Write> = match file.as_mut() {
+            Some(f) => Box::new(std::io::BufWriter::new(f)),
+            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        };
+        let rows = match format {
+            ExportFormat::Csv => memorytools::export(store, id, &mut sink),
+            ExportFormat::Json => jsonl::export(store, id, &mut sink),
+        };
+        let rows = rows.and_then(|rows| sink.flush().map(|()| rows).map_err(Into::into));
+        match rows {
+            Ok(rows) => rows,
+            // A reader that stopped early (`| head`) is not an error.
+            Err(ForEachError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(());
+            }
+            Err(e) => return Err(e).with_context(|| format!("exporting session {id}")),
+        }
     };
-    let rows = match format {
-        ExportFormat::Csv => memorytools::export(store, id, &mut sink),
-        ExportFormat::Json => jsonl::export(store, id, &mut sink),
-    };
-    let rows = match rows {
-        Ok(rows) => rows,
-        // A reader that stopped early (`| head`) is not an error.
-        Err(ForEachError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("exporting session {id}")),
-    };
-    if let Some(path) = output {
+    if let (Some(f), Some(path)) = (file, output) {
+        f.commit()?;
         eprintln!("wrote {rows} samples of session {id} to {}", path.display());
     }
     Ok(())
@@ -133,6 +148,7 @@ fn detect(args: DetectArgs) -> Result<i32> {
         gap_threshold_s: args.gap.map(|g| g.as_secs_f64()),
         ..Params::default()
     };
+    params.validate()?;
     let this_machine = limits::machine_memory().unwrap_or(16 << 30);
     let mut report =
         detect::analyse_session(&store, id, args.metric, &params, args.limit, this_machine)?;
@@ -211,9 +227,25 @@ fn record(args: RecordArgs) -> Result<i32> {
         _ => None,
     };
     let tty = std::io::stderr().is_terminal();
+    // With --live the view takes the terminal from the first progress report on; the status
+    // line shows only if the user closes the view before the recording ends.
+    let live = match args.live {
+        true => {
+            let settings = view_settings(None, None);
+            let command = matches!(options.target, Target::Command(_));
+            let live = LiveRecording::record(&args.store.store, settings, command)?;
+            Some(RefCell::new(live))
+        }
+        false => None,
+    };
     let show = |p: &Progress| {
         if let Some(s) = &serving {
             s.progress(p);
+        }
+        if let Some(l) = &live
+            && !l.borrow_mut().progress(p)
+        {
+            return;
         }
         if tty {
             eprint!(
@@ -226,12 +258,27 @@ fn record(args: RecordArgs) -> Result<i32> {
             );
         }
     };
-    let notice = |line: &str| eprintln!("memtools: {line}");
-    let outcome = record::record(&store, &options, show, notice);
+    // Said at once: into the live view, or over the status line.
+    let notice = |line: &str| match &live {
+        Some(l) => l.borrow_mut().notice(line),
+        None => {
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            eprintln!("memtools: {line}");
+        }
+    };
+    let recorded = record::record(&store, &options, show, notice);
     if let Some(s) = serving {
         s.stop();
     }
-    let outcome = match outcome {
+    if let Some(l) = live {
+        // A recording stopped early (Ctrl-C in the view, a signal) closes the view with it;
+        // one that ended by itself stays on screen until the user leaves it.
+        let stopped = !matches!(&recorded, Ok(o) if o.interrupted_by.is_none());
+        l.into_inner().finish(stopped)?;
+    }
+    let outcome = match recorded {
         Ok(o) => o,
         Err(e @ RecordError::Spawn { .. }) => {
             eprintln!("memtools-user: {e}");
@@ -280,6 +327,36 @@ fn record(args: RecordArgs) -> Result<i32> {
     }
     if let Some(sig) = outcome.interrupted_by {
         writeln!(err, "  stopped by signal {sig}")?;
+    }
+    if let Some(cut) = &outcome.cut_short {
+        match &cut.unmarked {
+            None => writeln!(
+                err,
+                "  cut short: {}; the session is marked so and keeps what came before",
+                cut.reason
+            )?,
+            Some(why) => writeln!(
+                err,
+                "  cut short: {}; the session could not be marked so ({why}) and shows as unfinished",
+                cut.reason
+            )?,
+        }
+    }
+    if !outcome.survivors.is_empty() {
+        writeln!(
+            err,
+            "  SIGKILL did not end {} of the tree (stuck in the kernel): pids {}",
+            units::processes(outcome.survivors.len() as u64),
+            outcome
+                .survivors
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    if let Some(problem) = &outcome.cleanup_problem {
+        writeln!(err, "  {problem}")?;
     }
     let status = match (outcome.exit, outcome.interrupted_by) {
         (Some(exit), _) => exit.shell_code(),
@@ -352,4 +429,68 @@ fn record(args: RecordArgs) -> Result<i32> {
         0 if failed => 1,
         s => s,
     })
+}
+
+/// What the live view follows and judges with: `detect`'s default parameters and limits.
+fn view_settings(
+    session: Option<memtools::store::SessionSelector>,
+    metric: Option<memtools::model::Metric>,
+) -> memtools_tui::Settings {
+    let params = Params::default();
+    let this_machine = limits::machine_memory().unwrap_or(16 << 30);
+    memtools_tui::Settings {
+        selector: session.unwrap_or(memtools::store::SessionSelector::Latest),
+        metric,
+        params,
+        this_machine,
+        refresh: std::time::Duration::from_secs(1),
+    }
+}
+
+/// `top`: the live view of a store's session, or of every process recorded into a temporary
+/// store for as long as the view is up.
+fn top(args: TopArgs) -> Result<i32> {
+    let mut settings = view_settings(Some(args.session), args.metric);
+    settings.refresh = args.refresh;
+    if let Some(path) = &args.store {
+        let controls = memtools_tui::Controls {
+            catch_signals: true,
+            ..Default::default()
+        };
+        memtools_tui::run(path, settings, controls)?;
+        return Ok(0);
+    }
+    if args.session != memtools::store::SessionSelector::Latest {
+        bail!("--session picks a session of --store; without --store, top records a new one");
+    }
+    // Private to us (mode 0700, a fresh random name), removed when we return.
+    let dir = tempfile::Builder::new()
+        .prefix("memtools-top-")
+        .tempdir()
+        .context("creating a temporary store")?;
+    let store = Store::open(dir.path().join("top.db"))?;
+    let options = RecordOptions {
+        target: Target::All,
+        backend: backend_choice(args.backend),
+        rss_events: false,
+        interval: args.interval,
+        duration: None,
+    };
+    // Ctrl-C in the view closes it, as q does; either then stops the recording.
+    let live = RefCell::new(LiveRecording::top(store.path(), settings)?);
+    let mut stopping = false;
+    let progress = |p: &Progress| {
+        if live.borrow_mut().progress(p) && !stopping {
+            stopping = true;
+            // The recorder catches it and finishes the session: the view has closed.
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
+        }
+    };
+    let notice = |line: &str| live.borrow_mut().notice(line);
+    let recorded = record::record(&store, &options, progress, notice);
+    live.into_inner().finish(true)?;
+    recorded?;
+    drop(store);
+    dir.close().context("removing the temporary store")?;
+    Ok(0)
 }

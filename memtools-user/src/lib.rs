@@ -7,5 +7,6 @@
 
 pub mod cli;
 pub mod commands;
+pub mod live;
 pub mod record;
 pub mod serve;

@@ -10,18 +10,37 @@ pub fn bytes(n: u64) -> String {
     format::bytes(n as f64)
 }
 
-/// A signed change in bytes: `+412 MiB`, `-3 KiB`, `0 B`.
-pub fn signed_bytes(n: i64) -> String {
+/// A signed change in bytes: `+412 MiB`, `-3 KiB`, `0 B`. Takes any difference of two u64.
+pub fn signed_bytes(n: impl Into<i128>) -> String {
+    let n: i128 = n.into();
+    let magnitude = format::bytes(n.unsigned_abs() as f64);
     match n {
         0 => "0 B".to_string(),
-        n if n > 0 => format!("+{}", bytes(n as u64)),
-        n => format!("-{}", bytes(n.unsigned_abs())),
+        n if n > 0 => format!("+{magnitude}"),
+        _ => format!("-{magnitude}"),
     }
 }
 
-/// A duration in nanoseconds, in its two largest units (`0.3 s`, `5 min 10 s`, `3 h 20 min`).
+/// A duration in nanoseconds, in its two largest units (`0.3 s`, `5 min 10 s`, `3 h 20 min`);
+/// under a tenth of a second in milliseconds or microseconds (`10 ms`), so a fast interval is
+/// never shown as `0 s`.
 pub fn duration_ns(ns: i64) -> String {
-    format::duration(ns as f64 / NS_PER_SEC as f64)
+    let abs = ns.unsigned_abs();
+    let sign = if ns < 0 { "-" } else { "" };
+    if abs == 0 || abs >= 100_000_000 {
+        return format::duration(ns as f64 / NS_PER_SEC as f64);
+    }
+    let (value, unit) = if abs >= 1_000_000 {
+        (abs as f64 / 1e6, "ms")
+    } else {
+        (abs as f64 / 1e3, "µs")
+    };
+    let text = if value < 9.95 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    };
+    format!("{sign}{} {unit}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// A count with its noun, singular or plural as the count needs: `1 process`, `2 processes`,
@@ -66,6 +85,10 @@ mod tests {
         assert_eq!(signed_bytes(-3 * 1024), "-3 KiB");
         assert_eq!(signed_bytes(0), "0 B");
         assert_eq!(duration_ns(250_000_000), "0.2 s");
+        assert_eq!(duration_ns(10_000_000), "10 ms");
+        assert_eq!(duration_ns(2_500_000), "2.5 ms");
+        assert_eq!(duration_ns(-40_000), "-40 µs");
+        assert_eq!(duration_ns(0), "0 s");
         assert_eq!(duration_ns(310 * NS_PER_SEC), "5 min 10 s");
         assert_eq!(duration_ns(12_000 * NS_PER_SEC), "3 h 20 min");
         assert_eq!(time(1_714_061_305 * NS_PER_SEC), "2024-04-25 16:08:25");

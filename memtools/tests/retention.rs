@@ -213,7 +213,7 @@ fn pruning_stops_when_asked_and_a_writer_on_another_connection_goes_on() {
     assert_eq!(count(&path, "SELECT COUNT(*) FROM samples"), 1_050);
     assert_eq!(
         recorder
-            .samples_after(p, Some(5_048 * S), 10)
+            .process_samples_after(p, Some(5_048 * S), 10)
             .unwrap()
             .iter()
             .map(|s| s.time)

@@ -224,21 +224,36 @@ fn an_old_schema_is_migrated_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     version_1_store(&path);
-    // Even a read-only open brings it up to date first.
+    let bytes = std::fs::read(&path).unwrap();
+    // A reader reads it as it is, through stand-ins for what later migrations added, and
+    // changes nothing: it may be a read-only artifact.
     let store = Store::open_read_only(&path).unwrap();
     let s = store.sessions().unwrap().remove(0);
     assert_eq!((s.samples, s.last_sample, s.processes), (3, Some(80), 1));
+    assert_eq!((s.cut_short, s.tree), (None, None));
     assert_eq!(
         store.series(1, Metric::Rss).unwrap()[0].1,
         vec![(20, 3), (30, 6), (80, 9)]
     );
-    let version: i64 = Connection::open(&path)
-        .unwrap()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, schema::CURRENT_VERSION);
-    // And it takes new sessions.
+    assert_eq!(store.phases(1).unwrap(), vec![]);
+    drop(store);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "a reader changed the store"
+    );
+    let version = |path: &std::path::Path| -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(&path), 1);
+    // A writer migrates it, keeping its data, and it takes new sessions.
     let store = Store::open(&path).unwrap();
+    assert_eq!(version(&path), schema::CURRENT_VERSION);
+    let s = store.sessions().unwrap().remove(0);
+    assert_eq!((s.samples, s.last_sample, s.processes), (3, Some(80), 1));
     store
         .begin_session(&new_session(100))
         .unwrap()
@@ -304,4 +319,239 @@ fn a_process_can_be_added_with_its_cgroup_limit_alone() {
     let procs = store.processes(id).unwrap();
     assert_eq!(procs[1].memory_limit, Some(1 << 30));
     assert_eq!(procs[1].address_space_limit, None);
+}
+
+/// The files in a directory, sorted, with their bytes.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_database_that_is_not_a_store_is_refused_without_a_byte_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("invoices.db");
+    let conn = Connection::open(&foreign).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices (total) VALUES (12.5);",
+    )
+    .unwrap();
+    drop(conn);
+    let before = snapshot(dir.path());
+    assert!(matches!(
+        Store::open(&foreign),
+        Err(StoreError::NotAStore { .. })
+    ));
+    assert!(matches!(
+        Store::open_read_only(&foreign),
+        Err(StoreError::NotAStore { .. })
+    ));
+    // Same files, same bytes: no WAL switch, no -wal, -shm or -journal left.
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn a_reader_leaves_nothing_beside_a_finished_store_and_a_writer_creates_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path).unwrap();
+    // Created under another name and linked into place: only the store itself is left.
+    let names: Vec<String> = snapshot(dir.path()).into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().all(|n| n.starts_with("s.db")), "{names:?}");
+    store
+        .begin_session(&new_session(1))
+        .unwrap()
+        .finish(2, None)
+        .unwrap();
+    drop(store);
+    let before = snapshot(dir.path());
+    assert_eq!(before.len(), 1, "a finished store is one file");
+    let reader = Store::open_read_only(&path).unwrap();
+    assert_eq!(reader.sessions().unwrap().len(), 1);
+    drop(reader);
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn a_writer_refuses_links_empty_files_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("precious");
+    std::fs::write(&target, b"not yours").unwrap();
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = Store::open(&link).err().unwrap();
+    assert!(matches!(err, StoreError::Link { .. }), "{err:?}");
+    assert!(err.to_string().contains("link.db"), "{err}");
+    // A planted link beside a real store, where SQLite would put its WAL.
+    let real = dir.path().join("real.db");
+    drop(Store::open(&real).unwrap());
+    std::os::unix::fs::symlink(&target, dir.path().join("real.db-wal")).unwrap();
+    assert!(matches!(Store::open(&real), Err(StoreError::Link { .. })));
+    assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
+
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(
+        Store::open(&empty),
+        Err(StoreError::EmptyFile { .. })
+    ));
+    assert_eq!(std::fs::read(&empty).unwrap(), b"");
+    // A reader sees an empty file as a store without sessions.
+    assert!(matches!(
+        Store::open_read_only(&empty)
+            .unwrap()
+            .resolve(SessionSelector::Latest),
+        Err(StoreError::NoSessions { .. })
+    ));
+
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    assert!(matches!(
+        Store::open(&sub),
+        Err(StoreError::NotAFile { .. })
+    ));
+    assert!(matches!(
+        Store::open_read_only(&sub),
+        Err(StoreError::NotAFile { .. })
+    ));
+}
+
+#[test]
+fn a_hot_journal_left_by_a_killed_creator_does_not_block_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let conn = Connection::open(&live).unwrap();
+    // A creator before WAL mode: its first transaction spills to the file, the original pages
+    // in the journal, when it is killed.
+    conn.execute_batch(
+        "PRAGMA journal_mode = DELETE; PRAGMA cache_size = 1; BEGIN; CREATE TABLE t (x); ",
+    )
+    .unwrap();
+    for _ in 0..200 {
+        conn.execute("INSERT INTO t VALUES (randomblob(2000))", [])
+            .unwrap();
+    }
+    let killed = dir.path().join("killed");
+    std::fs::create_dir(&killed).unwrap();
+    let store = killed.join("s.db");
+    std::fs::copy(&live, &store).unwrap();
+    std::fs::copy(
+        dir.path().join("live.db-journal"),
+        killed.join("s.db-journal"),
+    )
+    .unwrap();
+    drop(conn);
+    let before = snapshot(&killed);
+    assert!(
+        before
+            .iter()
+            .any(|(n, b)| n == "s.db-journal" && !b.is_empty())
+    );
+    // Rolled back (in a private copy), it holds nothing: no sessions, said as such.
+    let reader = Store::open_read_only(&store).unwrap();
+    assert!(matches!(
+        reader.resolve(SessionSelector::Latest),
+        Err(StoreError::NoSessions { .. })
+    ));
+    assert_eq!(reader.sessions().unwrap(), vec![]);
+    drop(reader);
+    assert_eq!(snapshot(&killed), before, "the reader changed the files");
+}
+
+#[test]
+fn a_cut_short_session_says_why_and_keeps_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path).unwrap();
+    assert!(store.still_there());
+    let mut w = store.begin_session(&new_session(0)).unwrap();
+    w.set_tree("cgroup /sys/fs/cgroup/memtools-1").unwrap();
+    let p = w.add_process(&process(1, 1, "a"), None).unwrap();
+    let sample = |time| Sample {
+        time,
+        metrics: Metrics::default(),
+    };
+    w.add_sample(p, &sample(5)).unwrap();
+    w.flush().unwrap();
+    w.add_sample(p, &sample(9)).unwrap();
+    // The store failed here: the open transaction is given up, the session marked.
+    w.cut_short("cannot write: disk full", 5, Some(ExitStatus::Code(7)))
+        .unwrap();
+    assert_eq!(w.samples_written(), 1);
+    drop(w);
+    let s = store.sessions().unwrap().remove(0);
+    assert_eq!(s.state(), memtools::store::SessionState::CutShort);
+    assert_eq!(s.cut_short.as_deref(), Some("cannot write: disk full"));
+    assert_eq!(s.tree.as_deref(), Some("cgroup /sys/fs/cgroup/memtools-1"));
+    assert_eq!(
+        (s.samples, s.end, s.exit),
+        (1, Some(5), Some(ExitStatus::Code(7)))
+    );
+
+    std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
+    assert!(!store.still_there(), "a moved store is noticed");
+}
+
+#[test]
+fn a_follower_reads_every_metric_of_only_the_newer_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
+    let mut w = store.begin_session(&new_session(1_000)).unwrap();
+    let a = w.add_process(&process(10, 5_000, "alpha"), None).unwrap();
+    let sample = |time, anon| Sample {
+        time,
+        metrics: Metrics {
+            rss_anon: Some(anon),
+            page_faults: Some(anon * 2),
+            ..Metrics::default()
+        },
+    };
+    for (t, v) in [(1_100, 1), (1_200, 2), (1_300, 3)] {
+        w.add_sample(a, &sample(t, v)).unwrap();
+    }
+    w.flush().unwrap();
+    let id = store.processes(w.session_id()).unwrap()[0].id;
+
+    let reader = Store::open_read_only(dir.path().join("s.db")).unwrap();
+    let all = reader.process_samples_after(id, None, 100).unwrap();
+    assert_eq!(
+        all,
+        vec![sample(1_100, 1), sample(1_200, 2), sample(1_300, 3)]
+    );
+    // Absent metrics stay absent; a limit gives the first of the newer ones.
+    assert_eq!(all[0].metrics.get(Metric::RssFile), None);
+    let next = reader.process_samples_after(id, Some(1_100), 1).unwrap();
+    assert_eq!(next, vec![sample(1_200, 2)]);
+    // What the recorder writes later is all a follower reads next.
+    w.add_sample(a, &sample(1_400, 4)).unwrap();
+    w.flush().unwrap();
+    let newer = reader.process_samples_after(id, Some(1_300), 100).unwrap();
+    assert_eq!(newer, vec![sample(1_400, 4)]);
+    // Inside one read transaction, what is committed meanwhile waits for the next one.
+    let seen = reader
+        .read_transaction(|r| {
+            let before = r.process_samples_after(id, Some(1_400), 100)?;
+            w.add_sample(a, &sample(1_500, 5)).unwrap();
+            w.flush().unwrap();
+            let after = r.process_samples_after(id, Some(1_400), 100)?;
+            Ok((before.len(), after.len()))
+        })
+        .unwrap();
+    assert_eq!(seen, (0, 0));
+    let next = reader.process_samples_after(id, Some(1_400), 100).unwrap();
+    assert_eq!(next, vec![sample(1_500, 5)]);
+    assert!(
+        reader
+            .process_samples_after(id, Some(1_500), 100)
+            .unwrap()
+            .is_empty()
+    );
 }

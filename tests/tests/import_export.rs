@@ -185,14 +185,15 @@ fn malformed_files_are_rejected_with_file_line_and_field_and_the_store_is_unchan
         assert_eq!(dump(&store), before, "{name} changed the store");
     }
 
-    // A good file before a bad one lands; the bad one does not, and the exit says so.
+    // All or nothing: a good file before a bad one does not land either, and the exit says so.
     let ok = store.dir.path().join("ok.csv");
     std::fs::write(&ok, format!("{header}{good}")).unwrap();
     let bad = store.dir.path().join("bad-time.csv");
     let out = store.run(&["import", ok.to_str().unwrap(), bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok.csv as session 2"));
-    assert_eq!(store.sessions().len(), 2);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was imported"));
+    assert_eq!(dump(&store), before);
 
     let missing = store.run(&["import", "/nonexistent/file.csv"]);
     assert_eq!(missing.status.code(), Some(1));

@@ -37,8 +37,13 @@ fn tree(package: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_core_library_the_viewer_and_the_exporter_reach_no_aya_crate_and_no_recorder() {
-    for package in ["memtools", "memtools-gui", "memtools-exporter"] {
+fn the_core_library_the_viewers_and_the_exporter_reach_no_aya_crate_and_no_recorder() {
+    for package in [
+        "memtools",
+        "memtools-gui",
+        "memtools-tui",
+        "memtools-exporter",
+    ] {
         let deps = tree(package);
         assert!(deps.iter().any(|d| d == package), "{package}: {deps:?}");
         let kernel: Vec<&String> = deps

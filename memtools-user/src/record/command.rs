@@ -3,11 +3,11 @@
 use std::ffi::OsString;
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::RecordError;
+use super::tree::Tree;
 use memtools::model::ExitStatus;
 
 /// A command line to run and record.
@@ -46,26 +46,25 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    /// Starts the command. The recorder becomes a child subreaper first, so descendants
-    /// orphaned by a parent's exit are re-parented to it and stay in the followed tree.
+    /// Starts the command in `tree` (its cgroup, when it has one; SIGKILL if the recorder
+    /// dies). The tree made the recorder a child subreaper, so descendants orphaned by a
+    /// parent's exit are re-parented to it and stay in the followed tree.
     pub fn spawn(
         command: &Command,
         env: &[(&str, &std::path::Path)],
+        tree: &Tree,
     ) -> Result<Child, RecordError> {
         let program = command.argv.first().ok_or_else(|| RecordError::Spawn {
             program: String::new(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
         })?;
-        // Failure is harmless: orphans then go to init and leave the tree, as without us.
-        let _ = nix::sys::prctl::set_child_subreaper(true);
-        let child = std::process::Command::new(program)
-            .args(&command.argv[1..])
-            .envs(env.iter().copied())
-            .spawn()
-            .map_err(|source| RecordError::Spawn {
-                program: program.to_string_lossy().into_owned(),
-                source,
-            })?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(&command.argv[1..]).envs(env.iter().copied());
+        tree.configure(&mut cmd);
+        let child = cmd.spawn().map_err(|source| RecordError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        })?;
         // The std handle is dropped without waiting: `reap` collects the status, together
         // with any orphans that were re-parented to us.
         Ok(Child {
@@ -98,13 +97,6 @@ impl Child {
                 Ok(_) | Err(Errno::EINTR) => continue,
                 Err(_) => return,
             }
-        }
-    }
-
-    /// Sends a signal to the command while it runs.
-    pub fn signal(&self, signal: Signal) {
-        if self.status.is_none() {
-            let _ = kill(self.pid, signal);
         }
     }
 }

@@ -9,12 +9,16 @@ pub mod limits;
 pub mod names;
 pub mod phases;
 pub mod procfs;
+mod sampling;
 mod session;
+mod sink;
+mod stop;
+pub mod tree;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use command::Command;
-pub use session::{Progress, RecordOptions, RecordOutcome, Target, record};
+pub use session::{CutShort, Progress, RecordOptions, RecordOutcome, Target, record};
 
 use memtools::model::{BackendKind, ProcessInfo, ProcessKey, Sample, TimeNs};
 use memtools::store::StoreError;
@@ -168,35 +172,93 @@ pub struct OpenedBackend {
     pub fallback: Option<String>,
 }
 
-/// Opens the backend asked for.
+/// A backend chosen and, for eBPF, loaded and attached, following nothing yet. Choosing
+/// checks privileges and loads the programs, so the recorder does it before it starts a
+/// command: a refusal then starts nothing.
+pub struct PreparedBackend {
+    loaded: Option<Box<ebpf::Ebpf>>,
+    reason: String,
+    fallback: Option<String>,
+}
+
+/// Chooses the backend asked for and loads it (`all`: every process will be followed).
+pub fn prepare_backend(
+    choice: BackendChoice,
+    all: bool,
+    rss_events: bool,
+) -> Result<PreparedBackend, RecordError> {
+    let procfs = |reason: String, fallback| PreparedBackend {
+        loaded: None,
+        reason,
+        fallback,
+    };
+    match choice {
+        BackendChoice::Procfs => Ok(procfs("procfs requested".to_string(), None)),
+        BackendChoice::Ebpf => Ok(PreparedBackend {
+            loaded: Some(Box::new(ebpf::Ebpf::load(all, rss_events)?)),
+            reason: "ebpf requested".to_string(),
+            fallback: None,
+        }),
+        BackendChoice::Auto => match ebpf::Ebpf::load(all, rss_events) {
+            Ok(b) => Ok(PreparedBackend {
+                loaded: Some(Box::new(b)),
+                reason: "auto: eBPF loaded".to_string(),
+                fallback: None,
+            }),
+            Err(e) => Ok(procfs(
+                format!("auto: eBPF not possible ({e}); fell back to procfs"),
+                Some(format!("eBPF not possible ({e}); recording with /proc")),
+            )),
+        },
+    }
+}
+
+impl PreparedBackend {
+    /// Which backend will record.
+    pub fn kind(&self) -> BackendKind {
+        match self.loaded {
+            Some(_) => BackendKind::Ebpf,
+            None => BackendKind::Procfs,
+        }
+    }
+
+    /// Why this backend, for the session record.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// When `auto` fell back to /proc: the line to tell the user at once.
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    /// Starts following the scope's processes.
+    pub fn follow(self, scope: Scope) -> Result<OpenedBackend, RecordError> {
+        let backend: Box<dyn Backend> = match self.loaded {
+            Some(mut b) => {
+                b.follow(&scope).map_err(|e| match e {
+                    // A missing pid is the same error for every backend.
+                    ebpf::EbpfError::NoSuchPid(pid) => RecordError::NoSuchPid(pid),
+                    e => RecordError::Ebpf(e),
+                })?;
+                b
+            }
+            None => Box::new(procfs::Procfs::new(scope)?),
+        };
+        Ok(OpenedBackend {
+            backend,
+            reason: self.reason,
+            fallback: self.fallback,
+        })
+    }
+}
+
+/// Opens the backend asked for and follows the scope at once (for processes that already
+/// run; a recorder starting a command prepares first, see [`prepare_backend`]).
 pub fn open_backend(
     choice: BackendChoice,
     scope: Scope,
     rss_events: bool,
 ) -> Result<OpenedBackend, RecordError> {
-    let chosen = |backend: Box<dyn Backend>, reason: &str| OpenedBackend {
-        backend,
-        reason: reason.to_string(),
-        fallback: None,
-    };
-    match choice {
-        BackendChoice::Procfs => Ok(chosen(
-            Box::new(procfs::Procfs::new(scope)?),
-            "procfs requested",
-        )),
-        BackendChoice::Ebpf => Ok(chosen(
-            Box::new(ebpf::Ebpf::new(scope, rss_events)?),
-            "ebpf requested",
-        )),
-        BackendChoice::Auto => match ebpf::Ebpf::new(scope.clone(), rss_events) {
-            Ok(b) => Ok(chosen(Box::new(b), "auto: eBPF loaded")),
-            // A missing pid is the same error for every backend.
-            Err(ebpf::EbpfError::NoSuchPid(pid)) => Err(RecordError::NoSuchPid(pid)),
-            Err(e) => Ok(OpenedBackend {
-                backend: Box::new(procfs::Procfs::new(scope)?),
-                reason: format!("auto: eBPF not possible ({e}); fell back to procfs"),
-                fallback: Some(format!("eBPF not possible ({e}); recording with /proc")),
-            }),
-        },
-    }
+    prepare_backend(choice, scope == Scope::All, rss_events)?.follow(scope)
 }

@@ -5,18 +5,32 @@
 //! its path in `MEMTOOLS_PHASES`. Any process of the tree writes lines to it: `begin NAME` and
 //! `end NAME`. A FIFO needs nothing but `echo` from a shell, and lines under PIPE_BUF (4 KiB)
 //! from several writers (parallel test workers) never interleave. The recorder holds it open
-//! for reading and writing, so a writer never blocks and the reader never sees end-of-file.
+//! for reading and writing, so a writer never blocks on a missing reader and the reader never
+//! sees end-of-file; a thread of its own reads it as fast as it is written and stamps each line
+//! as it arrives, so a writer never waits for the sampling loop, and keeps at most one line's
+//! worth of bytes: a line without end costs nothing but its first bytes, said as malformed.
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use memtools::model::TimeNs;
 
 /// The environment variable that carries the FIFO's path to the recorded command.
 pub const PHASES_ENV: &str = "MEMTOOLS_PHASES";
 
 /// The longest line kept; anything longer is reported as malformed.
 const MAX_LINE: usize = 4096;
+/// How much of an overlong line is quoted when it is reported.
+const QUOTED: usize = 64;
+/// Lines waiting for the recorder; a writer waits (as on a full pipe) beyond this.
+const QUEUE: usize = 4096;
 
 /// One line of the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,18 +54,86 @@ pub fn parse_line(line: &str) -> PhaseLine<'_> {
     }
 }
 
-/// The FIFO and the bytes read from it that do not make a whole line yet.
+/// A line as it arrived, with when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhaseEvent {
+    pub at: TimeNs,
+    pub kind: PhaseKind,
+    /// The phase's name, or the malformed line.
+    pub text: String,
+}
+
+/// What a line said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhaseKind {
+    Begin,
+    End,
+    Malformed,
+}
+
+/// Splits bytes into lines, keeping at most [`MAX_LINE`] bytes of the current one.
+#[derive(Default)]
+struct Lines {
+    pending: Vec<u8>,
+    /// The current line passed MAX_LINE: its start, skipped to its end.
+    overlong: Option<Vec<u8>>,
+}
+
+impl Lines {
+    fn feed(&mut self, mut bytes: &[u8], mut emit: impl FnMut(PhaseKind, String)) {
+        while !bytes.is_empty() {
+            let (chunk, ended) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(nl) => (&bytes[..nl], true),
+                None => (bytes, false),
+            };
+            bytes = &bytes[(chunk.len() + usize::from(ended))..];
+            if self.overlong.is_none() {
+                self.pending.extend_from_slice(chunk);
+                if self.pending.len() > MAX_LINE {
+                    self.pending.truncate(QUOTED);
+                    self.overlong = Some(std::mem::take(&mut self.pending));
+                }
+            }
+            if !ended {
+                continue;
+            }
+            match self.overlong.take() {
+                Some(start) => emit(
+                    PhaseKind::Malformed,
+                    format!(
+                        "{}... (a line over {MAX_LINE} bytes)",
+                        String::from_utf8_lossy(&start)
+                    ),
+                ),
+                None => {
+                    let line = String::from_utf8_lossy(&self.pending).into_owned();
+                    if !line.trim().is_empty() {
+                        let (kind, text) = match parse_line(&line) {
+                            PhaseLine::Begin(n) => (PhaseKind::Begin, n),
+                            PhaseLine::End(n) => (PhaseKind::End, n),
+                            PhaseLine::Malformed(l) => (PhaseKind::Malformed, l),
+                        };
+                        emit(kind, text.to_string());
+                    }
+                }
+            }
+            self.pending.clear();
+        }
+    }
+}
+
+/// The FIFO and the thread that reads it.
 pub struct PhaseChannel {
     _dir: tempfile::TempDir,
     path: PathBuf,
-    fifo: File,
-    pending: Vec<u8>,
-    chunk: Vec<u8>,
+    events: Receiver<PhaseEvent>,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
 }
 
 impl PhaseChannel {
-    /// Makes the FIFO in a new private directory.
-    pub fn create() -> io::Result<PhaseChannel> {
+    /// Makes the FIFO in a new private directory and starts reading it; `now` stamps lines.
+    pub fn create(now: impl Fn() -> TimeNs + Send + 'static) -> io::Result<PhaseChannel> {
         let dir = tempfile::Builder::new().prefix("memtools-").tempdir()?;
         let path = dir.path().join("phases");
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -61,12 +143,18 @@ impl PhaseChannel {
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&path)?;
+        let (tx, events) = sync_channel(QUEUE);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let reader = std::thread::Builder::new()
+            .name("memtools-phases".to_string())
+            .spawn(move || read_fifo(fifo, &tx, &stopping, now))?;
         Ok(PhaseChannel {
             _dir: dir,
             path,
-            fifo,
-            pending: Vec::new(),
-            chunk: vec![0; 8192],
+            events,
+            stop,
+            reader: Some(reader),
         })
     }
 
@@ -75,33 +163,73 @@ impl PhaseChannel {
         &self.path
     }
 
-    /// Hands every complete line written since the last call to `f`, in order.
-    pub fn drain(&mut self, mut f: impl FnMut(PhaseLine<'_>)) {
+    /// The lines that arrived since the last call, in order.
+    pub fn drain(&mut self) -> Vec<PhaseEvent> {
+        self.events.try_iter().collect()
+    }
+
+    /// Reads what is left in the FIFO, stops the reader and returns the lines not drained.
+    pub fn finish(&mut self) -> Vec<PhaseEvent> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut out = Vec::new();
+        if let Some(reader) = self.reader.take() {
+            // The reader may wait on a full queue: keep taking while it finishes.
+            while !reader.is_finished() {
+                out.extend(self.events.try_iter());
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let _ = reader.join();
+        }
+        out.extend(self.events.try_iter());
+        out
+    }
+}
+
+impl Drop for PhaseChannel {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The reader thread: waits for bytes (waking a few times a second to see `stop`), splits
+/// them into lines stamped on arrival, and ends once stopped and the FIFO is empty.
+fn read_fifo(
+    mut fifo: File,
+    tx: &SyncSender<PhaseEvent>,
+    stop: &AtomicBool,
+    now: impl Fn() -> TimeNs,
+) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut lines = Lines::default();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let mut got_any = false;
         loop {
-            match self.fifo.read(&mut self.chunk) {
+            match fifo.read(&mut chunk) {
                 Ok(0) => break,
-                Ok(n) => self.pending.extend_from_slice(&self.chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(n) => {
+                    got_any = true;
+                    let at = now();
+                    let mut closed = false;
+                    lines.feed(&chunk[..n], |kind, text| {
+                        closed |= tx.send(PhaseEvent { at, kind, text }).is_err();
+                    });
+                    if closed {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // WouldBlock: nothing more for now. Anything else: no more phases.
-                Err(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return,
             }
         }
-        let mut start = 0;
-        while let Some(nl) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&self.pending[start..start + nl]);
-            if !line.trim().is_empty() {
-                f(parse_line(&line));
-            }
-            start += nl + 1;
+        if stopping && !got_any {
+            return;
         }
-        self.pending.drain(..start);
-        if self.pending.len() > MAX_LINE {
-            let line = String::from_utf8_lossy(&self.pending[..64]).into_owned();
-            f(PhaseLine::Malformed(&format!(
-                "{line}... (a line over {MAX_LINE} bytes)"
-            )));
-            self.pending.clear();
-        }
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(50u16));
     }
 }
 
@@ -124,23 +252,61 @@ mod tests {
         assert_eq!(parse_line("start x"), PhaseLine::Malformed("start x"));
     }
 
+    fn wait_for(ch: &mut PhaseChannel, n: usize) -> Vec<(PhaseKind, String)> {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen.len() < n && std::time::Instant::now() < deadline {
+            seen.extend(ch.drain().into_iter().map(|e| (e.kind, e.text)));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        seen
+    }
+
     #[test]
     fn the_fifo_delivers_whole_lines_across_reads() {
-        let mut ch = PhaseChannel::create().unwrap();
+        let mut ch = PhaseChannel::create(|| 7).unwrap();
         let mut w = std::fs::OpenOptions::new()
             .write(true)
             .open(ch.path())
             .unwrap();
         w.write_all(b"begin a\nend a\nbeg").unwrap();
-        let mut seen = Vec::new();
-        ch.drain(|l| seen.push(format!("{l:?}")));
-        assert_eq!(seen, ["Begin(\"a\")", "End(\"a\")"]);
+        let seen = wait_for(&mut ch, 2);
+        assert_eq!(
+            seen,
+            [(PhaseKind::Begin, "a".into()), (PhaseKind::End, "a".into())]
+        );
         w.write_all(b"in b\nnonsense\n").unwrap();
-        seen.clear();
-        ch.drain(|l| seen.push(format!("{l:?}")));
-        assert_eq!(seen, ["Begin(\"b\")", "Malformed(\"nonsense\")"]);
+        let seen = wait_for(&mut ch, 2);
+        assert_eq!(
+            seen,
+            [
+                (PhaseKind::Begin, "b".into()),
+                (PhaseKind::Malformed, "nonsense".into())
+            ]
+        );
         let path = ch.path().to_path_buf();
         drop(ch);
         assert!(!path.exists(), "the FIFO is removed with the channel");
+    }
+
+    #[test]
+    fn a_line_without_end_costs_its_first_bytes_and_never_blocks_the_writer() {
+        let mut ch = PhaseChannel::create(|| 0).unwrap();
+        let path = ch.path().to_path_buf();
+        // Five megabytes without a newline, then a good line: the writer finishes at once
+        // (the reader keeps up) and only the line's start is kept to say it was malformed.
+        let writer = std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            w.write_all(&vec![b'x'; 5 << 20]).unwrap();
+            w.write_all(b"\nbegin after\n").unwrap();
+        });
+        let seen = wait_for(&mut ch, 2);
+        writer.join().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].0, PhaseKind::Malformed);
+        assert!(seen[0].1.len() < 200, "{}", seen[0].1.len());
+        assert!(seen[0].1.ends_with("(a line over 4096 bytes)"));
+        assert_eq!(seen[1], (PhaseKind::Begin, "after".into()));
+        assert_eq!(ch.finish(), vec![]);
     }
 }

@@ -1,21 +1,22 @@
-//! One recording session: the sampling loop, signals, the command's lifetime, the summary.
+//! One recording session: everything that can refuse first (the backend and its privileges,
+//! the cgroup, the store), then the command, the sampling loop, stopping the tree, the
+//! summary. A store that fails part-way stops the recording, never the command.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-use nix::sys::signal::Signal;
+use std::time::Duration;
 
 use super::command::{Child, Command};
 use super::names::{ByName, NamePattern};
-use super::phases::{PHASES_ENV, PhaseChannel, PhaseLine};
+use super::phases::{PHASES_ENV, PhaseChannel};
+use super::sampling::Sampling;
+use super::sink::Recording;
+use super::stop::{StopSignals, Stopper};
+use super::tree::Tree;
 use super::{
-    BackendChoice, Clock, Event, MIN_INTERVAL, OpenedBackend, RecordError, Scope, Sink, limits,
-    open_backend,
+    BackendChoice, Clock, MIN_INTERVAL, OpenedBackend, PreparedBackend, RecordError, Scope, limits,
+    prepare_backend,
 };
-use memtools::model::{ExitStatus, Metric, NewSession, ProcessKey, ProcessLimits};
-use memtools::store::{ProcessId, SessionWriter, Store};
+use memtools::model::{ExitStatus, NewSession, TimeNs};
+use memtools::store::Store;
 
 /// What to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,180 +89,25 @@ pub struct RecordOutcome {
     pub unreadable: u64,
     /// Phase lines that were not `begin NAME` / `end NAME` (the first few), to say so.
     pub ignored_phase_lines: Vec<String>,
+    /// Why the store stopped taking samples before the end, when it did (the command ran
+    /// on); and whether the session could be marked so.
+    pub cut_short: Option<CutShort>,
+    /// How the recorded command's tree was held.
+    pub tree: Option<String>,
+    /// Processes of the tree SIGKILL did not end (stuck in the kernel).
+    pub survivors: Vec<u32>,
+    /// What went wrong cleaning up (the cgroup could not be removed).
+    pub cleanup_problem: Option<String>,
 }
 
-/// How long a recorded command may take to exit after it was asked to stop.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-/// How often the loop looks at signals and the command between ticks.
-const WAKE_EVERY: Duration = Duration::from_millis(20);
-/// How often the status line is refreshed.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// Where a recorded command is in being stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stopping {
-    No,
-    /// Sent SIGTERM (or the user's signal); SIGKILL at this deadline.
-    Asked(Instant),
-    /// Sent SIGKILL; give up waiting at this deadline.
-    Killed(Instant),
-}
-
-struct Tracked {
-    id: ProcessId,
-    pid: u32,
-    name: String,
-    peak: u64,
-}
-
-/// The recorder's sink: the store writer plus what the summary needs.
-struct Recording<'s> {
-    writer: SessionWriter<'s>,
-    processes: HashMap<ProcessKey, Tracked>,
-}
-
-impl Sink for Recording<'_> {
-    fn event(&mut self, event: Event<'_>) -> Result<(), RecordError> {
-        match event {
-            Event::Started(info) => {
-                if !self.processes.contains_key(&info.key) {
-                    let limits = ProcessLimits {
-                        memory: limits::cgroup_limit(info.key.pid),
-                        address_space: limits::address_space_limit(info.key.pid),
-                    };
-                    let id = self.writer.add_process(info, limits)?;
-                    let tracked = Tracked {
-                        id,
-                        pid: info.key.pid,
-                        name: info.name.clone(),
-                        peak: 0,
-                    };
-                    self.processes.insert(info.key, tracked);
-                }
-            }
-            Event::Renamed { key, name, cmdline } => {
-                if let Some(p) = self.processes.get_mut(&key) {
-                    self.writer.rename_process(p.id, name, cmdline)?;
-                    // Limits are set just before an exec: read the new program's.
-                    let limit = limits::address_space_limit(key.pid);
-                    self.writer.set_address_space_limit(p.id, limit)?;
-                    p.name = name.to_string();
-                }
-            }
-            Event::Sample(key, sample) => {
-                if let Some(p) = self.processes.get_mut(&key) {
-                    self.writer.add_sample(p.id, sample)?;
-                    let value = sample
-                        .metrics
-                        .get(Metric::Rss)
-                        .or(sample.metrics.vm_size)
-                        .unwrap_or(0);
-                    p.peak = p.peak.max(value);
-                }
-            }
-            Event::Exited(key, time) => {
-                if let Some(p) = self.processes.get(&key) {
-                    self.writer.process_exited(p.id, time)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Signals that stop a recording, caught for as long as it runs.
-struct StopSignals {
-    caught: Arc<AtomicUsize>,
-    ids: Vec<signal_hook::SigId>,
-}
-
-impl StopSignals {
-    fn install() -> Result<StopSignals, RecordError> {
-        let caught = Arc::new(AtomicUsize::new(0));
-        let mut ids = Vec::new();
-        for sig in [
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGHUP,
-        ] {
-            let id = signal_hook::flag::register_usize(sig, Arc::clone(&caught), sig as usize)
-                .map_err(RecordError::Signals)?;
-            ids.push(id);
-        }
-        Ok(StopSignals { caught, ids })
-    }
-
-    /// Takes the last caught signal, if any.
-    fn take(&self) -> Option<i32> {
-        match self.caught.swap(0, Ordering::SeqCst) {
-            0 => None,
-            s => Some(s as i32),
-        }
-    }
-}
-
-impl Drop for StopSignals {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
-    }
-}
-
-/// How many malformed phase lines are kept to report.
-const MAX_IGNORED_LINES: usize = 10;
-
-/// Stores the phases written since the last look, timed now; malformed lines are kept to say.
-fn drain_phases(
-    channel: &mut PhaseChannel,
-    writer: &mut SessionWriter<'_>,
-    clock: &Clock,
-    ignored: &mut Vec<String>,
-) -> Result<(), RecordError> {
-    let mut lines: Vec<(PhaseKind, String)> = Vec::new();
-    channel.drain(|l| {
-        lines.push(match l {
-            PhaseLine::Begin(n) => (PhaseKind::Begin, n.to_string()),
-            PhaseLine::End(n) => (PhaseKind::End, n.to_string()),
-            PhaseLine::Malformed(l) => (PhaseKind::Malformed, l.to_string()),
-        })
-    });
-    let now = clock.now();
-    let mut ignore = |why: String| {
-        if ignored.len() < MAX_IGNORED_LINES {
-            ignored.push(why);
-        }
-    };
-    for (kind, text) in lines {
-        match kind {
-            PhaseKind::Begin => writer.begin_phase(&text, now)?,
-            PhaseKind::End => {
-                if !writer.end_phase(&text, now)? {
-                    ignore(format!("`end {text}` without a `begin {text}`"));
-                }
-            }
-            PhaseKind::Malformed => {
-                ignore(format!("`{text}` (expected `begin NAME` or `end NAME`)"));
-            }
-        }
-    }
-    Ok(())
-}
-
-#[derive(Clone, Copy)]
-enum PhaseKind {
-    Begin,
-    End,
-    Malformed,
-}
-
-/// Whether a SIGINT most likely came from the terminal, which sent it to the command too.
-fn sigint_from_terminal() -> bool {
-    let stdin = std::io::stdin();
-    match nix::unistd::tcgetpgrp(&stdin) {
-        Ok(fg) => fg == nix::unistd::getpgrp(),
-        Err(_) => false,
-    }
+/// A recording whose store stopped taking samples.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CutShort {
+    pub reason: String,
+    /// Samples up to this time are kept.
+    pub kept_until: Option<TimeNs>,
+    /// Why the session could not be marked as cut short (then it shows as unfinished).
+    pub unmarked: Option<String>,
 }
 
 fn host_and_kernel() -> (String, String) {
@@ -274,71 +120,13 @@ fn host_and_kernel() -> (String, String) {
     (host, kernel)
 }
 
-/// Records until the command exits, the followed processes are gone, the duration is over,
-/// or a stop signal arrives; `progress` is called a few times a second, `notice` with what the
-/// user should hear at once (the backend `auto` fell back from, and why).
-pub fn record(
-    store: &Store,
-    options: &RecordOptions,
-    mut progress: impl FnMut(&Progress),
-    mut notice: impl FnMut(&str),
-) -> Result<RecordOutcome, RecordError> {
-    if options.interval < MIN_INTERVAL {
-        return Err(RecordError::IntervalTooShort(options.interval));
-    }
-    raise_fd_limit();
-    let signals = StopSignals::install()?;
-    // Phases are for a recorded command's test harness; without a FIFO it still records.
-    let mut phases = match &options.target {
-        Target::Command(_) => PhaseChannel::create().ok(),
-        _ => None,
-    };
-    let mut child = match &options.target {
-        Target::Command(c) => {
-            let env: Vec<(&str, &std::path::Path)> =
-                phases.iter().map(|p| (PHASES_ENV, p.path())).collect();
-            Some(Child::spawn(c, &env)?)
-        }
-        _ => None,
-    };
-    let scope = match (&options.target, &child) {
-        (Target::All | Target::Names(_), _) => Scope::All,
-        (Target::Pids(pids), _) => Scope::Tree {
-            roots: pids.clone(),
-            reaper: None,
-        },
-        (Target::Command(_), Some(c)) => Scope::Tree {
-            roots: vec![c.pid()],
-            reaper: Some(std::process::id()),
-        },
-        (Target::Command(_), None) => unreachable!("the command was spawned above"),
-    };
-    let OpenedBackend {
-        mut backend,
-        reason: backend_reason,
-        fallback,
-    } = match open_backend(options.backend, scope, options.rss_events) {
-        Ok(b) => b,
-        Err(e) => {
-            if let Some(c) = &child {
-                c.signal(Signal::SIGTERM);
-            }
-            return Err(e);
-        }
-    };
-    if let Target::Names(patterns) = &options.target {
-        backend = Box::new(ByName::new(backend, patterns.clone()));
-    }
-    if let Some(line) = &fallback {
-        notice(line);
-    }
-    let clock = Clock::start();
+fn new_session(options: &RecordOptions, backend: &PreparedBackend, clock: &Clock) -> NewSession {
     let (host, kernel) = host_and_kernel();
-    let session = NewSession {
+    NewSession {
         host,
         kernel,
         backend: backend.kind(),
-        backend_reason,
+        backend_reason: backend.reason().to_string(),
         interval_ns: Some(options.interval.as_nanos() as i64),
         command: match &options.target {
             Target::Command(c) => Some(c.display()),
@@ -359,123 +147,191 @@ pub fn record(
         start: clock.start_wall(),
         monotonic_offset_ns: Some(clock.start_wall() - monotonic_now_ns()),
         mem_total: limits::machine_memory(),
-    };
-    let mut rec = Recording {
-        writer: store.begin_session(&session)?,
-        processes: HashMap::new(),
-    };
+    }
+}
+
+/// The command and what holds its tree.
+pub(super) struct Running {
+    pub child: Child,
+    pub tree: Tree,
+    pub stopper: Stopper,
+}
+
+/// Starts the command in its tree; a command that cannot join the cgroup runs without it.
+fn start_command(
+    command: &Command,
+    tree: &mut Tree,
+    phases: Option<&PhaseChannel>,
+) -> Result<Child, RecordError> {
+    let env: Vec<(&str, &std::path::Path)> =
+        phases.iter().map(|p| (PHASES_ENV, p.path())).collect();
+    match Child::spawn(command, &env, tree) {
+        Err(e) if tree.has_cgroup() => {
+            // Nothing ran (spawn fails before exec): try once more without the cgroup.
+            tree.without_cgroup(format!("the command could not join its cgroup ({e})"));
+            Child::spawn(command, &env, tree)
+        }
+        other => other,
+    }
+}
+
+/// Records until the command's tree is gone, the followed processes are gone, the duration is
+/// over, or a stop signal arrives; `progress` is called a few times a second, `notice` with
+/// what the user should hear at once (the backend `auto` fell back from, a store that failed,
+/// processes the command left behind).
+pub fn record(
+    store: &Store,
+    options: &RecordOptions,
+    mut progress: impl FnMut(&Progress),
+    mut notice: impl FnMut(&str),
+) -> Result<RecordOutcome, RecordError> {
+    if options.interval < MIN_INTERVAL {
+        return Err(RecordError::IntervalTooShort(options.interval));
+    }
+    raise_fd_limit();
+    let signals = StopSignals::install()?;
+    // Whatever can refuse does so before the command starts: privileges and the eBPF
+    // programs, the store. A refusal starts nothing.
+    // Following by name looks at every process (the filter is on the user side).
+    let all = matches!(options.target, Target::All | Target::Names(_));
+    let prepared = prepare_backend(options.backend, all, options.rss_events)?;
+    if let Some(line) = prepared.fallback() {
+        notice(line);
+    }
+    let clock = Clock::start();
+    let mut rec = Recording::new(store.begin_session(&new_session(options, &prepared, &clock))?);
+    let tree = matches!(options.target, Target::Command(_)).then(Tree::prepare);
+    if let Some(t) = &tree {
+        rec.writer.set_tree(&t.describe())?;
+    }
+    rec.writer.flush()?;
     let session_id = rec.writer.session_id();
 
-    let mut interrupted_by: Option<i32> = None;
-    let mut stop = Stopping::No;
-    let mut last_progress = Instant::now() - PROGRESS_EVERY;
-    let started = Instant::now();
-    let mut tick: u32 = 0;
-    let mut ignored_phase_lines = Vec::new();
-    loop {
-        // Phase lines first: a line written since the last look is stamped before this look's
-        // samples, so memory a test allocated after writing `begin` is never counted before it.
-        if let Some(ph) = phases.as_mut() {
-            drain_phases(ph, &mut rec.writer, &clock, &mut ignored_phase_lines)?;
+    // Phases are for a recorded command's test harness; without a FIFO it still records.
+    let mut phases = match &options.target {
+        Target::Command(_) => PhaseChannel::create(move || clock.now()).ok(),
+        _ => None,
+    };
+    let mut running = launch(options, &mut rec, tree, phases.as_ref())?;
+    let scope = scope_of(options, running.as_ref());
+    let looped = prepared.follow(scope).and_then(|opened| {
+        let OpenedBackend { mut backend, .. } = opened;
+        if let Target::Names(patterns) = &options.target {
+            backend = Box::new(ByName::new(backend, patterns.clone()));
         }
-        let drain_began = Instant::now();
-        backend.poll(&clock, &mut rec)?;
-        rec.writer.flush_if_due()?;
-        let drain = drain_began.elapsed();
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            progress(&Progress {
-                session_id,
-                elapsed: clock.elapsed(),
-                processes: backend.followed(),
-                seen: rec.processes.len(),
-                samples: rec.writer.samples_written(),
-                store_bytes: store.size_on_disk(),
-                backend: backend.kind().name(),
-                drain,
-                events_lost: backend.events_lost(),
-            });
+        let end = Sampling {
+            backend: &mut *backend,
+            rec: &mut rec,
+            store,
+            clock: &clock,
+            options,
+            running: running.as_mut(),
+            phases: phases.as_mut(),
+            signals: &signals,
         }
-        let over = options.duration.is_some_and(|d| clock.elapsed() >= d);
-        match &child {
-            // The command's exit ends the session, after the poll that saw it go.
-            Some(c) if c.status().is_some() => break,
-            Some(c) => {
-                if over && stop == Stopping::No {
-                    c.signal(Signal::SIGTERM);
-                    stop = Stopping::Asked(Instant::now() + STOP_GRACE);
-                }
-                match stop {
-                    Stopping::Asked(deadline) if Instant::now() >= deadline => {
-                        c.signal(Signal::SIGKILL);
-                        stop = Stopping::Killed(Instant::now() + STOP_GRACE);
-                    }
-                    // Unkillable (stuck in the kernel): give up waiting for it.
-                    Stopping::Killed(deadline) if Instant::now() >= deadline => break,
-                    _ => {}
-                }
+        .run(&mut progress, &mut notice)?;
+        Ok((backend, end))
+    });
+    let (backend, end) = match looped {
+        Ok(v) => v,
+        Err(e) => {
+            // Never abandon the command: its tree goes with the failed recording.
+            if let Some(r) = running.as_mut() {
+                let child = &mut r.child;
+                r.stopper.kill_and_wait(&r.tree, || child.reap());
             }
-            None => {
-                let until_stopped = matches!(options.target, Target::All | Target::Names(_));
-                let all_gone = backend.followed() == 0 && !until_stopped;
-                if all_gone || over || interrupted_by.is_some() {
-                    break;
-                }
+            // Nothing recorded (a missing --pid): no empty session left behind.
+            if rec.processes.is_empty() {
+                let _ = rec.writer.discard();
             }
+            return Err(e);
         }
-        // Sleep until the next tick, waking up for signals and the command's exit. A recorder
-        // that fell behind (an overloaded machine) skips the ticks it missed rather than
-        // polling back to back to catch up.
-        let due = started.elapsed().as_nanos() / options.interval.as_nanos().max(1);
-        tick = tick
-            .saturating_add(1)
-            .max(u32::try_from(due).unwrap_or(u32::MAX).saturating_add(1));
-        let next = started + options.interval * tick;
-        loop {
-            if let Some(c) = child.as_mut() {
-                c.reap();
-                if c.status().is_some() {
-                    break;
-                }
-            }
-            if let Some(sig) = signals.take() {
-                match (&child, stop) {
-                    (None, _) => {}
-                    (Some(c), Stopping::No) => {
-                        // Pass the request on (a terminal's Ctrl-C reached the command
-                        // already) and record until the command has wound down.
-                        if (sig != libc::SIGINT || !sigint_from_terminal())
-                            && let Ok(s) = Signal::try_from(sig)
-                        {
-                            c.signal(s);
-                        }
-                        stop = Stopping::Asked(Instant::now() + STOP_GRACE);
-                    }
-                    (Some(c), _) => {
-                        // Asked twice: stop now.
-                        c.signal(Signal::SIGKILL);
-                        stop = Stopping::Killed(Instant::now() + STOP_GRACE);
-                    }
-                }
-                interrupted_by.get_or_insert(sig);
-                break;
-            }
-            let now = Instant::now();
-            if now >= next {
-                break;
-            }
-            std::thread::sleep((next - now).min(WAKE_EVERY));
-        }
-    }
-    if let Some(c) = child.as_mut() {
-        c.reap();
-    }
+    };
     if let Some(ph) = phases.as_mut() {
-        drain_phases(ph, &mut rec.writer, &clock, &mut ignored_phase_lines)?;
+        let rest = ph.finish();
+        rec.phases(rest);
     }
-    let exit = child.as_ref().and_then(Child::status);
-    let end = clock.now();
+    let exit = running.as_ref().and_then(|r| r.child.status());
+    let finished_at = clock.now();
     let samples = rec.writer.samples_written();
+    let top = top_peaks(&rec);
+    let processes = rec.processes.len();
+    let ignored_phase_lines = std::mem::take(&mut rec.ignored_phase_lines);
+    let cut_short = rec.end(finished_at, exit);
+    let (tree_text, cleanup_problem) = match running.as_mut() {
+        Some(r) => (Some(r.tree.describe()), r.tree.finish().err()),
+        None => (None, None),
+    };
+    drop(signals);
+    Ok(RecordOutcome {
+        session_id,
+        backend: backend.kind().name().to_string(),
+        processes,
+        samples,
+        duration: clock.elapsed(),
+        exit,
+        interrupted_by: end.interrupted_by,
+        top,
+        unreadable: backend.unreadable(),
+        ignored_phase_lines,
+        cut_short,
+        tree: tree_text,
+        survivors: end.survivors,
+        cleanup_problem,
+    })
+}
+
+/// Starts a recorded command in its tree; one that cannot start leaves no session behind.
+fn launch(
+    options: &RecordOptions,
+    rec: &mut Recording<'_>,
+    tree: Option<Tree>,
+    phases: Option<&PhaseChannel>,
+) -> Result<Option<Running>, RecordError> {
+    let (Target::Command(command), Some(mut tree)) = (&options.target, tree) else {
+        return Ok(None);
+    };
+    let before = tree.describe();
+    let child = match start_command(command, &mut tree, phases) {
+        Ok(child) => child,
+        Err(e) => {
+            // Best effort: the session row is all there is to remove.
+            let _ = rec.writer.discard();
+            return Err(e);
+        }
+    };
+    if tree.describe() != before {
+        rec.write_tree(&tree.describe());
+    }
+    Ok(Some(Running {
+        child,
+        tree,
+        stopper: Stopper::new(),
+    }))
+}
+
+/// Which processes the backend follows.
+fn scope_of(options: &RecordOptions, running: Option<&Running>) -> Scope {
+    match (&options.target, running) {
+        (Target::All | Target::Names(_), _) => Scope::All,
+        (Target::Pids(pids), _) => Scope::Tree {
+            roots: pids.clone(),
+            reaper: None,
+        },
+        (Target::Command(_), Some(r)) => Scope::Tree {
+            roots: vec![r.child.pid()],
+            reaper: Some(std::process::id()),
+        },
+        // `launch` always starts a command target.
+        (Target::Command(_), None) => Scope::Tree {
+            roots: Vec::new(),
+            reaper: Some(std::process::id()),
+        },
+    }
+}
+
+/// The processes with the highest peaks, largest first.
+fn top_peaks(rec: &Recording<'_>) -> Vec<ProcessPeak> {
     let mut top: Vec<ProcessPeak> = rec
         .processes
         .values()
@@ -487,21 +343,7 @@ pub fn record(
         .collect();
     top.sort_by(|a, b| b.peak.cmp(&a.peak).then(a.pid.cmp(&b.pid)));
     top.truncate(5);
-    let processes = rec.processes.len();
-    rec.writer.finish(end, exit)?;
-    drop(signals);
-    Ok(RecordOutcome {
-        session_id,
-        backend: backend.kind().name().to_string(),
-        processes,
-        samples,
-        duration: clock.elapsed(),
-        exit,
-        interrupted_by,
-        top,
-        unreadable: backend.unreadable(),
-        ignored_phase_lines,
-    })
+    top
 }
 
 fn monotonic_now_ns() -> i64 {

@@ -117,7 +117,128 @@ impl Default for Params {
     }
 }
 
+/// A parameter outside the range where it means anything, with the range and why.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{name} {value} is out of range: {why}")]
+pub struct ParamError {
+    /// The parameter, as the command line names it where it has a flag.
+    pub name: &'static str,
+    pub value: String,
+    pub why: &'static str,
+}
+
 impl Params {
+    /// The fewest points a regression window may have: through two points every line fits
+    /// exactly, so R^2 would say nothing.
+    pub const MIN_WINDOW: usize = 3;
+    /// The most a `min_window` may ask for: more samples than any history holds.
+    pub const MAX_MIN_WINDOW: usize = 10_000_000;
+
+    /// Checks every field, so a bad value is refused with its range and why instead of being
+    /// quietly clamped or turning a comparison into nonsense (NaN).
+    pub fn validate(&self) -> Result<(), ParamError> {
+        let fail = |name, value: String, why| Err(ParamError { name, value, why });
+        let fraction = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !fraction(self.r2_threshold) {
+            return fail(
+                "--r2",
+                self.r2_threshold.to_string(),
+                "R^2 is the fraction of the variance a line explains, from 0 to 1",
+            );
+        }
+        if self.min_window < Self::MIN_WINDOW || self.min_window > Self::MAX_MIN_WINDOW {
+            return fail(
+                "--min-window",
+                self.min_window.to_string(),
+                "a window needs at least 3 points (through 2 every line fits exactly), and no history has more than 10,000,000",
+            );
+        }
+        if !positive(self.critical_time_s) {
+            return fail(
+                "--critical-time",
+                format!("{} s", self.critical_time_s),
+                "the time within which reaching the limit is flagged must be more than 0",
+            );
+        }
+        if self.limit_bytes == Some(0) {
+            return fail(
+                "--limit",
+                "0 B".to_string(),
+                "a memory limit must be more than 0 bytes",
+            );
+        }
+        if let Some(g) = self.gap_threshold_s.filter(|&g| !positive(g)) {
+            return fail(
+                "--gap",
+                format!("{g} s"),
+                "a gap is a pause longer than 0 between two samples",
+            );
+        }
+        if let Some(s) = self.resample_step_s.filter(|&s| !positive(s)) {
+            return fail(
+                "resample_step_s",
+                format!("{s} s"),
+                "the resampling grid's step must be more than 0",
+            );
+        }
+        if !(self.gap_factor.is_finite() && self.gap_factor >= 1.0) {
+            return fail(
+                "gap_factor",
+                self.gap_factor.to_string(),
+                "a gap is at least one median sampling interval (1 or more)",
+            );
+        }
+        if !(fraction(self.gap_min_fraction) && self.gap_min_fraction < 1.0) {
+            return fail(
+                "gap_min_fraction",
+                self.gap_min_fraction.to_string(),
+                "a fraction of the run, from 0 up to (not including) 1",
+            );
+        }
+        if self.max_grid_points < Self::MIN_WINDOW || self.max_grid_points > 10_000_000 {
+            return fail(
+                "max_grid_points",
+                self.max_grid_points.to_string(),
+                "from 3 (one window) to 10,000,000 (the memory one segment may take)",
+            );
+        }
+        if !(self.min_growth_fraction.is_finite() && self.min_growth_fraction >= 0.0) {
+            return fail(
+                "min_growth_fraction",
+                self.min_growth_fraction.to_string(),
+                "a fraction of the level, 0 or more",
+            );
+        }
+        if !fraction(self.envelope_quantile) {
+            return fail(
+                "envelope_quantile",
+                self.envelope_quantile.to_string(),
+                "a quantile, from 0 to 1",
+            );
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0 && self.alpha <= 0.5) {
+            return fail(
+                "alpha",
+                self.alpha.to_string(),
+                "a one-sided significance level, above 0 and at most 0.5",
+            );
+        }
+        if !fraction(self.plateau_fraction) {
+            return fail(
+                "plateau_fraction",
+                self.plateau_fraction.to_string(),
+                "a fraction of the second half, from 0 to 1",
+            );
+        }
+        Ok(())
+    }
+
+    /// The smallest window the pipeline really uses.
+    pub fn effective_min_window(&self) -> usize {
+        self.min_window.max(Self::MIN_WINDOW)
+    }
+
     /// The defaults with the memory limit the caller measured (machine memory or cgroup limit).
     pub fn with_limit(limit_bytes: u64) -> Self {
         Params {
@@ -131,5 +252,85 @@ impl Params {
         let abs = self.min_growth_bytes as f64;
         let rel = self.min_growth_fraction * level.abs();
         if rel.is_finite() { abs.max(rel) } else { abs }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_nonsense_is_refused_with_its_range() {
+        assert_eq!(Params::default().validate(), Ok(()));
+        for (p, name) in [
+            (
+                Params {
+                    r2_threshold: 2.0,
+                    ..Params::default()
+                },
+                "--r2",
+            ),
+            (
+                Params {
+                    r2_threshold: f64::NAN,
+                    ..Params::default()
+                },
+                "--r2",
+            ),
+            (
+                Params {
+                    r2_threshold: -1.0,
+                    ..Params::default()
+                },
+                "--r2",
+            ),
+            (
+                Params {
+                    min_window: 0,
+                    ..Params::default()
+                },
+                "--min-window",
+            ),
+            (
+                Params {
+                    critical_time_s: 0.0,
+                    ..Params::default()
+                },
+                "--critical-time",
+            ),
+            (
+                Params {
+                    gap_threshold_s: Some(f64::INFINITY),
+                    ..Params::default()
+                },
+                "--gap",
+            ),
+            (
+                Params {
+                    limit_bytes: Some(0),
+                    ..Params::default()
+                },
+                "--limit",
+            ),
+            (
+                Params {
+                    alpha: 0.0,
+                    ..Params::default()
+                },
+                "alpha",
+            ),
+        ] {
+            let err = p.validate().unwrap_err();
+            assert_eq!(err.name, name);
+            assert!(!err.why.is_empty());
+        }
+        assert_eq!(
+            Params {
+                min_window: 3,
+                ..Params::default()
+            }
+            .validate(),
+            Ok(())
+        );
     }
 }

@@ -104,9 +104,13 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// Where the SVG of a process goes: a directory beside the Markdown file.
-pub fn svg_path(markdown: &Path, r: &ProcessResult) -> PathBuf {
-    let dir = markdown.with_extension("plots");
+/// The directory of plots beside a Markdown report: `leaks.md` -> `leaks.plots`.
+pub fn plots_dir(markdown: &Path) -> PathBuf {
+    markdown.with_extension("plots")
+}
+
+/// The file name of a process's SVG in the plots directory: pid and a safe name.
+pub fn svg_name(r: &ProcessResult) -> String {
     let safe: String = r
         .process
         .info
@@ -114,7 +118,7 @@ pub fn svg_path(markdown: &Path, r: &ProcessResult) -> PathBuf {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    dir.join(format!("{}-{safe}.svg", r.process.info.key.pid))
+    format!("{}-{safe}.svg", r.process.info.key.pid)
 }
 
 /// The Markdown text. `plots` gives, for a leaking process, the relative path of its SVG when

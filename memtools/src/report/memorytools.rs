@@ -16,7 +16,7 @@ use flate2::read::MultiGzDecoder;
 use crate::model::{
     BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, Sample, TimeNs,
 };
-use crate::store::{ForEachError, ImportFailure, Store, StoreError};
+use crate::store::{ForEachError, ImportBatch, ImportFailure, Store, StoreError};
 
 /// The header memorytools writes, in its order.
 pub const COLUMNS: [&str; 4] = ["Process ID", "Process Name", "Time", "Memory Usage"];
@@ -49,9 +49,37 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
-/// Imports one memorytools CSV file (plain or gzip-compressed) as a new session, all or
-/// nothing, and returns its id.
+/// The longest record (a row, up to its newline outside quotes) read from a file:
+/// memorytools' rows are under a hundred bytes, so anything this long is not one, and holding
+/// it whole would cost unbounded memory (`/dev/zero` is one endless line).
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// The most processes one file may hold; each costs a little memory while it is read.
+pub const MAX_PROCESSES: usize = 1_000_000;
+
+/// Imports memorytools CSV files (plain or gzip-compressed), each as a new session, all or
+/// nothing: one transaction for them all. Returns the new sessions' ids, in order.
+pub fn import_files(store: &mut Store, paths: &[PathBuf]) -> Result<Vec<i64>, ImportError> {
+    let mut batch = store.import_batch()?;
+    let mut ids = Vec::with_capacity(paths.len());
+    for path in paths {
+        ids.push(import_into(&mut batch, path)?);
+    }
+    batch.commit()?;
+    Ok(ids)
+}
+
+/// Imports one memorytools CSV file as a new session, all or nothing, and returns its id.
 pub fn import_file(store: &mut Store, path: &Path) -> Result<i64, ImportError> {
+    let ids = import_files(store, &[path.to_path_buf()])?;
+    ids.first().copied().ok_or_else(|| ImportError::Line {
+        file: path.to_path_buf(),
+        line: 1,
+        message: "nothing imported".to_string(),
+    })
+}
+
+fn import_into(batch: &mut ImportBatch<'_>, path: &Path) -> Result<i64, ImportError> {
     let read_err = |source| ImportError::Read {
         file: path.to_path_buf(),
         source,
@@ -67,6 +95,7 @@ pub fn import_file(store: &mut Store, path: &Path) -> Result<i64, ImportError> {
     } else {
         Box::new(file)
     };
+    let input = BoundedRecords::new(input);
     let session = NewSession {
         host: String::new(),
         kernel: String::new(),
@@ -79,12 +108,71 @@ pub fn import_file(store: &mut Store, path: &Path) -> Result<i64, ImportError> {
         monotonic_offset_ns: None,
         mem_total: None,
     };
-    store
+    batch
         .import(&session, |importer| parse(path, input, importer))
         .map_err(|e| match e {
             ImportFailure::Store(e) => ImportError::Store(e),
             ImportFailure::Input(e) => e,
         })
+}
+
+/// A record longer than [`MAX_RECORD_BYTES`], starting at this line.
+#[derive(Debug, thiserror::Error)]
+#[error("a row longer than {} MiB (memorytools' rows are under 100 bytes: is this its CSV export?)", MAX_RECORD_BYTES >> 20)]
+struct RecordTooLong {
+    line: u64,
+}
+
+/// Passes a CSV stream through, failing as soon as one record grows past
+/// [`MAX_RECORD_BYTES`], so memory stays bounded whatever the input.
+struct BoundedRecords<R> {
+    inner: R,
+    in_quotes: bool,
+    len: usize,
+    line: u64,
+    record_line: u64,
+}
+
+impl<R: Read> BoundedRecords<R> {
+    fn new(inner: R) -> Self {
+        BoundedRecords {
+            inner,
+            in_quotes: false,
+            len: 0,
+            line: 1,
+            record_line: 1,
+        }
+    }
+}
+
+impl<R: Read> Read for BoundedRecords<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            match b {
+                b'"' => self.in_quotes = !self.in_quotes,
+                b'\n' => {
+                    self.line += 1;
+                    if !self.in_quotes {
+                        self.len = 0;
+                        self.record_line = self.line;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            self.len += 1;
+            if self.len > MAX_RECORD_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    RecordTooLong {
+                        line: self.record_line,
+                    },
+                ));
+            }
+        }
+        Ok(n)
+    }
 }
 
 fn parse(
@@ -147,6 +235,15 @@ fn parse(
         let id = match processes.get(&(pid, name.to_string())) {
             Some(&id) => id,
             None => {
+                if processes.len() >= MAX_PROCESSES {
+                    return Err(ImportError::Line {
+                        file: file(),
+                        line,
+                        message: format!(
+                            "more than {MAX_PROCESSES} processes in one file; memorytools records a few dozen"
+                        ),
+                    });
+                }
                 let info = ProcessInfo {
                     key: ProcessKey {
                         pid,
@@ -206,10 +303,22 @@ fn sql_error(path: &Path, line: u64, e: rusqlite::Error) -> ImportError {
 fn csv_error(path: &Path, e: csv::Error) -> ImportError {
     let line = e.position().map_or(0, |p| p.line());
     match e.into_kind() {
-        csv::ErrorKind::Io(source) => ImportError::Read {
-            file: path.to_path_buf(),
-            source,
-        },
+        csv::ErrorKind::Io(source) => {
+            match source
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<RecordTooLong>())
+            {
+                Some(long) => ImportError::Line {
+                    file: path.to_path_buf(),
+                    line: long.line,
+                    message: long.to_string(),
+                },
+                None => ImportError::Read {
+                    file: path.to_path_buf(),
+                    source,
+                },
+            }
+        }
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
         } => ImportError::Line {

@@ -4,6 +4,7 @@ pub mod jsonl;
 pub mod junit;
 pub mod markdown;
 pub mod memorytools;
+pub mod output;
 pub mod summary;
 pub mod text;
 pub mod verdicts;
@@ -71,75 +72,99 @@ impl fmt::Display for ReportSpec {
 
 /// A report that could not be written, naming the file.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write the {spec} report")]
+#[error("cannot write the {spec} report: {source}")]
 pub struct ReportError {
     spec: String,
     #[source]
-    source: std::io::Error,
+    source: output::WriteError,
 }
 
 impl ReportSpec {
-    /// Checks that the report's file can be written, before a long recording makes it matter.
-    pub fn check_writable(&self) -> Result<(), ReportError> {
-        let err = |source| ReportError {
+    fn err(&self) -> impl FnOnce(output::WriteError) -> ReportError + '_ {
+        move |source| ReportError {
             spec: self.to_string(),
             source,
-        };
-        if self.path.is_dir() {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::IsADirectory,
-                "is a directory",
-            )));
         }
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.path)
-            .map(drop)
-            .map_err(err)
     }
 
-    /// Writes the report (and, for Markdown, the plots beside it).
+    /// Checks that the report's file (and a Markdown report's plot directory) can be written,
+    /// before a long recording makes it matter. Changes nothing: a link or a non-file there is
+    /// refused, and the directory must take a new file.
+    pub fn check_writable(&self) -> Result<(), ReportError> {
+        output::check(&self.path).map_err(self.err())?;
+        if self.format == ReportFormat::Markdown {
+            let plots = markdown::plots_dir(&self.path);
+            match std::fs::symlink_metadata(&plots) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(self.err()(output::WriteError::Link { path: plots }));
+                }
+                Ok(m) if !m.is_dir() => {
+                    return Err(self.err()(output::WriteError::NotAFile { path: plots }));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the report (and, for Markdown, the plots beside it, first), each file whole.
     pub fn write(&self, report: &SessionReport) -> Result<(), ReportError> {
-        let err = |source| ReportError {
-            spec: self.to_string(),
-            source,
+        let io = |e: std::io::Error| output::WriteError::Io {
+            path: self.path.clone(),
+            source: e,
         };
         let text = match self.format {
             ReportFormat::Junit => {
                 let mut buf = Vec::new();
-                junit::write(report, &mut buf).map_err(err)?;
+                junit::write(report, &mut buf)
+                    .map_err(io)
+                    .map_err(self.err())?;
                 buf
             }
             ReportFormat::Json => verdicts::json(report)
-                .map_err(|e| err(e.into()))?
+                .map_err(|e| io(e.into()))
+                .map_err(self.err())?
                 .into_bytes(),
-            ReportFormat::Markdown => {
-                let mut failed = None;
-                let text = markdown::render(report, &mut |r| {
-                    let path = markdown::svg_path(&self.path, r);
-                    let written = path
-                        .parent()
-                        .map_or(Ok(()), std::fs::create_dir_all)
-                        .and_then(|()| std::fs::write(&path, markdown::svg(r)));
-                    match written {
-                        Ok(()) => {
-                            let base = self.path.parent().unwrap_or(std::path::Path::new(""));
-                            let rel = path.strip_prefix(base).unwrap_or(&path);
-                            Some(rel.display().to_string())
-                        }
-                        Err(e) => {
-                            failed.get_or_insert(e);
-                            None
-                        }
-                    }
-                });
-                if let Some(e) = failed {
-                    return Err(err(e));
-                }
-                text.into_bytes()
-            }
+            ReportFormat::Markdown => self.markdown(report)?.into_bytes(),
         };
-        std::fs::write(&self.path, text).map_err(err)
+        output::write(&self.path, &text).map_err(self.err())
+    }
+
+    /// The Markdown text, its plots written into their directory (opened without following a
+    /// link) as it goes.
+    fn markdown(&self, report: &SessionReport) -> Result<String, ReportError> {
+        let plots_dir = markdown::plots_dir(&self.path);
+        let mut dir: Option<output::Dir> = None;
+        let mut failed = None;
+        let text = markdown::render(report, &mut |r| {
+            if failed.is_some() {
+                return None;
+            }
+            let written = match &dir {
+                Some(d) => Ok(d),
+                None => output::Dir::open_or_create(&plots_dir).map(|d| &*dir.insert(d)),
+            }
+            .and_then(|d| {
+                let name = markdown::svg_name(r);
+                d.write(name.as_ref(), markdown::svg(r).as_bytes())
+                    .map(|()| name)
+            });
+            match written {
+                Ok(name) => {
+                    let base = self.path.parent().unwrap_or(std::path::Path::new(""));
+                    let path = plots_dir.join(name);
+                    let rel = path.strip_prefix(base).unwrap_or(&path);
+                    Some(rel.display().to_string())
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        });
+        match failed {
+            Some(e) => Err(self.err()(e)),
+            None => Ok(text),
+        }
     }
 }

@@ -13,8 +13,8 @@ pub struct HistorySummary {
     pub first: u64,
     pub peak: u64,
     pub last: u64,
-    /// last - first.
-    pub growth: i64,
+    /// last - first, wide enough for any two u64 values.
+    pub growth: i128,
 }
 
 impl HistorySummary {
@@ -34,7 +34,7 @@ impl HistorySummary {
             first,
             peak,
             last,
-            growth: last as i64 - first as i64,
+            growth: i128::from(last) - i128::from(first),
         })
     }
 }
@@ -54,5 +54,10 @@ mod tests {
         assert_eq!(HistorySummary::of(&[]), None);
         let zeros = HistorySummary::of(&[(1, 0), (2, 0)]).unwrap();
         assert_eq!((zeros.first, zeros.last, zeros.growth), (0, 0, 0));
+        // Beyond 2^63 bytes (a corrupt or hostile file): no wrap-around.
+        let huge = HistorySummary::of(&[(1, 1), (2, u64::MAX)]).unwrap();
+        assert_eq!(huge.growth, i128::from(u64::MAX) - 1);
+        let fall = HistorySummary::of(&[(1, u64::MAX), (2, 1)]).unwrap();
+        assert_eq!(fall.growth, 1 - i128::from(u64::MAX));
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::summary::HistorySummary;
 use crate::model::TimeNs;
 use crate::model::{ExitStatus, Metric};
-use crate::store::{Phase, ProcessRow, SessionRow};
+use crate::store::{Phase, ProcessRow, SessionRow, SessionState};
 use crate::units;
 
 fn table(header: &[&str], right: &[usize]) -> Table {
@@ -46,10 +46,10 @@ pub fn sessions_table(sessions: &[SessionRow]) -> String {
         &[0, 2, 5, 6],
     );
     for s in sessions {
-        let duration = match (s.end, s.duration_ns()) {
+        let duration = match (s.state(), s.duration_ns()) {
             (_, None) => "-".to_string(),
-            (None, Some(d)) => format!("{} (unfinished)", units::duration_ns(d)),
-            (Some(_), Some(d)) => units::duration_ns(d),
+            (SessionState::Finished, Some(d)) => units::duration_ns(d),
+            (state, Some(d)) => format!("{} ({})", units::duration_ns(d), state.name()),
         };
         // An imported file by its name; the full path is in `--format json`.
         let mut what = match (&s.command, &s.source) {
@@ -94,6 +94,13 @@ pub struct SessionJson<'a> {
     pub samples: u64,
     /// The metric `show` and `detect` use by default.
     pub metric: &'static str,
+    /// `finished`, `cut_short` (the store stopped taking samples; those before are kept) or
+    /// `unfinished` (still recording, or the recorder was killed).
+    pub state: SessionState,
+    /// Why it was cut short.
+    pub cut_short: Option<&'a str>,
+    /// How the recorded command's process tree was held.
+    pub tree: Option<&'a str>,
 }
 
 impl<'a> SessionJson<'a> {
@@ -122,6 +129,9 @@ impl<'a> SessionJson<'a> {
             processes: s.processes,
             samples: s.samples,
             metric: s.default_metric().name(),
+            state: s.state(),
+            cut_short: s.cut_short.as_deref(),
+            tree: s.tree.as_deref(),
         }
     }
 }
@@ -133,7 +143,10 @@ pub fn session_header(s: &SessionRow, metric: Metric) -> String {
         "  started {} UTC, {}{}, backend {} ({})\n",
         units::time(s.start),
         s.duration_ns().map_or("-".to_string(), units::duration_ns),
-        if s.end.is_none() { " (unfinished)" } else { "" },
+        match s.state() {
+            SessionState::Finished => String::new(),
+            state => format!(" ({})", state.name()),
+        },
         s.backend,
         s.backend_reason
     );
@@ -147,6 +160,18 @@ pub fn session_header(s: &SessionRow, metric: Metric) -> String {
             out += &format!(", command {exit}");
         }
         out += "\n";
+    }
+    if let Some(why) = &s.cut_short {
+        out += &format!(
+            "  cut short: {why}; the samples up to {} are kept\n",
+            s.last_sample.map_or("its start".to_string(), |t| format!(
+                "{} in",
+                units::duration_ns(t - s.start)
+            ))
+        );
+    }
+    if let Some(tree) = &s.tree {
+        out += &format!("  tree held by {tree}\n");
     }
     out += &format!(
         "  {}, {}; memory is {}\n",

@@ -5,7 +5,7 @@ use comfy_table::{Cell, CellAlignment, Color, ContentArrangement, Table};
 use serde::Serialize;
 
 use super::text::SessionJson;
-use crate::analysis::{Detector, Params, Verdict, format};
+use crate::analysis::{Detector, Verdict, format};
 use crate::baseline::Comparison;
 use crate::detect::{Limit, LimitSource, ProcessResult, SessionReport};
 use crate::units;
@@ -174,13 +174,36 @@ struct ProcessJson<'a> {
 struct ReportJson<'a> {
     session: SessionJson<'a>,
     metric: &'static str,
-    params: &'a Params,
+    params: serde_json::Value,
     leaks: usize,
     over_budget: usize,
     budgets: &'a [crate::detect::PeakBudget],
     phases: &'a [crate::store::Phase],
     processes: Vec<ProcessJson<'a>>,
     baseline: Option<&'a Comparison>,
+}
+
+/// The parameters as the pipeline used them: `min_window` as applied, and `limit_bytes` the
+/// limit every process was judged against (with `limit_source`), or null when processes had
+/// different ones (each process then says its own).
+fn params_used(report: &SessionReport) -> serde_json::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(&report.params)?;
+    let mut limits: Vec<Limit> = report.processes.iter().map(|p| p.limit).collect();
+    limits.sort_by_key(|l| (l.bytes, l.source as u8));
+    limits.dedup();
+    let (bytes, source) = match limits.as_slice() {
+        [one] => (one.bytes, Some(one.source)),
+        _ => (None, None),
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert("limit_bytes".into(), serde_json::to_value(bytes)?);
+        map.insert("limit_source".into(), serde_json::to_value(source)?);
+        map.insert(
+            "min_window".into(),
+            serde_json::to_value(report.params.effective_min_window())?,
+        );
+    }
+    Ok(value)
 }
 
 /// The JSON report: `session`, `metric`, `params`, `leaks`, `over_budget`, `budgets`, `phases`
@@ -223,7 +246,7 @@ pub fn json(report: &SessionReport) -> serde_json::Result<String> {
     serde_json::to_string_pretty(&ReportJson {
         session: SessionJson::of(&report.session),
         metric: report.metric.name(),
-        params: &report.params,
+        params: params_used(report)?,
         leaks: report.counts().0,
         over_budget: report.over_budget().count(),
         budgets: &report.budgets,

@@ -7,18 +7,17 @@
 
 mod import;
 mod live;
+mod open;
 mod reader;
 pub mod retention;
 pub mod schema;
 mod writer;
 
+use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
-
-pub use import::{ImportFailure, Importer};
-pub use reader::{ForEachError, Phase, ProcessRow, SessionRow, as_recorded};
+pub use import::{ImportBatch, ImportFailure, Importer};
+pub use reader::{ForEachError, Phase, ProcessRow, SessionRow, SessionState, as_recorded};
 pub use retention::{Pace, Pruned};
 pub use writer::{COMMIT_EVERY, ProcessId, SessionWriter};
 
@@ -50,6 +49,31 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "{path}: a symbolic link; memtools writes only through paths that are not links (give the link's target as --store, or another path)"
+    )]
+    Link { path: PathBuf },
+    #[error("{path}: not a regular file; choose another --store path")]
+    NotAFile { path: PathBuf },
+    #[error(
+        "{path}: an empty file, not a memtools store; memtools creates its store itself (remove the file or choose another --store path)"
+    )]
+    EmptyFile { path: PathBuf },
+    #[error("{path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: its write-ahead log ({path}-wal) can only be read with its index ({path}-shm), which is missing and cannot be created here (read-only); copy the store with its -wal and -shm files somewhere writable"
+    )]
+    NeedsShm { path: PathBuf },
+    #[error(
+        "{path}: a rollback journal ({path}-journal) was left by a writer killed part-way, and the store is too large to roll back in a private copy; open it once with `memtools-user import` or `record` (which rolls it back)"
+    )]
+    HotJournal { path: PathBuf },
     #[error("{path}: no such store (record or import a session first)")]
     Missing { path: PathBuf },
     #[error("{path}: the store has no sessions yet (record or import one first)")]
@@ -97,53 +121,44 @@ impl std::str::FromStr for SessionSelector {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// A private copy the reader reads instead (a hot journal rolled back there).
+    _scratch: Option<tempfile::TempDir>,
+    /// A reader's view of an empty file: no sessions, nothing on disk.
+    empty_view: bool,
+    /// The file a writer opened (device, inode), to notice it being removed or replaced.
+    identity: Option<(u64, u64)>,
 }
 
 impl Store {
-    /// Opens a store for writing, creating it and migrating its schema as needed.
-    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let conn = Connection::open(&path).map_err(|e| classify(&path, e))?;
-        let mut store = Store { conn, path };
-        store.configure().map_err(|e| store.err(e))?;
-        let result = schema::migrate(&mut store.conn);
-        result.map_err(|e| store.err(e))?;
-        Ok(store)
+    fn from_parts(conn: Connection, path: PathBuf, scratch: Option<tempfile::TempDir>) -> Store {
+        Store {
+            conn,
+            path,
+            _scratch: scratch,
+            empty_view: false,
+            identity: None,
+        }
     }
 
-    /// Opens an existing store for reading only; never creates or migrates it.
-    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        if !path.exists() {
-            return Err(StoreError::Missing { path });
-        }
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| classify(&path, e))?;
-        let store = Store { conn, path };
-        store
-            .conn
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(|e| store.err(e))?;
-        let version: i64 = store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| store.err(e))?;
-        if version > schema::CURRENT_VERSION {
-            return Err(store.err(RawError::NewerSchema {
-                found: version,
-                supported: schema::CURRENT_VERSION,
-            }));
-        }
-        if version < schema::CURRENT_VERSION {
-            // An older store: migrate a writable handle once, then read.
-            let path = store.path.clone();
-            drop(store);
-            return Store::open(path);
-        }
-        Ok(store)
+    fn is_empty_view(&self) -> bool {
+        self.empty_view
+    }
+
+    fn remember_identity(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.identity = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+    }
+
+    /// Whether the file a writer opened is still the one at its path: a store removed (or
+    /// replaced) while recording takes writes that nobody will ever read.
+    pub fn still_there(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        self.identity.is_none() || now == self.identity
     }
 
     /// The file this store lives in.
@@ -160,17 +175,6 @@ impl Store {
             total += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         }
         total
-    }
-
-    fn configure(&self) -> Result<(), RawError> {
-        self.conn.busy_timeout(Duration::from_secs(5))?;
-        // WAL: readers never block the recorder and a killed writer loses only its open
-        // transaction. NORMAL sync: a commit survives a killed process (not a power cut), at
-        // a fraction of FULL's cost.
-        self.conn.pragma_update(None, "journal_mode", "WAL")?;
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        self.conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(())
     }
 
     pub(crate) fn err(&self, e: impl Into<RawError>) -> StoreError {

@@ -31,9 +31,47 @@ pub struct SessionRow {
     /// Wall clock minus monotonic clock at the start (recordings only), to place a process's
     /// start time (since boot) on the session's clock.
     pub monotonic_offset_ns: Option<i64>,
+    /// Why the recording stopped being written before the end (a full disk, the store
+    /// removed); the samples before are kept.
+    pub cut_short: Option<String>,
+    /// How the recorded command's process tree was held: its cgroup, or the recorder as
+    /// subreaper.
+    pub tree: Option<String>,
+}
+
+/// How a session ended, as `sessions`, `show` and their JSON say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Recorded to its end (or imported).
+    Finished,
+    /// The store could not be written any more; what came before is kept.
+    CutShort,
+    /// No end: still being recorded, or the recorder was killed.
+    Unfinished,
+}
+
+impl SessionState {
+    /// The word tables use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionState::Finished => "finished",
+            SessionState::CutShort => "cut short",
+            SessionState::Unfinished => "unfinished",
+        }
+    }
 }
 
 impl SessionRow {
+    /// Whether it finished, was cut short, or has no end (yet).
+    pub fn state(&self) -> SessionState {
+        match (&self.cut_short, self.end) {
+            (Some(_), _) => SessionState::CutShort,
+            (None, Some(_)) => SessionState::Finished,
+            (None, None) => SessionState::Unfinished,
+        }
+    }
+
     /// The session's length: to its end, or to its last sample when it never ended.
     pub fn duration_ns(&self) -> Option<i64> {
         self.end
@@ -99,7 +137,7 @@ pub(super) fn sample_columns() -> String {
     cols
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.monotonic_offset_ns";
+const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.monotonic_offset_ns, s.cut_short, s.tree";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let code: Option<i32> = r.get(11)?;
@@ -123,6 +161,8 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
         samples: r.get::<_, i64>(14)? as u64,
         mem_total: r.get::<_, Option<i64>>(15)?.map(|m| m as u64),
         monotonic_offset_ns: r.get(16)?,
+        cut_short: r.get(17)?,
+        tree: r.get(18)?,
     })
 }
 
@@ -348,6 +388,7 @@ fn hold_on_grid(points: &[(TimeNs, u64)], step: i64, until: Option<TimeNs>) -> H
     out
 }
 
+/// A sample from a row whose columns are `t_ns` then [`Metric::STORED`] in order.
 pub(super) fn sample_row(r: &Row<'_>) -> rusqlite::Result<Sample> {
     let mut metrics = Metrics::default();
     for (i, m) in Metric::STORED.into_iter().enumerate() {

@@ -108,7 +108,14 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE processes ADD COLUMN address_space_limit INTEGER;
     "#,
-    // 6 (retention, `serve`): how long a session's samples are kept, for the sessions a
+    // 6: how a recording that could not finish writing ended (`cut_short`: why the store
+    // stopped taking samples; the samples before it are kept), and how the recorded command's
+    // process tree was held (`tree`: its cgroup, or the recorder as subreaper).
+    r#"
+    ALTER TABLE sessions ADD COLUMN cut_short TEXT;
+    ALTER TABLE sessions ADD COLUMN tree TEXT;
+    "#,
+    // 7 (retention, `serve`): how long a session's samples are kept, for the sessions a
     // long-running recorder keeps bounded (NULL: kept forever), and the processes still running,
     // which the exporter reads every second of a recording of millions of processes.
     r#"
@@ -116,6 +123,78 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX processes_running ON processes(session_id) WHERE exit_ns IS NULL;
     "#,
 ];
+
+/// Columns later migrations added, with what a reader of an older store (which it may not
+/// write, so cannot migrate) sees in their place. Looked up by name, not version, so an entry
+/// stays right whatever number its migration gets.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("sessions", "monotonic_offset_ns", "NULL"),
+    (
+        "sessions",
+        "sample_count",
+        "(SELECT COUNT(*) FROM main.samples JOIN main.processes p ON samples.process_id = p.id WHERE p.session_id = s.id)",
+    ),
+    (
+        "sessions",
+        "last_sample_ns",
+        "(SELECT MAX(t_ns) FROM main.samples JOIN main.processes p ON samples.process_id = p.id WHERE p.session_id = s.id)",
+    ),
+    ("sessions", "mem_total", "NULL"),
+    ("processes", "memory_limit", "NULL"),
+    ("processes", "address_space_limit", "NULL"),
+    ("sessions", "cut_short", "NULL"),
+    ("sessions", "tree", "NULL"),
+    ("sessions", "retain_ns", "NULL"),
+];
+
+/// Tables later migrations added, made empty and temporary for a reader of an older store.
+const ADDED_TABLES: &[(&str, &str)] = &[(
+    "phases",
+    "CREATE TEMP TABLE phases (id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, name TEXT NOT NULL, begin_ns INTEGER NOT NULL, end_ns INTEGER)",
+)];
+
+/// Lets a read-only connection read an older store as if it had the current schema: temporary
+/// views (which shadow the store's tables of the same name) add the missing columns, and
+/// temporary tables stand in for missing ones. Nothing is written to the store.
+pub fn stand_ins(conn: &Connection) -> rusqlite::Result<()> {
+    let has_table = |table: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT COUNT(*) FROM main.sqlite_schema WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+    };
+    for (table, create) in ADDED_TABLES {
+        if !has_table(table)? {
+            conn.execute_batch(create)?;
+        }
+    }
+    let mut tables: Vec<&str> = ADDED_COLUMNS.iter().map(|(t, _, _)| *t).collect();
+    tables.dedup();
+    tables.sort_unstable();
+    tables.dedup();
+    for table in tables {
+        let present: Vec<String> = conn
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{table}', 'main')"
+            ))?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let missing: Vec<String> = ADDED_COLUMNS
+            .iter()
+            .filter(|(t, c, _)| *t == table && !present.iter().any(|p| p == c))
+            .map(|(_, c, expr)| format!("{expr} AS {c}"))
+            .collect();
+        if !missing.is_empty() {
+            conn.execute_batch(&format!(
+                "CREATE TEMP VIEW {table} AS SELECT s.*, {} FROM main.{table} s",
+                missing.join(", ")
+            ))?;
+        }
+    }
+    Ok(())
+}
 
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -27,6 +27,33 @@ pub struct SessionWriter<'s> {
     /// land on the same b-tree pages, which costs SQLite far less than interleaving processes.
     pending: Vec<(ProcessId, Sample)>,
     samples: u64,
+    /// The latest sample time committed so far.
+    committed_until: Option<TimeNs>,
+    /// Disk space held back for marking the session cut short when the disk fills.
+    reserve: Option<std::fs::File>,
+}
+
+/// How much disk a recording holds back to mark its session cut short on a full disk: a few
+/// WAL frames of one page each.
+const RESERVE_BYTES: u64 = 128 << 10;
+
+/// Space on the store's file system held by a nameless file (O_TMPFILE): nothing is left
+/// behind whatever happens, and closing it gives the space back. None where the file system
+/// cannot do it.
+fn reserve_beside(store: &std::path::Path) -> Option<std::fs::File> {
+    use rustix::fs::{FallocateFlags, Mode, OFlags};
+    let dir = match store.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .ok()?;
+    rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, RESERVE_BYTES).ok()?;
+    Some(std::fs::File::from(fd))
 }
 
 /// The id of a process row, handed out by [`SessionWriter::add_process`].
@@ -43,6 +70,8 @@ impl Store {
             last_commit: Instant::now(),
             pending: Vec::new(),
             samples: 0,
+            committed_until: None,
+            reserve: reserve_beside(&self.path),
         })
     }
 }
@@ -121,6 +150,11 @@ impl SessionWriter<'_> {
     /// Samples written so far (committed or not).
     pub fn samples_written(&self) -> u64 {
         self.samples
+    }
+
+    /// The latest sample time committed: what a store that fails now keeps.
+    pub fn committed_until(&self) -> Option<TimeNs> {
+        self.committed_until
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
@@ -253,17 +287,82 @@ impl SessionWriter<'_> {
         self.in_tx = false;
         self.pending.clear();
         self.last_commit = Instant::now();
+        self.committed_until = self.committed_until.max(last);
+        Ok(())
+    }
+
+    /// Says how the recorded command's process tree is held, for the session record.
+    pub fn set_tree(&mut self, tree: &str) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .execute(
+                "UPDATE sessions SET tree = ?2 WHERE id = ?1",
+                params![self.session_id, tree],
+            )
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Gives up everything not committed yet, after the store failed under it, so the store
+    /// keeps exactly what was committed. Returns how many samples were dropped.
+    pub fn abandon(&mut self) -> u64 {
+        let dropped = self.pending.len() as u64;
+        if self.in_tx {
+            // SQLite may have rolled back already (a full disk): then this fails, harmlessly.
+            let _ = self.store.conn.execute_batch("ROLLBACK");
+        }
+        self.in_tx = false;
+        self.pending.clear();
+        self.samples -= dropped;
+        dropped
+    }
+
+    /// Marks the session as cut short: the store stopped taking its samples at `at`, for
+    /// `reason`; how the command exited is still recorded. What was committed is kept. May be
+    /// tried again (the disk may have room later).
+    pub fn cut_short(
+        &mut self,
+        reason: &str,
+        at: TimeNs,
+        exit: Option<ExitStatus>,
+    ) -> Result<(), StoreError> {
+        self.abandon();
+        // The disk may be full: give back the space held for this.
+        self.reserve = None;
+        let (code, signal) = exit_columns(exit);
+        self.store
+            .conn
+            .execute(
+                "UPDATE sessions SET cut_short = ?2, end_ns = ?3, exit_status = ?4, exit_signal = ?5 WHERE id = ?1",
+                params![self.session_id, reason, at, code, signal],
+            )
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Removes the session and everything written under it (a command that could not start
+    /// leaves no empty session behind).
+    pub fn discard(&mut self) -> Result<(), StoreError> {
+        self.abandon();
+        let conn = &self.store.conn;
+        conn.execute_batch("PRAGMA foreign_keys = ON")
+            .and_then(|()| conn.execute("DELETE FROM sessions WHERE id = ?1", [self.session_id]))
+            .map_err(|e| self.store.err(e))?;
         Ok(())
     }
 
     /// Ends the session: its end time and, for a recorded command, how it exited.
     pub fn finish(mut self, end: TimeNs, exit: Option<ExitStatus>) -> Result<i64, StoreError> {
+        self.end(end, exit)?;
+        Ok(self.session_id)
+    }
+
+    /// [`SessionWriter::finish`] without giving up the writer: on failure the caller can still
+    /// mark the session as cut short.
+    pub fn end(&mut self, end: TimeNs, exit: Option<ExitStatus>) -> Result<(), StoreError> {
         self.begin()?;
-        let (code, signal) = match exit {
-            Some(ExitStatus::Code(c)) => (Some(c), None),
-            Some(ExitStatus::Signal(s)) => (None, Some(s)),
-            None => (None, None),
-        };
+        let (code, signal) = exit_columns(exit);
         self.store
             .conn
             .execute(
@@ -278,7 +377,16 @@ impl SessionWriter<'_> {
             .store
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        Ok(self.session_id)
+        Ok(())
+    }
+}
+
+/// An exit as the session's (exit_status, exit_signal) columns.
+fn exit_columns(exit: Option<ExitStatus>) -> (Option<i32>, Option<i32>) {
+    match exit {
+        Some(ExitStatus::Code(c)) => (Some(c), None),
+        Some(ExitStatus::Signal(s)) => (None, Some(s)),
+        None => (None, None),
     }
 }
 

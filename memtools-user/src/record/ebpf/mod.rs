@@ -186,6 +186,18 @@ fn counter_slack(page_size: u64) -> u64 {
     cpus * (2 * cpus).max(32) * page_size
 }
 
+/// Every user process (no kernel threads) with its parent, from /proc.
+fn list_user_processes() -> Vec<(u32, u32)> {
+    list_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+            let s = parse_stat(&stat)?;
+            (s.flags & PF_KTHREAD == 0).then_some((pid, s.ppid))
+        })
+        .collect()
+}
+
 /// The pids of /proc's numeric entries.
 fn list_pids() -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -199,6 +211,15 @@ fn list_pids() -> Vec<u32> {
 impl Ebpf {
     /// Loads and attaches the kernel side and marks the scope's processes as followed.
     pub fn new(scope: Scope, rss_events: bool) -> Result<Ebpf, EbpfError> {
+        let mut backend = Ebpf::load(scope == Scope::All, rss_events)?;
+        backend.follow(&scope)?;
+        Ok(backend)
+    }
+
+    /// Loads and attaches the kernel side, following nothing yet: every privilege, tracefs,
+    /// BTF and verifier check happens here, so the recorder does it before it starts the
+    /// command (a refusal then starts nothing). `all`: the kernel side follows every process.
+    pub fn load(all: bool, rss_events: bool) -> Result<Ebpf, EbpfError> {
         // SAFETY: sysconf has no memory-safety preconditions.
         let (hz, page) = unsafe {
             (
@@ -208,17 +229,10 @@ impl Ebpf {
         };
         let page = if page > 0 { page as u64 } else { 4096 };
         let skip = std::env::var("MEMTOOLS_EBPF_SKIP").unwrap_or_default();
-        let loaded = load::load(scope == Scope::All, rss_events, page as u32, &skip)?;
-        if let Scope::Tree { roots, .. } = &scope {
-            for &pid in roots {
-                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(EbpfError::NoSuchPid(pid));
-                }
-            }
-        }
+        let loaded = load::load(all, rss_events, page as u32, &skip)?;
         let mut bpf = loaded.bpf;
         let logger = aya_log::EbpfLogger::init_with_logger(&mut bpf, KernelLog).ok();
-        let mut backend = Ebpf {
+        Ok(Ebpf {
             _bpf: bpf,
             logger,
             stats: loaded.stats,
@@ -244,58 +258,77 @@ impl Ebpf {
             pids: Vec::with_capacity(256),
             queued: Vec::with_capacity(256),
             gone: Vec::with_capacity(64),
-        };
-        backend.follow_existing(&scope)?;
-        Ok(backend)
+        })
+    }
+
+    /// Starts following the scope's processes (the roots must exist), once loaded.
+    pub fn follow(&mut self, scope: &Scope) -> Result<(), EbpfError> {
+        if let Scope::Tree { roots, .. } = scope {
+            for &pid in roots {
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(EbpfError::NoSuchPid(pid));
+                }
+            }
+        }
+        self.follow_existing(scope)
     }
 
     /// Marks the processes that exist now as followed: the roots and their descendants, or
     /// every user process. The programs are attached already, so a process forked meanwhile
     /// is seen either here or as a fork event (duplicates are ignored).
     fn follow_existing(&mut self, scope: &Scope) -> Result<(), EbpfError> {
-        let mut parents: Vec<(u32, u32)> = Vec::new();
-        for pid in list_pids() {
-            if let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat"))
-                && let Some(s) = parse_stat(&stat)
-                && s.flags & PF_KTHREAD == 0
-            {
-                parents.push((pid, s.ppid));
-            }
-        }
         let mut chosen: Vec<(u32, u32)> = Vec::new();
-        match scope {
-            Scope::All => chosen = parents,
-            Scope::Tree { roots, .. } => {
-                for &root in roots {
-                    let ppid = parents
-                        .iter()
-                        .find(|(p, _)| *p == root)
-                        .map_or(0, |(_, pp)| *pp);
-                    chosen.push((root, ppid));
-                }
-                // Descendants, repeatedly: a child can be listed before its parent.
-                loop {
-                    let before = chosen.len();
-                    for &(pid, ppid) in &parents {
-                        if chosen.iter().any(|(c, _)| *c == ppid)
-                            && !chosen.iter().any(|(c, _)| *c == pid)
-                        {
-                            chosen.push((pid, ppid));
+        // In rounds: a process is marked, then /proc is listed again. One forked by a marked
+        // process after it was marked is the kernel's to follow; one forked before shows in the
+        // next listing. (The command may have started forking a moment ago.)
+        loop {
+            let parents = list_user_processes();
+            let before = chosen.len();
+            match scope {
+                Scope::All => chosen = parents,
+                Scope::Tree { roots, .. } => {
+                    for &root in roots {
+                        if !chosen.iter().any(|(c, _)| *c == root) {
+                            let ppid = parents
+                                .iter()
+                                .find(|(p, _)| *p == root)
+                                .map_or(0, |(_, pp)| *pp);
+                            chosen.push((root, ppid));
                         }
                     }
-                    if chosen.len() == before {
-                        break;
+                    // Descendants, repeatedly: a child can be listed before its parent.
+                    loop {
+                        let known = chosen.len();
+                        for &(pid, ppid) in &parents {
+                            if chosen.iter().any(|(c, _)| *c == ppid)
+                                && !chosen.iter().any(|(c, _)| *c == pid)
+                            {
+                                chosen.push((pid, ppid));
+                            }
+                        }
+                        if chosen.len() == known {
+                            break;
+                        }
                     }
                 }
             }
-        }
-        for &(pid, _) in &chosen {
-            // BPF_NOEXIST: the kernel may have created it already, for a fork just now.
-            match self.stats.insert(pid, ProcStats::default(), 1) {
-                Ok(()) => {}
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(map_err("STATS")(e)),
+            let start = if matches!(scope, Scope::All) {
+                0
+            } else {
+                before
+            };
+            for &(pid, _) in &chosen[start..] {
+                // BPF_NOEXIST: the kernel may have created it already, for a fork just now.
+                match self.stats.insert(pid, ProcStats::default(), 1) {
+                    Ok(()) => {}
+                    Err(aya::maps::MapError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(map_err("STATS")(e)),
+                }
+            }
+            // Every process is the kernel's to follow already when all are.
+            if matches!(scope, Scope::All) || chosen.len() == before {
+                break;
             }
         }
         self.initial = chosen;
