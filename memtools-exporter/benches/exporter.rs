@@ -67,7 +67,7 @@ fn info(pid: u32) -> ProcessInfo {
 fn sample(pid: u32, t: i64) -> Sample {
     let base = (u64::from(pid % 200) + 4) << 20;
     let secs = ((t - T0) / S) as u64;
-    let leak = if pid % 50 == 0 { secs * 65_536 } else { 0 };
+    let leak = if pid.is_multiple_of(50) { secs * 65_536 } else { 0 };
     let noise = (u64::from(pid).wrapping_mul(2_654_435_761) ^ secs.wrapping_mul(40_503)) % 65_536;
     let anon = base + leak + noise;
     Sample {
@@ -90,9 +90,11 @@ fn bench_dir() -> PathBuf {
     dir
 }
 
-/// A store with `n` processes and ten minutes of them at 1 s, made once.
+/// A store with `n` processes and ten minutes of them at 1 s, made once per schema version (a
+/// store an older build made is not this build's).
 fn store_of(n: u32) -> (PathBuf, i64) {
-    let path = bench_dir().join(format!("exporter-{n}.db"));
+    let version = memtools::store::schema::CURRENT_VERSION;
+    let path = bench_dir().join(format!("exporter-{n}-v{version}.db"));
     if !path.exists() {
         let tmp = path.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
@@ -222,8 +224,8 @@ fn scrape_round(round: usize, n: u32) {
         std::thread::sleep(Duration::from_millis(100));
     }
     // As Prometheus scrapes (every 15 s or so): each scrape finds the data stale (older than a
-    // second, or ten times what a read takes), so it waits for the exporter to read what was
-    // written since, and encode it.
+    // second, or ten times what a read takes: 6 s is past both here), so it waits for the
+    // exporter to read what was written since, and encode it.
     let mut gets = Vec::new();
     for k in 6..6 + GETS as i64 {
         for p in &processes {
@@ -231,7 +233,7 @@ fn scrape_round(round: usize, n: u32) {
                 .expect("sample");
         }
         w.flush().expect("flush");
-        std::thread::sleep(Duration::from_secs(4));
+        std::thread::sleep(Duration::from_secs(6));
         let t = Instant::now();
         scrape(&addr);
         gets.push(t.elapsed());

@@ -23,7 +23,7 @@ pub mod stats;
 pub mod window;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -176,7 +176,7 @@ const SAY_ERRORS_EVERY: Duration = Duration::from_secs(60);
 /// Reads, analyses and publishes when a scrape wants fresher data and at the live analysis's
 /// pace, until told to stop.
 fn refresh_loop(
-    store: &PathBuf,
+    store: &Path,
     config: &Config,
     stats: &RecorderStats,
     board: &Board,

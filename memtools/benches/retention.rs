@@ -69,11 +69,12 @@ fn sample(t: i64, v: u64) -> Sample {
     }
 }
 
-/// The week's store, made once and kept in target/bench.
+/// The week's store, made once a day and schema version and kept in target/bench.
 fn week(now: i64) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(format!("retention-week-{}.db", now / DAY));
+    let version = memtools::store::schema::CURRENT_VERSION;
+    let path = dir.join(format!("retention-week-{}-v{version}.db", now / DAY));
     if path.exists() {
         return path;
     }
