@@ -168,6 +168,9 @@ fn copy(from: &Path) -> PathBuf {
 fn scrape_round(round: usize, n: u32) {
     let (made, session) = store_of(n);
     let path = copy(&made);
+    // The writer first, as in `serve`: the exporter then reads a store being written (through
+    // its WAL), not a finished one (which a reader opens immutable).
+    let writer_store = Store::open(&path).expect("the store");
     let mut follower = Follower::open(&path, session, config()).expect("following");
     let end = T0 + 600 * S;
     let t = Instant::now();
@@ -177,7 +180,6 @@ fn scrape_round(round: usize, n: u32) {
     let first = t.elapsed();
     let analysis = snapshot.analysis.map_or(Duration::ZERO, |a| a.duration);
     // Steady reads: one more second of every process written, then read.
-    let writer_store = Store::open(&path).expect("the store");
     let processes = writer_store.running_processes(session).expect("processes");
     let mut w = writer_store
         .begin_session(&session_at(end))
