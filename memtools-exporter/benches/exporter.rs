@@ -67,7 +67,11 @@ fn info(pid: u32) -> ProcessInfo {
 fn sample(pid: u32, t: i64) -> Sample {
     let base = (u64::from(pid % 200) + 4) << 20;
     let secs = ((t - T0) / S) as u64;
-    let leak = if pid.is_multiple_of(50) { secs * 65_536 } else { 0 };
+    let leak = if pid.is_multiple_of(50) {
+        secs * 65_536
+    } else {
+        0
+    };
     let noise = (u64::from(pid).wrapping_mul(2_654_435_761) ^ secs.wrapping_mul(40_503)) % 65_536;
     let anon = base + leak + noise;
     Sample {
