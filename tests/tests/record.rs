@@ -557,3 +557,37 @@ fn the_address_space_limit_is_recorded_and_bounds_virtual_size() {
         .expect("leak-sim");
     assert_eq!(p["limit_source"], "recording_machine", "{p}");
 }
+
+/// An exec that keeps the process's name (a shell running a shell, `python3` starting
+/// `python3 -c ...`) still gives it its new command line: the one stored is what it ran last,
+/// not what its parent was running when it was first seen.
+#[test]
+fn an_exec_under_the_same_name_updates_the_command_line() {
+    let store = TestStore::new();
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "procfs",
+        "--interval",
+        "20ms",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.5; exec sh -c 'sleep 0.5' second-$((1 + 1))",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sql = store.sql();
+    let (name, cmdline): (String, String) = sql
+        .query_row(
+            "SELECT name, cmdline FROM processes ORDER BY id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(name, "sh");
+    assert!(cmdline.contains("second-2"), "{cmdline}");
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use memtools::model::{BackendKind, ProcessInfo, ProcessKey};
+use memtools::model::{BackendKind, Lost, ProcessInfo, ProcessKey};
 
 use super::{Backend, Clock, Event, RecordError, Sink};
 
@@ -119,6 +119,11 @@ impl Sink for Filter<'_> {
                     self.out.event(Event::Sample(key, sample))?;
                 }
             }
+            Event::PeakRss(key, peak) => {
+                if by.taken.contains(&key) {
+                    self.out.event(Event::PeakRss(key, peak))?;
+                }
+            }
             Event::Exited(key, time) => {
                 by.passed.remove(&key);
                 if by.taken.remove(&key) {
@@ -152,8 +157,16 @@ impl Backend for ByName {
         self.inner.unreadable()
     }
 
-    fn events_lost(&self) -> u64 {
-        self.inner.events_lost()
+    fn lost(&self) -> Lost {
+        self.inner.lost()
+    }
+
+    fn detail(&self) -> Option<String> {
+        self.inner.detail()
+    }
+
+    fn stop(&mut self) {
+        self.inner.stop();
     }
 }
 

@@ -37,6 +37,11 @@ pub struct Stat<'a> {
     /// Clock ticks since boot.
     pub start_ticks: u64,
     pub vsize: u64,
+    /// Where the command line lives in the process's memory (field 48): a new one after every
+    /// exec (a new stack, placed at random), so an exec that keeps the name (`python3`
+    /// running `python3 -c ...`, a shell running a shell) is seen too. 0 where the kernel
+    /// hides it (a process the reader may not trace).
+    pub arg_start: u64,
 }
 
 /// Parses /proc/PID/stat. The name (comm) may hold spaces and parentheses, so the fields are
@@ -51,6 +56,7 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat<'_>> {
         ..Stat::default()
     };
     let (mut minflt, mut majflt) = (0, 0);
+    let mut vsize_read = false;
     // Field 3 (state) is index 0 here.
     for (i, field) in rest.split(|&b| b == b' ').enumerate() {
         match i {
@@ -63,12 +69,17 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat<'_>> {
             20 => {
                 stat.vsize = parse_u64(field)?;
                 stat.page_faults = minflt + majflt;
+                vsize_read = true;
+            }
+            45 => {
+                stat.arg_start = parse_u64(field)?;
                 return Some(stat);
             }
             _ => {}
         }
     }
-    None
+    // Fewer fields (a kernel older than 3.5): everything but arg_start, once vsize was read.
+    vsize_read.then_some(stat)
 }
 
 /// The memory figures of /proc/PID/status, in bytes; absent for kernel threads and zombies.
@@ -205,8 +216,9 @@ fn sample_one(
     let Some(stat) = stat else {
         return Ok(false);
     };
-    if stat.comm != &f.comm[..f.comm_len] {
-        // A new name after exec.
+    if stat.comm != &f.comm[..f.comm_len] || stat.arg_start != f.arg_start {
+        // A new name and command line after exec.
+        f.arg_start = stat.arg_start;
         let n = stat.comm.len().min(16);
         f.comm[..n].copy_from_slice(&stat.comm[..n]);
         f.comm_len = n;
@@ -258,6 +270,8 @@ struct Followed {
     status: File,
     comm: [u8; 16],
     comm_len: usize,
+    /// The command line's address at the last read of stat: it moves at exec.
+    arg_start: u64,
     /// statm's size, resident and shared at the last full read, and what that read gave.
     last_statm: [u64; 3],
     last: Metrics,
@@ -503,6 +517,7 @@ impl Procfs {
             pid: c.pid,
             start_time: s.start_ticks * self.ns_per_tick,
         };
+        let arg_start = s.arg_start;
         let cmdline = read_cmdline(c.pid);
         let info = ProcessInfo {
             key,
@@ -520,6 +535,7 @@ impl Procfs {
                 status,
                 comm,
                 comm_len,
+                arg_start,
                 // Never equal to a live process's statm: the first sample reads everything.
                 last_statm: [0; 3],
                 last: Metrics::default(),
@@ -574,8 +590,23 @@ mod tests {
         assert_eq!(s.page_faults, 1024);
         assert_eq!(s.start_ticks, 987654);
         assert_eq!(s.vsize, 123456789);
+        // A kernel older than 3.5 stops before the command line's address.
+        assert_eq!(s.arg_start, 0);
         assert_eq!(parse_stat(b"4242 (x) S 1 2"), None);
         assert_eq!(parse_stat(b""), None);
+    }
+
+    #[test]
+    fn stat_gives_where_the_command_line_lives() {
+        let raw = std::fs::read("/proc/self/stat").expect("/proc/self/stat");
+        let s = parse_stat(&raw).expect("this process's stat");
+        assert_ne!(s.arg_start, 0, "{}", String::from_utf8_lossy(&raw));
+        let field_48: u64 = String::from_utf8_lossy(&raw)
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(45).map(str::to_owned))
+            .and_then(|f| f.parse().ok())
+            .expect("field 48");
+        assert_eq!(s.arg_start, field_48);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::build_release;
+use super::build_release;
 use crate::{cargo, root, sh};
 
 /// How long the real `serve` runs.
