@@ -232,6 +232,7 @@ mod tests {
                 Event::Renamed { key, name, .. } => format!("rename {} {name}", key.pid),
                 Event::Sample(k, _) => format!("sample {}", k.pid),
                 Event::Exited(k, _) => format!("exit {}", k.pid),
+                Event::PeakRss(k, peak) => format!("peak {} {peak}", k.pid),
             });
             Ok(())
         }
