@@ -12,6 +12,8 @@ use memtools::model::Metric;
 use memtools::report::ReportSpec;
 use memtools::store::{DEFAULT_STORE, SessionSelector};
 
+use crate::record::names::NamePattern;
+
 /// Record per-process memory and find the processes that keep growing.
 #[derive(Debug, Parser)]
 #[command(name = "memtools-user", version, about, propagate_version = true)]
@@ -46,6 +48,15 @@ pub enum Command {
     ///   sudo memtools-user record --all --duration 10m
     #[command(verbatim_doc_comment)]
     Record(RecordArgs),
+    /// Record for as long as it runs and serve the processes' memory and leak verdicts as
+    /// Prometheus metrics, keeping the store to --retain
+    ///
+    /// Examples:
+    ///   sudo memtools-user serve                       # every process, on 127.0.0.1:9465
+    ///   memtools-user serve --name 'java' --name 'postgres*' --listen 0.0.0.0:9465
+    ///   memtools-user serve --pid 1234 --retain 1d --store /var/lib/memtools/serve.db
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
     /// List the recorded and imported sessions, newest first
     Sessions {
         #[command(flatten)]
@@ -290,6 +301,16 @@ pub struct RecordArgs {
     /// Record every process on the machine
     #[arg(long)]
     pub all: bool,
+    /// Record the processes whose name matches PATTERN (`*`, `?`, `[...]`), and their
+    /// descendants, as they come and go, until stopped (repeatable)
+    #[arg(long, value_name = "PATTERN", conflicts_with_all = ["all", "pid"])]
+    pub name: Vec<NamePattern>,
+    /// While recording, serve its processes and verdicts as Prometheus metrics on
+    /// http://ADDR/metrics, like 127.0.0.1:9465
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub export: ExportArgs,
     /// When the recording ends, run the leak analysis and print the verdicts; exit 3 when the
     /// command succeeded but a process leaked (the command's own status when it failed)
     #[arg(long)]
@@ -315,6 +336,59 @@ pub struct RecordArgs {
     /// The command to run and record, with its arguments, after `--`
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// How the exporter of `serve` and `record --listen` judges and what it exports.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ExportArgs {
+    /// Export one by one the N largest and the N fastest-growing processes; the others are
+    /// summed by name [default: 50]
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// The live analysis judges this much of each process's recent history, like 1h, 30m
+    /// [default: 1h]
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub window: Option<Duration>,
+    /// Run the live analysis at most this often [default: 15s]
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub analysis_every: Option<Duration>,
+}
+
+impl ExportArgs {
+    /// Whether any was given.
+    pub fn any(&self) -> bool {
+        self.top.is_some() || self.window.is_some() || self.analysis_every.is_some()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Where to serve http://ADDR/metrics; 0.0.0.0:9465 or [::]:9465 for every interface
+    #[arg(long, default_value = memtools_exporter::DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: String,
+    /// Delete the samples of `serve`'s sessions older than this, in the background, like 7d, 12h
+    #[arg(long, default_value = "7d", value_parser = parse_duration, value_name = "DUR")]
+    pub retain: Duration,
+    /// Time between samples (at least 10ms), like 1s, 500ms
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DUR")]
+    pub interval: Duration,
+    /// How samples are taken
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Every process on the machine (the default)
+    #[arg(long, conflicts_with_all = ["pid", "name"])]
+    pub all: bool,
+    /// This running process and its descendants, until they have all exited (repeatable)
+    #[arg(long, value_name = "PID", conflicts_with = "name")]
+    pub pid: Vec<u32>,
+    /// The processes whose name matches PATTERN (`*`, `?`, `[...]`), and their descendants, as
+    /// they come and go (repeatable)
+    #[arg(long, value_name = "PATTERN")]
+    pub name: Vec<NamePattern>,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 /// The backends this build has.

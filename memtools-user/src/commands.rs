@@ -67,6 +67,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Detect(args) => detect(args),
+        Command::Serve(args) => crate::serve::run(args),
         Command::Top(args) => top(args),
         Command::Sites(args) => crate::sites::run(args),
         Command::Import { store, files } => {
@@ -166,16 +167,42 @@ fn detect(args: DetectArgs) -> Result<i32> {
     })
 }
 
+/// The backend `--backend` asks for.
+pub(crate) fn backend_choice(arg: BackendArg) -> BackendChoice {
+    match arg {
+        BackendArg::Auto => BackendChoice::Auto,
+        BackendArg::Ebpf => BackendChoice::Ebpf,
+        BackendArg::Procfs => BackendChoice::Procfs,
+    }
+}
+
 fn record(args: RecordArgs) -> Result<i32> {
-    let target = match (args.command.is_empty(), args.pid.is_empty(), args.all) {
-        (false, true, false) => Target::Command(record::Command { argv: args.command }),
-        (true, false, false) => Target::Pids(args.pid),
-        (true, true, true) => Target::All,
-        (true, true, false) => {
-            bail!("say what to record: `-- CMD ARGS...`, `--pid PID` or `--all`")
+    let given = [
+        !args.command.is_empty(),
+        !args.pid.is_empty(),
+        args.all,
+        !args.name.is_empty(),
+    ];
+    let target = match given {
+        [true, false, false, false] => Target::Command(record::Command { argv: args.command }),
+        [false, true, false, false] => Target::Pids(args.pid),
+        [false, false, true, false] => Target::All,
+        [false, false, false, true] => Target::Names(args.name),
+        [false, false, false, false] => {
+            bail!("say what to record: `-- CMD ARGS...`, `--pid PID`, `--name PATTERN` or `--all`")
         }
-        _ => bail!("record one thing at a time: `-- CMD`, `--pid PID` or `--all`"),
+        _ => {
+            bail!("record one thing at a time: `-- CMD`, `--pid PID`, `--name PATTERN` or `--all`")
+        }
     };
+    if args.listen.is_none() && args.export.any() {
+        bail!("--top, --window and --analysis-every are for the exporter: add --listen ADDR");
+    }
+    let exporter = args
+        .listen
+        .as_ref()
+        .map(|_| crate::serve::config(&args.export))
+        .transpose()?;
     let options = RecordOptions {
         target,
         backend: backend_choice(args.backend),
@@ -193,6 +220,14 @@ fn record(args: RecordArgs) -> Result<i32> {
         // Said now: a missing baseline must not cost a recording.
         store.session(id).context("--baseline")?;
     }
+    let serving = match (&args.listen, exporter) {
+        (Some(listen), Some(config)) => {
+            let s = crate::serve::Serving::start(listen, &args.store.store, config, None)?;
+            eprintln!("memtools: serving {}", s.url());
+            Some(s)
+        }
+        _ => None,
+    };
     let tty = std::io::stderr().is_terminal();
     // With --live the view takes the terminal from the first progress report on; the status
     // line shows only if the user closes the view before the recording ends.
@@ -206,6 +241,9 @@ fn record(args: RecordArgs) -> Result<i32> {
         false => None,
     };
     let show = |p: &Progress| {
+        if let Some(s) = &serving {
+            s.progress(p);
+        }
         if let Some(l) = &live
             && !l.borrow_mut().progress(p)
         {
@@ -233,6 +271,9 @@ fn record(args: RecordArgs) -> Result<i32> {
         }
     };
     let recorded = record::record(&store, &options, show, notice);
+    if let Some(s) = serving {
+        s.stop();
+    }
     if let Some(l) = live {
         // A recording stopped early (Ctrl-C in the view, a signal) closes the view with it;
         // one that ended by itself stays on screen until the user leaves it.
@@ -393,14 +434,6 @@ fn record(args: RecordArgs) -> Result<i32> {
         0 if failed => 1,
         s => s,
     })
-}
-
-fn backend_choice(arg: BackendArg) -> BackendChoice {
-    match arg {
-        BackendArg::Auto => BackendChoice::Auto,
-        BackendArg::Ebpf => BackendChoice::Ebpf,
-        BackendArg::Procfs => BackendChoice::Procfs,
-    }
 }
 
 /// What the live view follows and judges with: `detect`'s default parameters and limits.

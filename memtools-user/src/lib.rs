@@ -11,3 +11,4 @@ pub mod live;
 pub mod record;
 pub mod sites;
 pub mod symbolize;
+pub mod serve;

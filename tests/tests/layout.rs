@@ -1,5 +1,5 @@
-//! The house holds: the core library and the viewer build without the kernel side, so a store
-//! copied out of CI opens on a laptop with stable Rust alone.
+//! The house holds: the core library, the viewer and the exporter build without the kernel side,
+//! so a store copied out of CI opens on a laptop with stable Rust alone.
 
 use std::path::Path;
 use std::process::Command;
@@ -37,8 +37,13 @@ fn tree(package: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_core_library_and_the_viewers_reach_no_aya_crate_and_no_recorder() {
-    for package in ["memtools", "memtools-gui", "memtools-tui"] {
+fn the_core_library_the_viewers_and_the_exporter_reach_no_aya_crate_and_no_recorder() {
+    for package in [
+        "memtools",
+        "memtools-gui",
+        "memtools-tui",
+        "memtools-exporter",
+    ] {
         let deps = tree(package);
         assert!(deps.iter().any(|d| d == package), "{package}: {deps:?}");
         let kernel: Vec<&String> = deps

@@ -1,8 +1,8 @@
 //! `cargo xtask setup`: everything a fresh machine lacks, installed idempotently.
 
-use std::process::Command;
-
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
@@ -22,6 +22,7 @@ pub fn setup() -> Result<()> {
     }
     python_psutil()?;
     python_pytest()?;
+    prometheus()?;
     if let Err(e) = apt_install(&BENCH_PACKAGES) {
         // Only `cargo xtask bench overhead` needs them; say so rather than fail the tests.
         eprintln!(
@@ -118,6 +119,53 @@ fn python_pytest() -> Result<()> {
         ]))?;
     }
     Ok(())
+}
+
+/// promtool and the Prometheus server (Debian package `prometheus`), for the exporter's tests
+/// (`promtool check metrics`, `promtool test rules`, a real server scraping `record --listen`).
+/// The package's own service is not started: a policy-rc.d denying it is put in place while apt
+/// runs, and only when the machine has none of its own (which is then left as it is).
+fn prometheus() -> Result<()> {
+    let runs = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs("promtool") && runs("prometheus") {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        sh(&mut cmd)
+    };
+    apt(&["update", "-qq"])?;
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    // create_new: never over a file (or a link) that is there.
+    let ours = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o755)
+        .open(policy)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(
+                b"#!/bin/sh\n# cargo xtask setup: no service starts while it installs\nexit 101\n",
+            )
+        })
+        .is_ok();
+    let installed = apt(&[
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "prometheus",
+    ]);
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed
 }
 
 /// tmux, the real terminal the live view's end-to-end tests and `cargo xtask bench top` run

@@ -6,6 +6,7 @@
 mod command;
 pub mod ebpf;
 pub mod limits;
+pub mod names;
 pub mod phases;
 pub mod procfs;
 mod sampling;

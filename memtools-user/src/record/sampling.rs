@@ -63,7 +63,7 @@ impl Sampling<'_, '_> {
         let started = Instant::now();
         let mut tick: u32 = 0;
         loop {
-            self.record_tick(&mut last_store_check, notice)?;
+            let drain = self.record_tick(&mut last_store_check, notice)?;
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
                 progress(&Progress {
@@ -73,6 +73,12 @@ impl Sampling<'_, '_> {
                     seen: self.rec.processes.len(),
                     samples: self.rec.writer.samples_written(),
                     store_bytes: self.store.size_on_disk(),
+                    backend: self.backend.kind().name(),
+                    drain,
+                    events_lost: {
+                        let lost = self.backend.lost();
+                        lost.processes.saturating_add(lost.events)
+                    },
                 });
             }
             if let Next::Stop = self.look_after_tree(&mut end, notice) {
@@ -92,12 +98,14 @@ impl Sampling<'_, '_> {
         Ok(end)
     }
 
-    /// One tick's recording: poll, phases, commit, and whether the store is still there.
+    /// One tick's recording: poll, phases, commit, and whether the store is still there; how
+    /// long the poll and the commit took (the drain the exporter reports).
     fn record_tick(
         &mut self,
         last_store_check: &mut Instant,
         notice: &mut impl FnMut(&str),
-    ) -> Result<(), RecordError> {
+    ) -> Result<Duration, RecordError> {
+        let drain_began = Instant::now();
         if self.rec.writing() {
             self.backend.poll(self.clock, self.rec)?;
             let lost = self.backend.lost();
@@ -110,6 +118,7 @@ impl Sampling<'_, '_> {
             self.rec.phases(ph.drain());
         }
         self.rec.flush_if_due();
+        let drain = drain_began.elapsed();
         if last_store_check.elapsed() >= STORE_CHECK_EVERY {
             *last_store_check = Instant::now();
             if self.rec.writing() && !self.store.still_there() {
@@ -122,7 +131,7 @@ impl Sampling<'_, '_> {
         if let Some(line) = self.rec.loss_to_say(self.clock, self.running.is_some()) {
             notice(&line);
         }
-        Ok(())
+        Ok(drain)
     }
 
     /// Whether the recording is over: the command's tree is gone (stopping what it left and
@@ -133,8 +142,8 @@ impl Sampling<'_, '_> {
             .duration
             .is_some_and(|d| self.clock.elapsed() >= d);
         let Some(r) = self.running.as_deref_mut() else {
-            let all_gone =
-                self.backend.followed() == 0 && !matches!(self.options.target, Target::All);
+            let until_stopped = matches!(self.options.target, Target::All | Target::Names(_));
+            let all_gone = self.backend.followed() == 0 && !until_stopped;
             return if all_gone || over || end.interrupted_by.is_some() {
                 Next::Stop
             } else {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::command::{Child, Command};
+use super::names::{ByName, NamePattern};
 use super::phases::{PHASES_ENV, PhaseChannel};
 use super::sampling::Sampling;
 use super::sink::Recording;
@@ -26,6 +27,8 @@ pub enum Target {
     Pids(Vec<u32>),
     /// Every process on the machine.
     All,
+    /// Processes whose name matches, and their descendants, as they come and go, until stopped.
+    Names(Vec<NamePattern>),
 }
 
 /// How to record.
@@ -53,6 +56,12 @@ pub struct Progress {
     pub seen: usize,
     pub samples: u64,
     pub store_bytes: u64,
+    /// The backend recording (`ebpf`, `procfs`).
+    pub backend: &'static str,
+    /// The last look at the processes and write to the store.
+    pub drain: Duration,
+    /// Events the backend had to drop so far.
+    pub events_lost: u64,
 }
 
 /// A process's largest memory, for the summary.
@@ -130,6 +139,13 @@ fn new_session(options: &RecordOptions, backend: &PreparedBackend, clock: &Clock
                 p.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
             )),
             Target::All => Some("--all".to_string()),
+            Target::Names(n) => Some(format!(
+                "--name {}",
+                n.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
         },
         source: None,
         start: clock.start_wall(),
@@ -180,7 +196,8 @@ pub fn record(
     let signals = StopSignals::install()?;
     // Whatever can refuse does so before the command starts: privileges and the eBPF
     // programs, the store. A refusal starts nothing.
-    let all = options.target == Target::All;
+    // Following by name looks at every process (the filter is on the user side).
+    let all = matches!(options.target, Target::All | Target::Names(_));
     let prepared = prepare_backend(options.backend, all, options.rss_events, options.interval)?;
     // Said before anything starts: --sites without the eBPF backend records nothing asked for.
     let prepared = match options.sites {
@@ -208,6 +225,9 @@ pub fn record(
     let scope = scope_of(options, running.as_ref());
     let looped = prepared.follow(scope).and_then(|opened| {
         let OpenedBackend { mut backend, .. } = opened;
+        if let Target::Names(patterns) = &options.target {
+            backend = Box::new(ByName::new(backend, patterns.clone()));
+        }
         // Followed from its pid on: now the command may run.
         if let Some(r) = running.as_mut() {
             r.child.release()?;
@@ -310,7 +330,7 @@ fn launch(
 /// Which processes the backend follows.
 fn scope_of(options: &RecordOptions, running: Option<&Running>) -> Scope {
     match (&options.target, running) {
-        (Target::All, _) => Scope::All,
+        (Target::All | Target::Names(_), _) => Scope::All,
         (Target::Pids(pids), _) => Scope::Tree {
             roots: pids.clone(),
             reaper: None,

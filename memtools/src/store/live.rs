@@ -1,11 +1,14 @@
-//! Reading one process's history in pieces: for the GUI, which reads a big session in chunks
-//! (so it can show progress and stay cancellable) and follows a session still being recorded
-//! (only the samples newer than those it has); and for the terminal view, which follows every
-//! process of a session and shows several metrics of each.
+//! Reading a session as it is recorded, in pieces: for the GUI, which reads a big session in
+//! chunks (so it can show progress and stay cancellable) and follows a session still being
+//! recorded (only the samples newer than those it has); for the terminal view, which follows
+//! every process of a session and shows several metrics of each; and for the exporter, which
+//! follows the processes still running (their newest samples, every second or so).
 
 use std::sync::OnceLock;
 
-use super::reader::{metric_sql, sample_row};
+use super::reader::{
+    PROCESS_COLUMNS, ProcessRow, metric_sql, process_row, sample_columns, sample_row,
+};
 use super::{Store, StoreError};
 use crate::model::{Metric, Sample, TimeNs};
 
@@ -80,5 +83,44 @@ impl Store {
         let ended = self.conn.execute_batch("ROLLBACK").map_err(|e| self.err(e));
         let value = result?;
         ended.map(|()| value)
+    }
+}
+
+impl Store {
+    /// A session's processes that have not exited (as far as its recorder has said), in the
+    /// order they were first seen. An index holds just those, so this stays quick in a session
+    /// of millions of processes.
+    pub fn running_processes(&self, session: i64) -> Result<Vec<ProcessRow>, StoreError> {
+        static SQL: OnceLock<String> = OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            format!(
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE session_id = ?1 AND exit_ns IS NULL ORDER BY id"
+            )
+        });
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        stmt.query_map([session], process_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest sample of one process at or before `at`: its value then, in a change-only
+    /// (eBPF) session where an unchanged process stores nothing.
+    pub fn sample_at_or_before(
+        &self,
+        process_id: i64,
+        at: TimeNs,
+    ) -> Result<Option<Sample>, StoreError> {
+        use rusqlite::OptionalExtension;
+        static SQL: OnceLock<String> = OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            format!(
+                "SELECT {} FROM samples WHERE process_id = ?1 AND t_ns <= ?2 ORDER BY t_ns DESC LIMIT 1",
+                sample_columns()
+            )
+        });
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        stmt.query_row(rusqlite::params![process_id, at], sample_row)
+            .optional()
+            .map_err(|e| self.err(e))
     }
 }

@@ -9,6 +9,7 @@ mod import;
 mod live;
 mod open;
 mod reader;
+pub mod retention;
 pub mod schema;
 mod sites;
 mod writer;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use import::{ImportBatch, ImportFailure, Importer};
 pub use reader::{ForEachError, Phase, ProcessRow, SessionRow, SessionState, as_recorded};
+pub use retention::{Pace, Pruned};
 pub use writer::{COMMIT_EVERY, ProcessId, SessionWriter};
 
 /// Where the store is when neither `--store` nor `MEMTOOLS_STORE` says otherwise.

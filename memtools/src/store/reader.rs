@@ -91,6 +91,12 @@ impl SessionRow {
         }
     }
 
+    /// Whether its samples were stored only when they changed (the eBPF backend): a reader
+    /// holds each value until the next sample ([`as_recorded`]).
+    pub fn change_only(&self) -> bool {
+        BackendKind::from_name(&self.backend) == Some(BackendKind::Ebpf)
+    }
+
     /// What was recorded: the command, or the imported file.
     pub fn what(&self) -> &str {
         self.command
@@ -121,6 +127,19 @@ pub struct ProcessRow {
     pub peak_rss: Option<u64>,
     /// Its address-space limit (RLIMIT_AS), when one was set.
     pub address_space_limit: Option<u64>,
+}
+
+/// The columns [`process_row`] reads, in order.
+pub(super) const PROCESS_COLUMNS: &str = "id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit, peak_rss";
+
+/// The columns [`sample_row`] reads, in order: the time, then every stored metric.
+pub(super) fn sample_columns() -> String {
+    let mut cols = String::from("t_ns");
+    for m in Metric::STORED {
+        cols.push_str(", ");
+        cols.push_str(metric_sql(m));
+    }
+    cols
 }
 
 const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.monotonic_offset_ns, s.cut_short, s.tree, s.processes_lost, s.events_lost";
@@ -156,7 +175,7 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     })
 }
 
-fn process_row(r: &Row<'_>) -> rusqlite::Result<ProcessRow> {
+pub(super) fn process_row(r: &Row<'_>) -> rusqlite::Result<ProcessRow> {
     Ok(ProcessRow {
         id: r.get(0)?,
         info: ProcessInfo {
@@ -334,8 +353,10 @@ pub enum ForEachError {
 /// until the process exited or the session ended; other sessions as stored. [`Store::series`]
 /// applies it; a reader that fetches samples itself (the GUI's chunked and live reads) calls it.
 pub fn as_recorded(session: &SessionRow, process: &ProcessRow, points: History) -> History {
-    let change_only = BackendKind::from_name(&session.backend) == Some(BackendKind::Ebpf);
-    match session.interval_ns.filter(|&i| i > 0 && change_only) {
+    match session
+        .interval_ns
+        .filter(|&i| i > 0 && session.change_only())
+    {
         Some(step) => {
             let until = process.exit.or(session.end).or(session.last_sample);
             hold_on_grid(&points, step, until)

@@ -159,6 +159,13 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (process_id, t_ns, stack_id, cause)
     ) WITHOUT ROWID;
     "#,
+    // 9 (retention, `serve`): how long a session's samples are kept, for the sessions a
+    // long-running recorder keeps bounded (NULL: kept forever), and the processes still running,
+    // which the exporter reads every second of a recording of millions of processes.
+    r#"
+    ALTER TABLE sessions ADD COLUMN retain_ns INTEGER;
+    CREATE INDEX processes_running ON processes(session_id) WHERE exit_ns IS NULL;
+    "#,
 ];
 
 /// Columns later migrations added, with what a reader of an older store (which it may not
@@ -184,6 +191,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "processes_lost", "0"),
     ("sessions", "events_lost", "0"),
     ("processes", "peak_rss", "NULL"),
+    ("sessions", "retain_ns", "NULL"),
 ];
 
 /// Tables later migrations added, made empty and temporary for a reader of an older store.

@@ -7,12 +7,14 @@
 //!   starting and stopping a recording costs a wrapped command.
 //! - `analysis`, `gui`: the criterion benchmarks of the analysis pipeline and the viewer.
 //! - `top`: the live view's own CPU while it follows a recording ([`crate::bench_top`]).
+//! - `exporter`, `retention`: what the Prometheus exporter and retention cost ([`fleet`]).
 //!
 //! Figures are medians over rounds that alternate the configurations, with their spread: the
 //! machine is shared, and a change in its load then spreads over every configuration instead
 //! of skewing one.
 
 mod faults;
+mod fleet;
 mod overhead;
 mod procs;
 mod recorder;
@@ -41,6 +43,8 @@ pub fn bench(args: &[String]) -> Result<()> {
         "analysis" => analysis(),
         "gui" => gui(),
         "top" => crate::bench_top::top(),
+        "exporter" => fleet::exporter(),
+        "retention" => fleet::retention(),
         // The workloads and the timer, started by the benchmarks (not for direct use).
         "__touch" => workers::touch(rest),
         "__malloc" => workers::malloc(rest),
@@ -51,11 +55,13 @@ pub fn bench(args: &[String]) -> Result<()> {
             overhead::overhead(&[])?;
             analysis()?;
             gui()?;
-            crate::bench_top::top()
+            crate::bench_top::top()?;
+            fleet::exporter()?;
+            fleet::retention()
         }
         other => {
             bail!(
-                "unknown benchmark `{other}` (recorder, faults, overhead, analysis, gui, top or all)"
+                "unknown benchmark `{other}` (recorder, faults, overhead, analysis, gui, top, exporter, retention or all)"
             )
         }
     };
