@@ -9,6 +9,6 @@ pub mod cli;
 pub mod commands;
 pub mod live;
 pub mod record;
+pub mod serve;
 pub mod sites;
 pub mod symbolize;
-pub mod serve;

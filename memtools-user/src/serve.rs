@@ -48,6 +48,8 @@ pub fn run(args: ServeArgs) -> Result<i32> {
         rss_events: false,
         interval: args.interval,
         duration: None,
+        // Growth sites are for a recorded command's leak; serve follows a machine.
+        sites: None,
     };
     let store = Store::open(&args.store.store)?;
     let serving = Serving::start(&args.listen, &args.store.store, config, Some(args.retain))?;

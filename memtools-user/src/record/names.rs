@@ -119,6 +119,11 @@ impl Sink for Filter<'_> {
                     self.out.event(Event::Sample(key, sample))?;
                 }
             }
+            Event::Sites { key, stack, counts } => {
+                if by.taken.contains(&key) {
+                    self.out.event(Event::Sites { key, stack, counts })?;
+                }
+            }
             Event::PeakRss(key, peak) => {
                 if by.taken.contains(&key) {
                     self.out.event(Event::PeakRss(key, peak))?;

@@ -3,19 +3,19 @@
 //!
 //! Each run is a fresh iterator made from the program's link (`BPF_ITER_CREATE`) and read to
 //! its end; the program writes nothing, so one `read` walks every task. aya makes one iterator
-//! of a link and consumes the link doing so, so the link is reopened by id for our own use.
+//! of a link and consumes the link doing so, so we keep a duplicate of the link's descriptor
+//! for our own use.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use aya::programs::Iter;
 use aya::programs::links::FdLink;
 
 use super::load::EbpfError;
 
-/// `BPF_LINK_GET_FD_BY_ID` and `BPF_ITER_CREATE`, from linux/bpf.h.
-const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+/// `BPF_ITER_CREATE`, from linux/bpf.h.
 const BPF_ITER_CREATE: libc::c_long = 33;
 
 /// The loaded scan, or none when it was skipped (MEMTOOLS_EBPF_SKIP=scan: to measure it).
@@ -44,6 +44,37 @@ fn bpf_call(cmd: libc::c_long, attr: &[u32; 4]) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// A duplicate of this process's descriptor for the link `id`, found by the id each link's
+/// fdinfo gives. (`BPF_LINK_GET_FD_BY_ID` would do it in one call, but it needs CAP_SYS_ADMIN,
+/// which a recorder run with CAP_BPF and CAP_PERFMON, as the systemd unit runs `serve`, lacks.)
+/// The caller keeps the link open meanwhile, so the descriptor found cannot be another's.
+fn duplicate_link(id: u32) -> std::io::Result<OwnedFd> {
+    let wanted = format!("link_id:\t{id}");
+    for entry in std::fs::read_dir("/proc/self/fdinfo")? {
+        let entry = entry?;
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        if info.lines().any(|l| l == wanted) {
+            // SAFETY: `fd` is open in this process (the link holding it is alive in the
+            // caller) and only borrowed for the duplication.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            return fd.try_clone_to_owned();
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("no descriptor of this process holds link {id}"),
+    ))
+}
+
 impl Scan {
     /// Loads the `scan` iterator and links it (an iterator link runs only when read).
     pub fn load(bpf: &mut aya::Ebpf, btf: &aya::Btf, skip: bool) -> Result<Scan, EbpfError> {
@@ -70,8 +101,9 @@ impl Scan {
             .info()
             .map_err(|e| EbpfError::Scan(std::io::Error::other(e.to_string())))?
             .id();
-        // Our own reference to the link; aya's goes when `link` is dropped.
-        let fd = bpf_call(BPF_LINK_GET_FD_BY_ID, &[link_id, 0, 0, 0]).map_err(EbpfError::Scan)?;
+        // Our own reference to the link; aya's goes when `link` is dropped, after this.
+        let fd = duplicate_link(link_id).map_err(EbpfError::Scan)?;
+        drop(link);
         Ok(Scan {
             link: Some(fd),
             buf,
