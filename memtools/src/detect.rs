@@ -9,10 +9,12 @@ use crate::analysis::{self, Analysis, Context, Params, PhaseSpan, Verdict};
 use crate::model::{BackendKind, History, Metric, TimeNs};
 use crate::store::{Phase, ProcessRow, SessionRow, Store, StoreError};
 
-/// One process's verdict.
+/// One process's verdict on the report's metric, and with `--metric all` on the others.
 #[derive(Clone, Debug)]
 pub struct ProcessResult {
     pub process: ProcessRow,
+    /// The metric `analysis` judges (the report's).
+    pub metric: Metric,
     /// The limit its time-to-limit was projected against, and where it came from.
     pub limit: Limit,
     pub analysis: Analysis,
@@ -22,12 +24,58 @@ pub struct ProcessResult {
     pub peak: u64,
     /// The peak budget that applied to it (`--fail-on-peak`), if any.
     pub budget: Option<u64>,
+    /// With `--metric all`: its verdicts on the counts (threads, file descriptors), each
+    /// judged on its own; the process leaks if any of them, or `analysis`, does.
+    pub also: Vec<MetricResult>,
+}
+
+/// A process's verdict on one more metric (`--metric all`).
+#[derive(Clone, Debug)]
+pub struct MetricResult {
+    pub metric: Metric,
+    pub limit: Limit,
+    pub analysis: Analysis,
+    pub grew_during: Vec<PhaseGrowth>,
+    pub peak: u64,
 }
 
 impl ProcessResult {
     /// Whether its peak went over its budget.
     pub fn over_budget(&self) -> bool {
         self.budget.is_some_and(|b| self.peak > b)
+    }
+
+    /// The process's verdict: a leak when any metric judged leaks, else the report metric's.
+    pub fn verdict(&self) -> Verdict {
+        if self.leaking().next().is_some() {
+            Verdict::Leak
+        } else {
+            self.analysis.verdict
+        }
+    }
+
+    /// Every metric judged, the report's first: (metric, analysis, phases it grew in).
+    pub fn judged(&self) -> impl Iterator<Item = (Metric, &Analysis, &[PhaseGrowth])> {
+        std::iter::once((self.metric, &self.analysis, self.grew_during.as_slice())).chain(
+            self.also
+                .iter()
+                .map(|m| (m.metric, &m.analysis, m.grew_during.as_slice())),
+        )
+    }
+
+    /// The metrics it leaks, the report's first.
+    pub fn leaking(&self) -> impl Iterator<Item = Metric> + '_ {
+        self.judged()
+            .filter(|(_, a, _)| a.verdict == Verdict::Leak)
+            .map(|(m, _, _)| m)
+    }
+
+    /// The analysis a plot of this process shows: its first leaking metric's, else the
+    /// report metric's; with that metric.
+    pub fn shown(&self) -> (Metric, &Analysis) {
+        self.judged()
+            .find(|(_, a, _)| a.verdict == Verdict::Leak)
+            .map_or((self.metric, &self.analysis), |(m, a, _)| (m, a))
     }
 }
 
@@ -82,30 +130,46 @@ pub struct PhaseGrowth {
 impl ProcessResult {
     /// "grew most during test_b (+40 MiB), test_c (+12 MiB)", or nothing without phases.
     pub fn phases_in_words(&self) -> Option<String> {
-        if self.grew_during.is_empty() {
-            return None;
-        }
-        let list: Vec<String> = self
-            .grew_during
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} (+{})",
-                    p.name,
-                    crate::analysis::format::bytes(p.growth_bytes)
-                )
-            })
-            .collect();
-        Some(format!("grew most during {}", list.join(", ")))
+        phases_words(&self.grew_during, self.metric.unit())
     }
 
-    /// The reason, with the phases a leak grew in when there are any.
+    /// The reason, with the phases a leak grew in when there are any. Judged on more than one
+    /// metric, each leak says what leaks: "leaks file descriptors: 12 -> 4,810 over 9 min,
+    /// +9/s; leaks threads: ...".
     pub fn explanation(&self) -> String {
-        match self.phases_in_words() {
-            Some(p) => format!("{}; {p}", self.analysis.reason),
-            None => self.analysis.reason.clone(),
+        let own = |reason: &str, phases: &[PhaseGrowth], unit| match phases_words(phases, unit) {
+            Some(p) => format!("{reason}; {p}"),
+            None => reason.to_string(),
+        };
+        if self.also.is_empty() || self.leaking().next().is_none() {
+            return own(&self.analysis.reason, &self.grew_during, self.metric.unit());
         }
+        self.judged()
+            .filter(|(_, a, _)| a.verdict == Verdict::Leak)
+            .map(|(m, a, phases)| {
+                format!("leaks {}: {}", m.what(), own(&a.reason, phases, m.unit()))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
+}
+
+/// "grew most during test_b (+40 MiB), test_c (+12 MiB)", or nothing without phases.
+fn phases_words(phases: &[PhaseGrowth], unit: crate::model::Unit) -> Option<String> {
+    if phases.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = phases
+        .iter()
+        .map(|p| {
+            format!(
+                "{} (+{})",
+                p.name,
+                crate::analysis::format::amount(p.growth_bytes, unit)
+            )
+        })
+        .collect();
+    Some(format!("grew most during {}", list.join(", ")))
 }
 
 /// How close to its exit a fall in memory counts as the process tearing down.
@@ -188,6 +252,14 @@ pub enum LimitSource {
     ThisMachine,
     /// The process's address-space limit (RLIMIT_AS): what bounds its virtual size.
     AddressSpace,
+    /// The process's open-file limit (RLIMIT_NOFILE): where a descriptor leak ends.
+    OpenFiles,
+    /// Its cgroup's task limit (`pids.max`): threads count against it.
+    Tasks,
+    /// The machine's `kernel.threads-max`.
+    ThreadsMax,
+    /// The machine's `kernel.pid_max`: every thread takes a pid.
+    PidMax,
     /// Nothing bounds the metric (virtual size without an address-space limit, counters): no
     /// time to limit is claimed.
     None,
@@ -201,7 +273,10 @@ pub struct SessionReport {
     pub phases: Vec<Phase>,
     /// The comparison with an earlier session, when one was asked for.
     pub baseline: Option<crate::baseline::Comparison>,
+    /// The metric `ProcessResult::analysis` judges.
     pub metric: Metric,
+    /// Every metric judged: `metric`, and with `--metric all` the counts the session recorded.
+    pub metrics: Vec<Metric>,
     pub params: Params,
     /// The peak budgets asked for.
     pub budgets: Vec<PeakBudget>,
@@ -211,20 +286,27 @@ pub struct SessionReport {
 impl SessionReport {
     /// How many processes got each verdict: (leak, ok, insufficient).
     pub fn counts(&self) -> (usize, usize, usize) {
-        let n = |v| {
-            self.processes
-                .iter()
-                .filter(|p| p.analysis.verdict == v)
-                .count()
-        };
+        let n = |v| self.processes.iter().filter(|p| p.verdict() == v).count();
         (n(Verdict::Leak), n(Verdict::Ok), n(Verdict::Insufficient))
     }
 
-    /// Whether any process leaks.
+    /// Whether any process leaks, on any metric judged.
     pub fn has_leak(&self) -> bool {
-        self.processes
-            .iter()
-            .any(|p| p.analysis.verdict == Verdict::Leak)
+        self.processes.iter().any(|p| p.verdict() == Verdict::Leak)
+    }
+
+    /// Whether more than one metric was judged (`--metric all` on a session with counts).
+    pub fn is_combined(&self) -> bool {
+        self.metrics.len() > 1
+    }
+
+    /// The metrics judged in words: "rss", "rss, threads and fds".
+    pub fn metrics_words(&self) -> String {
+        let names: Vec<&str> = self.metrics.iter().map(|m| m.name()).collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => names.join(""),
+        }
     }
 
     /// The processes whose peak went over their budget.
@@ -243,7 +325,9 @@ impl SessionReport {
 
 /// What bounds a metric, given the options and what the session recorded: memory by the
 /// cgroup or the machine; virtual size only by an address-space limit (it is not bounded by the
-/// machine's memory: a 31 GiB virtual size on a 24 GiB machine is common); counters by nothing.
+/// machine's memory: a 31 GiB virtual size on a 24 GiB machine is common); file descriptors by
+/// the process's RLIMIT_NOFILE; threads by the tightest of its cgroup's `pids.max` and the
+/// machine's `threads-max` and `pid_max`; counters by nothing.
 pub fn resolve_limit(
     given: Option<u64>,
     process: &ProcessRow,
@@ -273,6 +357,28 @@ pub fn resolve_limit(
                 (None, None) => limit(this_machine, LimitSource::ThisMachine),
             }
         }
+        Metric::Fds => match process.open_files_limit {
+            Some(b) => limit(b, LimitSource::OpenFiles),
+            None => Limit {
+                bytes: None,
+                source: LimitSource::None,
+            },
+        },
+        Metric::Threads => [
+            (process.tasks_limit, LimitSource::Tasks),
+            (session.threads_max, LimitSource::ThreadsMax),
+            (session.pid_max, LimitSource::PidMax),
+        ]
+        .into_iter()
+        .filter_map(|(b, source)| Some((b?, source)))
+        .min_by_key(|(b, _)| *b)
+        .map_or(
+            Limit {
+                bytes: None,
+                source: LimitSource::None,
+            },
+            |(b, source)| limit(b, source),
+        ),
         _ => Limit {
             bytes: None,
             source: LimitSource::None,
@@ -329,6 +435,7 @@ pub fn analyse_histories(
             let limit = resolve_limit(given_limit, &process, session, this_machine, metric);
             let params = Params {
                 limit_bytes: limit.bytes,
+                unit: metric.unit(),
                 ..params.clone()
             };
             // A trailing 0 is a process caught exiting; a fall just before its exit is its
@@ -350,16 +457,25 @@ pub fn analyse_histories(
             let peak = kept.iter().map(|p| p.1).max().unwrap_or(0);
             ProcessResult {
                 process,
+                metric,
                 limit,
                 analysis,
                 grew_during,
                 peak,
                 budget: None,
+                also: Vec::new(),
             }
         })
         .collect();
+    sort_results(&mut results);
+    results
+}
+
+/// Leaks first (on any metric), then ok, then insufficient; the largest growth of the report's
+/// metric first within each.
+fn sort_results(results: &mut [ProcessResult]) {
     results.sort_by(|a, b| {
-        let rank = |r: &ProcessResult| match r.analysis.verdict {
+        let rank = |r: &ProcessResult| match r.verdict() {
             Verdict::Leak => 0,
             Verdict::Ok => 1,
             Verdict::Insufficient => 2,
@@ -370,7 +486,6 @@ pub fn analyse_histories(
             .then(growth(b).total_cmp(&growth(a)))
             .then(a.process.id.cmp(&b.process.id))
     });
-    results
 }
 
 /// [`analyse_histories`] of the session's default metric (resident memory for recordings,
@@ -423,10 +538,84 @@ pub fn analyse_session(
         phases,
         baseline: None,
         metric,
+        metrics: vec![metric],
         params: params.clone(),
         budgets: Vec::new(),
         processes,
     })
+}
+
+/// Which metrics a verdict is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricChoice {
+    /// One metric; `None` is the session's default (resident memory, virtual size for
+    /// imports).
+    One(Option<Metric>),
+    /// Memory (the session's default metric), threads and file descriptors together: a
+    /// process leaks if any of them does. Counts a session did not record are left out.
+    All,
+}
+
+impl std::str::FromStr for MetricChoice {
+    type Err = crate::model::UnknownMetric;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(MetricChoice::All),
+            _ => s.parse().map(|m| MetricChoice::One(Some(m))),
+        }
+    }
+}
+
+/// [`analyse_session`] on one metric or all of them. With all, `given_limit` (`--limit`)
+/// bounds the memory only: the counts are judged against their own recorded limits.
+pub fn analyse(
+    store: &Store,
+    session: i64,
+    choice: MetricChoice,
+    params: &Params,
+    given_limit: Option<u64>,
+    this_machine: u64,
+) -> Result<SessionReport, StoreError> {
+    let metric = match choice {
+        MetricChoice::One(metric) => {
+            return analyse_session(store, session, metric, params, given_limit, this_machine);
+        }
+        MetricChoice::All => None,
+    };
+    let mut report = analyse_session(store, session, metric, params, given_limit, this_machine)?;
+    for count in Metric::COUNTS {
+        if !store.has_metric(session, count)? {
+            continue;
+        }
+        let histories = store.series(session, count)?;
+        let results = analyse_histories(
+            &report.session,
+            histories,
+            &report.phases,
+            count,
+            params,
+            None,
+            this_machine,
+        );
+        for r in results {
+            if let Some(p) = report
+                .processes
+                .iter_mut()
+                .find(|p| p.process.id == r.process.id)
+            {
+                p.also.push(MetricResult {
+                    metric: count,
+                    limit: r.limit,
+                    analysis: r.analysis,
+                    grew_during: r.grew_during,
+                    peak: r.peak,
+                });
+            }
+        }
+        report.metrics.push(count);
+    }
+    sort_results(&mut report.processes);
+    Ok(report)
 }
 
 #[cfg(test)]
