@@ -159,6 +159,9 @@ pub(crate) fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
 /// page faults and names stay fresh for processes whose memory does not move.
 const REFRESH_EVERY_NS: i64 = 1_000_000_000;
 
+/// After a process's descriptor count changed, how long it is counted at every tick.
+const FDS_ACTIVE_NS: i64 = 1_000_000_000;
+
 /// The read buffers every process shares.
 struct Buffers {
     statm: Vec<u8>,
@@ -185,6 +188,11 @@ pub fn parse_statm(buf: &[u8]) -> Option<[u64; 3]> {
 /// statm is the cheap change detector (a third of the cost of stat, a tenth of status): while
 /// a process's virtual, resident and shared sizes stay the same, so do the figures stat and
 /// status would give, and the last ones are reported again without reading them.
+///
+/// Opening and closing descriptors changes none of statm: they are counted at each full read,
+/// and, while a process's count keeps changing, at every tick for a second after its last
+/// change ([`FDS_ACTIVE_NS`]), so a descriptor kept per test is seen test by test while an idle
+/// process costs nothing more per tick.
 fn sample_one(
     f: &mut Followed,
     bufs: &mut Buffers,
@@ -201,6 +209,13 @@ fn sample_one(
     };
     let now = clock.now();
     if statm == f.last_statm && now - f.last_full < REFRESH_EVERY_NS {
+        if now < f.fds_active_until {
+            let fds = f.count_fds(bufs);
+            if fds != f.last.fds {
+                f.last.fds = fds;
+                f.fds_active_until = now + FDS_ACTIVE_NS;
+            }
+        }
         let sample = Sample {
             time: now,
             metrics: f.last,
@@ -235,11 +250,12 @@ fn sample_one(
     if status.vm_size.is_none() {
         return Ok(false);
     }
+    let fds_before = f.last.fds;
     f.last = metrics_of(&status, stat.page_faults);
-    f.last.fds = f
-        .fd_dir
-        .as_ref()
-        .and_then(|d| d.count(bufs.fd_counting, &mut bufs.fd_list));
+    f.last.fds = f.count_fds(bufs);
+    if f.last.fds != fds_before {
+        f.fds_active_until = now + FDS_ACTIVE_NS;
+    }
     f.last_statm = statm;
     f.last_full = now;
     let sample = Sample {
@@ -278,6 +294,16 @@ struct Followed {
     last_statm: [u64; 3],
     last: Metrics,
     last_full: TimeNs,
+    /// Until when its descriptors are counted at every tick (they changed lately).
+    fds_active_until: TimeNs,
+}
+
+impl Followed {
+    fn count_fds(&self, bufs: &mut Buffers) -> Option<u64> {
+        self.fd_dir
+            .as_ref()
+            .and_then(|d| d.count(bufs.fd_counting, &mut bufs.fd_list))
+    }
 }
 
 /// A pid seen for the first time this tick, waiting to be followed or ignored.
@@ -543,6 +569,7 @@ impl Procfs {
                 last_statm: [0; 3],
                 last: Metrics::default(),
                 last_full: 0,
+                fds_active_until: 0,
             },
         );
         Ok(())

@@ -28,6 +28,8 @@ pub mod verdict;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_counts;
 
 use serde::{Deserialize, Serialize};
 
