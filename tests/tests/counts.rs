@@ -62,15 +62,31 @@ pub fn counts_are_recorded(backend: &str) {
         backend,
         "20ms",
         &[],
-        &[sim, "threads", "--every", "50ms", "--duration", "2s", "--hold", "500ms"],
+        &[
+            sim,
+            "threads",
+            "--every",
+            "50ms",
+            "--duration",
+            "2s",
+            "--hold",
+            "500ms",
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let threads = sim_values(&store, "threads");
     let (first, last) = (threads[0], *threads.last().unwrap());
     assert!(first <= 2, "{threads:?}");
     assert_eq!(last, 41, "the main thread and 40 more: {threads:?}");
     // Thread by thread: never more than a few between two samples 20 ms apart.
-    assert!(threads.windows(2).all(|w| w[1] >= w[0] && w[1] - w[0] <= 3), "{threads:?}");
+    assert!(
+        threads.windows(2).all(|w| w[1] >= w[0] && w[1] - w[0] <= 3),
+        "{threads:?}"
+    );
 
     // 40 descriptors, and the standard three.
     let out = record(
@@ -78,12 +94,29 @@ pub fn counts_are_recorded(backend: &str) {
         backend,
         "20ms",
         &[],
-        &[sim, "fds", "--every", "50ms", "--duration", "2s", "--hold", "500ms"],
+        &[
+            sim,
+            "fds",
+            "--every",
+            "50ms",
+            "--duration",
+            "2s",
+            "--hold",
+            "500ms",
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let fds = sim_values(&store, "fds");
     let peak = *fds.iter().max().unwrap();
-    assert_eq!(peak - fds[0].min(peak), 40 - u64::from(fds[0] > 3), "{fds:?}");
+    assert_eq!(
+        peak - fds[0].min(peak),
+        40 - u64::from(fds[0] > 3),
+        "{fds:?}"
+    );
     assert_eq!(*fds.last().unwrap(), peak, "{fds:?}");
 
     // A pool of 5 descriptors, opened and closed every tick: 5 above the standard ones.
@@ -93,14 +126,31 @@ pub fn counts_are_recorded(backend: &str) {
         "20ms",
         &[],
         &[
-            sim, "fds", "--pool", "5", "--every", "20ms", "--duration", "2s", "--hold", "300ms",
+            sim,
+            "fds",
+            "--pool",
+            "5",
+            "--every",
+            "20ms",
+            "--duration",
+            "2s",
+            "--hold",
+            "300ms",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let fds = sim_values(&store, "fds");
     let base = fds[0];
     assert!(fds.iter().all(|&n| n <= base + 5), "{fds:?}");
-    assert_eq!(*fds.last().unwrap(), base + 5 - u64::from(base > 3), "{fds:?}");
+    assert_eq!(
+        *fds.last().unwrap(),
+        base + 5 - u64::from(base > 3),
+        "{fds:?}"
+    );
     // And a pool of 4 threads, one joined and one started every tick.
     let out = record(
         &store,
@@ -108,11 +158,23 @@ pub fn counts_are_recorded(backend: &str) {
         "20ms",
         &[],
         &[
-            sim, "threads", "--pool", "4", "--every", "20ms", "--duration", "2s", "--hold",
+            sim,
+            "threads",
+            "--pool",
+            "4",
+            "--every",
+            "20ms",
+            "--duration",
+            "2s",
+            "--hold",
             "300ms",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let threads = sim_values(&store, "threads");
     assert!(threads.iter().all(|&n| n <= 6), "{threads:?}");
     assert_eq!(*threads.last().unwrap(), 5, "{threads:?}");
@@ -141,12 +203,8 @@ pub fn suite(backend: &str, command: &str, prelude: &str) -> (std::process::Outp
         &["--fail-on-leak", "--report", &spec],
         &["sh", "-c", &script],
     );
-    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     (out, serde_json::from_str(&text).expect("a JSON report"))
 }
 
@@ -190,7 +248,10 @@ pub fn suites_leaking_counts_fail_the_gate(backend: &str) {
             reason.contains(&format!("leaks {what}: kept 1 after each of ")),
             "{reason}"
         );
-        assert!(said.contains(&format!("leaks {what}: kept 1 after each of")), "{said}");
+        assert!(
+            said.contains(&format!("leaks {what}: kept 1 after each of")),
+            "{said}"
+        );
 
         let (out, report) = suite(backend, give_back, "");
         let said = String::from_utf8_lossy(&out.stderr);
@@ -273,8 +334,15 @@ fn the_command_runs_under_its_users_open_file_limit() {
         });
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), soft.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        soft.to_string()
+    );
     // And that is the limit stored with it.
     let stored: Option<i64> = store
         .sql()
@@ -294,9 +362,16 @@ fn the_commands_take_the_count_metrics() {
     let store = TestStore::new();
     let script = service_suite(store.dir.path(), "20MiB", Some("fd"), 60, None);
     let out = record(&store, "procfs", "20ms", &[], &["sh", "-c", &script]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let show = store.ok(&["show", "--metric", "fds"]);
-    assert!(show.contains("file descriptors per process (fds)"), "{show}");
+    assert!(
+        show.contains("file descriptors per process (fds)"),
+        "{show}"
+    );
     assert!(show.contains("leak-sim"), "{show}");
     let detect = store.run(&["detect", "--metric", "fds", "--fail-on-leak"]);
     let text = String::from_utf8_lossy(&detect.stdout);
@@ -307,13 +382,25 @@ fn the_commands_take_the_count_metrics() {
     let text = String::from_utf8_lossy(&all.stdout);
     assert_eq!(all.status.code(), Some(3), "{text}");
     assert!(text.contains("rss, threads and fds of "), "{text}");
-    assert!(text.contains("leaks file descriptors: kept 1 after each of"), "{text}");
+    assert!(
+        text.contains("leaks file descriptors: kept 1 after each of"),
+        "{text}"
+    );
     // Memory alone, the default: the service keeps no memory.
     let mem = store.run(&["detect", "--fail-on-leak"]);
-    assert_eq!(mem.status.code(), Some(0), "{}", String::from_utf8_lossy(&mem.stdout));
+    assert_eq!(
+        mem.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&mem.stdout)
+    );
     // A CSV of descriptors for other tools, in the value column.
     let csv = store.ok(&["export", "--format", "csv", "--metric", "fds"]);
-    let last = csv.lines().filter(|l| l.contains("leak-sim")).last().unwrap();
+    let last = csv
+        .lines()
+        .filter(|l| l.contains("leak-sim"))
+        .last()
+        .unwrap();
     let value: u64 = last.rsplit(',').next().unwrap().trim().parse().unwrap();
     assert!((60..=70).contains(&value), "{last}");
     // JUnit names the failure for what leaks.

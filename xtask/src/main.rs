@@ -119,9 +119,10 @@ fn test(args: &[String]) -> Result<()> {
     ]))?;
     sh(cargo().args(["test", "--workspace"]).args(args))?;
     if args.is_empty() {
-        // The labelled corpus with 400 fresh seeds per family, and the independent corpus with
-        // 200: too slow for a debug build, so they are ignored tests there and run here,
-        // optimised, with their tables printed.
+        // The labelled corpus with 400 fresh seeds per family, the independent corpus with
+        // 200 and the corpus of counts (threads, descriptors) with 400: too slow for a debug
+        // build, so they are ignored tests there and run here, optimised, with their tables
+        // printed.
         sh(cargo().args([
             "test",
             "--release",
@@ -131,6 +132,8 @@ fn test(args: &[String]) -> Result<()> {
             "analysis_corpus",
             "--test",
             "analysis_corpus_independent",
+            "--test",
+            "analysis_corpus_counts",
             "--",
             "--ignored",
             "--nocapture",

@@ -118,19 +118,25 @@ fn one_descriptor_kept_per_test_is_a_leak_and_a_pool_is_not() {
     assert_eq!(a.verdict, Verdict::Leak, "{}", a.reason);
     assert_eq!(a.evidence.unwrap().detector, Detector::Phases);
     assert!(
-        a.reason.starts_with("kept 1 after each of 59 tests, 5 -> 64"),
+        a.reason
+            .starts_with("kept 1 after each of 59 tests, 5 -> 64"),
         "{}",
         a.reason
     );
     // Opened and closed by every test: nothing kept.
     let a = tests_run(0.0, 3.0, 0.0);
     assert_eq!(a.verdict, Verdict::Ok, "{}", a.reason);
-    assert!(a.reason.starts_with("kept nothing that lasts"), "{}", a.reason);
+    assert!(
+        a.reason.starts_with("kept nothing that lasts"),
+        "{}",
+        a.reason
+    );
     // A pool of 8 threads started by the first 8 tests, then the same 8: it stopped.
     let a = tests_run(0.0, 0.0, 8.0);
     assert_eq!(a.verdict, Verdict::Ok, "{}", a.reason);
     assert!(
-        a.reason.contains("then stopped: a pool filling to its size"),
+        a.reason
+            .contains("then stopped: a pool filling to its size"),
         "{}",
         a.reason
     );
