@@ -124,10 +124,7 @@ fn descriptors_and_threads_are_counted_and_judged_in_their_own_units() {
     let app = h.state();
     let pool = app.rows.iter().find(|r| r.name == "pool").unwrap();
     assert_eq!(pool.verdict, Some(Verdict::Ok), "{}", pool.reason);
-    assert!(
-        pool.reason.contains("a pool filling to its size"),
-        "{}",
-        pool.reason
-    );
+    // Grown in its first 30 s of ten minutes: nothing grows over the second half.
+    assert!(pool.reason.starts_with("no growth"), "{}", pool.reason);
     assert_eq!(pool.peak, 9.0);
 }
