@@ -7,13 +7,13 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use common::{TestStore, leak_sim};
+use common::{TestStore, service_suite};
 
 const PRECIOUS: &str = "a file root must not overwrite\n";
 
 /// `record -- sh -c SCRIPT` in the store's directory, with the given reports.
 fn record_in(store: &TestStore, reports: &[&str], script: &str) -> std::process::Output {
-    let mut args = vec!["record", "--backend", "procfs", "--interval", "50ms"];
+    let mut args = vec!["record", "--backend", "procfs", "--interval", "20ms"];
     for r in reports {
         args.extend(["--report", r]);
     }
@@ -25,11 +25,10 @@ fn record_in(store: &TestStore, reports: &[&str], script: &str) -> std::process:
         .expect("running memtools-user")
 }
 
-fn leaking_script() -> String {
-    format!(
-        "{} linear --step 1MiB --every 50ms --duration 3s",
-        leak_sim()
-    )
+/// A suite of 30 tests around a service keeping 1 MiB after each: a leak, so the Markdown
+/// report writes a plot (the FIFOs it talks over are made in `dir`).
+fn leaking_script(dir: &Path) -> String {
+    service_suite(dir, "4MiB", Some("keep 1MiB"), 30, None)
 }
 
 fn is_empty_dir(dir: &Path) -> bool {
@@ -90,7 +89,7 @@ fn a_link_planted_while_recording_is_refused_and_the_recording_kept() {
         let script = format!(
             "ln -sfn '{}' {planted} && {}",
             target.display(),
-            leaking_script()
+            leaking_script(dir)
         );
         let out = record_in(&store, &["markdown:leaks.md", "junit:leaks.xml"], &script);
         let stderr = String::from_utf8_lossy(&out.stderr);
