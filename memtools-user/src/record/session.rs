@@ -342,6 +342,5 @@ fn monotonic_now_ns() -> i64 {
 fn raise_fd_limit() -> Option<(u64, u64)> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-    (soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok())
-        .then_some((soft as u64, hard as u64))
+    (soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok()).then_some((soft, hard))
 }

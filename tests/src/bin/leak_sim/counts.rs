@@ -66,10 +66,11 @@ pub fn run(o: &Opts) -> Result<Held> {
         for _ in 0..o.count {
             match o.shape {
                 Shape::Threads => {
-                    if o.pool > 0 && threads.len() as u32 >= o.pool {
-                        if let Some(w) = threads.pop_front() {
-                            w.join();
-                        }
+                    if o.pool > 0
+                        && threads.len() as u32 >= o.pool
+                        && let Some(w) = threads.pop_front()
+                    {
+                        w.join();
                     }
                     threads.push_back(Worker::start()?);
                 }
