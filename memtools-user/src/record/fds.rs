@@ -12,6 +12,12 @@ use std::os::fd::AsFd;
 
 use rustix::fs::{Mode, OFlags, RawDir, SeekFrom};
 
+/// Whether descriptors are to be counted: always, unless `MEMTOOLS_NO_COUNTS=1` (for the
+/// benchmarks that measure what counting costs: `cargo xtask bench recorder`).
+pub fn counting_wanted() -> bool {
+    std::env::var_os("MEMTOOLS_NO_COUNTS").is_none_or(|v| v != "1")
+}
+
 /// How this kernel lets descriptors be counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FdCounting {

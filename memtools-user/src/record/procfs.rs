@@ -170,6 +170,9 @@ struct Buffers {
     /// For listing descriptors on kernels before 6.2.
     fd_list: Vec<u8>,
     fd_counting: FdCounting,
+    /// Whether descriptors are counted at all (`MEMTOOLS_NO_COUNTS=1` turns it off, for the
+    /// benchmarks that measure what counting costs).
+    count_fds: bool,
 }
 
 /// Parses the first three fields of /proc/PID/statm (size, resident, shared; in pages).
@@ -367,6 +370,7 @@ impl Procfs {
                 status: vec![0; 4096],
                 fd_list: Vec::with_capacity(4096),
                 fd_counting: FdCounting::here(),
+                count_fds: super::fds::counting_wanted(),
             },
             path: String::with_capacity(32),
             ns_per_tick: 1_000_000_000 / hz,
@@ -562,7 +566,11 @@ impl Procfs {
                 statm,
                 stat,
                 status,
-                fd_dir: FdDir::open(c.pid),
+                fd_dir: if self.bufs.count_fds {
+                    FdDir::open(c.pid)
+                } else {
+                    None
+                },
                 comm,
                 comm_len,
                 // Never equal to a live process's statm: the first sample reads everything.
