@@ -68,6 +68,18 @@ pub enum Command {
     ///
     /// Exit status with --fail-on-leak: 3 when a process leaks, 0 otherwise, 1 on errors.
     Detect(DetectArgs),
+    /// A live view in the terminal: each process's memory, growth, trend and verdict as it
+    /// is recorded
+    ///
+    /// Without --store it records every process of the machine (like `record --all`) into a
+    /// temporary store it removes on exit: a memory-aware `top`. With --store it follows the
+    /// session being recorded there, or shows a finished one. Keys: `?` in the view.
+    ///
+    /// Examples:
+    ///   sudo memtools-user top
+    ///   memtools-user top --store ci.db --session latest
+    #[command(verbatim_doc_comment)]
+    Top(TopArgs),
     /// Import memorytools' CSV exports (plain or .gz), each file as one session
     Import {
         #[command(flatten)]
@@ -92,6 +104,31 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Follow the session recorded in this store (or show a finished one) instead of
+    /// recording every process into a temporary store
+    #[arg(long, env = "MEMTOOLS_STORE", value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// With --store: a session id, or `latest` (which moves on to a newer session once the
+    /// one shown has ended)
+    #[arg(long, default_value = "latest", value_name = "ID|latest")]
+    pub session: SessionSelector,
+    /// The metric shown and judged (default: rss; vm_size for memorytools imports); `m` in the
+    /// view switches
+    #[arg(long, value_name = "NAME")]
+    pub metric: Option<Metric>,
+    /// Without --store: how samples are taken
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Without --store: time between samples (at least 10ms)
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, value_name = "DUR")]
+    pub interval: Duration,
+    /// How often the view reads new samples from the store
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DUR")]
+    pub refresh: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +232,11 @@ pub struct RecordArgs {
     /// --fail-on-leak a regression fails the run too
     #[arg(long, value_name = "ID|latest-passing")]
     pub baseline: Option<BaselineArg>,
+    /// Show the live view (as `top`) instead of the status line while recording; the
+    /// command's output to the terminal is kept and shown when the view closes, and it reads
+    /// /dev/null instead of the terminal (README: the live view)
+    #[arg(long)]
+    pub live: bool,
     /// The command to run and record, with its arguments, after `--`
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -1,5 +1,6 @@
 //! Carrying out the commands of [`crate::cli`]: the edge where errors become messages.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
@@ -7,7 +8,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::cli::{
     AlgoArg, BackendArg, BaselineArg, Cli, Command, DetectArgs, ExportFormat, Format, RecordArgs,
+    TopArgs,
 };
+use crate::live::LiveRecording;
 use crate::record::limits;
 use crate::record::{self, BackendChoice, Progress, RecordError, RecordOptions, Target};
 use memtools::analysis::{Algo, Params};
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Detect(args) => detect(args),
+        Command::Top(args) => top(args),
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
             // One transaction for every file: all are imported, or none.
@@ -181,11 +185,7 @@ fn record(args: RecordArgs) -> Result<i32> {
     };
     let options = RecordOptions {
         target,
-        backend: match args.backend {
-            BackendArg::Auto => BackendChoice::Auto,
-            BackendArg::Ebpf => BackendChoice::Ebpf,
-            BackendArg::Procfs => BackendChoice::Procfs,
-        },
+        backend: backend_choice(args.backend),
         rss_events: args.rss_events,
         interval: args.interval,
         duration: args.duration,
@@ -200,7 +200,23 @@ fn record(args: RecordArgs) -> Result<i32> {
         store.session(id).context("--baseline")?;
     }
     let tty = std::io::stderr().is_terminal();
+    // With --live the view takes the terminal from the first progress report on; the status
+    // line shows only if the user closes the view before the recording ends.
+    let live = match args.live {
+        true => {
+            let settings = view_settings(None, None);
+            let command = matches!(options.target, Target::Command(_));
+            let live = LiveRecording::record(&args.store.store, settings, command)?;
+            Some(RefCell::new(live))
+        }
+        false => None,
+    };
     let show = |p: &Progress| {
+        if let Some(l) = &live
+            && !l.borrow_mut().progress(p)
+        {
+            return;
+        }
         if tty {
             eprint!(
                 "\r\x1b[2Kmemtools: recording session {} · {} · {} · {} · {}",
@@ -212,14 +228,24 @@ fn record(args: RecordArgs) -> Result<i32> {
             );
         }
     };
-    // Said at once, over the status line.
-    let notice = |line: &str| {
-        if tty {
-            eprint!("\r\x1b[2K");
+    // Said at once: into the live view, or over the status line.
+    let notice = |line: &str| match &live {
+        Some(l) => l.borrow_mut().notice(line),
+        None => {
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            eprintln!("memtools: {line}");
         }
-        eprintln!("memtools: {line}");
     };
-    let outcome = match record::record(&store, &options, show, notice) {
+    let recorded = record::record(&store, &options, show, notice);
+    if let Some(l) = live {
+        // A recording stopped early (Ctrl-C in the view, a signal) closes the view with it;
+        // one that ended by itself stays on screen until the user leaves it.
+        let stopped = !matches!(&recorded, Ok(o) if o.interrupted_by.is_none());
+        l.into_inner().finish(stopped)?;
+    }
+    let outcome = match recorded {
         Ok(o) => o,
         Err(e @ RecordError::Spawn { .. }) => {
             eprintln!("memtools-user: {e}");
@@ -373,4 +399,76 @@ fn record(args: RecordArgs) -> Result<i32> {
         0 if failed => 1,
         s => s,
     })
+}
+
+fn backend_choice(arg: BackendArg) -> BackendChoice {
+    match arg {
+        BackendArg::Auto => BackendChoice::Auto,
+        BackendArg::Ebpf => BackendChoice::Ebpf,
+        BackendArg::Procfs => BackendChoice::Procfs,
+    }
+}
+
+/// What the live view follows and judges with: `detect`'s default parameters and limits.
+fn view_settings(
+    session: Option<memtools::store::SessionSelector>,
+    metric: Option<memtools::model::Metric>,
+) -> memtools_tui::Settings {
+    let params = Params::default();
+    let this_machine = limits::machine_memory().unwrap_or(16 << 30);
+    memtools_tui::Settings {
+        selector: session.unwrap_or(memtools::store::SessionSelector::Latest),
+        metric,
+        params,
+        this_machine,
+        refresh: std::time::Duration::from_secs(1),
+    }
+}
+
+/// `top`: the live view of a store's session, or of every process recorded into a temporary
+/// store for as long as the view is up.
+fn top(args: TopArgs) -> Result<i32> {
+    let mut settings = view_settings(Some(args.session), args.metric);
+    settings.refresh = args.refresh;
+    if let Some(path) = &args.store {
+        let controls = memtools_tui::Controls {
+            catch_signals: true,
+            ..Default::default()
+        };
+        memtools_tui::run(path, settings, controls)?;
+        return Ok(0);
+    }
+    if args.session != memtools::store::SessionSelector::Latest {
+        bail!("--session picks a session of --store; without --store, top records a new one");
+    }
+    // Private to us (mode 0700, a fresh random name), removed when we return.
+    let dir = tempfile::Builder::new()
+        .prefix("memtools-top-")
+        .tempdir()
+        .context("creating a temporary store")?;
+    let store = Store::open(dir.path().join("top.db"))?;
+    let options = RecordOptions {
+        target: Target::All,
+        backend: backend_choice(args.backend),
+        rss_events: false,
+        interval: args.interval,
+        duration: None,
+    };
+    // Ctrl-C in the view closes it, as q does; either then stops the recording.
+    let live = RefCell::new(LiveRecording::top(store.path(), settings)?);
+    let mut stopping = false;
+    let progress = |p: &Progress| {
+        if live.borrow_mut().progress(p) && !stopping {
+            stopping = true;
+            // The recorder catches it and finishes the session: the view has closed.
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
+        }
+    };
+    let notice = |line: &str| live.borrow_mut().notice(line);
+    let recorded = record::record(&store, &options, progress, notice);
+    live.into_inner().finish(true)?;
+    recorded?;
+    drop(store);
+    dir.close().context("removing the temporary store")?;
+    Ok(0)
 }

@@ -514,3 +514,59 @@ fn a_cut_short_session_says_why_and_keeps_what_was_committed() {
     std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
     assert!(!store.still_there(), "a moved store is noticed");
 }
+
+#[test]
+fn a_follower_reads_every_metric_of_only_the_newer_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
+    let mut w = store.begin_session(&new_session(1_000)).unwrap();
+    let a = w.add_process(&process(10, 5_000, "alpha"), None).unwrap();
+    let sample = |time, anon| Sample {
+        time,
+        metrics: Metrics {
+            rss_anon: Some(anon),
+            page_faults: Some(anon * 2),
+            ..Metrics::default()
+        },
+    };
+    for (t, v) in [(1_100, 1), (1_200, 2), (1_300, 3)] {
+        w.add_sample(a, &sample(t, v)).unwrap();
+    }
+    w.flush().unwrap();
+    let id = store.processes(w.session_id()).unwrap()[0].id;
+
+    let reader = Store::open_read_only(dir.path().join("s.db")).unwrap();
+    let all = reader.process_samples_after(id, None, 100).unwrap();
+    assert_eq!(
+        all,
+        vec![sample(1_100, 1), sample(1_200, 2), sample(1_300, 3)]
+    );
+    // Absent metrics stay absent; a limit gives the first of the newer ones.
+    assert_eq!(all[0].metrics.get(Metric::RssFile), None);
+    let next = reader.process_samples_after(id, Some(1_100), 1).unwrap();
+    assert_eq!(next, vec![sample(1_200, 2)]);
+    // What the recorder writes later is all a follower reads next.
+    w.add_sample(a, &sample(1_400, 4)).unwrap();
+    w.flush().unwrap();
+    let newer = reader.process_samples_after(id, Some(1_300), 100).unwrap();
+    assert_eq!(newer, vec![sample(1_400, 4)]);
+    // Inside one read transaction, what is committed meanwhile waits for the next one.
+    let seen = reader
+        .read_transaction(|r| {
+            let before = r.process_samples_after(id, Some(1_400), 100)?;
+            w.add_sample(a, &sample(1_500, 5)).unwrap();
+            w.flush().unwrap();
+            let after = r.process_samples_after(id, Some(1_400), 100)?;
+            Ok((before.len(), after.len()))
+        })
+        .unwrap();
+    assert_eq!(seen, (0, 0));
+    let next = reader.process_samples_after(id, Some(1_400), 100).unwrap();
+    assert_eq!(next, vec![sample(1_500, 5)]);
+    assert!(
+        reader
+            .process_samples_after(id, Some(1_500), 100)
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -37,8 +37,8 @@ fn tree(package: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_core_library_and_the_viewer_reach_no_aya_crate_and_no_recorder() {
-    for package in ["memtools", "memtools-gui"] {
+fn the_core_library_and_the_viewers_reach_no_aya_crate_and_no_recorder() {
+    for package in ["memtools", "memtools-gui", "memtools-tui"] {
         let deps = tree(package);
         assert!(deps.iter().any(|d| d == package), "{package}: {deps:?}");
         let kernel: Vec<&String> = deps

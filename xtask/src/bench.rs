@@ -8,6 +8,7 @@
 //!   each backend records it, against no recorder: the eBPF programs run in the faulting
 //!   task, so their cost shows there, not in the recorder's CPU time.
 //! - `analysis`: the criterion benchmarks of the analysis pipeline.
+//! - `top`: the live view's own CPU while it follows a recording ([`crate::bench_top`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,13 +42,15 @@ pub fn bench(args: &[String]) -> Result<()> {
         "__touch" => touch_worker(),
         "analysis" => analysis(),
         "gui" => gui(),
+        "top" => crate::bench_top::top(),
         "all" => {
             recorder()?;
             faults()?;
             analysis()?;
-            gui()
+            gui()?;
+            crate::bench_top::top()
         }
-        other => bail!("unknown benchmark `{other}` (recorder, faults, analysis, gui or all)"),
+        other => bail!("unknown benchmark `{other}` (recorder, faults, analysis, gui, top or all)"),
     }
 }
 
@@ -61,12 +64,12 @@ fn analysis() -> Result<()> {
 }
 
 /// The processes under observation: flat leak-sims that hold a little memory.
-struct Followed {
+pub(crate) struct Followed {
     children: Vec<Child>,
 }
 
 impl Followed {
-    fn start(sim: &Path, n: usize) -> Result<Followed> {
+    pub(crate) fn start(sim: &Path, n: usize) -> Result<Followed> {
         let mut children = Vec::with_capacity(n);
         for _ in 0..n {
             let child = Command::new(sim)
@@ -81,7 +84,7 @@ impl Followed {
         Ok(Followed { children })
     }
 
-    fn pids(&self) -> Vec<String> {
+    pub(crate) fn pids(&self) -> Vec<String> {
         self.children.iter().map(|c| c.id().to_string()).collect()
     }
 }
@@ -465,7 +468,7 @@ fn faults() -> Result<()> {
     Ok(())
 }
 
-fn remove_store(store: &Path) {
+pub(crate) fn remove_store(store: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let mut p = store.as_os_str().to_owned();
         p.push(suffix);
@@ -474,7 +477,7 @@ fn remove_store(store: &Path) {
 }
 
 /// Samples in the store's only session, and the store's size on disk.
-fn store_figures(user: &Path, store: &Path) -> Result<(u64, u64)> {
+pub(crate) fn store_figures(user: &Path, store: &Path) -> Result<(u64, u64)> {
     let out = Command::new(user)
         .args(["sessions", "--format", "json", "--store"])
         .arg(store)

@@ -22,6 +22,7 @@ pub fn setup() -> Result<()> {
     }
     python_psutil()?;
     python_pytest()?;
+    tmux()?;
     // Only `cargo xtask screenshot` needs a real window; the GUI's tests run headless.
     if let Err(e) = crate::gui::setup_gui() {
         eprintln!(
@@ -81,6 +82,25 @@ fn python_pytest() -> Result<()> {
         ]))?;
     }
     Ok(())
+}
+
+/// tmux, the real terminal the live view's end-to-end tests and `cargo xtask bench top` run
+/// it in (Debian package tmux).
+fn tmux() -> Result<()> {
+    let has = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        sh(&mut cmd)
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "--no-install-recommends", "tmux"])
 }
 
 /// The nightly the kernel side (memtools-ebpf) is built with: build-std needs a nightly, and

@@ -1,10 +1,13 @@
 //! Reading one process's history in pieces: for the GUI, which reads a big session in chunks
 //! (so it can show progress and stay cancellable) and follows a session still being recorded
-//! (only the samples newer than those it has).
+//! (only the samples newer than those it has); and for the terminal view, which follows every
+//! process of a session and shows several metrics of each.
 
-use super::reader::metric_sql;
+use std::sync::OnceLock;
+
+use super::reader::{metric_sql, sample_row};
 use super::{Store, StoreError};
-use crate::model::{Metric, TimeNs};
+use crate::model::{Metric, Sample, TimeNs};
 
 impl Store {
     /// Up to `limit` samples of one process (a [`super::ProcessRow::id`]) with `metric` present,
@@ -29,5 +32,53 @@ impl Store {
         )
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` samples of one process with every stored metric (absent ones `None`),
+    /// strictly after `after` (from the start when `None`), in time order: one query where a
+    /// reader that shows several metrics of a process would need one per metric. The columns
+    /// come from [`Metric::STORED`], so a metric added to the model is read here too.
+    pub fn process_samples_after(
+        &self,
+        process_id: i64,
+        after: Option<TimeNs>,
+        limit: usize,
+    ) -> Result<Vec<Sample>, StoreError> {
+        static COLUMNS: OnceLock<String> = OnceLock::new();
+        let columns = COLUMNS.get_or_init(|| {
+            let columns: Vec<&str> = Metric::STORED.iter().map(|&m| metric_sql(m)).collect();
+            columns.join(", ")
+        });
+        // `IN (?1)` and a literal limit, not `= ?1` and `LIMIT ?3`: with those, SQLite 3.54
+        // prepares the statement again at every new binding (it may plan the ORDER BY or the
+        // LIMIT differently for another value), which made a query cost three times as much.
+        let sql = format!(
+            "SELECT t_ns, {columns} FROM samples WHERE process_id IN (?1) AND t_ns > ?2 ORDER BY t_ns LIMIT {limit}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        stmt.query_map(
+            rusqlite::params![process_id, after.unwrap_or(i64::MIN)],
+            sample_row,
+        )
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` in one read transaction: every query in it sees the same state of the store,
+    /// and the locks and the page cache check that SQLite does per transaction are done once
+    /// rather than per query. For a reader that makes many small queries in a row (the
+    /// terminal view reads each process's new samples once a second).
+    pub fn read_transaction<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(|e| self.err(e))?;
+        let result = f(self);
+        // Nothing to commit; ending it lets the recorder's checkpoints move past it.
+        let ended = self.conn.execute_batch("ROLLBACK").map_err(|e| self.err(e));
+        let value = result?;
+        ended.map(|()| value)
     }
 }

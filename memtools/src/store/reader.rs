@@ -392,7 +392,8 @@ fn hold_on_grid(points: &[(TimeNs, u64)], step: i64, until: Option<TimeNs>) -> H
     out
 }
 
-fn sample_row(r: &Row<'_>) -> rusqlite::Result<Sample> {
+/// A sample from a row whose columns are `t_ns` then [`Metric::STORED`] in order.
+pub(super) fn sample_row(r: &Row<'_>) -> rusqlite::Result<Sample> {
     let mut metrics = Metrics::default();
     for (i, m) in Metric::STORED.into_iter().enumerate() {
         let v: Option<i64> = r.get(i + 1)?;
