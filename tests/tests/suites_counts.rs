@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::TestStore;
+use common::{TestStore, is_root, skip};
 use serde_json::Value;
 
 const LEAKS_THREADS: &str = r#"
@@ -74,9 +74,14 @@ fn contrib() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib")
 }
 
-/// Runs `suite` under `record --fail-on-leak` with the plugin; the exit status and the pytest
-/// process's entry in the JSON report.
+/// Runs `suite` under `record --fail-on-leak` with the plugin, recorded by /proc; the exit
+/// status and the pytest process's entry in the JSON report.
 fn run(suite: &str) -> (Option<i32>, Value, String) {
+    run_with("procfs", suite)
+}
+
+/// [`run`] with `backend`.
+fn run_with(backend: &str, suite: &str) -> (Option<i32>, Value, String) {
     let ok = std::process::Command::new("python3")
         .args(["-c", "import pytest"])
         .output()
@@ -90,7 +95,7 @@ fn run(suite: &str) -> (Option<i32>, Value, String) {
     let mut cmd = store.cmd(&[
         "record",
         "--backend",
-        "procfs",
+        backend,
         "--interval",
         "10ms",
         "--fail-on-leak",
@@ -181,4 +186,35 @@ fn pytest_tests_leaking_files_fail_and_closed_files_pass() {
     let (code, p, said) = run(CLOSES_FILES);
     assert_eq!(code, Some(0), "{said}");
     assert_eq!(p["metrics"]["fds"]["verdict"], "ok", "{p}");
+}
+
+/// The same suites recorded by the eBPF backend (the real kernel programs: root, skipped loudly
+/// otherwise): each test's thread or file is seen test by test there too.
+#[test]
+fn ebpf_pytest_tests_leaking_threads_or_files_fail_and_their_clean_twins_pass() {
+    if !is_root() {
+        skip(
+            "ebpf_pytest_tests_leaking_threads_or_files_fail_and_their_clean_twins_pass",
+            "loading eBPF programs needs root",
+        );
+        return;
+    }
+    for (suite, metric, what) in [
+        (LEAKS_THREADS, "threads", "leaks threads: kept "),
+        (LEAKS_FILES, "fds", "leaks file descriptors: kept "),
+    ] {
+        let (code, p, said) = run_with("ebpf", suite);
+        assert!(!said.contains("eBPF object was not built"), "{said}");
+        assert_eq!(code, Some(3), "{said}");
+        let m = &p["metrics"][metric];
+        assert_eq!(m["verdict"], "leak", "{p}");
+        let per_test = m["tests"]["per_test_bytes"].as_f64().unwrap();
+        assert!((0.8..1.3).contains(&per_test), "{p}");
+        assert!(p["reason"].as_str().unwrap().contains(what), "{p}");
+    }
+    for (suite, metric) in [(POOLED_THREADS, "threads"), (CLOSES_FILES, "fds")] {
+        let (code, p, said) = run_with("ebpf", suite);
+        assert_eq!(code, Some(0), "{said}");
+        assert_eq!(p["metrics"][metric]["verdict"], "ok", "{p}");
+    }
 }
