@@ -151,14 +151,21 @@ pub fn counts_are_recorded(backend: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The simulator starts with what it inherited (the standard three, and whatever the test
+    // runner holds open): the first sample is that, or that and the first descriptor.
     let fds = sim_values(&store, "fds");
-    let peak = *fds.iter().max().unwrap();
-    assert_eq!(
-        peak - fds[0].min(peak),
-        40 - u64::from(fds[0] > 3),
-        "{fds:?}"
-    );
+    let (low, peak) = (*fds.iter().min().unwrap(), *fds.iter().max().unwrap());
+    assert!((39..=40).contains(&(peak - low)), "{fds:?}");
     assert_eq!(*fds.last().unwrap(), peak, "{fds:?}");
+    assert!(fds.windows(2).all(|w| w[1] >= w[0]), "{fds:?}");
+    // Descriptor by descriptor. The eBPF backend has no hook on opening a file: its scan (once
+    // a second) sees the first move, and it counts at every poll from then on while they move.
+    let steps: Vec<u64> = fds.windows(2).map(|w| w[1] - w[0]).collect();
+    let from = match backend {
+        "ebpf" => steps.iter().position(|&d| d > 0).map_or(0, |i| i + 1),
+        _ => 0,
+    };
+    assert!(steps[from..].iter().all(|&d| d <= 3), "{fds:?}");
 
     // A pool of 5 descriptors, opened and closed every tick: 5 above the standard ones.
     let out = record(
@@ -184,14 +191,12 @@ pub fn counts_are_recorded(backend: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Filled to 5 (one more for a moment, between an open and its close), then held there.
     let fds = sim_values(&store, "fds");
-    let base = fds[0];
-    assert!(fds.iter().all(|&n| n <= base + 5), "{fds:?}");
-    assert_eq!(
-        *fds.last().unwrap(),
-        base + 5 - u64::from(base > 3),
-        "{fds:?}"
-    );
+    let (low, peak) = (*fds.iter().min().unwrap(), *fds.iter().max().unwrap());
+    assert!((4..=6).contains(&(peak - low)), "{fds:?}");
+    let last = *fds.last().unwrap();
+    assert!((4..=5).contains(&(last - low)), "{fds:?}");
     // And a pool of 4 threads, one joined and one started every tick.
     let out = record(
         &store,
