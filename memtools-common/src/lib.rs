@@ -50,6 +50,12 @@ pub struct ProcStats {
     pub unmapped_bytes: u64,
     /// The program break after the last brk call (0 before the first).
     pub last_brk: u64,
+    /// The process's threads when last looked at (`signal->nr_threads`).
+    pub threads: u32,
+    /// The lowest descriptor number the process may get next when last looked at
+    /// (`files->next_fd`): it moves when descriptors are opened or closed, so a change queues
+    /// the process, whose descriptors the recorder then counts (the kernel keeps no count).
+    pub next_fd: u32,
 }
 
 /// What a [`LifeEvent`] reports.
@@ -62,21 +68,33 @@ pub mod life {
     pub const EXIT: u32 = 3;
 }
 
-/// A process-tree event, sent through the `LIFE` ring buffer in order.
+/// A process-tree event, sent through the `LIFE` ring buffer in order. Each carries what the
+/// recorder needs to key and name the process without /proc (which a process that lived a
+/// millisecond has left before the recorder looks): a FORK or an EXIT alone makes a history.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LifeEvent {
     /// One of [`life`]'s constants.
     pub kind: u32,
     pub tgid: u32,
-    /// The forking process, for FORK.
+    /// The parent: the forking process for FORK, the real parent for EXEC and EXIT.
     pub ppid: u32,
     pub _pad: u32,
     /// `bpf_ktime_get_boot_ns` when it happened.
     pub time: u64,
+    /// When the process started (`task->start_boottime`, boot-clock ns): with the pid, its
+    /// identity, as /proc/PID/stat's start time (in clock ticks) gives it.
+    pub start_time: u64,
+    /// The process's name (`comm`): the parent's at FORK, the new one at EXEC and EXIT.
     pub comm: [u8; 16],
-    /// For EXIT: the process's last counters. The kernel removes them from the map as it
-    /// sends this, so a pid reused before the recorder drains never mixes two processes.
+    /// For EXIT: the largest resident memory the process ever had, in bytes (the kernel's
+    /// high-water mark, `signal->maxrss` and the mm's, as getrusage's `ru_maxrss`).
+    pub peak_rss: u64,
+    /// For EXIT: the virtual size at exit, in bytes (`mm->total_vm`).
+    pub vm_size: u64,
+    /// For EXIT: the process's last counters, read from its mm as it exits. The kernel removes
+    /// them from the map as it sends this, so a pid reused before the recorder drains never
+    /// mixes two processes.
     pub stats: ProcStats,
 }
 
@@ -86,7 +104,8 @@ pub mod counter {
     pub const FOLLOW_FULL: u32 = 0;
     /// Unused (kept so the indices stay stable).
     pub const STATS_FULL: u32 = 1;
-    /// A lifecycle event was lost (ring buffer full).
+    /// A lifecycle event was lost (ring buffer full): the recorder may miss a process or see
+    /// its exit late.
     pub const LIFE_LOST: u32 = 2;
     /// A changed process could not be queued (ring buffer full): the recorder rereads all.
     pub const DIRTY_LOST: u32 = 3;

@@ -1,6 +1,11 @@
 //! memtools' kernel side: per-process (tgid) memory counters kept in maps, which the recorder
-//! drains each interval. One module per hook family; this file holds the maps they share. It
-//! builds for the bpf target only and depends on aya-ebpf and memtools-common, never on std.
+//! drains each interval. One module per hook family (lifecycle, syscalls, rss, scan), the maps
+//! they share in shared.rs, what they read from kernel structs in kernel.rs. It builds for the
+//! bpf target only and depends on aya-ebpf and memtools-common, never on std.
+//!
+//! Nothing here runs on a path every process takes (each context switch, each system call,
+//! each page fault) unless the user asks for it (`--rss-events`): the cost of recording falls
+//! on the calls that matter to memory and on the recorder's own scan.
 //!
 //! Only followed processes cost more than one hash lookup per event: a process is followed when
 //! it has counters in `STATS`; the recorder creates them for the processes it starts with, and
@@ -13,9 +18,15 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod counts;
+#[cfg(target_arch = "bpf")]
+mod kernel;
+#[cfg(target_arch = "bpf")]
 mod lifecycle;
 #[cfg(target_arch = "bpf")]
 mod rss;
+#[cfg(target_arch = "bpf")]
+mod scan;
 #[cfg(target_arch = "bpf")]
 mod shared;
 #[cfg(target_arch = "bpf")]

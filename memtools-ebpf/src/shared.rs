@@ -6,17 +6,11 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, RingBuf},
 };
-use aya_log_ebpf::warn;
-use memtools_common::{EPOCH_INDEX, LifeEvent, MAX_PROCESSES, ProcStats, counter};
+use memtools_common::{EPOCH_INDEX, MAX_PROCESSES, ProcStats, counter};
 
 /// Non-zero: follow every new process, not only the children of followed ones.
 #[unsafe(no_mangle)]
 pub static FOLLOW_ALL: Global<u8> = Global::new(0);
-
-/// Offset of `group_dead` in `sched:sched_process_exit`'s record (6.16+), 0 when the kernel's
-/// record has none (the thread-group leader's exit is taken instead).
-#[unsafe(no_mangle)]
-pub static EXIT_GROUP_DEAD_OFFSET: Global<u32> = Global::new(0);
 
 /// The counters of each followed process; a process is followed exactly when it has an entry.
 #[map]
@@ -75,7 +69,7 @@ pub fn epoch() -> u32 {
 
 /// Queues a process as changed, once per epoch.
 #[inline(always)]
-pub fn mark_dirty<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStats, epoch: u32) {
+pub fn mark_dirty(tgid: u32, s: *mut ProcStats, epoch: u32) {
     // SAFETY: `s` points at a live map value.
     unsafe {
         if (*s).dirty_epoch == epoch {
@@ -84,23 +78,8 @@ pub fn mark_dirty<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, s: *mut ProcStat
         (*s).dirty_epoch = epoch;
     }
     if DIRTY.output::<u32>(&tgid, 0).is_err() {
+        // Counted; the recorder then reads every process.
         count_drop(counter::DIRTY_LOST);
-        warn!(
-            ctx,
-            "memtools: changed-process queue full, tgid {} not queued", tgid
-        );
-    }
-}
-
-/// Sends a lifecycle event.
-#[inline(always)]
-pub fn send_life<C: aya_ebpf::EbpfContext>(ctx: &C, event: &LifeEvent) {
-    if LIFE.output::<LifeEvent>(event, 0).is_err() {
-        count_drop(counter::LIFE_LOST);
-        warn!(
-            ctx,
-            "memtools: lifecycle queue full, event for tgid {} lost", event.tgid
-        );
     }
 }
 

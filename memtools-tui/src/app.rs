@@ -56,7 +56,10 @@ pub fn run(path: &Path, settings: Settings, mut controls: Controls) -> Result<()
         );
         let mut dirty = true;
         loop {
-            if controls.close.load(Ordering::SeqCst) || caught.load(Ordering::SeqCst) {
+            if controls.close.load(Ordering::SeqCst)
+                || caught.load(Ordering::SeqCst)
+                || screen.hung_up()
+            {
                 return Ok(());
             }
             if let Some(s) = worker.snapshot() {
@@ -87,6 +90,17 @@ pub fn run(path: &Path, settings: Settings, mut controls: Controls) -> Result<()
                         Action::None => {}
                         Action::Quit => return Ok(()),
                         Action::Request(r) => worker.request(r),
+                        // A view on its own stops like any program; the view of a recording
+                        // does not, since stopping it would stop the recorder, not its command.
+                        Action::Suspend if controls.catch_signals => {
+                            terminal::suspend(&mut screen)?;
+                        }
+                        Action::Suspend => {
+                            view.notice = Some(
+                                "Ctrl-Z: a recording's view is not suspended (the recorder would stop, not its command); q leaves the view"
+                                    .into(),
+                            );
+                        }
                         Action::Interrupt => {
                             let recording =
                                 view.snapshot.session.is_some() && view.snapshot.recording();

@@ -36,6 +36,8 @@ pub enum Action {
     Quit,
     /// Ctrl-C: stop the recording if there is one, else quit.
     Interrupt,
+    /// Ctrl-Z: put the view in the background, as a shell's job control would.
+    Suspend,
     Request(Request),
 }
 
@@ -205,6 +207,9 @@ impl View {
         self.notice = None;
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Action::Interrupt;
+        }
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('z') {
+            return Action::Suspend;
         }
         if self.help {
             self.help = false;

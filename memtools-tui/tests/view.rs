@@ -57,9 +57,26 @@ fn the_table_shows_each_process_largest_growth_first_with_its_verdict_and_histor
     }
     assert_eq!(names(&screen), ["leaky", "helper", "wobbly", "steady"]);
     let leaky = line_of(&screen, "leaky");
-    for cell in ["100", "69 MiB", "+59 MiB", "+1 MiB/s", "leak"] {
+    for cell in ["100", "69 MiB", "+59 MiB", "leak"] {
         assert!(leaky.contains(cell), "{cell} in {leaky}");
     }
+    // It grew 1 MiB a second: the slope is shown whole, with its sign, within 3 % of that.
+    let words: Vec<&str> = leaky.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.ends_with("iB/s"))
+        .unwrap_or_else(|| panic!("a slope in {leaky}"));
+    let number: f64 = words[at - 1]
+        .strip_prefix('+')
+        .unwrap_or_else(|| panic!("a signed slope in {leaky}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {leaky}"));
+    let per_mib = match words[at] {
+        "MiB/s" => 1.0,
+        "KiB/s" => 1.0 / 1024.0,
+        unit => panic!("{unit} in {leaky}"),
+    };
+    assert!((number * per_mib - 1.0).abs() < 0.03, "{leaky}");
     // Its history rises from the lowest block to the highest; a flat one stays at the lowest.
     assert!(
         leaky.trim_end().ends_with('█') && leaky.contains('▁'),

@@ -194,8 +194,9 @@ pub struct RecordArgs {
     /// How samples are taken
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
-    /// eBPF: also hook every change of resident memory (kmem:rss_stat), so peaks between
-    /// context switches are seen too; costs fault-heavy programs about 5 % (README: benchmarks)
+    /// eBPF: also hook every change of resident memory (kmem:rss_stat), so every peak is seen,
+    /// not only those the timer, the scan or a release catch; costs fault-heavy programs a
+    /// few per cent, every program on the machine (README: what recording costs)
     #[arg(long)]
     pub rss_events: bool,
     /// Time between samples (10ms to 1h), like 100ms, 1s

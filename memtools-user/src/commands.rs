@@ -284,6 +284,9 @@ fn record(args: RecordArgs) -> Result<i32> {
             units::processes(outcome.unreadable)
         )?;
     }
+    if let Some(lost) = memtools::report::text::lost_text(outcome.lost) {
+        writeln!(err, "  incomplete: {lost}")?;
+    }
     if !outcome.ignored_phase_lines.is_empty() {
         writeln!(
             err,

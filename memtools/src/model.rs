@@ -373,6 +373,24 @@ pub struct NewSession {
     pub pid_max: Option<u64>,
 }
 
+/// What a recording could not record, kept with its session so an incomplete one says so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// Processes of the recorded scope that were never followed (the kernel side's table of
+    /// followed processes was full).
+    pub processes: u64,
+    /// Process events (fork, exec, exit) the kernel side could not queue: a process may be
+    /// missing, or its exit seen late.
+    pub events: u64,
+}
+
+impl Lost {
+    /// Whether anything was lost.
+    pub fn any(&self) -> bool {
+        self.processes > 0 || self.events > 0
+    }
+}
+
 /// How a recorded command ended, for the session record and the recorder's own exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {

@@ -223,13 +223,20 @@ fn record_live_shows_the_view_then_what_the_command_wrote() {
     // The command's output does not land on the view (the header shows its command line).
     assert!(!view.lines().any(|l| l.starts_with("out-before")), "{view}");
     assert!(view.contains("· recording"), "{view}");
-    // The recording ends with the command; the view stays, showing the ended session.
+    // The recording ends with the command; the view stays, showing the ended session and, once
+    // the exit is analysed, detect's verdict: one ramp that ends with the process is its peak.
     let ended = tmux.wait_for("the session's end", Duration::from_secs(60), |s| {
         s.contains("ended after") && s.contains("exit 0")
     });
+    tmux.wait_for("the verdict at exit", Duration::from_secs(20), |s| {
+        line_of(s, "leak-sim").is_some_and(|l| l.contains(" ok "))
+    });
+    let detect = store.ok(&["detect"]);
     assert!(
-        line_of(&ended, "leak-sim").is_some_and(|l| l.contains(" leak ")),
-        "{ended}"
+        detect
+            .lines()
+            .any(|l| l.contains("leak-sim") && l.contains(" ok ")),
+        "the view and detect disagree: {ended}\n{detect}"
     );
     tmux.keys(&["q"]);
     let after = tmux.wait_for("record to exit", Duration::from_secs(20), |s| {
@@ -388,4 +395,144 @@ fn q_leaves_the_live_view_and_the_recording_goes_on_with_the_output() {
     assert!(after.contains("out-after"), "{after}");
     assert!(after.contains("memtools: session 1 (procfs)"), "{after}");
     assert!(after.contains("EXITED 0"), "{after}");
+}
+
+/// Whether process `pid` is gone (or only a zombie waiting for init to reap it).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Waits up to 20 s for the pid written in `file` to be gone.
+fn wait_gone(file: &Path, what: &str) {
+    let start = Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no pid in {file:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while !gone(pid) {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("{what} (pid {pid}) still runs 20 s after its terminal vanished");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The terminal vanishing under the view (its tmux killed outright, as a closed window or a
+/// dropped ssh connection would) ends `top` and `record --live`, and the recording stops its
+/// command: nothing polls a dead terminal forever.
+#[test]
+fn a_terminal_that_vanishes_ends_the_view_and_the_recording() {
+    let store = TestStore::new();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let top_pid = dir.path().join("top.pid");
+    let live_pid = dir.path().join("live.pid");
+    let cmd_pid = dir.path().join("cmd.pid");
+    // Something to show: a short recording first.
+    store.ok(&["record", "--backend", "procfs", "--", "true"]);
+    let top = Tmux::start(
+        100,
+        30,
+        &format!(
+            "echo $$ > {}; exec {} top --store {}",
+            quote(&top_pid),
+            quote(memtools_user()),
+            quote(&store.path())
+        ),
+    );
+    let live = Tmux::start(
+        100,
+        30,
+        &format!(
+            "echo $$ > {}; exec {} record --live --backend procfs --store {} -- sh -c 'echo $$ > {}; exec sleep 600'",
+            quote(&live_pid),
+            quote(memtools_user()),
+            quote(&store.path()),
+            cmd_pid.display()
+        ),
+    );
+    top.wait_for("the view", Duration::from_secs(60), |s| s.contains("true"));
+    live.wait_for("the live view", Duration::from_secs(60), |s| {
+        s.contains("sleep")
+    });
+    for tmux in [&top, &live] {
+        let out = tmux
+            .cmd()
+            .args(["display-message", "-p", "#{pid}"])
+            .output()
+            .expect("tmux display-message");
+        let server: i32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("the tmux server's pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("killing the tmux server");
+    }
+    wait_gone(&top_pid, "top");
+    wait_gone(&live_pid, "record --live");
+    wait_gone(&cmd_pid, "the recorded command");
+    let sessions = store.sessions();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    // Newest first: the live session was finished, its command ended by the hangup.
+    assert_eq!(sessions[0]["state"], "finished", "{sessions:?}");
+    assert_eq!(sessions[0]["exit_signal"], 1, "{sessions:?}");
+}
+
+/// Ctrl-Z puts `top` in the background like any program (the shell says it stopped and gets
+/// the terminal back, not the view's raw mode); `fg` brings the view back, whole.
+#[test]
+fn ctrl_z_suspends_top_and_fg_brings_it_back() {
+    let store = TestStore::new();
+    store.ok(&["record", "--backend", "procfs", "--", "true"]);
+    let tmux = Tmux::start(100, 30, "PS1='$ ' bash --norc --noprofile -i");
+    tmux.keys(&[
+        &format!(
+            "{} top --store {}",
+            quote(memtools_user()),
+            quote(&store.path())
+        ),
+        "Enter",
+    ]);
+    tmux.wait_for("the view", Duration::from_secs(60), |s| {
+        s.starts_with("session 1 ")
+    });
+    tmux.keys(&["C-z"]);
+    let shell = tmux.wait_for("the shell", Duration::from_secs(20), |s| {
+        s.contains("Stopped")
+    });
+    assert!(!shell.starts_with("session 1 "), "{shell}");
+    // The terminal is the shell's again: what is typed is echoed.
+    tmux.keys(&["echo typed-$((1+1))", "Enter"]);
+    tmux.wait_for("the shell's echo", Duration::from_secs(20), |s| {
+        s.contains("typed-2")
+    });
+    tmux.keys(&["fg", "Enter"]);
+    tmux.wait_for("the view again", Duration::from_secs(20), |s| {
+        s.starts_with("session 1 ") && s.contains("true")
+    });
+    tmux.keys(&["q"]);
+    tmux.keys(&["echo EXITED $?", "Enter"]);
+    tmux.wait_for("top to exit", Duration::from_secs(20), |s| {
+        s.contains("EXITED 0")
+    });
 }

@@ -14,25 +14,7 @@ const PACKAGES: [&str; 4] = ["xvfb", "libgl1-mesa-dri", "imagemagick", "x11-util
 
 /// Installs [`PACKAGES`] with apt-get, only when one is missing (so a second run does nothing).
 pub fn setup_gui() -> Result<()> {
-    let installed = |pkg: &str| {
-        Command::new("dpkg-query")
-            .args(["-W", "-f=${Status}", pkg])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-    };
-    let missing: Vec<&str> = PACKAGES.into_iter().filter(|p| !installed(p)).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let apt = |args: &[&str]| {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        sh(&mut cmd)
-    };
-    apt(&["update", "-qq"])?;
-    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    args.extend(&missing);
-    apt(&args)
+    crate::setup::apt_install(&PACKAGES)
 }
 
 /// `cargo xtask screenshot`: the VLT session of revision 377208 in the real window under Xvfb,

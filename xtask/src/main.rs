@@ -4,8 +4,8 @@
 //! - `cargo xtask run -- ARGS`: set up, build memtools-user (release) and run it with ARGS, as
 //!   root (through sudo when needed) so the eBPF backend can load.
 //! - `cargo xtask test`: set up, then formatting, lints and every test.
-//! - `cargo xtask bench [recorder|faults|analysis|gui|top|all]`: the benchmarks whose figures the
-//!   README quotes.
+//! - `cargo xtask bench [recorder|faults|overhead|analysis|gui|top|all]`: the benchmarks whose
+//!   figures the README quotes.
 
 mod bench;
 mod bench_top;
@@ -30,7 +30,8 @@ cargo xtask run -- ARGS        set up, build and run memtools-user ARGS as root
                                (release; builds target/release/leak-sim too)
 cargo xtask test [ARGS]        set up, check formatting and lints, run every test
                                (ARGS go to `cargo test`, e.g. a test name filter)
-cargo xtask bench [WHICH]      recorder | faults | analysis | gui | top | all (default all)
+cargo xtask bench [WHICH]      recorder [counts] | faults | overhead [--rounds N] |
+                               analysis | gui | top | all (default all)
 cargo xtask screenshot         the GUI on VLT revision 377208 in a real window under
                                Xvfb, into docs/screenshot-vlt-377208.png
 ";

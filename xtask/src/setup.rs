@@ -22,6 +22,13 @@ pub fn setup() -> Result<()> {
     }
     python_psutil()?;
     python_pytest()?;
+    if let Err(e) = apt_install(&BENCH_PACKAGES) {
+        // Only `cargo xtask bench overhead` needs them; say so rather than fail the tests.
+        eprintln!(
+            "xtask: {} not installed ({e:#}); `cargo xtask bench overhead` needs them",
+            BENCH_PACKAGES.join(", ")
+        );
+    }
     tmux()?;
     // Only `cargo xtask screenshot` needs a real window; the GUI's tests run headless.
     if let Err(e) = crate::gui::setup_gui() {
@@ -30,6 +37,34 @@ pub fn setup() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Debian packages `cargo xtask bench overhead` runs: stress-ng (the context-switch-heavy
+/// workload), heaptrack and bpftrace (the tools a user would pick instead, measured beside
+/// ours).
+const BENCH_PACKAGES: [&str; 3] = ["stress-ng", "heaptrack", "bpftrace"];
+
+/// Installs Debian packages with apt-get, only those missing (so a second run does nothing).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let installed = |pkg: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", pkg])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    };
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        sh(&mut cmd)
+    };
+    apt(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)
 }
 
 fn rust_components() -> Result<()> {

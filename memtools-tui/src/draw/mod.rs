@@ -206,6 +206,7 @@ const HELP: &[(&str, &str)] = &[
     ("Esc", "leave the tree, clear the filter"),
     ("q", "quit"),
     ("Ctrl-C", "stop the recording (or quit)"),
+    ("Ctrl-Z", "suspend (top; fg resumes)"),
 ];
 
 fn help(f: &mut Frame, area: Rect, view: &View) {

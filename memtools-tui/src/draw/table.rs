@@ -12,7 +12,7 @@ use crate::state::{Column, View};
 use crate::theme::sparkline;
 
 /// Widths of the columns after the name, in [`Column::ALL`] order (the name takes the rest).
-const WIDTHS: [u16; 8] = [7, 0, 9, 9, 10, 4, 4, 8];
+const WIDTHS: [u16; 8] = [7, 0, 9, 9, 11, 4, 4, 8];
 
 /// Width of the history column: what is left after the others, shared with the name.
 fn history_width(total: u16) -> u16 {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use command::Command;
 pub use session::{CutShort, Progress, RecordOptions, RecordOutcome, Target, record};
 
-use memtools::model::{BackendKind, ProcessInfo, ProcessKey, Sample, TimeNs};
+use memtools::model::{BackendKind, Lost, ProcessInfo, ProcessKey, Sample, TimeNs};
 use memtools::store::StoreError;
 
 /// The shortest sampling interval: below it the recorder would measure itself.
@@ -127,6 +127,8 @@ pub enum Event<'a> {
     Sample(ProcessKey, &'a Sample),
     /// A followed process exited (or can no longer be seen) at this time.
     Exited(ProcessKey, TimeNs),
+    /// The largest resident memory a process ever had, as the kernel kept it (bytes).
+    PeakRss(ProcessKey, u64),
 }
 
 /// Where a backend's events go.
@@ -147,6 +149,18 @@ pub trait Backend {
     fn unreadable(&self) -> u64 {
         0
     }
+    /// What could not be recorded so far (stored with the session, said in the summary).
+    fn lost(&self) -> Lost {
+        Lost::default()
+    }
+    /// More on how it records, for the session's backend reason (e.g. how its hooks attach).
+    fn detail(&self) -> Option<String> {
+        None
+    }
+    /// The recording is over: let go of what the backend holds in the kernel. Called once,
+    /// after the last poll; the backend may finish it in the background, but before it is
+    /// dropped.
+    fn stop(&mut self) {}
 }
 
 /// Which backend the user asked for.
@@ -182,7 +196,17 @@ pub fn prepare_backend(
     choice: BackendChoice,
     all: bool,
     rss_events: bool,
+    interval: Duration,
 ) -> Result<PreparedBackend, RecordError> {
+    // The reason says how the programs attached too (fentry or tracepoints).
+    let loaded = |b: ebpf::Ebpf, reason: &str| PreparedBackend {
+        reason: match b.detail() {
+            Some(detail) => format!("{reason}; {detail}"),
+            None => reason.to_string(),
+        },
+        loaded: Some(Box::new(b)),
+        fallback: None,
+    };
     let procfs = |reason: String, fallback| PreparedBackend {
         loaded: None,
         reason,
@@ -190,17 +214,12 @@ pub fn prepare_backend(
     };
     match choice {
         BackendChoice::Procfs => Ok(procfs("procfs requested".to_string(), None)),
-        BackendChoice::Ebpf => Ok(PreparedBackend {
-            loaded: Some(Box::new(ebpf::Ebpf::load(all, rss_events)?)),
-            reason: "ebpf requested".to_string(),
-            fallback: None,
-        }),
-        BackendChoice::Auto => match ebpf::Ebpf::load(all, rss_events) {
-            Ok(b) => Ok(PreparedBackend {
-                loaded: Some(Box::new(b)),
-                reason: "auto: eBPF loaded".to_string(),
-                fallback: None,
-            }),
+        BackendChoice::Ebpf => Ok(loaded(
+            ebpf::Ebpf::load(all, rss_events, interval)?,
+            "ebpf requested",
+        )),
+        BackendChoice::Auto => match ebpf::Ebpf::load(all, rss_events, interval) {
+            Ok(b) => Ok(loaded(b, "auto: eBPF loaded")),
             Err(e) => Ok(procfs(
                 format!("auto: eBPF not possible ({e}); fell back to procfs"),
                 Some(format!("eBPF not possible ({e}); recording with /proc")),
@@ -249,12 +268,14 @@ impl PreparedBackend {
     }
 }
 
-/// Opens the backend asked for and follows the scope at once (for processes that already
-/// run; a recorder starting a command prepares first, see [`prepare_backend`]).
+/// Opens the backend asked for, to be polled every `interval`, and follows the scope at once
+/// (for processes that already run; a recorder starting a command prepares first, see
+/// [`prepare_backend`]).
 pub fn open_backend(
     choice: BackendChoice,
     scope: Scope,
     rss_events: bool,
+    interval: Duration,
 ) -> Result<OpenedBackend, RecordError> {
-    prepare_backend(choice, scope == Scope::All, rss_events)?.follow(scope)
+    prepare_backend(choice, scope == Scope::All, rss_events, interval)?.follow(scope)
 }

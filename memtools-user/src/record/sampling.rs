@@ -6,15 +6,15 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use super::command::Child;
 use super::phases::PhaseChannel;
 use super::session::{Progress, RecordOptions, Running, Target};
 use super::sink::Recording;
 use super::stop::{STOP_GRACE, Step, StopSignals, sigint_from_terminal};
 use super::{Backend, Clock, RecordError};
+use memtools::model::Lost;
 use memtools::store::Store;
 
-/// How often the loop looks at signals and the command between ticks.
-const WAKE_EVERY: Duration = Duration::from_millis(20);
 /// How often the status line is refreshed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// How often the recorder checks that its store is still the file at its path.
@@ -36,6 +36,8 @@ pub(super) struct Sampling<'a, 's> {
     pub running: Option<&'a mut Running>,
     pub phases: Option<&'a mut PhaseChannel>,
     pub signals: &'a StopSignals,
+    /// What the backend could not record, as last stored.
+    pub lost: Lost,
 }
 
 /// What the loop does after a tick.
@@ -98,6 +100,11 @@ impl Sampling<'_, '_> {
     ) -> Result<(), RecordError> {
         if self.rec.writing() {
             self.backend.poll(self.clock, self.rec)?;
+            let lost = self.backend.lost();
+            if lost != self.lost {
+                self.lost = lost;
+                self.rec.write_lost(lost);
+            }
         }
         if let Some(ph) = self.phases.as_deref_mut() {
             self.rec.phases(ph.drain());
@@ -180,7 +187,8 @@ impl Sampling<'_, '_> {
             if now >= next {
                 return;
             }
-            std::thread::sleep((next - now).min(WAKE_EVERY));
+            // Woken by the command's exit or a signal, not by a timer of its own.
+            Child::wait(self.running.as_deref().map(|r| &r.child), next - now);
         }
     }
 }

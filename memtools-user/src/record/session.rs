@@ -14,7 +14,7 @@ use super::{
     BackendChoice, Clock, MIN_INTERVAL, OpenedBackend, PreparedBackend, RecordError, Scope, limits,
     prepare_backend,
 };
-use memtools::model::{ExitStatus, NewSession, TimeNs};
+use memtools::model::{ExitStatus, Lost, NewSession, TimeNs};
 use memtools::store::Store;
 
 /// What to record.
@@ -78,6 +78,8 @@ pub struct RecordOutcome {
     pub top: Vec<ProcessPeak>,
     /// Processes that could not be read (permissions).
     pub unreadable: u64,
+    /// What could not be recorded (stored with the session too).
+    pub lost: Lost,
     /// Phase lines that were not `begin NAME` / `end NAME` (the first few), to say so.
     pub ignored_phase_lines: Vec<String>,
     /// Why the store stopped taking samples before the end, when it did (the command ran
@@ -179,7 +181,7 @@ pub fn record(
     // Whatever can refuse does so before the command starts: privileges and the eBPF
     // programs, the store. A refusal starts nothing.
     let all = options.target == Target::All;
-    let prepared = prepare_backend(options.backend, all, options.rss_events)?;
+    let prepared = prepare_backend(options.backend, all, options.rss_events, options.interval)?;
     if let Some(line) = prepared.fallback() {
         notice(line);
     }
@@ -204,6 +206,10 @@ pub fn record(
     let scope = scope_of(options, running.as_ref());
     let looped = prepared.follow(scope).and_then(|opened| {
         let OpenedBackend { mut backend, .. } = opened;
+        // Followed from its pid on: now the command may run.
+        if let Some(r) = running.as_mut() {
+            r.child.release()?;
+        }
         let end = Sampling {
             backend: &mut *backend,
             rec: &mut rec,
@@ -213,9 +219,12 @@ pub fn record(
             running: running.as_mut(),
             phases: phases.as_mut(),
             signals: &signals,
+            lost: Lost::default(),
         }
-        .run(&mut progress, &mut notice)?;
-        Ok((backend, end))
+        .run(&mut progress, &mut notice);
+        // Let go of the kernel hooks (in the background) while the session is finished.
+        backend.stop();
+        Ok((backend, end?))
     });
     let (backend, end) = match looped {
         Ok(v) => v,
@@ -258,6 +267,7 @@ pub fn record(
         interrupted_by: end.interrupted_by,
         top,
         unreadable: backend.unreadable(),
+        lost: backend.lost(),
         ignored_phase_lines,
         cut_short,
         tree: tree_text,

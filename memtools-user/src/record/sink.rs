@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::phases::{PhaseEvent, PhaseKind};
 use super::session::CutShort;
 use super::{Clock, Event, RecordError, Sink, limits};
-use memtools::model::{ExitStatus, Metric, ProcessKey, ProcessLimits, TimeNs};
+use memtools::model::{ExitStatus, Lost, Metric, ProcessKey, ProcessLimits, TimeNs};
 use memtools::store::{ProcessId, SessionWriter, StoreError};
 use memtools::units;
 
@@ -89,6 +89,11 @@ impl<'s> Recording<'s> {
                 marked,
             });
         }
+    }
+
+    /// Records what the backend could not record so far.
+    pub fn write_lost(&mut self, lost: Lost) {
+        self.write(|w| w.set_lost(lost));
     }
 
     /// Records how the tree is held (it changed after the command started).
@@ -245,6 +250,14 @@ impl Sink for Recording<'_> {
             Event::Exited(key, time) => {
                 if let Some(id) = self.processes.get(&key).map(|p| p.id) {
                     self.write(|w| w.process_exited(id, time));
+                }
+            }
+            Event::PeakRss(key, bytes) => {
+                if let Some(id) = self.processes.get(&key).map(|p| p.id)
+                    && self.write(|w| w.set_peak_rss(id, bytes)).is_some()
+                    && let Some(p) = self.processes.get_mut(&key)
+                {
+                    p.peak = p.peak.max(bytes);
                 }
             }
         }

@@ -124,6 +124,7 @@ mod tests {
             address_space_limit: None,
             open_files_limit: Some(1024),
             tasks_limit: None,
+            peak_rss: None,
         };
         let session = SessionRow {
             id: 1,
@@ -146,6 +147,7 @@ mod tests {
             tree: None,
             threads_max: Some(120_000),
             pid_max: Some(32_768),
+            lost: Default::default(),
         };
         let limit = |p: &ProcessRow, m| resolve_limit(None, p, &session, 8 << 30, m);
         assert_eq!(

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::summary::HistorySummary;
 use crate::model::TimeNs;
-use crate::model::{ExitStatus, Metric};
+use crate::model::{ExitStatus, Lost, Metric};
 use crate::store::{Phase, ProcessRow, SessionRow, SessionState};
 use crate::units;
 
@@ -92,6 +92,11 @@ pub struct SessionJson<'a> {
     pub exit_signal: Option<i32>,
     pub processes: u64,
     pub samples: u64,
+    /// Processes of the recorded scope that were never followed (the kernel side's table
+    /// was full): the session is missing them.
+    pub processes_lost: u64,
+    /// Process events (fork, exec, exit) the kernel side could not queue.
+    pub events_lost: u64,
     /// The metric `show` and `detect` use by default.
     pub metric: &'static str,
     /// `finished`, `cut_short` (the store stopped taking samples; those before are kept) or
@@ -128,6 +133,8 @@ impl<'a> SessionJson<'a> {
             },
             processes: s.processes,
             samples: s.samples,
+            processes_lost: s.lost.processes,
+            events_lost: s.lost.events,
             metric: s.default_metric().name(),
             state: s.state(),
             cut_short: s.cut_short.as_deref(),
@@ -183,7 +190,29 @@ pub fn session_header(s: &SessionRow, metric: Metric) -> String {
         units::processes(s.processes),
         units::samples(s.samples),
     );
+    if let Some(lost) = lost_text(s.lost) {
+        out += &format!("  incomplete: {lost}\n");
+    }
     out
+}
+
+/// What a recording lost, in words; None when it lost nothing.
+pub fn lost_text(lost: Lost) -> Option<String> {
+    let mut parts = Vec::new();
+    if lost.processes > 0 {
+        parts.push(format!(
+            "{} not recorded (the kernel's table of followed processes was full)",
+            units::processes(lost.processes)
+        ));
+    }
+    if lost.events > 0 {
+        parts.push(format!(
+            "{} process event{} lost (fork, exec or exit; the kernel's queue was full)",
+            lost.events,
+            if lost.events == 1 { "" } else { "s" }
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The phases a test harness marked: name, start (from the session's start) and length.

@@ -4,7 +4,8 @@ use rusqlite::{Row, params};
 
 use super::{Store, StoreError};
 use crate::model::{
-    BackendKind, ExitStatus, History, Metric, Metrics, ProcessInfo, ProcessKey, Sample, TimeNs,
+    BackendKind, ExitStatus, History, Lost, Metric, Metrics, ProcessInfo, ProcessKey, Sample,
+    TimeNs,
 };
 
 /// A session as listed by `sessions`.
@@ -28,6 +29,8 @@ pub struct SessionRow {
     pub samples: u64,
     /// The recording machine's memory, when known.
     pub mem_total: Option<u64>,
+    /// What the recording could not record.
+    pub lost: Lost,
     /// Wall clock minus monotonic clock at the start (recordings only), to place a process's
     /// start time (since boot) on the session's clock.
     pub monotonic_offset_ns: Option<i64>,
@@ -117,6 +120,9 @@ pub struct ProcessRow {
     pub exit: Option<TimeNs>,
     /// Its cgroup's memory limit, when one applied.
     pub memory_limit: Option<u64>,
+    /// Its peak resident memory as the kernel kept it, when the recorder was told (the eBPF
+    /// backend, at exit).
+    pub peak_rss: Option<u64>,
     /// Its address-space limit (RLIMIT_AS), when one was set.
     pub address_space_limit: Option<u64>,
     /// Its open-file limit (RLIMIT_NOFILE), when recorded.
@@ -125,7 +131,7 @@ pub struct ProcessRow {
     pub tasks_limit: Option<u64>,
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.monotonic_offset_ns, s.cut_short, s.tree, s.threads_max, s.pid_max";
+const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.monotonic_offset_ns, s.cut_short, s.tree, s.processes_lost, s.events_lost, s.threads_max, s.pid_max";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let code: Option<i32> = r.get(11)?;
@@ -151,8 +157,12 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
         monotonic_offset_ns: r.get(16)?,
         cut_short: r.get(17)?,
         tree: r.get(18)?,
-        threads_max: r.get::<_, Option<i64>>(19)?.map(|m| m as u64),
-        pid_max: r.get::<_, Option<i64>>(20)?.map(|m| m as u64),
+        lost: Lost {
+            processes: r.get::<_, i64>(19)? as u64,
+            events: r.get::<_, i64>(20)? as u64,
+        },
+        threads_max: r.get::<_, Option<i64>>(21)?.map(|m| m as u64),
+        pid_max: r.get::<_, Option<i64>>(22)?.map(|m| m as u64),
     })
 }
 
@@ -171,8 +181,9 @@ fn process_row(r: &Row<'_>) -> rusqlite::Result<ProcessRow> {
         exit: r.get(6)?,
         memory_limit: r.get::<_, Option<i64>>(7)?.map(|m| m as u64),
         address_space_limit: r.get::<_, Option<i64>>(8)?.map(|m| m as u64),
-        open_files_limit: r.get::<_, Option<i64>>(9)?.map(|m| m as u64),
-        tasks_limit: r.get::<_, Option<i64>>(10)?.map(|m| m as u64),
+        peak_rss: r.get::<_, Option<i64>>(9)?.map(|m| m as u64),
+        open_files_limit: r.get::<_, Option<i64>>(10)?.map(|m| m as u64),
+        tasks_limit: r.get::<_, Option<i64>>(11)?.map(|m| m as u64),
     })
 }
 
@@ -227,7 +238,7 @@ impl Store {
     pub fn processes(&self, session: i64) -> Result<Vec<ProcessRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit, open_files_limit, tasks_limit FROM processes WHERE session_id = ?1 ORDER BY id")
+            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit, peak_rss, open_files_limit, tasks_limit FROM processes WHERE session_id = ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([session], process_row)

@@ -115,7 +115,16 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN cut_short TEXT;
     ALTER TABLE sessions ADD COLUMN tree TEXT;
     "#,
-    // 7: the leaks that are not bytes: each sample's threads and open file descriptors, the
+    // 7: what a recording could not record (processes the kernel side could not follow,
+    // process events it lost), so a session says it is incomplete; and each process's peak
+    // resident memory as the kernel kept it (its high-water mark, reported at exit), which
+    // a process shorter than the interval has no samples to show.
+    r#"
+    ALTER TABLE sessions ADD COLUMN processes_lost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN events_lost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE processes ADD COLUMN peak_rss INTEGER;
+    "#,
+    // 8: the leaks that are not bytes: each sample's threads and open file descriptors, the
     // limits they run into (a process's RLIMIT_NOFILE and its cgroup's pids.max; the machine's
     // kernel.threads-max and pid_max), so a count's time to its limit is projected against
     // what applied where it ran.
@@ -149,6 +158,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("processes", "address_space_limit", "NULL"),
     ("sessions", "cut_short", "NULL"),
     ("sessions", "tree", "NULL"),
+    ("sessions", "processes_lost", "0"),
+    ("sessions", "events_lost", "0"),
+    ("processes", "peak_rss", "NULL"),
     ("samples", "threads", "NULL"),
     ("samples", "fds", "NULL"),
     ("processes", "open_files_limit", "NULL"),

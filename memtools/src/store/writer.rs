@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rusqlite::params;
 
 use super::{Store, StoreError};
-use crate::model::{ExitStatus, NewSession, ProcessInfo, ProcessLimits, Sample, TimeNs};
+use crate::model::{ExitStatus, Lost, NewSession, ProcessInfo, ProcessLimits, Sample, TimeNs};
 
 /// The longest a sample waits in an open transaction before it is committed. Well under the
 /// one second that a killed recorder may lose.
@@ -241,6 +241,38 @@ impl SessionWriter<'_> {
             .conn
             .prepare_cached("UPDATE processes SET exit_ns = ?2 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id, time]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Records a process's peak resident memory as the kernel kept it (its high-water mark).
+    pub fn set_peak_rss(&mut self, id: ProcessId, bytes: u64) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .prepare_cached(
+                "UPDATE processes SET peak_rss = MAX(COALESCE(peak_rss, 0), ?2) WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, bytes as i64]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Records what the recording has lost so far (totals, not increments).
+    pub fn set_lost(&mut self, lost: Lost) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .prepare_cached(
+                "UPDATE sessions SET processes_lost = ?2, events_lost = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    self.session_id,
+                    lost.processes as i64,
+                    lost.events as i64
+                ])
+            })
             .map_err(|e| self.store.err(e))?;
         Ok(())
     }

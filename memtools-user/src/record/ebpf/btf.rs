@@ -26,19 +26,88 @@ pub enum BtfError {
     Missing(String),
 }
 
-/// The offsets the kernel side is given as globals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The offsets the kernel side is given as globals (memtools-ebpf's kernel.rs and
+/// syscalls/entry.rs name each).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelLayout {
     /// `offsetof(struct mm_struct, rss_stat[0].count)`.
     pub rss_count_offset: u32,
     /// `sizeof(struct percpu_counter)`: from one member's counter to the next.
     pub rss_counter_size: u32,
-    /// `offsetof(struct task_struct, mm)`.
+    /// `offsetof(struct mm_struct, hiwater_rss)`, `total_vm` and `brk`.
+    pub mm_hiwater_offset: u32,
+    pub mm_total_vm_offset: u32,
+    pub mm_brk_offset: u32,
+    /// `offsetof(struct task_struct, ...)`: `mm`, `pid`, `tgid`, `start_boottime`,
+    /// `real_parent`, `signal`.
     pub task_mm_offset: u32,
+    pub task_pid_offset: u32,
+    pub task_tgid_offset: u32,
+    pub task_start_offset: u32,
+    pub task_parent_offset: u32,
+    pub task_signal_offset: u32,
+    /// `offsetof(struct signal_struct, live)` and `maxrss`.
+    pub signal_live_offset: u32,
+    pub signal_maxrss_offset: u32,
+    /// `offsetof(struct signal_struct, nr_threads)`, `offsetof(struct task_struct, files)`
+    /// and `offsetof(struct files_struct, next_fd)`: a process's threads and where its next
+    /// descriptor goes, whose moves queue it to be read.
+    pub signal_nr_threads_offset: u32,
+    pub task_files_offset: u32,
+    pub files_next_fd_offset: u32,
+    /// Where a system call's number and arguments sit in `struct pt_regs`, on the
+    /// architectures the kernel side knows (x86-64, arm64); None elsewhere.
+    pub syscall_regs: Option<SyscallRegs>,
+}
+
+/// Offsets in `struct pt_regs` of a system call's number and second and third arguments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallRegs {
+    pub nr: u32,
+    pub arg1: u32,
+    pub arg2: u32,
+}
+
+/// This architecture's system calls, as the kernel side hooks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallArch {
+    /// The prefix of the syscall entry functions (`__x64_sys_` of `__x64_sys_mmap`).
+    pub prefix: &'static str,
+    /// The numbers of mmap, munmap, brk, mremap and madvise.
+    pub mmap: u32,
+    pub munmap: u32,
+    pub brk: u32,
+    pub mremap: u32,
+    pub madvise: u32,
+}
+
+/// This architecture's, when the kernel side knows it.
+pub fn syscall_arch() -> Option<SyscallArch> {
+    match std::env::consts::ARCH {
+        "x86_64" => Some(SyscallArch {
+            prefix: "__x64_sys_",
+            mmap: 9,
+            munmap: 11,
+            brk: 12,
+            mremap: 25,
+            madvise: 28,
+        }),
+        // The generic table (include/uapi/asm-generic/unistd.h).
+        "aarch64" => Some(SyscallArch {
+            prefix: "__arm64_sys_",
+            mmap: 222,
+            munmap: 215,
+            brk: 214,
+            mremap: 216,
+            madvise: 233,
+        }),
+        _ => None,
+    }
 }
 
 impl KernelLayout {
     /// The running kernel's layout.
+    #[cfg(test)]
     pub fn of_running_kernel() -> Result<KernelLayout, BtfError> {
         let data = std::fs::read(VMLINUX_BTF).map_err(BtfError::Read)?;
         KernelLayout::from_btf(&data)
@@ -50,14 +119,54 @@ impl KernelLayout {
         let counter = btf.struct_named("percpu_counter")?;
         let (count, _) = btf.member(counter, "count")?;
         let mm = btf.struct_named("mm_struct")?;
-        let (rss_stat, _) = btf.member(mm, "rss_stat")?;
         let task = btf.struct_named("task_struct")?;
-        let (task_mm, _) = btf.member(task, "mm")?;
+        let signal = btf.struct_named("signal_struct")?;
+        let files = btf.struct_named("files_struct")?;
+        let offset = |id: u32, name: &str| btf.member(id, name).map(|(o, _)| o);
         Ok(KernelLayout {
-            rss_count_offset: rss_stat + count,
+            rss_count_offset: offset(mm, "rss_stat")? + count,
             rss_counter_size: btf.size(counter),
-            task_mm_offset: task_mm,
+            mm_hiwater_offset: offset(mm, "hiwater_rss")?,
+            mm_total_vm_offset: offset(mm, "total_vm")?,
+            mm_brk_offset: offset(mm, "brk")?,
+            task_mm_offset: offset(task, "mm")?,
+            task_pid_offset: offset(task, "pid")?,
+            task_tgid_offset: offset(task, "tgid")?,
+            task_start_offset: offset(task, "start_boottime")?,
+            task_parent_offset: offset(task, "real_parent")?,
+            task_signal_offset: offset(task, "signal")?,
+            signal_live_offset: offset(signal, "live")?,
+            signal_maxrss_offset: offset(signal, "maxrss")?,
+            signal_nr_threads_offset: offset(signal, "nr_threads")?,
+            task_files_offset: offset(task, "files")?,
+            files_next_fd_offset: offset(files, "next_fd")?,
+            syscall_regs: syscall_regs(&btf),
         })
+    }
+}
+
+/// Where a system call's number and second and third arguments are in `struct pt_regs`:
+/// `orig_ax`, `si` and `dx` on x86-64, `syscallno`, `regs[1]` and `regs[2]` on arm64. None
+/// when this architecture is neither or the kernel's pt_regs does not have them (the
+/// syscall hooks then fall back to syscall tracepoints).
+fn syscall_regs(btf: &Btf<'_>) -> Option<SyscallRegs> {
+    let regs = btf.struct_named("pt_regs").ok()?;
+    let at = |name: &str| btf.member(regs, name).ok().map(|(o, _)| o);
+    match std::env::consts::ARCH {
+        "x86_64" => Some(SyscallRegs {
+            nr: at("orig_ax")?,
+            arg1: at("si")?,
+            arg2: at("dx")?,
+        }),
+        "aarch64" => {
+            let base = at("regs")?;
+            Some(SyscallRegs {
+                nr: at("syscallno")?,
+                arg1: base + 8,
+                arg2: base + 16,
+            })
+        }
+        _ => None,
     }
 }
 
@@ -213,59 +322,130 @@ impl<'a> Btf<'a> {
 mod tests {
     use super::*;
 
-    /// A BTF blob with: 1 long (int), 2 struct percpu_counter { u32 lock; long count; },
-    /// 3 array of 2 percpu_counters, 4 an anonymous struct { long x; percpu_counter
-    /// rss_stat[2] @16 }, 5 struct mm_struct { long pad; <anonymous> @64 }, 6 struct
-    /// task_struct { long a; long b; mm @16 }.
-    fn sample_btf() -> Vec<u8> {
-        let mut strings = b"\0long\0percpu_counter\0lock\0count\0rss_stat\0mm_struct\0x\0pad\0task_struct\0a\0b\0mm\0".to_vec();
-        let name = |s: &str, strings: &[u8]| -> u32 {
-            let needle = [s.as_bytes(), b"\0"].concat();
-            strings
-                .windows(needle.len())
-                .enumerate()
-                .find(|(i, w)| *w == needle.as_slice() && (*i == 0 || strings[i - 1] == 0))
-                .map(|(i, _)| i as u32)
-                .unwrap()
-        };
-        let mut t = Vec::new();
-        let mut push = |words: &[u32]| {
-            for w in words {
-                t.extend_from_slice(&w.to_le_bytes());
+    /// A BTF blob built from (kind, name, size, members) records; kind 1 is an int, 3 an
+    /// array (its "members" are [element type, count]), 4 a struct, whose members are (name,
+    /// type id, bit offset). Type ids count from 1 in order.
+    struct Blob {
+        strings: Vec<u8>,
+        types: Vec<u8>,
+    }
+
+    impl Blob {
+        fn new() -> Blob {
+            Blob {
+                strings: vec![0],
+                types: Vec::new(),
             }
-        };
-        let s = |n: &str| name(n, &strings);
-        push(&[s("long"), 1 << 24, 8, 64]); // 1: int
-        push(&[s("percpu_counter"), (4 << 24) | 2, 16]); // 2: struct
-        push(&[s("lock"), 1, 0]);
-        push(&[s("count"), 1, 64]);
-        push(&[0, 3 << 24, 0, 2, 1, 2]); // 3: array of 2 × type 2
-        push(&[0, (4 << 24) | 2, 48]); // 4: anonymous struct
-        push(&[s("x"), 1, 0]);
-        push(&[s("rss_stat"), 3, 128]);
-        push(&[s("mm_struct"), (4 << 24) | 2, 112]); // 5
-        push(&[s("pad"), 1, 0]);
-        push(&[0, 4, 512]);
-        push(&[s("task_struct"), (4 << 24) | 3, 24]); // 6
-        push(&[s("a"), 1, 0]);
-        push(&[s("b"), 1, 64]);
-        push(&[s("mm"), 1, 128]);
-        strings.push(0);
-        let mut out = Vec::new();
-        out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        out.extend_from_slice(&[1, 0]);
-        for w in [
-            24u32,
-            0,
-            t.len() as u32,
-            t.len() as u32,
-            strings.len() as u32,
-        ] {
-            out.extend_from_slice(&w.to_le_bytes());
         }
-        out.extend_from_slice(&t);
-        out.extend_from_slice(&strings);
-        out
+
+        fn name(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let at = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            at
+        }
+
+        fn words(&mut self, words: &[u32]) {
+            for w in words {
+                self.types.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+
+        fn int(&mut self, name: &str) {
+            let n = self.name(name);
+            self.words(&[n, 1 << 24, 8, 64]);
+        }
+
+        fn array(&mut self, element: u32, count: u32) {
+            self.words(&[0, 3 << 24, 0, element, 1, count]);
+        }
+
+        fn strukt(&mut self, name: &str, size: u32, members: &[(&str, u32, u32)]) {
+            let n = self.name(name);
+            self.words(&[n, (4 << 24) | members.len() as u32, size]);
+            for (m, ty, bits) in members {
+                let mn = self.name(m);
+                self.words(&[mn, *ty, *bits]);
+            }
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+            out.extend_from_slice(&[1, 0]);
+            let (t, s) = (self.types.len() as u32, self.strings.len() as u32);
+            for w in [24u32, 0, t, t, s] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    /// 1 long; 2 struct percpu_counter { lock; count @8 }; 3 percpu_counter[4]; 4 an
+    /// anonymous struct { x; rss_stat @16; hiwater_rss @112; total_vm @120; brk @128 }; 5
+    /// mm_struct {
+    /// pad; <anonymous> @64 }; 6 signal_struct { a; live @8; nr_threads @16; maxrss @24 };
+    /// 7 task_struct { a; mm @16; pid @24; tgid @28; start_boottime @32; real_parent @40;
+    /// signal @48; files @56 }; 8 pt_regs { di @0; si @8; dx @16; orig_ax @24 }; 9
+    /// files_struct { a; next_fd @12 }.
+    fn sample_btf() -> Vec<u8> {
+        let mut b = Blob::new();
+        b.int("long");
+        b.strukt("percpu_counter", 16, &[("lock", 1, 0), ("count", 1, 64)]);
+        b.array(2, 4);
+        b.strukt(
+            "",
+            136,
+            &[
+                ("x", 1, 0),
+                ("rss_stat", 3, 128),
+                ("hiwater_rss", 1, 896),
+                ("total_vm", 1, 960),
+                ("brk", 1, 1024),
+            ],
+        );
+        b.strukt("mm_struct", 192, &[("pad", 1, 0), ("", 4, 512)]);
+        b.strukt(
+            "signal_struct",
+            32,
+            &[
+                ("a", 1, 0),
+                ("live", 1, 64),
+                ("nr_threads", 1, 128),
+                ("maxrss", 1, 192),
+            ],
+        );
+        b.strukt(
+            "task_struct",
+            64,
+            &[
+                ("a", 1, 0),
+                ("mm", 1, 128),
+                ("pid", 1, 192),
+                ("tgid", 1, 224),
+                ("start_boottime", 1, 256),
+                ("real_parent", 1, 320),
+                ("signal", 1, 384),
+                ("files", 1, 448),
+            ],
+        );
+        b.strukt(
+            "pt_regs",
+            32,
+            &[
+                ("di", 1, 0),
+                ("si", 1, 64),
+                ("dx", 1, 128),
+                ("orig_ax", 1, 192),
+            ],
+        );
+        b.strukt("files_struct", 16, &[("a", 1, 0), ("next_fd", 1, 96)]);
+        b.bytes()
     }
 
     #[test]
@@ -277,7 +457,30 @@ mod tests {
                 // The anonymous struct at 64, rss_stat at 16 in it, count at 8 in a counter.
                 rss_count_offset: 64 + 16 + 8,
                 rss_counter_size: 16,
+                mm_hiwater_offset: 64 + 112,
+                mm_total_vm_offset: 64 + 120,
+                mm_brk_offset: 64 + 128,
                 task_mm_offset: 16,
+                task_pid_offset: 24,
+                task_tgid_offset: 28,
+                task_start_offset: 32,
+                task_parent_offset: 40,
+                task_signal_offset: 48,
+                signal_live_offset: 8,
+                signal_maxrss_offset: 24,
+                signal_nr_threads_offset: 16,
+                task_files_offset: 56,
+                files_next_fd_offset: 12,
+                syscall_regs: if std::env::consts::ARCH == "x86_64" {
+                    Some(SyscallRegs {
+                        nr: 24,
+                        arg1: 8,
+                        arg2: 16,
+                    })
+                } else {
+                    // The sample's pt_regs is x86-64's.
+                    None
+                },
             }
         );
     }
@@ -313,7 +516,30 @@ mod tests {
         // A counter is a lock, an s64 and a per-CPU pointer at least; fields are aligned.
         assert!(layout.rss_counter_size >= 24, "{layout:?}");
         assert_eq!(layout.rss_count_offset % 8, 0, "{layout:?}");
-        assert_eq!(layout.task_mm_offset % 8, 0, "{layout:?}");
-        assert!(layout.task_mm_offset > 0, "{layout:?}");
+        for offset in [
+            layout.task_mm_offset,
+            layout.task_start_offset,
+            layout.task_parent_offset,
+            layout.task_signal_offset,
+            layout.mm_hiwater_offset,
+            layout.mm_total_vm_offset,
+            layout.mm_brk_offset,
+            layout.signal_maxrss_offset,
+            layout.task_files_offset,
+        ] {
+            assert!(offset > 0 && offset % 8 == 0, "{layout:?}");
+        }
+        // Two ints, 4-aligned, past the first fields.
+        for offset in [layout.signal_nr_threads_offset, layout.files_next_fd_offset] {
+            assert!(offset > 0 && offset % 4 == 0, "{layout:?}");
+        }
+        // pid and tgid are neighbours.
+        assert_eq!(layout.task_tgid_offset, layout.task_pid_offset + 4);
+        if syscall_arch().is_some() {
+            // Neighbouring registers (x86-64 keeps dx just before si, arm64 regs[] in order).
+            let regs = layout.syscall_regs.expect("pt_regs arguments");
+            assert_eq!(regs.arg1.abs_diff(regs.arg2), 8, "{layout:?}");
+            assert!(regs.nr > 0, "{layout:?}");
+        }
     }
 }

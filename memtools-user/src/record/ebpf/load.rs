@@ -1,21 +1,29 @@
-//! Loading the kernel side: privileges, tracefs, the kernel's struct layout, and attaching
-//! each program; every way this can fail says what to do about it.
+//! Loading the kernel side: privileges, the kernel's struct layout, the object with its
+//! globals, then attaching (attach.rs); every way this can fail says what to do about it.
+//!
+//! Start and stop are on every wrapped command's critical path, so: the kernel's BTF is read
+//! once for our offsets and once by aya (its loader insists, on its own thread meanwhile), no
+//! hook needs tracefs unless the syscall hooks must fall back to tracepoints, and every link
+//! is taken out of its program so that `Links::detach` can let go of them all at once
+//! (detaching a trampoline or a classic tracepoint waits for an RCU grace period; one after
+//! another they took most of a second).
 
-use std::path::Path;
+use std::time::Duration;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
-use aya::programs::perf_event::{
-    PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
-};
-use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
+use aya::programs::ProgramError;
 use memtools_common::{EPOCH_INDEX, ProcStats};
 
-use super::btf::{BtfError, KernelLayout};
+use super::attach::{
+    LIFECYCLE, Links, RSS_EVENTS, SyscallHooks, TIMER, attach_all, attach_group, attach_syscalls,
+};
+use super::btf::{BtfError, KernelLayout, VMLINUX_BTF, syscall_arch};
+use super::scan::Scan;
 
 /// The kernel side, built by build.rs (empty when the toolchain was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtools"));
 
-/// Where tracefs is mounted when it is not.
+/// Where tracefs is mounted when it is not (only the tracepoint fallback needs it).
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Why the eBPF backend cannot run. Each message says what to do about it.
@@ -49,90 +57,30 @@ pub enum EbpfError {
         map: &'static str,
         error: Box<aya::maps::MapError>,
     },
+    #[error("the task scan: {0}")]
+    Scan(std::io::Error),
+    #[error("MEMTOOLS_EBPF_MAPS: `{0}` is not NAME=ENTRIES")]
+    MapSize(String),
     #[error("no process with pid {0}")]
     NoSuchPid(u32),
 }
 
-/// How a program attaches.
-enum Hook {
-    /// A classic tracepoint: (category, name); needs tracefs for its id.
-    Classic(&'static str, &'static str),
-    /// A BTF tracepoint, by name: no tracefs, no trace record built.
-    Btf(&'static str),
-    /// A CPU-clock timer on every CPU, this many times a second.
-    Timer(u64),
-}
-
-/// Programs, their hooks, and whether recording can go on without them (the syscall ones
-/// only add metrics).
-const PROGRAMS: &[(&str, Hook, bool)] = &[
-    ("task_newtask", Hook::Classic("task", "task_newtask"), true),
-    (
-        "sched_process_exec",
-        Hook::Classic("sched", "sched_process_exec"),
-        true,
-    ),
-    (
-        "sched_process_exit",
-        Hook::Classic("sched", "sched_process_exit"),
-        true,
-    ),
-    ("sched_switch", Hook::Btf("sched_switch"), true),
-    ("cpu_tick", Hook::Timer(10), true),
-    // Only with --rss-events (see memtools-ebpf's rss.rs for what it costs).
-    ("rss_stat", Hook::Btf("rss_stat"), true),
-    (
-        "sys_enter_mmap",
-        Hook::Classic("syscalls", "sys_enter_mmap"),
-        false,
-    ),
-    (
-        "sys_exit_mmap",
-        Hook::Classic("syscalls", "sys_exit_mmap"),
-        false,
-    ),
-    (
-        "sys_enter_munmap",
-        Hook::Classic("syscalls", "sys_enter_munmap"),
-        false,
-    ),
-    (
-        "sys_exit_munmap",
-        Hook::Classic("syscalls", "sys_exit_munmap"),
-        false,
-    ),
-    (
-        "sys_enter_brk",
-        Hook::Classic("syscalls", "sys_enter_brk"),
-        false,
-    ),
-    (
-        "sys_exit_brk",
-        Hook::Classic("syscalls", "sys_exit_brk"),
-        false,
-    ),
-    (
-        "sys_enter_madvise",
-        Hook::Classic("syscalls", "sys_enter_madvise"),
-        false,
-    ),
-];
-
 /// The loaded kernel side and the maps the recorder uses.
 pub struct Loaded {
-    /// Owns the programs and their links: dropping it detaches everything.
+    /// Owns the programs and maps (the links are in `links`).
     pub bpf: aya::Ebpf,
+    pub links: Links,
+    pub scan: Scan,
     pub stats: BpfHashMap<MapData, u32, ProcStats>,
     pub epoch: Array<MapData, u32>,
     pub counters: Array<MapData, u64>,
     pub dirty: RingBuf<MapData>,
     pub life: RingBuf<MapData>,
-    /// Whether the mmap/munmap/brk programs are attached.
-    pub has_syscalls: bool,
+    pub syscalls: SyscallHooks,
 }
 
 /// Whether this process may load tracing programs: root, or CAP_BPF and CAP_PERFMON.
-fn privileged() -> Result<(), EbpfError> {
+pub fn privileged() -> Result<(), EbpfError> {
     let uid = nix::unistd::geteuid().as_raw();
     if uid == 0 {
         return Ok(());
@@ -155,46 +103,6 @@ fn privileged() -> Result<(), EbpfError> {
     }
 }
 
-/// Mounts tracefs where the tracepoints' ids are read, unless it (or debugfs' copy) is there.
-fn ensure_tracefs() -> Result<(), EbpfError> {
-    let has_events = |p: &str| Path::new(p).join("events").is_dir();
-    if has_events(TRACEFS) || has_events("/sys/kernel/debug/tracing") {
-        return Ok(());
-    }
-    // SAFETY: NUL-terminated literals; mount(2) reads them only during the call.
-    let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            c"/sys/kernel/tracing".as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(EbpfError::Tracefs(std::io::Error::last_os_error()))
-    }
-}
-
-/// The offset of `group_dead` in sched_process_exit's record, 0 when the kernel has none.
-fn exit_group_dead_offset() -> u32 {
-    let format = [TRACEFS, "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|t| {
-            std::fs::read_to_string(format!("{t}/events/sched/sched_process_exit/format")).ok()
-        })
-        .unwrap_or_default();
-    format
-        .lines()
-        .find(|l| l.contains(" group_dead;"))
-        .and_then(|l| l.split("offset:").nth(1))
-        .and_then(|v| v.split(';').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn take_map<T>(
     bpf: &mut aya::Ebpf,
     name: &'static str,
@@ -207,30 +115,91 @@ fn take_map<T>(
     })
 }
 
-/// Loads and attaches everything; the `rss_stat` hook only with `rss_events`. `skip` names
-/// programs not to attach (to see how recording copes without the optional ones).
+/// Map sizes other than the built-in ones, `NAME=ENTRIES,...` (MEMTOOLS_EBPF_MAPS: to see
+/// how recording copes when a map or queue fills up, e.g. `STATS=8` or `LIFE=4096` bytes).
+fn map_sizes(spec: &str) -> Result<Vec<(&str, u32)>, EbpfError> {
+    spec.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.split_once('=')
+                .and_then(|(name, n)| Some((name.trim(), n.trim().parse().ok()?)))
+                .ok_or_else(|| EbpfError::MapSize(item.to_string()))
+        })
+        .collect()
+}
+
+/// Loads and attaches everything; the `rss_stat` hook only with `rss_events`; the per-CPU
+/// timer fires every `tick`. `skip` names programs not to attach (to see how recording copes
+/// without them, and what each costs); `maps` resizes maps (see [`map_sizes`]).
 pub fn load(
     follow_all: bool,
     rss_events: bool,
+    tick: Duration,
     page_size: u32,
     skip: &str,
+    maps: &str,
 ) -> Result<Loaded, EbpfError> {
     // Privileges first: an unprivileged user learns what they can change.
     privileged()?;
     if OBJECT.is_empty() {
         return Err(EbpfError::NotBuilt);
     }
-    ensure_tracefs()?;
-    let layout = KernelLayout::of_running_kernel()?;
+    let skip: Vec<&str> = skip.split(',').filter(|s| !s.is_empty()).collect();
+    let maps = map_sizes(maps)?;
+    // aya's loader reads and parses the kernel's BTF itself as it is made (there is no way to
+    // hand it ours first): made on its own thread, that overlaps with our own reading.
+    let making_loader = std::thread::Builder::new()
+        .name("ebpf-loader".into())
+        .spawn(aya::EbpfLoader::new);
+    let data = std::fs::read(VMLINUX_BTF).map_err(|e| EbpfError::Btf(BtfError::Read(e)))?;
+    let layout = KernelLayout::from_btf(&data)?;
+    let kernel_btf = aya::Btf::parse(&data, aya::Endianness::default())
+        .map_err(|e| EbpfError::KernelBtf(Box::new(e)))?;
+    drop(data);
     let follow_all = u8::from(follow_all);
-    let group_dead = exit_group_dead_offset();
-    let mut bpf = aya::EbpfLoader::new()
+    let regs = layout.syscall_regs.unwrap_or_default();
+    let arch = syscall_arch();
+    let nr = |f: fn(&super::btf::SyscallArch) -> u32| arch.as_ref().map_or(u32::MAX, f);
+    let globals = [
+        ("RSS_COUNT_OFFSET", layout.rss_count_offset),
+        ("RSS_COUNTER_SIZE", layout.rss_counter_size),
+        ("MM_HIWATER_OFFSET", layout.mm_hiwater_offset),
+        ("MM_TOTAL_VM_OFFSET", layout.mm_total_vm_offset),
+        ("TASK_MM_OFFSET", layout.task_mm_offset),
+        ("TASK_PID_OFFSET", layout.task_pid_offset),
+        ("TASK_TGID_OFFSET", layout.task_tgid_offset),
+        ("TASK_START_OFFSET", layout.task_start_offset),
+        ("TASK_PARENT_OFFSET", layout.task_parent_offset),
+        ("TASK_SIGNAL_OFFSET", layout.task_signal_offset),
+        ("SIGNAL_LIVE_OFFSET", layout.signal_live_offset),
+        ("SIGNAL_MAXRSS_OFFSET", layout.signal_maxrss_offset),
+        ("SIGNAL_NR_THREADS_OFFSET", layout.signal_nr_threads_offset),
+        ("TASK_FILES_OFFSET", layout.task_files_offset),
+        ("FILES_NEXT_FD_OFFSET", layout.files_next_fd_offset),
+        ("MM_BRK_OFFSET", layout.mm_brk_offset),
+        ("SYSCALL_NR_OFFSET", regs.nr),
+        ("SYSCALL_ARG1_OFFSET", regs.arg1),
+        ("SYSCALL_ARG2_OFFSET", regs.arg2),
+        ("NR_MMAP", nr(|a| a.mmap)),
+        ("NR_MUNMAP", nr(|a| a.munmap)),
+        ("NR_BRK", nr(|a| a.brk)),
+        ("NR_MREMAP", nr(|a| a.mremap)),
+        ("NR_MADVISE", nr(|a| a.madvise)),
+        ("PAGE_SIZE", page_size),
+    ];
+    let mut loader: aya::EbpfLoader<'_> = match making_loader.map(|t| t.join()) {
+        Ok(Ok(loader)) => loader,
+        _ => aya::EbpfLoader::new(),
+    };
+    loader.btf(Some(&kernel_btf));
+    for (name, value) in &globals {
+        loader.override_global(name, value, true);
+    }
+    for &(name, entries) in &maps {
+        loader.map_max_entries(name, entries);
+    }
+    let mut bpf = loader
         .override_global("FOLLOW_ALL", &follow_all, true)
-        .override_global("EXIT_GROUP_DEAD_OFFSET", &group_dead, true)
-        .override_global("RSS_COUNT_OFFSET", &layout.rss_count_offset, true)
-        .override_global("RSS_COUNTER_SIZE", &layout.rss_counter_size, true)
-        .override_global("TASK_MM_OFFSET", &layout.task_mm_offset, true)
-        .override_global("PAGE_SIZE", &page_size, true)
         .load(OBJECT)
         .map_err(|e| EbpfError::Load(Box::new(e)))?;
     let stats = take_map(&mut bpf, "STATS", BpfHashMap::try_from)?;
@@ -243,77 +212,26 @@ pub fn load(
         map: "EPOCH",
         error: Box::new(e),
     })?;
-    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| EbpfError::KernelBtf(Box::new(e)))?;
-    let mut has_syscalls = true;
-    for (name, hook, required) in PROGRAMS {
-        if *name == "rss_stat" && !rss_events {
-            continue;
-        }
-        if skip.split(',').any(|s| s == *name) {
-            has_syscalls &= *required;
-            continue;
-        }
-        let attached = (|| -> Result<(), (&'static str, ProgramError)> {
-            let program = bpf
-                .program_mut(name)
-                .ok_or(("exist", ProgramError::UnexpectedProgramType))?;
-            match hook {
-                Hook::Btf(tracepoint) => {
-                    let program: &mut BtfTracePoint =
-                        program.try_into().map_err(|e| ("be a BTF tracepoint", e))?;
-                    program
-                        .load(tracepoint, &kernel_btf)
-                        .map_err(|e| ("load", e))?;
-                    program.attach().map_err(|e| ("attach", e))?;
-                }
-                Hook::Timer(hz) => {
-                    let program: &mut PerfEvent = program
-                        .try_into()
-                        .map_err(|e| ("be a perf event program", e))?;
-                    program.load().map_err(|e| ("load", e))?;
-                    let cpus = aya::util::online_cpus()
-                        .map_err(|(_, e)| ("list the online CPUs", ProgramError::IOError(e)))?;
-                    for cpu in cpus {
-                        program
-                            .attach(
-                                PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                                PerfEventScope::AllProcessesOneCpu { cpu },
-                                SamplePolicy::Frequency(*hz),
-                                false,
-                            )
-                            .map_err(|e| ("attach", e))?;
-                    }
-                }
-                Hook::Classic(category, tracepoint) => {
-                    let program: &mut TracePoint =
-                        program.try_into().map_err(|e| ("be a tracepoint", e))?;
-                    program.load().map_err(|e| ("load", e))?;
-                    program
-                        .attach(category, tracepoint)
-                        .map_err(|e| ("attach", e))?;
-                }
-            }
-            Ok(())
-        })();
-        match attached {
-            Ok(()) => {}
-            Err((what, source)) if *required => {
-                return Err(EbpfError::Program {
-                    program: name,
-                    what,
-                    error: Box::new(source),
-                });
-            }
-            Err(_) => has_syscalls = false,
-        }
+    let mut links = Links::default();
+    attach_all(&mut bpf, LIFECYCLE, &kernel_btf, &skip, &mut links)?;
+    attach_group(&mut bpf, TIMER, &kernel_btf, &skip, tick, &mut links)?;
+    if rss_events {
+        attach_all(&mut bpf, RSS_EVENTS, &kernel_btf, &skip, &mut links)?;
     }
+    // Without knowing where a call's arguments are: the syscall tracepoints, straight away.
+    let no_regs = (layout.syscall_regs.is_none() || arch.is_none())
+        .then_some("the kernel side does not know this architecture's syscall registers");
+    let syscalls = attach_syscalls(&mut bpf, &kernel_btf, &skip, no_regs, &mut links);
+    let scan = Scan::load(&mut bpf, &kernel_btf, skip.contains(&"scan"))?;
     Ok(Loaded {
         bpf,
+        links,
+        scan,
         stats,
         epoch,
         counters,
         dirty,
         life,
-        has_syscalls,
+        syscalls,
     })
 }

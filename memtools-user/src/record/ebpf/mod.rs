@@ -1,97 +1,72 @@
 //! The eBPF backend: kernel programs (memtools-ebpf) watch the resident memory of followed
 //! processes and the process tree; each poll drains what changed.
 //!
-//! - The kernel side reads each followed process's resident counters from its mm when one of
-//!   its threads leaves a CPU, is found running by a 10 Hz timer, or is about to release
-//!   memory (munmap, madvise, brk), and at exit; nothing runs per page fault (see
-//!   memtools-ebpf's rss.rs for why, and `--rss-events` for the per-change hook). A process
-//!   whose counters moved is queued as changed once per drain epoch, with its peak within the
-//!   epoch and when it was, so a spike shorter than the interval is a sample of its own.
-//! - Forks, execs and exits come in order through a ring buffer: the process tree is followed
-//!   without scanning /proc, and the kernel filters by it (a map of followed tgids, filled on
-//!   fork), so unrelated processes cost nothing here.
+//! - Nothing runs on a path every process on the machine takes (each context switch, system
+//!   call or page fault): the kernel side looks at a followed process's resident counters
+//!   when a per-CPU timer finds it running (once per interval), when the recorder's scan
+//!   walks the machine's tasks (once a second), just before it releases memory (munmap,
+//!   madvise, brk, mremap: fentry, or the mmap lock's tracepoint, so only those calls pay),
+//!   and at exit (see memtools-ebpf's rss.rs, and `--rss-events` for the per-change hook). A
+//!   process whose counters moved is queued as changed once per drain epoch, with its peak
+//!   within the epoch and when it was, so a spike shorter than the interval is a sample of
+//!   its own.
+//! - Forks, execs and exits come in order through a ring buffer, each carrying the process's
+//!   start time, parent and name (and at exit its last figures and peak), so a process that
+//!   lived a millisecond has a history: the process tree is followed without scanning /proc,
+//!   and the kernel filters by it (a map of followed tgids, filled on fork), so unrelated
+//!   processes cost one lookup at their forks, execs and exits, and nothing else.
 //! - mmap/munmap/brk calls and the bytes they mapped are counted in the kernel.
 //! - Only the processes queued as changed are read, from /proc/PID/status and stat held open:
 //!   the exact figures (the kernel's own counters lag by what each CPU has not folded in),
-//!   page faults included (the kernel counts them per task; hooking every fault for them cost
-//!   the workload 8 %). Unchanged processes are written again once a second, unread, so a flat
-//!   history has no gaps.
+//!   page faults and threads included, and their open descriptors counted (one `fstat` of
+//!   /proc/PID/fd held open). A new or ended thread queues its process (the lifecycle hooks),
+//!   and so does a move of its thread count or of its descriptor table's next free slot, seen
+//!   by the timer and the scan; a process whose counts moved is read at every poll for a
+//!   second after, so a leak of one per test is recorded test by test. Unchanged processes
+//!   are written again every 10 s, unread (readers hold a value until the next sample, so this
+//!   only bounds a cut-short recording).
+//! - What the kernel side could not do (a full map, a full queue) is counted and reported as
+//!   the session's losses; a process whose fork event was lost is picked up from its changes
+//!   or its exit.
 
+mod attach;
 mod btf;
 mod load;
+mod procs;
+mod scan;
 
 pub use load::EbpfError;
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::time::Duration;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
-use memtools_common::{
-    EPOCH_INDEX, LifeEvent, MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM, MEMBER_SWAP, MEMBERS,
-    ProcStats, counter, life,
-};
+use memtools_common::{EPOCH_INDEX, LifeEvent, ProcStats, counter, life};
 
-use super::procfs::{metrics_of, parse_stat, parse_status, read_cmdline, read_whole};
+use super::fds::{FdCounting, counting_wanted};
+use super::procfs::{parse_stat, read_cmdline};
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
-use memtools::model::{BackendKind, Metrics, NS_PER_SEC, ProcessInfo, ProcessKey, Sample, TimeNs};
+use attach::{Links, SyscallHooks};
+use memtools::model::{BackendKind, Lost, NS_PER_SEC, TimeNs};
+use procs::{Origin, PF_KTHREAD, Proc, SWEEP_NS, comm_str};
+use scan::Scan;
 
-/// An unchanged process is written again this often, so its history has no gaps.
-const KEEPALIVE_NS: i64 = NS_PER_SEC;
-/// How often every followed process is looked at for its keepalive; in between, only the
-/// ones the kernel queued are, so an idle process costs nothing per interval.
-const SWEEP_NS: i64 = NS_PER_SEC / 4;
-
-/// PF_KTHREAD in /proc/PID/stat's flags.
-const PF_KTHREAD: u64 = 0x0020_0000;
-
-/// A followed process.
-struct Proc {
-    key: ProcessKey,
-    /// Held open and re-read when the process changed; they pin the process, so a reused pid
-    /// fails instead of reading another process.
-    files: Option<ProcFiles>,
-    /// What was written last, and when.
-    last: Metrics,
-    last_time: TimeNs,
-    /// The boot-clock time of the last peak written, so a peak is written once.
-    last_peak: u64,
-    /// Queued by the kernel this drain.
-    dirty: bool,
-    /// Gone before /proc could be read: named from its exit event.
-    unnamed: bool,
-}
-
-/// A process's stat (page faults, state) and status (memory by kind, virtual size).
-struct ProcFiles {
-    stat: File,
-    status: File,
-}
-
-impl ProcFiles {
-    fn open(pid: u32) -> Option<ProcFiles> {
-        Some(ProcFiles {
-            stat: File::open(format!("/proc/{pid}/stat")).ok()?,
-            status: File::open(format!("/proc/{pid}/status")).ok()?,
-        })
-    }
-
-    /// The process's figures now; None once it has exited (a zombie has no memory left).
-    fn read(&self, bufs: &mut [Vec<u8>; 2]) -> Option<Metrics> {
-        let [stat_buf, status_buf] = bufs;
-        let len = read_whole(&self.stat, stat_buf).ok()?;
-        let stat = parse_stat(&stat_buf[..len]).filter(|s| s.state != b'Z' && s.state != b'X')?;
-        let len = read_whole(&self.status, status_buf).ok()?;
-        let status = parse_status(&status_buf[..len]);
-        status.vm_size?;
-        Some(metrics_of(&status, stat.page_faults))
-    }
-}
+/// How often the recorder scans the machine's tasks for followed processes whose memory
+/// moved (the per-CPU timer sees the running ones each interval).
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// A poll due a little early still scans (polls land a few ms either side of their tick).
+const SCAN_SLACK_NS: i64 = 20_000_000;
 
 /// The eBPF backend.
 pub struct Ebpf {
-    /// Owns the programs and their links: dropping it detaches everything.
-    _bpf: aya::Ebpf,
-    logger: Option<aya_log::EbpfLogger<KernelLog>>,
+    /// Owns the programs and maps; `None` once stopped.
+    bpf: Option<aya::Ebpf>,
+    /// Every hook's link, detached together when the recording stops.
+    links: Links,
+    /// Detaching in the background after [`Backend::stop`]; joined when dropped.
+    detaching: Option<std::thread::JoinHandle<()>>,
+    scan: Scan,
+    syscalls: SyscallHooks,
     stats: BpfHashMap<MapData, u32, ProcStats>,
     epoch_map: Array<MapData, u32>,
     counters: Array<MapData, u64>,
@@ -99,41 +74,40 @@ pub struct Ebpf {
     life: RingBuf<MapData>,
     epoch: u32,
     procs: HashMap<u32, Proc>,
+    /// Processes whose history is closed, by pid with their start time (the last few
+    /// thousand): a late look at one (an exit event after its files said it was gone, its
+    /// zombie still in /proc) is not a new process.
+    ended: HashMap<u32, u64>,
     /// Processes found when the recording started, reported at the first poll.
     initial: Vec<(u32, u32)>,
-    has_syscalls: bool,
     ns_per_tick: u64,
     /// How far the kernel's running counters may be from the exact figures (bytes): what
     /// each CPU may hold back before folding it in. A peak must beat the samples around it
     /// by more than this to be written.
     counter_slack: u64,
-    /// Read buffers for stat and status, shared by every process.
-    bufs: [Vec<u8>; 2],
-    dropped_seen: u64,
+    /// Read buffers for stat, status and (kernels before 6.2) the descriptor listing, shared by
+    /// every process.
+    bufs: [Vec<u8>; 3],
+    /// How descriptors are counted here; `None`: not at all (`MEMTOOLS_NO_COUNTS=1`).
+    fd_counting: Option<FdCounting>,
+    /// What the kernel side could not do, as last read.
+    lost: Lost,
     dirty_lost_seen: u64,
     last_drop_report: TimeNs,
     last_drop_check: TimeNs,
+    reported: Lost,
     /// Lifecycle events lost so far (exits among them).
     life_lost_seen: u64,
     last_sweep: TimeNs,
+    /// When the task scan last ran.
+    last_scan: TimeNs,
     /// Some changes were not queued (the queue was full): look at every process.
     sweep_all: bool,
     pids: Vec<u32>,
     queued: Vec<u32>,
+    /// Processes whose memory moved at their last read: read again at the next poll.
+    follow_ups: Vec<u32>,
     gone: Vec<u32>,
-}
-
-/// Writes the kernel side's own diagnostics (aya-log) to stderr.
-struct KernelLog;
-
-impl log::Log for KernelLog {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        eprintln!("memtools: kernel side: {}", record.args());
-    }
-    fn flush(&self) {}
 }
 
 fn boottime_ns() -> i64 {
@@ -147,33 +121,6 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EbpfError {
         map,
         error: Box::new(e),
     }
-}
-
-/// A kernel comm (NUL-padded) as a string.
-fn comm_str(comm: &[u8; 16]) -> String {
-    let n = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..n]).into_owned()
-}
-
-/// What /proc says of a process when it is first followed.
-struct ProcView {
-    ppid: u32,
-    start_ticks: u64,
-    comm: String,
-    kthread: bool,
-    zombie: bool,
-}
-
-fn read_proc(pid: u32) -> Option<ProcView> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let s = parse_stat(&stat)?;
-    Some(ProcView {
-        ppid: s.ppid,
-        start_ticks: s.start_ticks,
-        comm: String::from_utf8_lossy(s.comm).into_owned(),
-        kthread: s.flags & PF_KTHREAD != 0,
-        zombie: s.state == b'Z' || s.state == b'X',
-    })
 }
 
 /// Bytes the kernel's per-CPU rss counters may hold back in all: `percpu_counter_batch`
@@ -208,16 +155,17 @@ fn list_pids() -> Vec<u32> {
 
 impl Ebpf {
     /// Loads and attaches the kernel side and marks the scope's processes as followed.
-    pub fn new(scope: Scope, rss_events: bool) -> Result<Ebpf, EbpfError> {
-        let mut backend = Ebpf::load(scope == Scope::All, rss_events)?;
+    pub fn new(scope: Scope, rss_events: bool, interval: Duration) -> Result<Ebpf, EbpfError> {
+        let mut backend = Ebpf::load(scope == Scope::All, rss_events, interval)?;
         backend.follow(&scope)?;
         Ok(backend)
     }
 
     /// Loads and attaches the kernel side, following nothing yet: every privilege, tracefs,
     /// BTF and verifier check happens here, so the recorder does it before it starts the
-    /// command (a refusal then starts nothing). `all`: the kernel side follows every process.
-    pub fn load(all: bool, rss_events: bool) -> Result<Ebpf, EbpfError> {
+    /// command (a refusal then starts nothing). `all`: the kernel side follows every process;
+    /// `interval`: how often the timer looks at the running processes.
+    pub fn load(all: bool, rss_events: bool, interval: Duration) -> Result<Ebpf, EbpfError> {
         // SAFETY: sysconf has no memory-safety preconditions.
         let (hz, page) = unsafe {
             (
@@ -226,13 +174,19 @@ impl Ebpf {
             )
         };
         let page = if page > 0 { page as u64 } else { 4096 };
+        // Diagnostic knobs: programs left out, maps resized (see load.rs).
         let skip = std::env::var("MEMTOOLS_EBPF_SKIP").unwrap_or_default();
-        let loaded = load::load(all, rss_events, page as u32, &skip)?;
-        let mut bpf = loaded.bpf;
-        let logger = aya_log::EbpfLogger::init_with_logger(&mut bpf, KernelLog).ok();
+        let maps = std::env::var("MEMTOOLS_EBPF_MAPS").unwrap_or_default();
+        // The timer looks at the running processes once per interval (at least once a second,
+        // so a busy process's peak is never older than that).
+        let tick = interval.min(SCAN_EVERY);
+        let loaded = load::load(all, rss_events, tick, page as u32, &skip, &maps)?;
         Ok(Ebpf {
-            _bpf: bpf,
-            logger,
+            bpf: Some(loaded.bpf),
+            links: loaded.links,
+            detaching: None,
+            scan: loaded.scan,
+            syscalls: loaded.syscalls,
             stats: loaded.stats,
             epoch_map: loaded.epoch,
             counters: loaded.counters,
@@ -240,20 +194,28 @@ impl Ebpf {
             life: loaded.life,
             epoch: 1,
             procs: HashMap::new(),
+            ended: HashMap::new(),
             initial: Vec::new(),
-            has_syscalls: loaded.has_syscalls,
             ns_per_tick: 1_000_000_000 / if hz > 0 { hz as u64 } else { 100 },
             counter_slack: counter_slack(page),
-            bufs: [Vec::with_capacity(512), Vec::with_capacity(2048)],
-            dropped_seen: 0,
+            bufs: [
+                Vec::with_capacity(512),
+                Vec::with_capacity(2048),
+                Vec::new(),
+            ],
+            fd_counting: counting_wanted().then(FdCounting::here),
+            lost: Lost::default(),
             dirty_lost_seen: 0,
             last_drop_report: 0,
             last_drop_check: 0,
+            reported: Lost::default(),
             life_lost_seen: 0,
             last_sweep: 0,
+            last_scan: 0,
             sweep_all: false,
             pids: Vec::with_capacity(256),
             queued: Vec::with_capacity(256),
+            follow_ups: Vec::with_capacity(64),
             gone: Vec::with_capacity(64),
         })
     }
@@ -268,6 +230,11 @@ impl Ebpf {
             }
         }
         self.follow_existing(scope)
+    }
+
+    /// Whether the mapping calls are counted.
+    fn has_syscalls(&self) -> bool {
+        !matches!(self.syscalls, SyscallHooks::None(_))
     }
 
     /// Marks the processes that exist now as followed: the roots and their descendants, or
@@ -332,206 +299,18 @@ impl Ebpf {
         Ok(())
     }
 
-    /// Starts following a process: its identity and starting figures from /proc.
-    fn start(
-        &mut self,
-        pid: u32,
-        ppid: u32,
-        fork_boot_ns: Option<u64>,
-        sink: &mut dyn Sink,
-        clock_offset: i64,
-    ) -> Result<(), RecordError> {
-        if self.procs.contains_key(&pid) {
-            return Ok(());
-        }
-        let view = read_proc(pid);
-        let start_ticks = match (&view, fork_boot_ns) {
-            (Some(v), _) => v.start_ticks,
-            // Gone already: the fork's time is its start, to within the tick.
-            (None, Some(t)) => t / self.ns_per_tick,
-            (None, None) => {
-                let _ = self.stats.remove(&pid);
-                return Ok(());
-            }
-        };
-        if view.as_ref().is_some_and(|v| v.kthread) {
-            // FOLLOW_ALL also sees kernel threads being created: they have no user memory.
-            let _ = self.stats.remove(&pid);
-            return Ok(());
-        }
-        let key = ProcessKey {
-            pid,
-            start_time: start_ticks * self.ns_per_tick,
-        };
-        let info = ProcessInfo {
-            key,
-            ppid: Some(
-                view.as_ref()
-                    .map_or(ppid, |v| if ppid != 0 { ppid } else { v.ppid }),
-            ),
-            name: view.as_ref().map(|v| v.comm.clone()).unwrap_or_default(),
-            cmdline: read_cmdline(pid),
-        };
-        sink.event(Event::Started(&info))?;
-        let proc = Proc {
-            key,
-            files: ProcFiles::open(pid),
-            last: Metrics::default(),
-            last_time: 0,
-            last_peak: 0,
-            // Written at once, so a process is recorded from its first poll; one already gone
-            // is written from its exit event, which carries its last counters.
-            dirty: view.is_some(),
-            unnamed: view.is_none(),
-        };
-        let zombie = view.as_ref().is_some_and(|v| v.zombie);
-        self.procs.insert(pid, proc);
-        self.queued.push(pid);
-        if zombie {
-            // Exited before it could be followed: one sample of what was seen, then the exit.
-            let now = clock_offset + boottime_ns();
-            self.sample(pid, now, clock_offset, None, sink)?;
-            // A forked one's exit event is on its way: the kernel has forgotten it already.
-            self.exit(pid, now, fork_boot_ns.is_none(), sink)?;
-        }
-        Ok(())
-    }
-
-    /// Ends a process's history. The kernel forgets an exited process itself (its pid may be
-    /// followed again by now, for a new process); `forget` is for one gone without an exit
-    /// event (lost), whose map entries would otherwise stay.
-    fn exit(
-        &mut self,
-        pid: u32,
-        time: TimeNs,
-        forget: bool,
-        sink: &mut dyn Sink,
-    ) -> Result<(), RecordError> {
-        if let Some(p) = self.procs.remove(&pid) {
-            sink.event(Event::Exited(p.key, time))?;
-            if forget {
-                let _ = self.stats.remove(&pid);
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads one process and writes a sample when it changed (or the keepalive is due),
-    /// preceded by the peak since the last one when it was higher than both ends. At exit,
-    /// `last_stats` are the kernel's counters as the process went (its files are gone).
-    fn sample(
-        &mut self,
-        pid: u32,
-        now: TimeNs,
-        clock_offset: i64,
-        last_stats: Option<ProcStats>,
-        sink: &mut dyn Sink,
-    ) -> Result<bool, RecordError> {
-        let (has_syscalls, slack) = (self.has_syscalls, self.counter_slack);
-        let events_lost = self.life_lost_seen > 0;
-        let Some(p) = self.procs.get_mut(&pid) else {
-            return Ok(true);
-        };
-        let dirty = std::mem::take(&mut p.dirty);
-        // Swept every SWEEP_NS: written again after KEEPALIVE_NS at the latest.
-        if !dirty && now - p.last_time < KEEPALIVE_NS - SWEEP_NS {
-            return Ok(true);
-        }
-
-        // The kernel's record: the peak, the mapping calls; not there until the process's
-        // first counted event. An exit event brings its own.
-        let stats = last_stats.or_else(|| self.stats.get(&pid, 0).ok());
-        // Stamped when read (an exit at its own time), like the /proc backend: the figures may
-        // hold changes made after the poll began, and a sample must not predate its data (a
-        // test harness's phase marker would otherwise get the growth that followed it).
-        let now = if last_stats.is_some() {
-            now
-        } else {
-            (clock_offset + boottime_ns()).max(now)
-        };
-        let kernel_rss = |rss: &[u64; MEMBERS], base: &Metrics| Metrics {
-            rss_anon: Some(rss[MEMBER_ANON]),
-            rss_file: Some(rss[MEMBER_FILE]),
-            rss_shmem: Some(rss[MEMBER_SHMEM]),
-            swap: Some(rss[MEMBER_SWAP]),
-            ..*base
-        };
-        let mut alive = true;
-        let mut metrics = p.last;
-        if let Some(s) = last_stats {
-            // Gone: the kernel's last counters, taken as it exited.
-            metrics = kernel_rss(&s.rss, &p.last);
-        } else if dirty || events_lost {
-            // Changed (or, with exit events lost, possibly gone: a failed read says so).
-            match p.files.as_ref().and_then(|f| f.read(&mut self.bufs)) {
-                Some(m) => metrics = m,
-                None => {
-                    alive = false;
-                    if p.last_time == 0
-                        && let Some(s) = &stats
-                    {
-                        // Gone before it could be read: what the kernel saw is all there is.
-                        metrics = kernel_rss(&s.rss, &p.last);
-                    }
-                }
-            }
-        }
-        if let Some(s) = &stats
-            && has_syscalls
-        {
-            metrics.mmap_calls = Some(s.mmap_calls);
-            metrics.munmap_calls = Some(s.munmap_calls);
-            metrics.brk_calls = Some(s.brk_calls);
-            metrics.mapped_bytes = Some(s.mapped_bytes);
-            metrics.unmapped_bytes = Some(s.unmapped_bytes);
-        }
-        let total = |m: &Metrics| {
-            m.rss_anon.unwrap_or(0) + m.rss_file.unwrap_or(0) + m.rss_shmem.unwrap_or(0)
-        };
-        // The peak since the last sample, when it rose above both the last and this one by
-        // more than the kernel's counters may be off.
-        if let Some(s) = &stats {
-            let peak_wall = clock_offset + s.peak_time as i64;
-            if s.peak_time > p.last_peak && peak_wall > p.last_time && peak_wall < now {
-                let peak = kernel_rss(&s.peak_rss, &metrics);
-                let around = total(&metrics).max(if p.last_time == 0 { 0 } else { total(&p.last) });
-                if total(&peak) > around + slack {
-                    let sample = Sample {
-                        time: peak_wall,
-                        metrics: peak,
-                    };
-                    sink.event(Event::Sample(p.key, &sample))?;
-                }
-                p.last_peak = s.peak_time;
-            }
-        }
-        // An exit's counters are written unless they did not rise since the last sample (the
-        // program freeing its memory on its way out, which the /proc backend cannot see and
-        // the analysis would take for a release); a rise just before exiting is kept.
-        let exit_rise = last_stats.is_some() && total(&metrics) > total(&p.last) + slack;
-        if (alive && last_stats.is_none()) || p.last_time == 0 || exit_rise {
-            if metrics.vm_size.is_none() && metrics.rss_anon.is_none() {
-                // Nothing known of it at all.
-                return Ok(alive);
-            }
-            let sample = Sample { time: now, metrics };
-            sink.event(Event::Sample(p.key, &sample))?;
-            p.last = metrics;
-            p.last_time = now;
-        }
-        Ok(alive)
-    }
-
-    /// Reports what the kernel side had to drop, at most once a second.
-    fn report_drops(&mut self, now: TimeNs) {
-        // Four reads are four system calls: a few times a second is enough.
+    /// Reads what the kernel side had to drop; says so on stderr at most once a second.
+    fn read_drops(&mut self, now: TimeNs) {
+        // Three reads are three system calls: a few times a second is enough.
         if now - self.last_drop_check < NS_PER_SEC / 4 {
             return;
         }
         self.last_drop_check = now;
         let read = |i: u32| self.counters.get(&i, 0).unwrap_or(0);
-        let (not_followed, life_lost) = (read(counter::FOLLOW_FULL), read(counter::LIFE_LOST));
-        let dropped = not_followed + life_lost;
+        self.lost = Lost {
+            processes: read(counter::FOLLOW_FULL),
+            events: read(counter::LIFE_LOST),
+        };
         let dirty_lost = read(counter::DIRTY_LOST);
         if dirty_lost > self.dirty_lost_seen {
             // Some changed processes were not queued: read them all this time.
@@ -541,16 +320,62 @@ impl Ebpf {
             }
             self.sweep_all = true;
         }
-        if dropped > self.dropped_seen && now - self.last_drop_report >= NS_PER_SEC {
+        if self.lost != self.reported && now - self.last_drop_report >= NS_PER_SEC {
             eprintln!(
-                "memtools: the kernel side dropped {dropped} events so far (its maps or queues \
-                 were full: {not_followed} new processes not followed, {life_lost} fork/exec/exit \
-                 events lost); some processes may be missing or end late"
+                "memtools: the kernel side's maps or queues were full: {} new processes not \
+                 followed, {} fork/exec/exit events lost so far; some processes may be missing \
+                 or end late",
+                self.lost.processes, self.lost.events
             );
-            self.dropped_seen = dropped;
+            self.reported = self.lost;
             self.last_drop_report = now;
         }
-        self.life_lost_seen = life_lost;
+        self.life_lost_seen = self.lost.events;
+    }
+
+    /// Handles the process events queued since the last poll, in the order they happened.
+    fn drain_life(
+        &mut self,
+        now: TimeNs,
+        offset: i64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), RecordError> {
+        loop {
+            let event = match self.life.next() {
+                Some(item) if item.len() >= size_of::<LifeEvent>() => {
+                    // SAFETY: LifeEvent is plain old data; the read is unaligned-safe.
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<LifeEvent>()) }
+                }
+                Some(_) => continue,
+                None => break,
+            };
+            let time = (offset + event.time as i64).min(now);
+            match event.kind {
+                life::FORK => {
+                    self.start(event.tgid, event.ppid, Origin::Event(&event), sink, offset)?;
+                }
+                life::EXEC => {
+                    // Unknown when its fork event was lost, or when it was there at the start.
+                    if !self.start(event.tgid, event.ppid, Origin::Event(&event), sink, offset)? {
+                        continue;
+                    }
+                    if let Some(p) = self.procs.get_mut(&event.tgid) {
+                        p.dirty = true;
+                        self.queued.push(event.tgid);
+                        let name = comm_str(&event.comm);
+                        let cmdline = read_cmdline(event.tgid);
+                        sink.event(Event::Renamed {
+                            key: p.key(),
+                            name: &name,
+                            cmdline: &cmdline,
+                        })?;
+                    }
+                }
+                life::EXIT => self.exited(&event, time, sink, offset)?,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -565,54 +390,20 @@ impl Backend for Ebpf {
         let offset = now - boottime_ns();
         // The processes to look at this time: started, exec'ed or changed.
         self.queued.clear();
+        // Events first: a process there at the start that has exited since is recorded from
+        // its exit event, with its last figures.
+        self.drain_life(now, offset, sink)?;
         for (pid, ppid) in std::mem::take(&mut self.initial) {
-            self.start(pid, ppid, None, sink, offset)?;
+            self.start(pid, ppid, Origin::Proc, sink, offset)?;
         }
-        // Process events, in the order they happened.
-        loop {
-            let event = match self.life.next() {
-                Some(item) if item.len() >= size_of::<LifeEvent>() => {
-                    // SAFETY: LifeEvent is plain old data; the read is unaligned-safe.
-                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<LifeEvent>()) }
-                }
-                Some(_) => continue,
-                None => break,
-            };
-            let time = offset + event.time as i64;
-            match event.kind {
-                life::FORK => self.start(event.tgid, event.ppid, Some(event.time), sink, offset)?,
-                life::EXEC => {
-                    if let Some(p) = self.procs.get_mut(&event.tgid) {
-                        p.dirty = true;
-                        self.queued.push(event.tgid);
-                        let name = comm_str(&event.comm);
-                        let cmdline = read_cmdline(event.tgid);
-                        sink.event(Event::Renamed {
-                            key: p.key,
-                            name: &name,
-                            cmdline: &cmdline,
-                        })?;
-                    }
-                }
-                life::EXIT if self.procs.contains_key(&event.tgid) => {
-                    if let Some(p) = self.procs.get_mut(&event.tgid) {
-                        p.dirty = true;
-                        if p.unnamed {
-                            // Lived less than an interval: its name is all there is.
-                            let name = comm_str(&event.comm);
-                            sink.event(Event::Renamed {
-                                key: p.key,
-                                name: &name,
-                                cmdline: "",
-                            })?;
-                        }
-                    }
-                    let stats = event.stats;
-                    self.sample(event.tgid, time.min(now), offset, Some(stats), sink)?;
-                    self.exit(event.tgid, time.min(now), false, sink)?;
-                }
-                _ => {}
-            }
+        // Every followed process's counters, looked at now: the moved ones are queued.
+        // Every followed process's counters, looked at once a second (the timer sees the
+        // running ones each interval): the moved ones are queued.
+        if now - self.last_scan >= SCAN_EVERY.as_nanos() as i64 - SCAN_SLACK_NS {
+            self.last_scan = now;
+            self.scan
+                .run()
+                .map_err(|e| RecordError::Proc(format!("eBPF task scan: {e}")))?;
         }
         // Processes whose counters changed.
         while let Some(item) = self.dirty.next() {
@@ -629,15 +420,17 @@ impl Backend for Ebpf {
         self.epoch_map
             .set(EPOCH_INDEX, self.epoch, 0)
             .map_err(|e| RecordError::Proc(format!("eBPF map EPOCH: {e}")))?;
-        for &pid in &self.queued {
-            if let Some(p) = self.procs.get_mut(&pid) {
-                p.dirty = true;
+        for i in 0..self.queued.len() {
+            let pid = self.queued[i];
+            match self.procs.get_mut(&pid) {
+                Some(p) => p.dirty = true,
+                // Followed by the kernel but its fork event was lost: /proc tells who it is.
+                None => {
+                    self.start(pid, 0, Origin::Proc, sink, offset)?;
+                }
             }
         }
-        self.report_drops(now);
-        if let Some(logger) = self.logger.as_mut() {
-            logger.flush();
-        }
+        self.read_drops(now);
         self.gone.clear();
         let mut pids = std::mem::take(&mut self.pids);
         pids.clear();
@@ -647,14 +440,22 @@ impl Backend for Ebpf {
             pids.extend(self.procs.keys().copied());
         } else {
             pids.extend_from_slice(&self.queued);
+            pids.extend_from_slice(&self.follow_ups);
+            pids.sort_unstable();
+            pids.dedup();
         }
+        self.follow_ups.clear();
         for &pid in &pids {
-            if !self.sample(pid, now, offset, None, sink)? {
+            // Gone (its files say so): its exit event is on its way, unless such events have
+            // been lost, when the files are all there is to go by.
+            if !self.sample(pid, now, offset, None, sink)? && self.life_lost_seen > 0 {
                 self.gone.push(pid);
+            }
+            if self.procs.get(&pid).is_some_and(|p| p.follow_up) {
+                self.follow_ups.push(pid);
             }
         }
         self.pids = pids;
-        // Gone without an exit event (it was lost): the held files say so.
         for pid in std::mem::take(&mut self.gone) {
             self.exit(pid, now, true, sink)?;
         }
@@ -663,5 +464,42 @@ impl Backend for Ebpf {
 
     fn followed(&self) -> usize {
         self.procs.len() + self.initial.len()
+    }
+
+    fn lost(&self) -> Lost {
+        // Read now, not as last polled: the last poll of a short recording must not miss them.
+        let read = |i: u32| self.counters.get(&i, 0).unwrap_or(0);
+        Lost {
+            processes: read(counter::FOLLOW_FULL),
+            events: read(counter::LIFE_LOST),
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        Some(self.syscalls.describe())
+    }
+
+    fn stop(&mut self) {
+        let mut links = std::mem::take(&mut self.links);
+        let bpf = self.bpf.take();
+        // The programs are let go of after their links; the maps this backend holds go when
+        // it is dropped.
+        self.detaching = std::thread::Builder::new()
+            .name("detach".into())
+            .spawn(move || {
+                links.detach();
+                drop(bpf);
+            })
+            .ok();
+    }
+}
+
+impl Drop for Ebpf {
+    fn drop(&mut self) {
+        // Nothing stays attached once the backend is gone.
+        if let Some(detaching) = self.detaching.take() {
+            let _ = detaching.join();
+        }
+        self.links.detach();
     }
 }

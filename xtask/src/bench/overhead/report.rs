@@ -1,0 +1,131 @@
+//! The tables: the matrix of workloads and recorders, and `record -- true`.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use anyhow::Result;
+
+use super::Series;
+use super::run::{Mode, Recorder, run_timing};
+use super::workloads::{Tools, WORKLOADS};
+use crate::bench::{machine, median, remove_store, spread};
+
+/// "1.234 s ±2 %".
+fn figure(v: &[f64]) -> String {
+    format!("{:.3} s ±{:.0} %", median(v), spread(v) * 100.0)
+}
+
+fn slowdown(v: &[f64], base: &[f64]) -> String {
+    format!("{:+.1} %", (median(v) / median(base) - 1.0) * 100.0)
+}
+
+/// The matrix as Markdown: per workload, each recorder recorded and beside.
+pub(crate) fn matrix(series: &[Series], rounds: usize, load_before: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Workload slowdown with each recorder, median of {rounds} alternating rounds (± half \
+         the interquartile range); {}; {load_before} at the start. Slowdowns compare medians \
+         with no recorder, in wall time and in the workload's CPU time.\n",
+        machine()
+    );
+    for (i, w) in WORKLOADS.iter().enumerate() {
+        let find = |r: Recorder, m: Mode| {
+            series
+                .iter()
+                .find(|s| s.workload == i && s.recorder == r && s.mode == m)
+        };
+        let Some(off) = find(Recorder::Off, Mode::Recorded) else {
+            continue;
+        };
+        let walls = |s: &Series| s.runs.iter().map(|r| r.0).collect::<Vec<_>>();
+        let cpus = |s: &Series| s.runs.iter().map(|r| r.1).collect::<Vec<_>>();
+        let _ = writeln!(s, "**{}**: {}\n", w.name, w.what);
+        let _ = writeln!(
+            s,
+            "| recorder | recorded: wall | CPU | slowdown (wall, CPU) | beside: wall | CPU | slowdown (wall, CPU) |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "| off | {} | {} | | | | |",
+            figure(&walls(off)),
+            figure(&cpus(off))
+        );
+        let mut recorders: Vec<Recorder> = Vec::new();
+        for x in series.iter().filter(|x| x.workload == i) {
+            if x.recorder != Recorder::Off && !recorders.contains(&x.recorder) {
+                recorders.push(x.recorder);
+            }
+        }
+        for r in recorders {
+            let mut row = format!("| {} |", r.name());
+            for m in [Mode::Recorded, Mode::Beside] {
+                match find(r, m) {
+                    Some(x) => {
+                        let _ = write!(
+                            row,
+                            " {} | {} | {}, {} |",
+                            figure(&walls(x)),
+                            figure(&cpus(x)),
+                            slowdown(&walls(x), &walls(off)),
+                            slowdown(&cpus(x), &cpus(off))
+                        );
+                    }
+                    None => row.push_str(" | | |"),
+                }
+            }
+            let _ = writeln!(s, "{row}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// `record -- true` with each backend, alternating: what a wrapped command pays to be
+/// recorded at all (wall time from start to exit, and the recorder's CPU time).
+pub(crate) fn start_stop(t: &Tools, rounds: usize) -> Result<String> {
+    let store = t.dir.join("overhead-start.db");
+    remove_store(&store);
+    let backends = ["procfs", "ebpf"];
+    let mut figures: Vec<Vec<(f64, f64)>> = vec![Vec::new(); backends.len()];
+    // A store that exists already, as a wrapped test suite's usually does.
+    run_timing(
+        Command::new(&t.xtask)
+            .args(["bench", "__timed"])
+            .arg(&t.user)
+            .args(["record", "--backend", "procfs", "--store"])
+            .arg(&store)
+            .args(["--", "true"]),
+    )?;
+    for _ in 0..rounds {
+        for (i, backend) in backends.iter().enumerate() {
+            let timing = run_timing(
+                Command::new(&t.xtask)
+                    .args(["bench", "__timed"])
+                    .arg(&t.user)
+                    .args(["record", "--backend", backend, "--store"])
+                    .arg(&store)
+                    .args(["--", "true"]),
+            )?;
+            eprintln!(
+                "xtask: record --backend {backend} -- true: {:.3} s wall, {:.3} s CPU",
+                timing.0, timing.1
+            );
+            figures[i].push(timing);
+        }
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "`memtools-user record -- true` into an existing store, median of {rounds} alternating runs:\n"
+    );
+    let _ = writeln!(s, "| backend | wall | recorder CPU |");
+    let _ = writeln!(s, "|---|---:|---:|");
+    for (i, backend) in backends.iter().enumerate() {
+        let walls: Vec<f64> = figures[i].iter().map(|f| f.0).collect();
+        let cpus: Vec<f64> = figures[i].iter().map(|f| f.1).collect();
+        let _ = writeln!(s, "| {backend} | {} | {} |", figure(&walls), figure(&cpus));
+    }
+    Ok(s)
+}

@@ -1,0 +1,276 @@
+//! One run: a workload with a recorder (or heaptrack, or bpftrace), recorded or beside a
+//! recording of `sleep`, timed by the workload's TIMING line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::workloads::{Tools, Workload};
+use crate::bench::procs::Group;
+use crate::bench::remove_store;
+use crate::bench::workers::parse_timing;
+
+/// Who watches the workload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorder {
+    Off,
+    Memtools(&'static str, &'static [&'static str]),
+    Heaptrack,
+    Bpftrace,
+}
+
+impl Recorder {
+    pub fn name(self) -> String {
+        match self {
+            Recorder::Off => "off".into(),
+            Recorder::Memtools(name, _) => name.into(),
+            Recorder::Heaptrack => "heaptrack".into(),
+            Recorder::Bpftrace => "bpftrace uprobes on malloc/free".into(),
+        }
+    }
+}
+
+const MEMTOOLS: [Recorder; 3] = [
+    Recorder::Memtools("memtools /proc", &["--backend", "procfs"]),
+    Recorder::Memtools("memtools eBPF", &["--backend", "ebpf"]),
+    Recorder::Memtools(
+        "memtools eBPF --rss-events",
+        &["--backend", "ebpf", "--rss-events"],
+    ),
+];
+
+/// Recorded, or running beside a recording of something else.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Recorded,
+    Beside,
+}
+
+/// memleak's method in bpftrace: sizes at malloc, live blocks at its return, gone at free.
+fn memleak_program(libc: &Path, filter: &str) -> String {
+    let l = libc.display();
+    format!(
+        "uprobe:{l}:malloc {filter} {{ @size[tid] = arg0; }}
+uretprobe:{l}:malloc {filter} {{ @live[retval] = @size[tid]; delete(@size[tid]); }}
+uprobe:{l}:free {filter} {{ delete(@live[arg0]); }}
+END {{ clear(@live); clear(@size); }}"
+    )
+}
+
+/// The C library this machine's programs use (the one xtask itself is linked to).
+pub(crate) fn find_libc() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+        })
+        .map(PathBuf::from)
+}
+
+pub(crate) fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Runs a command to its end in a process group of its own (anything it leaves running is
+/// killed with the group); its TIMING line.
+pub(crate) fn run_timing(cmd: &mut Command) -> Result<(f64, f64)> {
+    let mut group = Group::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )?;
+    let mut stdout = String::new();
+    if let Some(mut out) = group.child.stdout.take() {
+        std::io::Read::read_to_string(&mut out, &mut stdout)
+            .with_context(|| format!("reading the output of {cmd:?}"))?;
+    }
+    let status = group.child.wait()?;
+    // The leader is gone: whatever of its group is left goes with it.
+    group.stop(Duration::ZERO);
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    parse_timing(&stdout)
+}
+
+/// A recording of `sleep` (or heaptrack/bpftrace tracing one), running until dropped; each
+/// in a group of its own, stopped whole (heaptrack's interpreter and compressor, the traced
+/// `sleep`).
+struct Beside {
+    // Declared first, dropped first: the tracer stops before what it traces.
+    _tracer: Group,
+    _sleeper: Option<Group>,
+}
+
+impl Beside {
+    fn start(t: &Tools, recorder: Recorder) -> Result<Option<Beside>> {
+        let spawn = |cmd: &mut Command| {
+            Group::spawn(
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+        };
+        let beside = match recorder {
+            Recorder::Off => return Ok(None),
+            Recorder::Memtools(_, options) => {
+                let store = t.dir.join("overhead-beside.db");
+                remove_store(&store);
+                let tracer = spawn(
+                    Command::new(&t.user)
+                        .arg("record")
+                        .arg("--store")
+                        .arg(&store)
+                        .args(options)
+                        .args(["--", "sleep", "3600"]),
+                )?;
+                wait_for_session(&t.user, &store)?;
+                Beside {
+                    _tracer: tracer,
+                    _sleeper: None,
+                }
+            }
+            Recorder::Heaptrack => {
+                let out = t.dir.join("overhead-beside.heaptrack");
+                let tracer = spawn(
+                    Command::new("heaptrack")
+                        .arg("-o")
+                        .arg(&out)
+                        .args(["sleep", "3600"]),
+                )?;
+                std::thread::sleep(Duration::from_secs(1));
+                Beside {
+                    _tracer: tracer,
+                    _sleeper: None,
+                }
+            }
+            Recorder::Bpftrace => {
+                let libc = t.libc.as_deref().context("no libc found")?;
+                let sleeper = spawn(Command::new("sleep").arg("3600"))?;
+                let tracer = spawn(
+                    Command::new("bpftrace")
+                        .arg("-p")
+                        .arg(sleeper.child.id().to_string())
+                        .arg("-e")
+                        .arg(memleak_program(libc, "")),
+                )?;
+                // Compiling and attaching takes bpftrace a few seconds.
+                std::thread::sleep(Duration::from_secs(5));
+                Beside {
+                    _tracer: tracer,
+                    _sleeper: Some(sleeper),
+                }
+            }
+        };
+        Ok(Some(beside))
+    }
+}
+
+/// Waits until a recording has begun its session (its programs are attached by then).
+fn wait_for_session(user: &Path, store: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let out = Command::new(user)
+            .args(["sessions", "--format", "json", "--store"])
+            .arg(store)
+            .stderr(Stdio::null())
+            .output()?;
+        if out.status.success()
+            && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the recording into {} did not start", store.display())
+}
+
+/// One run of a workload with a recorder in a mode: (wall, CPU) seconds.
+pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Result<(f64, f64)> {
+    let command = match (recorder, w.slow_command) {
+        (Recorder::Bpftrace, Some(slow)) => slow(t),
+        _ => (w.command)(t),
+    };
+    let (program, args) = command.split_first().context("an empty workload")?;
+    if mode == Mode::Beside || recorder == Recorder::Off {
+        let _beside = if mode == Mode::Beside {
+            Beside::start(t, recorder)?
+        } else {
+            None
+        };
+        return run_timing(Command::new(program).args(args));
+    }
+    match recorder {
+        Recorder::Off => unreachable!("handled above"),
+        Recorder::Memtools(_, options) => {
+            let store = t.dir.join("overhead.db");
+            remove_store(&store);
+            run_timing(
+                Command::new(&t.user)
+                    .arg("record")
+                    .arg("--store")
+                    .arg(&store)
+                    .args(options)
+                    .arg("--")
+                    .arg(program)
+                    .args(args),
+            )
+        }
+        Recorder::Heaptrack => {
+            let out = t.dir.join("overhead.heaptrack");
+            run_timing(
+                Command::new("heaptrack")
+                    .arg("-o")
+                    .arg(&out)
+                    .arg(program)
+                    .args(args),
+            )
+        }
+        Recorder::Bpftrace => {
+            let libc = t.libc.as_deref().context("no libc found")?;
+            let line = command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            run_timing(
+                Command::new("bpftrace")
+                    .arg("-c")
+                    .arg(line)
+                    .arg("-e")
+                    .arg(memleak_program(libc, "/pid == cpid/")),
+            )
+        }
+    }
+}
+
+/// The configurations of one workload, in the order each round runs them.
+pub(crate) fn configurations(t: &Tools, w: &Workload) -> Vec<(Recorder, Mode)> {
+    let mut v = vec![(Recorder::Off, Mode::Recorded)];
+    let mut recorders: Vec<Recorder> = MEMTOOLS.to_vec();
+    if w.allocates {
+        if t.heaptrack {
+            recorders.push(Recorder::Heaptrack);
+        }
+        if t.bpftrace && t.libc.is_some() {
+            recorders.push(Recorder::Bpftrace);
+        }
+    }
+    for r in recorders {
+        v.push((r, Mode::Recorded));
+        v.push((r, Mode::Beside));
+    }
+    v
+}
