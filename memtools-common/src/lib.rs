@@ -50,6 +50,12 @@ pub struct ProcStats {
     pub unmapped_bytes: u64,
     /// The program break after the last brk call (0 before the first).
     pub last_brk: u64,
+    /// The process's threads when last looked at (`signal->nr_threads`).
+    pub threads: u32,
+    /// The lowest descriptor number the process may get next when last looked at
+    /// (`files->next_fd`): it moves when descriptors are opened or closed, so a change queues
+    /// the process, whose descriptors the recorder then counts (the kernel keeps no count).
+    pub next_fd: u32,
 }
 
 /// What a [`LifeEvent`] reports.

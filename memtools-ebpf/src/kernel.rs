@@ -4,8 +4,9 @@
 //! verifier, so each read is a plain load at a known offset into a BTF-typed pointer (the
 //! kernel checks it against the type and guards it against faults).
 //!
-//! A new figure read "from the task" (threads, open files) is one more offset here, one more
-//! field in the recorder's `KernelLayout`, and an accessor below.
+//! A new figure read "from the task" is one more offset here, one more field in the recorder's
+//! `KernelLayout`, and an accessor below (threads and the descriptor table's next free slot
+//! are read so, see counts.rs).
 
 use aya_ebpf::{Global, helpers::bpf_get_current_task_btf};
 use memtools_common::{MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM};
@@ -31,6 +32,15 @@ pub static TASK_SIGNAL_OFFSET: Global<u32> = Global::new(0);
 /// `offsetof(struct signal_struct, live)`: threads not yet exiting.
 #[unsafe(no_mangle)]
 pub static SIGNAL_LIVE_OFFSET: Global<u32> = Global::new(0);
+/// `offsetof(struct signal_struct, nr_threads)`: the process's threads.
+#[unsafe(no_mangle)]
+pub static SIGNAL_NR_THREADS_OFFSET: Global<u32> = Global::new(0);
+/// `offsetof(struct task_struct, files)`: the descriptor table (shared by the threads).
+#[unsafe(no_mangle)]
+pub static TASK_FILES_OFFSET: Global<u32> = Global::new(0);
+/// `offsetof(struct files_struct, next_fd)`: the lowest descriptor that may be free.
+#[unsafe(no_mangle)]
+pub static FILES_NEXT_FD_OFFSET: Global<u32> = Global::new(0);
 /// `offsetof(struct signal_struct, maxrss)`: the high-water mark of mms the process left
 /// (at exec, and at exit before the exit tracepoint), in pages.
 #[unsafe(no_mangle)]
@@ -112,6 +122,27 @@ fn task_signal(task: *const u8) -> *const u8 {
 pub fn is_last_thread(task: *const u8) -> bool {
     let signal = task_signal(task);
     !signal.is_null() && field::<i32>(signal, &SIGNAL_LIVE_OFFSET) == 0
+}
+
+/// The threads of a task's process (`signal->nr_threads`; 0 when it has no signal struct).
+#[inline(always)]
+pub fn task_threads(task: *const u8) -> u32 {
+    let signal = task_signal(task);
+    if signal.is_null() {
+        return 0;
+    }
+    field::<i32>(signal, &SIGNAL_NR_THREADS_OFFSET).max(0) as u32
+}
+
+/// Where a task's process will open its next descriptor (`files->next_fd`; 0 once it let go of
+/// its table, at exit).
+#[inline(always)]
+pub fn task_next_fd(task: *const u8) -> u32 {
+    let files: *const u8 = field(task, &TASK_FILES_OFFSET);
+    if files.is_null() {
+        return 0;
+    }
+    field(files, &FILES_NEXT_FD_OFFSET)
 }
 
 /// The counter of `member` in the mm at `mm` (pages). `member` must be a constant, so the

@@ -7,7 +7,8 @@
 //! a millisecond, gone before the recorder could read anything of it, is recorded all the same.
 //!
 //! `task_newtask` rather than `sched_process_fork`: it carries the clone flags, which tell a
-//! new process from a new thread.
+//! new process from a new thread. A new thread, and a thread's exit, queue their process as
+//! changed (its thread count moved: counts.rs).
 
 use aya_ebpf::{
     EbpfContext, helpers::bpf_ktime_get_boot_ns, macros::btf_tracepoint,
@@ -15,9 +16,10 @@ use aya_ebpf::{
 };
 use memtools_common::{LifeEvent, ProcStats, counter, life};
 
+use crate::counts::thread_moved;
 use crate::kernel::{
     bytes, current_task, is_last_thread, peak_pages, task_mm, task_parent_tgid, task_start,
-    task_tgid, total_vm,
+    task_tgid, task_threads, total_vm,
 };
 use crate::rss::refresh;
 use crate::shared::{FOLLOW_ALL, LIFE, MM_TGID, STATS, count_drop, current_tgid, stats_of};
@@ -57,6 +59,11 @@ pub fn task_newtask(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     let flags: u64 = ctx.arg(1);
     if flags & CLONE_THREAD != 0 {
+        // A thread of a followed process: its count moved.
+        let tgid = current_tgid();
+        if let Some(s) = stats_of(tgid) {
+            thread_moved(tgid, s);
+        }
         return 0;
     }
     let parent = current_tgid();
@@ -106,6 +113,8 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     };
     let task = current_task();
     if !is_last_thread(task) {
+        // One thread of several ended: its count moved.
+        thread_moved(tgid, s);
         return 0;
     }
     // SAFETY: `s` points at a live map value.
@@ -118,6 +127,10 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     // The counters now, taken into the record the exit event carries.
     refresh(s, mm);
     account_brk(s, mm);
+    // Its threads as it ran (`nr_threads` still counts the one exiting); `next_fd` as last
+    // looked at, the table may be gone already.
+    // SAFETY: `s` points at a live map value.
+    unsafe { (*s).threads = task_threads(task) };
     let Some(mut event) = LIFE.reserve::<LifeEvent>(0) else {
         count_drop(counter::LIFE_LOST);
         let _ = STATS.remove(tgid);

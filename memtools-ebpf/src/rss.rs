@@ -27,6 +27,7 @@ use aya_ebpf::{
 };
 use memtools_common::{MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM, MEMBER_SWAP, ProcStats};
 
+use crate::counts::observe_counts;
 use crate::kernel::{bytes, counter, current_task, resident, task_mm};
 use crate::shared::{MM_TGID, current_tgid, epoch, mark_dirty, stats_of};
 
@@ -108,6 +109,7 @@ pub fn cpu_tick(_ctx: PerfEventContext) -> u32 {
     let tgid = current_tgid();
     if let Some(s) = stats_of(tgid) {
         observe_current(tgid, s);
+        observe_counts(tgid, s, current_task());
     }
     0
 }

@@ -1,6 +1,6 @@
 //! The recorder's scan: a task iterator (`iter/task`) the recorder runs once a second, which
-//! looks at every followed process's counters (rss.rs) and queues the ones that moved, and
-//! notes the break's moves (syscalls/mod.rs).
+//! looks at every followed process's counters (rss.rs), threads and descriptor table
+//! (counts.rs) and queues the ones that moved, and notes the break's moves (syscalls/mod.rs).
 //!
 //! With the per-CPU timer it replaces a hook on every context switch (`sched_switch`), which
 //! cost every process on the machine a little at each switch whether followed or not: the
@@ -9,6 +9,7 @@
 
 use core::ffi::c_void;
 
+use crate::counts::observe_counts;
 use crate::kernel::{task_mm, task_pid, task_tgid};
 use crate::rss::observe;
 use crate::shared::stats_of;
@@ -40,6 +41,7 @@ pub fn scan(ctx: *mut c_void) -> i32 {
         let mm = task_mm(task);
         account_brk(s, mm);
         observe(tgid, s, mm, false);
+        observe_counts(tgid, s, task);
     }
     0
 }

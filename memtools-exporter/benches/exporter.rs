@@ -48,6 +48,8 @@ fn session_at(start: i64) -> NewSession {
         start,
         monotonic_offset_ns: Some(0),
         mem_total: Some(1 << 35),
+        threads_max: None,
+        pid_max: None,
     }
 }
 

@@ -28,6 +28,8 @@ fn session(backend: BackendKind) -> NewSession {
         start: T0,
         monotonic_offset_ns: Some(0),
         mem_total: Some(64 << 30),
+        threads_max: None,
+        pid_max: None,
     }
 }
 

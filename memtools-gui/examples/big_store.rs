@@ -45,6 +45,8 @@ pub fn write_store(path: &Path) {
             start,
             monotonic_offset_ns: None,
             mem_total: Some(16 << 30),
+            threads_max: None,
+            pid_max: None,
         })
         .expect("session");
     for p in 0..PROCESSES {

@@ -50,6 +50,9 @@ pub struct App {
     pub selected_session: Option<i64>,
     /// The metric asked for; `None` is the session's default.
     pub metric: Option<Metric>,
+    /// The metric each session opens with (`memtools-gui --metric NAME`); `None` is the
+    /// session's default.
+    pub opening_metric: Option<Metric>,
     pub load: LoadState,
     load_job: u64,
     pub loaded: Option<Arc<Loaded>>,
@@ -86,6 +89,7 @@ impl App {
             sessions: None,
             selected_session: None,
             metric: None,
+            opening_metric: None,
             load: LoadState::Idle,
             load_job: 0,
             loaded: None,
@@ -142,12 +146,20 @@ impl App {
     pub fn select_session(&mut self, id: i64) {
         if self.selected_session != Some(id) {
             self.selected.clear();
-            self.metric = None;
+            self.metric = self.opening_metric;
         }
         self.selected_session = Some(id);
         self.start_load();
     }
 
+    /// Opens every session on `metric` (threads, fds, vm_size, ...) instead of its default.
+    pub fn with_metric(mut self, metric: Option<Metric>) -> App {
+        self.opening_metric = metric;
+        self.metric = metric;
+        self
+    }
+
+    /// Shows the selected session's `metric`.
     pub fn set_metric(&mut self, metric: Metric) {
         self.metric = Some(metric);
         self.start_load();

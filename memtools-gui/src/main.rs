@@ -1,13 +1,15 @@
-//! `memtools-gui [STORE]`: the desktop viewer.
+//! `memtools-gui [--metric NAME] [STORE]`: the desktop viewer.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
+use memtools::model::Metric;
 use memtools_gui::{App, Saved, default_store};
 
-const USAGE: &str = "usage: memtools-gui [STORE]\n\n\
+const USAGE: &str = "usage: memtools-gui [--metric NAME] [STORE]\n\n\
 Opens a memtools store (default: $MEMTOOLS_STORE, else memtools.db) to browse its sessions,\n\
-plot process histories and run the leak pipeline interactively.";
+plot process histories and run the leak pipeline interactively. --metric opens the sessions\n\
+on a metric other than memory: threads, fds, vm_size, rss_anon, ...";
 
 fn main() {
     if let Err(e) = run() {
@@ -17,18 +19,29 @@ fn main() {
 }
 
 fn run() -> Result<()> {
+    let mut store = None;
+    let mut metric: Option<Metric> = None;
     let mut args = std::env::args_os().skip(1);
-    let store = match args.next() {
-        Some(a) if a == "-h" || a == "--help" => {
+    while let Some(a) = args.next() {
+        if a == "-h" || a == "--help" {
             println!("{USAGE}");
             return Ok(());
         }
-        Some(a) => PathBuf::from(a),
-        None => default_store(),
-    };
-    if args.next().is_some() {
-        return Err(anyhow!("too many arguments\n\n{USAGE}"));
+        let text = a.to_string_lossy();
+        if let Some(name) = text.strip_prefix("--metric=") {
+            metric = Some(name.parse()?);
+        } else if a == "--metric" {
+            let name = args
+                .next()
+                .ok_or_else(|| anyhow!("--metric needs a metric name\n\n{USAGE}"))?;
+            metric = Some(name.to_string_lossy().parse()?);
+        } else if store.is_none() && !text.starts_with('-') {
+            store = Some(PathBuf::from(a));
+        } else {
+            return Err(anyhow!("unexpected argument `{text}`\n\n{USAGE}"));
+        }
     }
+    let store = store.unwrap_or_else(default_store);
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("memtools")
@@ -43,7 +56,7 @@ fn run() -> Result<()> {
                 .storage
                 .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
                 .unwrap_or_default();
-            Ok(Box::new(App::new(store.clone(), saved)))
+            Ok(Box::new(App::new(store.clone(), saved).with_metric(metric)))
         }),
     )
     .map_err(|e| anyhow!("{e}"))

@@ -115,7 +115,7 @@ pub fn show(
     cache: &mut PlotCache,
     pan: Option<f64>,
 ) -> Drawn {
-    let bytes = loaded.metric.is_bytes();
+    let unit = loaded.metric.unit();
     let plotted: Vec<_> = loaded
         .histories
         .iter()
@@ -159,13 +159,7 @@ pub fn show(
     }
     let mut drawn = Drawn::default();
     let start = loaded.session.start;
-    let y_fmt = move |v: f64| {
-        if bytes {
-            format::bytes(v)
-        } else {
-            format!("{v:.0}")
-        }
-    };
+    let y_fmt = move |v: f64| format::amount(v, unit);
     let plot = Plot::new("history")
         .legend(Legend::default().position(egui_plot::Corner::LeftTop))
         .x_axis_label("time since the session started")
@@ -216,7 +210,9 @@ pub fn show(
             if let Some(r) = results.get(&h.process.id) {
                 let x_origin = seconds_since(r.analysis.overlay.origin, start);
                 let limit = r.limit.bytes.map(|b| b as f64);
-                for item in overlay_items(&r.analysis, x_origin, limit, overlays, color, &name) {
+                for item in
+                    overlay_items(&r.analysis, x_origin, limit, overlays, color, &name, unit)
+                {
                     items.push(item.name().to_string());
                     item.add_to(plot_ui);
                 }
@@ -314,6 +310,7 @@ fn overlay_items(
     o: &Overlays,
     color: Color32,
     name: &str,
+    unit: memtools::analysis::Unit,
 ) -> Vec<Item> {
     let ov = &a.overlay;
     let mut out = Vec::new();
@@ -381,7 +378,7 @@ fn overlay_items(
         }
         if let (true, Some(limit)) = (reaches, limit) {
             out.push(Item::HLine(
-                HLine::new(format!("limit {}", format::bytes(limit)), limit)
+                HLine::new(format!("limit {}", format::amount(limit, unit)), limit)
                     .color(Color32::from_rgb(220, 60, 60))
                     .style(dashed),
             ));

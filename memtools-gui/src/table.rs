@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use egui::{Color32, RichText};
 use egui_extras::{Column as Col, TableBuilder};
-use memtools::analysis::{Verdict, format};
+use memtools::analysis::{Unit, Verdict, format};
 use memtools::detect::ProcessResult;
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,8 @@ pub struct Row {
     pub slope: Option<f64>,
     pub verdict: Option<Verdict>,
     pub reason: String,
+    /// What the values count (bytes, or threads and descriptors).
+    pub unit: Unit,
 }
 
 /// Builds the rows from the data and, when there is one, the pipeline's result.
@@ -102,6 +104,7 @@ pub fn rows(loaded: &Loaded, results: Option<&[ProcessResult]>) -> Vec<Row> {
                 slope: result.and_then(|r| r.analysis.evidence.map(|e| e.slope_bytes_per_s)),
                 verdict: result.map(|r| r.analysis.verdict),
                 reason: result.map_or_else(String::new, |r| r.analysis.reason.clone()),
+                unit: loaded.metric.unit(),
             }
         })
         .collect()
@@ -262,15 +265,18 @@ pub fn show(
                 });
                 for v in [r.first, r.peak, r.last] {
                     row.col(|ui| {
-                        ui.label(format::bytes(v));
+                        ui.label(format::amount(v, r.unit));
                     });
                 }
                 row.col(|ui| {
                     let sign = if r.growth > 0.0 { "+" } else { "" };
-                    ui.label(format!("{sign}{}", format::bytes(r.growth)));
+                    ui.label(format!("{sign}{}", format::amount(r.growth, r.unit)));
                 });
                 row.col(|ui| {
-                    ui.label(r.slope.map_or_else(|| "–".into(), format::rate));
+                    ui.label(
+                        r.slope
+                            .map_or_else(|| "–".into(), |s| format::rate_in(s, r.unit)),
+                    );
                 });
                 row.col(|ui| {
                     let name = r.verdict.map_or("…", |v| v.name());

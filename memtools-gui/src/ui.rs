@@ -12,14 +12,17 @@ use memtools::model::Metric;
 
 use crate::app::{App, LoadState};
 
-/// The metrics a person picks from (bytes; counters are for the CLI).
-const METRICS: [Metric; 6] = [
+/// The metrics a person picks from: memory, and the leaks that are not bytes (the call and
+/// fault counters are for the CLI).
+const METRICS: [Metric; 8] = [
     Metric::Rss,
     Metric::RssAnon,
     Metric::RssFile,
     Metric::RssShmem,
     Metric::Swap,
     Metric::VmSize,
+    Metric::Threads,
+    Metric::Fds,
 ];
 
 impl App {
@@ -148,13 +151,14 @@ impl App {
                         .color(crate::table::verdict_color(Some(r.analysis.verdict))),
                 );
                 ui.label(&r.analysis.reason);
-                ui.label(format!("peak {}", format::bytes(r.peak as f64)));
+                let unit = r.metric.unit();
+                ui.label(format!("peak {}", format::amount(r.peak as f64, unit)));
                 if let Some(e) = &r.analysis.evidence {
                     // The whole growth, whatever the verdict, so "ok" can be checked too.
                     ui.weak(format!(
                         "growth: {}, {} over {}",
-                        format::span(e.from_bytes, e.to_bytes),
-                        format::bytes(e.growth_bytes),
+                        format::span_in(e.from_bytes, e.to_bytes, unit),
+                        format::amount(e.growth_bytes, unit),
                         format::duration(e.window_end.saturating_sub(e.window_start) as f64 / 1e9)
                     ));
                     if let Some(l) = e.lbr {
@@ -165,8 +169,8 @@ impl App {
                             } else {
                                 "(best, not flagged)"
                             },
-                            format::bytes(l.growth_bytes),
-                            format::rate(l.slope_bytes_per_s),
+                            format::amount(l.growth_bytes, unit),
+                            format::rate_in(l.slope_bytes_per_s, unit),
                             l.r2
                         ));
                     }
@@ -184,7 +188,7 @@ impl App {
                 ui.weak(match r.limit.bytes {
                     Some(b) => format!(
                         "limit {} ({})",
-                        format::bytes(b as f64),
+                        format::amount(b as f64, unit),
                         limit_source(r.limit.source)
                     ),
                     None => format!("no limit: {}", limit_source(r.limit.source)),
@@ -330,6 +334,10 @@ fn limit_source(s: LimitSource) -> &'static str {
         LimitSource::RecordingMachine => "the recording machine's memory",
         LimitSource::ThisMachine => "this machine's memory: the session does not say",
         LimitSource::AddressSpace => "its address-space limit (RLIMIT_AS)",
+        LimitSource::OpenFiles => "its open-file limit (RLIMIT_NOFILE)",
+        LimitSource::Tasks => "its cgroup's pids.max",
+        LimitSource::ThreadsMax => "the recording machine's kernel.threads-max",
+        LimitSource::PidMax => "the recording machine's kernel.pid_max",
         LimitSource::None => "nothing bounds this metric: no time to limit is claimed",
     }
 }

@@ -31,6 +31,8 @@ fn new_session(start: TimeNs, command: &str) -> NewSession {
         start,
         monotonic_offset_ns: None,
         mem_total: Some(2 * GIB),
+        threads_max: None,
+        pid_max: None,
     }
 }
 

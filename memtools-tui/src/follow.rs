@@ -93,6 +93,8 @@ pub struct Job {
     /// Results of an older generation (another metric or session) are dropped.
     pub generation: u64,
     pub session: SessionRow,
+    /// The metric the histories hold: its unit and its limit are the pipeline's.
+    pub metric: Metric,
     pub phases: Vec<Phase>,
     pub histories: Vec<SharedHistory>,
     /// The store, for the growth sites a leak names (`record --sites`).
@@ -324,6 +326,7 @@ impl Follower {
         (!histories.is_empty()).then(|| Job {
             generation: self.generation,
             session,
+            metric: self.metric,
             phases: self.phases.clone(),
             histories,
             store: self.path.clone(),

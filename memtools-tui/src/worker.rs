@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use memtools::analysis::Params;
-use memtools::detect::{ProcessResult, analyse_with_phases};
+use memtools::detect::{ProcessResult, analyse_histories};
 use memtools::model::Metric;
 use memtools::store::{SessionSelector, as_recorded};
 
@@ -190,6 +190,7 @@ fn analyse_jobs(jobs: Receiver<Job>, back: Sender<Message>, params: Params, this
 pub fn analyse(job: Job, params: &Params, this_machine: u64) -> Vec<ProcessResult> {
     let Job {
         session,
+        metric,
         phases,
         histories,
         store,
@@ -203,7 +204,16 @@ pub fn analyse(job: Job, params: &Params, this_machine: u64) -> Vec<ProcessResul
             (p, points)
         })
         .collect();
-    let mut results = analyse_with_phases(&session, histories, &phases, params, None, this_machine);
+    // Judged as the metric shown (its unit, its limit), as `detect --metric` does.
+    let mut results = analyse_histories(
+        &session,
+        histories,
+        &phases,
+        metric,
+        params,
+        None,
+        this_machine,
+    );
     // A leak's growth sites, when recorded, join its evidence on the chart, as `detect` names
     // them. Best effort: a store that cannot be read now shows the verdict without them.
     if let Ok(store) = memtools::store::Store::open_read_only(&store) {

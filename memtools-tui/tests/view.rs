@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use memtools::analysis::MIB;
-use memtools::model::Metric;
+use memtools::model::{Metric, NS_PER_SEC};
 use memtools_tui::snapshot::CountMetrics;
 use memtools_tui::state::{Action, Screen};
 use memtools_tui::theme::Theme;
@@ -87,12 +87,12 @@ fn the_table_shows_each_process_largest_growth_first_with_its_verdict_and_histor
         steady.contains(" ok ") && steady.trim_end().ends_with("▁▁▁"),
         "{steady}"
     );
-    // This build records no thread or fd counts: those columns say so with `-`.
+    // This build records thread and fd counts, but this session stored none: `-`.
     assert_eq!(
         CountMetrics::of_model(),
         CountMetrics {
-            threads: None,
-            fds: None
+            threads: Some(Metric::Threads),
+            fds: Some(Metric::Fds)
         }
     );
     for (heading, text) in [
@@ -111,25 +111,51 @@ fn the_table_shows_each_process_largest_growth_first_with_its_verdict_and_histor
 
 #[test]
 fn thread_and_fd_columns_show_the_stored_counts_when_the_session_has_them() {
-    // Page faults stand in for the counts the model does not have yet: the columns read any
-    // metric the model gains under those names, through `Metric` alone.
+    // A session recorded with counts (issue 14): the columns read `threads` and `fds` through
+    // `Metric`, the latest stored value of each, and picking `fds` judges it as a count.
     let t = TestStore::new();
-    let _w = four_processes(&t);
-    let counts = CountMetrics {
-        threads: Some(Metric::PageFaults),
-        fds: None,
-    };
+    let mut w = t.store.begin_session(&session(T0)).expect("a session");
+    let server = w
+        .add_process(&process(100, Some(1), "server"), None)
+        .unwrap();
+    let pool = w.add_process(&process(200, Some(1), "pool"), None).unwrap();
+    for i in 0..60i64 {
+        for (id, threads, fds) in [
+            (server, 3, 12 + 9 * i as u64),
+            (pool, 1 + i.min(8) as u64, 5),
+        ] {
+            let mut s = sample(T0 + i * NS_PER_SEC, 20 * MIB);
+            s.metrics.threads = Some(threads);
+            s.metrics.fds = Some(fds);
+            w.add_sample(id, &s).expect("a sample");
+        }
+    }
+    w.flush().expect("a flush");
+    let mut f = followed(&t);
+    let screen = draw(&mut terminal(100, 30), &mut view(&mut f, COLOR));
+    assert_eq!(cell(&screen, "server", "THR"), "3");
+    assert_eq!(cell(&screen, "server", "FDS"), "543");
+    assert_eq!(cell(&screen, "pool", "THR"), "9");
+    assert_eq!(cell(&screen, "pool", "FDS"), "5");
+
+    // On `fds` the value column counts descriptors, not bytes.
     let mut f = memtools_tui::follow::Follower::new(
         &t.path(),
         memtools::store::SessionSelector::Latest,
-        None,
-    )
-    .with_counts(counts);
+        Some(Metric::Fds),
+    );
     judge(&mut f);
     let screen = draw(&mut terminal(100, 30), &mut view(&mut f, COLOR));
-    // The leak's last sample is 69 MiB: 138 "threads"; no fds metric: `-`.
-    assert_eq!(cell(&screen, "leaky", "THR"), "138");
-    assert_eq!(cell(&screen, "leaky", "FDS"), "-");
+    let server = line_of(&screen, "server");
+    assert!(
+        server.contains(" 543 ") && server.contains("+531"),
+        "{server}"
+    );
+    assert!(
+        !server.contains("B/s") && !server.contains("MiB"),
+        "{server}"
+    );
+    assert!(server.contains("leak"), "{}", screen.join("\n"));
 }
 
 #[test]
@@ -444,9 +470,10 @@ fn metric_keys_ask_for_the_next_metric_and_the_view_shows_it() {
         v.key(key('m')),
         Action::Request(Request::Metric(Metric::RssAnon))
     );
+    // Back from the first wraps to the last: open descriptors.
     assert_eq!(
         v.key(key('M')),
-        Action::Request(Request::Metric(Metric::UnmappedBytes))
+        Action::Request(Request::Metric(Metric::Fds))
     );
     f.set_metric(Metric::PageFaults);
     judge(&mut f);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use memtools::analysis::Params;
-use memtools::detect::PeakBudget;
+use memtools::detect::{MetricChoice, PeakBudget};
 use memtools::model::Metric;
 use memtools::report::ReportSpec;
 use memtools::store::{DEFAULT_STORE, SessionSelector};
@@ -70,7 +70,8 @@ pub enum Command {
         store: StoreArg,
         #[command(flatten)]
         session: SessionArg,
-        /// The metric to show (default: rss for recordings, vm_size for memorytools imports)
+        /// The metric to show (default: rss for recordings, vm_size for memorytools imports;
+        /// threads and fds count a process's threads and open file descriptors)
         #[arg(long, value_name = "NAME")]
         metric: Option<Metric>,
     },
@@ -115,6 +116,10 @@ pub enum Command {
         session: SessionArg,
         #[arg(long, value_enum)]
         format: ExportFormat,
+        /// One metric only: csv puts it in the `Memory Usage` column (default vm_size, as
+        /// memorytools); json gives it alone on each line (default: every metric)
+        #[arg(long, value_name = "NAME")]
+        metric: Option<Metric>,
         /// Write here instead of standard output
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -223,9 +228,11 @@ pub struct DetectArgs {
     pub store: StoreArg,
     #[command(flatten)]
     pub session: SessionArg,
-    /// The metric to analyse (default: rss for recordings, vm_size for memorytools imports)
-    #[arg(long, value_name = "NAME")]
-    pub metric: Option<Metric>,
+    /// The metric to analyse (default: rss for recordings, vm_size for memorytools imports):
+    /// threads, fds, or `all` to judge memory, threads and file descriptors together (a
+    /// process leaks if any of them does)
+    #[arg(long, value_name = "NAME|all")]
+    pub metric: Option<MetricChoice>,
     /// Which detectors decide
     #[arg(long, value_enum, default_value_t = AlgoArg::Combined)]
     pub algo: AlgoArg,
@@ -238,8 +245,10 @@ pub struct DetectArgs {
     /// Flag a line that reaches the limit within this time, like 1h, 30m
     #[arg(long, default_value = "1h", value_parser = parse_positive_duration, value_name = "DUR")]
     pub critical_time: Duration,
-    /// The memory limit, like 16GiB (default: the process's cgroup limit or the recording
-    /// machine's memory)
+    /// The limit growth is projected against, like 16GiB, or a count for threads and fds
+    /// (default: the process's cgroup limit or the recording machine's memory; for fds its
+    /// RLIMIT_NOFILE, for threads pids.max or the machine's thread limit); with `--metric all`
+    /// it bounds memory alone
     #[arg(long, value_parser = parse_limit, value_name = "BYTES")]
     pub limit: Option<u64>,
     /// Samples further apart than this split a history (default: from its sampling interval)
@@ -315,6 +324,10 @@ pub struct RecordArgs {
     /// command succeeded but a process leaked (the command's own status when it failed)
     #[arg(long)]
     pub fail_on_leak: bool,
+    /// What the analysis after the recording judges: `all` (memory, threads and file
+    /// descriptors together, the default), or one metric (rss, threads, fds, ...)
+    #[arg(long, value_name = "NAME|all", default_value = "all")]
+    pub metric: MetricChoice,
     /// When the recording ends, fail (status 3, when the command succeeded) if a process's peak
     /// went over SIZE, like 2GiB; NAME=SIZE sets the budget of the processes of that name
     /// (repeatable)

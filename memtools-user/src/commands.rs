@@ -15,7 +15,8 @@ use crate::record::limits;
 use crate::record::{self, BackendChoice, Progress, RecordError, RecordOptions, Target};
 use memtools::analysis::{Algo, Params};
 use memtools::baseline;
-use memtools::detect;
+use memtools::detect::{self, MetricChoice};
+use memtools::model::Metric;
 use memtools::report::summary::HistorySummary;
 use memtools::report::{jsonl, memorytools, output, text, verdicts};
 use memtools::store::{ForEachError, Store};
@@ -93,17 +94,24 @@ pub fn run(cli: Cli) -> Result<i32> {
             store,
             session,
             format,
+            metric,
             output,
         } => {
             let store = Store::open_read_only(&store.store)?;
             let id = store.resolve(session.session)?;
-            export(&store, id, format, output.as_deref())?;
+            export(&store, id, format, metric, output.as_deref())?;
             Ok(0)
         }
     }
 }
 
-fn export(store: &Store, id: i64, format: ExportFormat, output: Option<&Path>) -> Result<()> {
+fn export(
+    store: &Store,
+    id: i64,
+    format: ExportFormat,
+    metric: Option<Metric>,
+    output: Option<&Path>,
+) -> Result<()> {
     // A file is written whole under a new name and renamed over the target at the end: never
     // through a link, never half a file at the path, the old file intact on failure.
     let mut file = output.map(output::AtomicFile::create).transpose()?;
@@ -113,8 +121,8 @@ fn export(store: &Store, id: i64, format: ExportFormat, output: Option<&Path>) -
             None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
         };
         let rows = match format {
-            ExportFormat::Csv => memorytools::export(store, id, &mut sink),
-            ExportFormat::Json => jsonl::export(store, id, &mut sink),
+            ExportFormat::Csv => memorytools::export(store, id, metric, &mut sink),
+            ExportFormat::Json => jsonl::export(store, id, metric, &mut sink),
         };
         let rows = rows.and_then(|rows| sink.flush().map(|()| rows).map_err(Into::into));
         match rows {
@@ -151,8 +159,8 @@ fn detect(args: DetectArgs) -> Result<i32> {
     };
     params.validate()?;
     let this_machine = limits::machine_memory().unwrap_or(16 << 30);
-    let mut report =
-        detect::analyse_session(&store, id, args.metric, &params, args.limit, this_machine)?;
+    let choice = args.metric.unwrap_or(MetricChoice::One(None));
+    let mut report = detect::analyse(&store, id, choice, &params, args.limit, this_machine)?;
     report.set_budgets(args.fail_on_peak);
     let mut out = std::io::stdout().lock();
     match args.format {
@@ -380,10 +388,10 @@ fn record(args: RecordArgs) -> Result<i32> {
     // and the session stays for `detect` and the GUI.
     let params = Params::default();
     let this_machine = limits::machine_memory().unwrap_or(16 << 30);
-    let mut report = detect::analyse_session(
+    let mut report = detect::analyse(
         &store,
         outcome.session_id,
-        None,
+        args.metric,
         &params,
         None,
         this_machine,
@@ -404,9 +412,12 @@ fn record(args: RecordArgs) -> Result<i32> {
         }
     };
     if let Some(id) = baseline {
-        let before =
-            detect::analyse_session(&store, id, Some(report.metric), &params, None, this_machine)
-                .with_context(|| format!("analysing the baseline session {id}"))?;
+        let choice = match args.metric {
+            MetricChoice::All => MetricChoice::All,
+            MetricChoice::One(_) => MetricChoice::One(Some(report.metric)),
+        };
+        let before = detect::analyse(&store, id, choice, &params, None, this_machine)
+            .with_context(|| format!("analysing the baseline session {id}"))?;
         report.baseline = Some(baseline::compare(&report, &before));
     }
     eprint!("{}", verdicts::text(&report, tty));

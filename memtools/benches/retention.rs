@@ -39,6 +39,8 @@ fn session(start: i64) -> NewSession {
         start,
         monotonic_offset_ns: Some(0),
         mem_total: Some(1 << 34),
+        threads_max: None,
+        pid_max: None,
     }
 }
 

@@ -66,7 +66,7 @@ fn figures(report: &SessionReport) -> HashMap<&str, Figures> {
         if let Some(e) = r.analysis.evidence {
             f.slope_bytes_per_s = f.slope_bytes_per_s.max(e.slope_bytes_per_s);
         }
-        f.leak |= r.analysis.verdict == Verdict::Leak;
+        f.leak |= r.verdict() == Verdict::Leak;
     }
     out
 }

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 /// Wall-clock time in nanoseconds since the Unix epoch.
 pub type TimeNs = i64;
 
@@ -44,11 +46,39 @@ pub enum Metric {
     MappedBytes,
     /// Bytes unmapped by munmap/brk.
     UnmappedBytes,
+    /// Threads of the process (the kernel's `signal->nr_threads`, `Threads:` in status): an
+    /// unjoined thread is a leak that holds its stack and whatever it references.
+    Threads,
+    /// Open file descriptors (files, sockets, pipes): a leak ends in EMFILE at the process's
+    /// RLIMIT_NOFILE.
+    Fds,
+}
+
+/// What a metric's values count: the analysis's minimums, its wording and its limits depend on
+/// it (a count is not bytes: one more thread is a step, one more byte is noise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Memory, in bytes.
+    #[default]
+    Bytes,
+    /// Things counted one by one: threads, file descriptors, calls, faults.
+    Count,
+}
+
+impl Unit {
+    /// `bytes` or `count`, as JSON says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+            Unit::Count => "count",
+        }
+    }
 }
 
 impl Metric {
     /// Every metric, in display order.
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 14] = [
         Metric::Rss,
         Metric::RssAnon,
         Metric::RssFile,
@@ -61,10 +91,13 @@ impl Metric {
         Metric::BrkCalls,
         Metric::MappedBytes,
         Metric::UnmappedBytes,
+        Metric::Threads,
+        Metric::Fds,
     ];
 
-    /// The metrics stored per sample (everything but the derived `Rss`).
-    pub const STORED: [Metric; 11] = [
+    /// The metrics stored per sample (everything but the derived `Rss`), in the order of the
+    /// store's columns.
+    pub const STORED: [Metric; 13] = [
         Metric::RssAnon,
         Metric::RssFile,
         Metric::RssShmem,
@@ -76,7 +109,12 @@ impl Metric {
         Metric::BrkCalls,
         Metric::MappedBytes,
         Metric::UnmappedBytes,
+        Metric::Threads,
+        Metric::Fds,
     ];
+
+    /// The counts that leak besides memory, judged with it by `detect --metric all`.
+    pub const COUNTS: [Metric; 2] = [Metric::Threads, Metric::Fds];
 
     /// The name users type and exports carry (`rss_anon`, `vm_size`, ...).
     pub fn name(self) -> &'static str {
@@ -93,15 +131,44 @@ impl Metric {
             Metric::BrkCalls => "brk_calls",
             Metric::MappedBytes => "mapped_bytes",
             Metric::UnmappedBytes => "unmapped_bytes",
+            Metric::Threads => "threads",
+            Metric::Fds => "fds",
+        }
+    }
+
+    /// What a leak of it is a leak of, in words: "leaks memory", "leaks file descriptors".
+    pub fn what(self) -> &'static str {
+        match self {
+            Metric::Rss | Metric::RssAnon | Metric::RssFile | Metric::RssShmem => "memory",
+            Metric::Swap => "swap",
+            Metric::VmSize => "virtual memory",
+            Metric::PageFaults => "page faults",
+            Metric::MmapCalls => "mmap calls",
+            Metric::MunmapCalls => "munmap calls",
+            Metric::BrkCalls => "brk calls",
+            Metric::MappedBytes => "mapped bytes",
+            Metric::UnmappedBytes => "unmapped bytes",
+            Metric::Threads => "threads",
+            Metric::Fds => "file descriptors",
+        }
+    }
+
+    /// What its values count.
+    pub fn unit(self) -> Unit {
+        match self {
+            Metric::PageFaults
+            | Metric::MmapCalls
+            | Metric::MunmapCalls
+            | Metric::BrkCalls
+            | Metric::Threads
+            | Metric::Fds => Unit::Count,
+            _ => Unit::Bytes,
         }
     }
 
     /// Whether values are bytes (formatted as KiB/MiB/GiB) rather than counts.
     pub fn is_bytes(self) -> bool {
-        !matches!(
-            self,
-            Metric::PageFaults | Metric::MmapCalls | Metric::MunmapCalls | Metric::BrkCalls
-        )
+        self.unit() == Unit::Bytes
     }
 }
 
@@ -114,7 +181,7 @@ impl fmt::Display for Metric {
 /// A metric name that is not one of [`Metric::ALL`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown metric `{0}` (expected one of: rss, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes)"
+    "unknown metric `{0}` (expected one of: rss, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes, threads, fds)"
 )]
 pub struct UnknownMetric(pub String);
 
@@ -142,6 +209,8 @@ pub struct Metrics {
     pub brk_calls: Option<u64>,
     pub mapped_bytes: Option<u64>,
     pub unmapped_bytes: Option<u64>,
+    pub threads: Option<u64>,
+    pub fds: Option<u64>,
 }
 
 impl Metrics {
@@ -160,6 +229,8 @@ impl Metrics {
             Metric::BrkCalls => self.brk_calls,
             Metric::MappedBytes => self.mapped_bytes,
             Metric::UnmappedBytes => self.unmapped_bytes,
+            Metric::Threads => self.threads,
+            Metric::Fds => self.fds,
         }
     }
 
@@ -178,6 +249,8 @@ impl Metrics {
             Metric::BrkCalls => &mut self.brk_calls,
             Metric::MappedBytes => &mut self.mapped_bytes,
             Metric::UnmappedBytes => &mut self.unmapped_bytes,
+            Metric::Threads => &mut self.threads,
+            Metric::Fds => &mut self.fds,
         };
         *slot = value;
     }
@@ -222,6 +295,12 @@ pub struct ProcessLimits {
     /// Its address-space limit (RLIMIT_AS, "Max address space" of /proc/PID/limits), when set:
     /// the only thing that bounds its virtual size.
     pub address_space: Option<u64>,
+    /// Its open-file limit (RLIMIT_NOFILE, the soft "Max open files"): where a descriptor leak
+    /// ends in EMFILE.
+    pub open_files: Option<u64>,
+    /// Its cgroup's task limit (`pids.max`, the tightest of its cgroup and their ancestors),
+    /// when one is set: threads count against it.
+    pub tasks: Option<u64>,
 }
 
 impl From<Option<u64>> for ProcessLimits {
@@ -229,7 +308,7 @@ impl From<Option<u64>> for ProcessLimits {
     fn from(memory: Option<u64>) -> Self {
         ProcessLimits {
             memory,
-            address_space: None,
+            ..ProcessLimits::default()
         }
     }
 }
@@ -286,6 +365,12 @@ pub struct NewSession {
     pub monotonic_offset_ns: Option<i64>,
     /// The recording machine's memory in bytes: the default limit leaks are projected against.
     pub mem_total: Option<u64>,
+    /// The machine's limit on threads (`kernel.threads-max`): what a thread leak runs into
+    /// without a cgroup limit, with `pid_max`.
+    pub threads_max: Option<u64>,
+    /// The machine's largest pid (`kernel.pid_max`): every thread takes one, so it bounds
+    /// threads too.
+    pub pid_max: Option<u64>,
 }
 
 /// What a recording could not record, kept with its session so an incomplete one says so.

@@ -20,6 +20,8 @@ fn new_session(start: i64) -> NewSession {
         start,
         monotonic_offset_ns: Some(42),
         mem_total: Some(16 << 30),
+        threads_max: Some(100_000),
+        pid_max: Some(4_194_304),
     }
 }
 
@@ -43,6 +45,8 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
             ProcessLimits {
                 memory: Some(1 << 30),
                 address_space: Some(4 << 30),
+                open_files: Some(1024),
+                tasks: Some(512),
             },
         )
         .unwrap();
@@ -63,6 +67,8 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
         brk_calls: Some(9),
         mapped_bytes: Some(u64::from(u32::MAX) * 4),
         unmapped_bytes: Some(11),
+        threads: Some(12),
+        fds: Some(13),
     };
     let partial = Metrics {
         vm_size: Some(4096),
@@ -120,6 +126,15 @@ fn a_session_round_trips_with_every_metric_and_absent_ones() {
         (procs[0].address_space_limit, procs[1].address_space_limit),
         (Some(4 << 30), None)
     );
+    assert_eq!(
+        (procs[0].open_files_limit, procs[1].open_files_limit),
+        (Some(1024), None)
+    );
+    assert_eq!(
+        (procs[0].tasks_limit, procs[1].tasks_limit),
+        (Some(512), None)
+    );
+    assert_eq!((s.threads_max, s.pid_max), (Some(100_000), Some(4_194_304)));
     assert_eq!(s.mem_total, Some(16 << 30));
     assert_eq!(procs[1].info.name, "beta");
     assert_eq!(procs[1].info.cmdline, "beta --exec");

@@ -30,8 +30,9 @@ cargo xtask run -- ARGS        set up, build and run memtools-user ARGS as root
                                (release; builds target/release/leak-sim too)
 cargo xtask test [ARGS]        set up, check formatting and lints, run every test
                                (ARGS go to `cargo test`, e.g. a test name filter)
-cargo xtask bench [WHICH]      recorder | faults | overhead [--rounds N] | analysis |
-                               gui | top | exporter | retention | all (default all)
+cargo xtask bench [WHICH]      recorder [counts] | faults | overhead [--rounds N] |
+                               analysis | gui | top | exporter | retention | all
+                               (default all)
 cargo xtask screenshot         the GUI on VLT revision 377208 in a real window under
                                Xvfb, into docs/screenshot-vlt-377208.png
 ";
@@ -122,9 +123,10 @@ fn test(args: &[String]) -> Result<()> {
     ]))?;
     sh(cargo().args(["test", "--workspace"]).args(args))?;
     if args.is_empty() {
-        // The labelled corpus with 400 fresh seeds per family, and the independent corpus with
-        // 200: too slow for a debug build, so they are ignored tests there and run here,
-        // optimised, with their tables printed.
+        // The labelled corpus with 400 fresh seeds per family, the independent corpus with
+        // 200 and the corpus of counts (threads, descriptors) with 400: too slow for a debug
+        // build, so they are ignored tests there and run here, optimised, with their tables
+        // printed.
         sh(cargo().args([
             "test",
             "--release",
@@ -134,6 +136,8 @@ fn test(args: &[String]) -> Result<()> {
             "analysis_corpus",
             "--test",
             "analysis_corpus_independent",
+            "--test",
+            "analysis_corpus_counts",
             "--",
             "--ignored",
             "--nocapture",

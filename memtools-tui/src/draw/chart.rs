@@ -153,6 +153,10 @@ fn evidence_lines(judged: Option<&Judged>, metric: Metric, t: &Theme) -> Vec<Lin
             LimitSource::RecordingMachine => "the recording machine's memory",
             LimitSource::ThisMachine => "this machine's memory",
             LimitSource::AddressSpace => "its address-space limit",
+            LimitSource::OpenFiles => "its open-file limit",
+            LimitSource::Tasks => "its cgroup's pids.max",
+            LimitSource::ThreadsMax => "the machine's threads-max",
+            LimitSource::PidMax => "the machine's pid_max",
             LimitSource::None => "nothing bounds it",
         };
         let window = (e.window_end - e.window_start) as f64 / NS_PER_SEC as f64;

@@ -39,6 +39,8 @@ pub fn session(start: TimeNs) -> NewSession {
         start,
         monotonic_offset_ns: None,
         mem_total: Some(2 * GIB),
+        threads_max: None,
+        pid_max: None,
     }
 }
 

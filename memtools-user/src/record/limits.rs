@@ -1,8 +1,10 @@
-//! The memory a process can grow into where it runs: its cgroup's limit.
+//! What a process can grow into where it runs: its cgroup's memory and task limits, its
+//! address-space and open-file limits, and the machine's thread limits.
 //!
-//! Read when a process is first seen and stored with it (the machine's memory is stored with
-//! the session, [`memtools::limits::machine_memory`]), so the analysis projects "time to limit"
-//! against the limit that applied where it ran, not on the machine that analyses it later.
+//! Read when a process is first seen and stored with it (the machine's memory and thread limits
+//! are stored with the session, [`memtools::limits::machine_memory`], [`threads_max`],
+//! [`pid_max`]), so the analysis projects "time to limit" against the limit that applied where
+//! it ran, not on the machine that analyses it later.
 
 use std::path::{Path, PathBuf};
 
@@ -27,20 +29,85 @@ pub fn address_space_limit(pid: u32) -> Option<u64> {
     parse_address_space(&std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?)
 }
 
+/// A process's address-space and open-file limits (RLIMIT_AS, RLIMIT_NOFILE), from one read
+/// of /proc/PID/limits.
+pub fn rlimits(pid: u32) -> (Option<u64>, Option<u64>) {
+    match std::fs::read_to_string(format!("/proc/{pid}/limits")) {
+        Ok(text) => (parse_address_space(&text), parse_open_files(&text)),
+        Err(_) => (None, None),
+    }
+}
+
 /// The soft address-space limit in bytes from the text of /proc/PID/limits.
 pub fn parse_address_space(limits: &str) -> Option<u64> {
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max address space"))?;
-    let soft = line["Max address space".len()..]
-        .split_whitespace()
-        .next()?;
+    soft_limit(limits, "Max address space")
+}
+
+/// The soft open-file limit (RLIMIT_NOFILE) from the text of /proc/PID/limits: the most
+/// descriptors the process may hold.
+pub fn parse_open_files(limits: &str) -> Option<u64> {
+    soft_limit(limits, "Max open files")
+}
+
+/// The soft limit of the line that starts with `name`; `None` when unlimited.
+fn soft_limit(limits: &str, name: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with(name))?;
+    let soft = line[name.len()..].split_whitespace().next()?;
     soft.parse().ok()
+}
+
+/// The tightest task limit (`pids.max`, cgroup v2 or v1's pids controller) of a process's
+/// cgroup and its ancestors: threads count against it. `None` when none is set (`max`).
+pub fn tasks_limit(pid: u32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    controller_files(
+        &cgroups,
+        Path::new("/sys/fs/cgroup"),
+        "pids",
+        "pids.max",
+        "pids.max",
+    )
+    .into_iter()
+    .filter_map(|f| std::fs::read_to_string(f).ok())
+    .filter_map(|v| v.trim().parse::<u64>().ok())
+    .min()
+}
+
+/// The machine's `kernel.threads-max`: the most threads it runs at once.
+pub fn threads_max() -> Option<u64> {
+    read_sysctl("/proc/sys/kernel/threads-max")
+}
+
+/// The machine's `kernel.pid_max`: every thread takes a pid, so it bounds threads too.
+pub fn pid_max() -> Option<u64> {
+    read_sysctl("/proc/sys/kernel/pid_max")
+}
+
+fn read_sysctl(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// The limit files that apply to a process, from the text of /proc/PID/cgroup: its own cgroup's
 /// and every ancestor's, for v2 (`0::/path`) and for v1's memory controller (`N:memory:/path`).
 pub fn cgroup_files(cgroups: &str, root: &Path) -> Vec<PathBuf> {
+    controller_files(
+        cgroups,
+        root,
+        "memory",
+        "memory.max",
+        "memory.limit_in_bytes",
+    )
+}
+
+/// [`cgroup_files`] for any controller: `v2_file` in v2's hierarchy, `v1_file` in v1's
+/// `controller` hierarchy.
+pub fn controller_files(
+    cgroups: &str,
+    root: &Path,
+    controller: &str,
+    v2_file: &str,
+    v1_file: &str,
+) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for line in cgroups.lines() {
         let mut parts = line.splitn(3, ':');
@@ -49,9 +116,9 @@ pub fn cgroup_files(cgroups: &str, root: &Path) -> Vec<PathBuf> {
             continue;
         };
         let (base, file) = if controllers.is_empty() {
-            (root.to_path_buf(), "memory.max")
-        } else if controllers.split(',').any(|c| c == "memory") {
-            (root.join("memory"), "memory.limit_in_bytes")
+            (root.to_path_buf(), v2_file)
+        } else if controllers.split(',').any(|c| c == controller) {
+            (root.join(controller), v1_file)
         } else {
             continue;
         };
@@ -105,6 +172,31 @@ mod tests {
         assert_eq!(parse_address_space("nothing"), None);
         // This process: unlimited here unless the test runner set one; either way it parses.
         let _ = address_space_limit(std::process::id());
+    }
+
+    #[test]
+    fn open_file_and_task_limits_are_read_where_they_are() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max open files            1024                 524288               files     \n\
+                    Max address space         unlimited            unlimited            bytes     \n";
+        assert_eq!(parse_open_files(text), Some(1024));
+        assert_eq!(parse_address_space(text), None);
+        // This process's, as getrlimit says.
+        let (soft, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(rlimits(std::process::id()).1, Some(soft));
+        let root = Path::new("/cg");
+        assert_eq!(
+            controller_files("8:pids:/ci\n0::/a\n", root, "pids", "pids.max", "pids.max"),
+            vec![
+                PathBuf::from("/cg/pids/ci/pids.max"),
+                PathBuf::from("/cg/pids/pids.max"),
+                PathBuf::from("/cg/a/pids.max"),
+                PathBuf::from("/cg/pids.max"),
+            ]
+        );
+        assert!(threads_max().unwrap() > 0);
+        assert!(pid_max().unwrap() > 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod command;
 pub mod ebpf;
+pub mod fds;
 pub mod limits;
 pub mod names;
 pub mod phases;

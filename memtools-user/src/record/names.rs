@@ -238,6 +238,7 @@ mod tests {
                 Event::Sample(k, _) => format!("sample {}", k.pid),
                 Event::Exited(k, _) => format!("exit {}", k.pid),
                 Event::PeakRss(k, peak) => format!("peak {} {peak}", k.pid),
+                Event::Sites { key, counts, .. } => format!("sites {} {}", key.pid, counts.len()),
             });
             Ok(())
         }

@@ -4,9 +4,10 @@
 //! alone is ~8 us). Each followed process keeps its files open and re-reads them with `pread`
 //! at offset 0, which makes the kernel regenerate them: no open/close, no path formatting, and
 //! no allocation in the steady state (the read buffers are shared and parsing works on bytes).
-//! Each tick reads only statm (~1 us); stat (page faults, name, state) and status (resident
-//! memory split into anon, file and shmem; swap; virtual size) are read when statm changed, and
-//! at least once a second.
+//! Each tick reads only statm (~1 us); stat (page faults, name, state), status (resident
+//! memory split into anon, file and shmem; swap; virtual size; threads) and the count of open
+//! descriptors (one `fstat` of the held /proc/PID/fd, see [`super::fds`]) are read when statm
+//! changed, and at least once a second.
 //!
 //! A held descriptor also pins the process it was opened for: once that process is gone the
 //! read fails with ESRCH, even if its pid has been reused, so a reused pid always shows up as a
@@ -20,6 +21,7 @@ use std::os::unix::fs::FileExt;
 
 use rustix::fs::{RawDir, SeekFrom};
 
+use super::fds::{FdCounting, FdDir};
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
 use memtools::model::{BackendKind, Metrics, ProcessInfo, ProcessKey, Sample, TimeNs};
 
@@ -82,7 +84,8 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat<'_>> {
     vsize_read.then_some(stat)
 }
 
-/// The memory figures of /proc/PID/status, in bytes; absent for kernel threads and zombies.
+/// The memory figures of /proc/PID/status, in bytes, and its thread count; the memory lines
+/// are absent for kernel threads and zombies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatusMemory {
     pub vm_size: Option<u64>,
@@ -90,10 +93,12 @@ pub struct StatusMemory {
     pub rss_file: Option<u64>,
     pub rss_shmem: Option<u64>,
     pub swap: Option<u64>,
+    /// `Threads:`, the kernel's `signal->nr_threads`.
+    pub threads: Option<u64>,
 }
 
-/// A sample's figures from status's memory lines and stat's page faults (both backends read
-/// them this way).
+/// A sample's figures from status's memory lines and thread count and stat's page faults (both
+/// backends read them this way).
 pub(crate) fn metrics_of(status: &StatusMemory, page_faults: u64) -> Metrics {
     Metrics {
         rss_anon: status.rss_anon,
@@ -102,30 +107,32 @@ pub(crate) fn metrics_of(status: &StatusMemory, page_faults: u64) -> Metrics {
         swap: status.swap,
         vm_size: status.vm_size,
         page_faults: Some(page_faults),
+        threads: status.threads,
         ..Metrics::default()
     }
 }
 
-/// Parses the `Vm*`/`Rss*` lines of /proc/PID/status (values in kB).
+/// Parses the `Vm*`/`Rss*` lines of /proc/PID/status (values in kB) and `Threads:`.
 pub fn parse_status(buf: &[u8]) -> StatusMemory {
     let mut m = StatusMemory::default();
     for line in buf.split(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        let slot = match &line[..colon] {
-            b"VmSize" => &mut m.vm_size,
-            b"RssAnon" => &mut m.rss_anon,
-            b"RssFile" => &mut m.rss_file,
-            b"RssShmem" => &mut m.rss_shmem,
-            b"VmSwap" => &mut m.swap,
+        let (slot, scale) = match &line[..colon] {
+            b"VmSize" => (&mut m.vm_size, 1024),
+            b"RssAnon" => (&mut m.rss_anon, 1024),
+            b"RssFile" => (&mut m.rss_file, 1024),
+            b"RssShmem" => (&mut m.rss_shmem, 1024),
+            b"VmSwap" => (&mut m.swap, 1024),
+            b"Threads" => (&mut m.threads, 1),
             _ => continue,
         };
         let value = line[colon + 1..]
             .split(|&b| b == b' ' || b == b'\t')
             .find(|f| !f.is_empty())
             .and_then(parse_u64);
-        *slot = value.map(|kb| kb * 1024);
+        *slot = value.map(|v| v * scale);
     }
     m
 }
@@ -163,11 +170,20 @@ pub(crate) fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
 /// page faults and names stay fresh for processes whose memory does not move.
 const REFRESH_EVERY_NS: i64 = 1_000_000_000;
 
+/// After a process's descriptor count changed, how long it is counted at every tick.
+const FDS_ACTIVE_NS: i64 = 1_000_000_000;
+
 /// The read buffers every process shares.
 struct Buffers {
     statm: Vec<u8>,
     stat: Vec<u8>,
     status: Vec<u8>,
+    /// For listing descriptors on kernels before 6.2.
+    fd_list: Vec<u8>,
+    fd_counting: FdCounting,
+    /// Whether descriptors are counted at all (`MEMTOOLS_NO_COUNTS=1` turns it off, for the
+    /// benchmarks that measure what counting costs).
+    count_fds: bool,
 }
 
 /// Parses the first three fields of /proc/PID/statm (size, resident, shared; in pages).
@@ -186,6 +202,11 @@ pub fn parse_statm(buf: &[u8]) -> Option<[u64; 3]> {
 /// statm is the cheap change detector (a third of the cost of stat, a tenth of status): while
 /// a process's virtual, resident and shared sizes stay the same, so do the figures stat and
 /// status would give, and the last ones are reported again without reading them.
+///
+/// Opening and closing descriptors changes none of statm: they are counted at each full read,
+/// and, while a process's count keeps changing, at every tick for a second after its last
+/// change ([`FDS_ACTIVE_NS`]), so a descriptor kept per test is seen test by test while an idle
+/// process costs nothing more per tick.
 fn sample_one(
     f: &mut Followed,
     bufs: &mut Buffers,
@@ -202,6 +223,13 @@ fn sample_one(
     };
     let now = clock.now();
     if statm == f.last_statm && now - f.last_full < REFRESH_EVERY_NS {
+        if now < f.fds_active_until {
+            let fds = f.count_fds(bufs);
+            if fds != f.last.fds {
+                f.last.fds = fds;
+                f.fds_active_until = now + FDS_ACTIVE_NS;
+            }
+        }
         let sample = Sample {
             time: now,
             metrics: f.last,
@@ -237,7 +265,12 @@ fn sample_one(
     if status.vm_size.is_none() {
         return Ok(false);
     }
+    let fds_before = f.last.fds;
     f.last = metrics_of(&status, stat.page_faults);
+    f.last.fds = f.count_fds(bufs);
+    if f.last.fds != fds_before {
+        f.fds_active_until = now + FDS_ACTIVE_NS;
+    }
     f.last_statm = statm;
     f.last_full = now;
     let sample = Sample {
@@ -268,6 +301,8 @@ struct Followed {
     statm: File,
     stat: File,
     status: File,
+    /// Its /proc/PID/fd, when we may look (not for another user's process without root).
+    fd_dir: Option<FdDir>,
     comm: [u8; 16],
     comm_len: usize,
     /// The command line's address at the last read of stat: it moves at exec.
@@ -276,6 +311,16 @@ struct Followed {
     last_statm: [u64; 3],
     last: Metrics,
     last_full: TimeNs,
+    /// Until when its descriptors are counted at every tick (they changed lately).
+    fds_active_until: TimeNs,
+}
+
+impl Followed {
+    fn count_fds(&self, bufs: &mut Buffers) -> Option<u64> {
+        self.fd_dir
+            .as_ref()
+            .and_then(|d| d.count(bufs.fd_counting, &mut bufs.fd_list))
+    }
 }
 
 /// A pid seen for the first time this tick, waiting to be followed or ignored.
@@ -337,6 +382,9 @@ impl Procfs {
                 statm: vec![0; 256],
                 stat: vec![0; 1024],
                 status: vec![0; 4096],
+                fd_list: Vec::with_capacity(4096),
+                fd_counting: FdCounting::here(),
+                count_fds: super::fds::counting_wanted(),
             },
             path: String::with_capacity(32),
             ns_per_tick: 1_000_000_000 / hz,
@@ -533,6 +581,11 @@ impl Procfs {
                 statm,
                 stat,
                 status,
+                fd_dir: if self.bufs.count_fds {
+                    FdDir::open(c.pid)
+                } else {
+                    None
+                },
                 comm,
                 comm_len,
                 arg_start,
@@ -540,6 +593,7 @@ impl Procfs {
                 last_statm: [0; 3],
                 last: Metrics::default(),
                 last_full: 0,
+                fds_active_until: 0,
             },
         );
         Ok(())
@@ -618,6 +672,7 @@ mod tests {
         assert_eq!(m.rss_file, Some(500 * 1024));
         assert_eq!(m.rss_shmem, Some(100 * 1024));
         assert_eq!(m.swap, Some(0));
+        assert_eq!(m.threads, Some(1));
         // A kernel thread or a zombie has no memory lines at all.
         assert_eq!(
             parse_status(b"Name:\tkworker/0:1\nState:\tI (idle)\n"),
@@ -663,5 +718,10 @@ mod tests {
         );
         assert!(sample.metrics.rss_anon.unwrap() > 0);
         assert!(sample.metrics.page_faults.unwrap() > 0);
+        // The test harness runs threads of its own; this one at least.
+        assert!(sample.metrics.threads.unwrap() >= 1);
+        let fds = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+        let got = sample.metrics.fds.unwrap();
+        assert!(got.abs_diff(fds) < 16, "{got} vs {fds}");
     }
 }

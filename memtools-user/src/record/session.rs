@@ -151,6 +151,8 @@ fn new_session(options: &RecordOptions, backend: &PreparedBackend, clock: &Clock
         start: clock.start_wall(),
         monotonic_offset_ns: Some(clock.start_wall() - monotonic_now_ns()),
         mem_total: limits::machine_memory(),
+        threads_max: limits::threads_max(),
+        pid_max: limits::pid_max(),
     }
 }
 
@@ -192,7 +194,7 @@ pub fn record(
     if options.interval < MIN_INTERVAL {
         return Err(RecordError::IntervalTooShort(options.interval));
     }
-    raise_fd_limit();
+    let users_open_files = raise_fd_limit();
     let signals = StopSignals::install()?;
     // Whatever can refuse does so before the command starts: privileges and the eBPF
     // programs, the store. A refusal starts nothing.
@@ -209,7 +211,10 @@ pub fn record(
     }
     let clock = Clock::start();
     let mut rec = Recording::new(store.begin_session(&new_session(options, &prepared, &clock))?);
-    let tree = matches!(options.target, Target::Command(_)).then(Tree::prepare);
+    let mut tree = matches!(options.target, Target::Command(_)).then(Tree::prepare);
+    if let (Some(t), Some(limit)) = (tree.as_mut(), users_open_files) {
+        t.keep_open_files_limit(limit);
+    }
     if let Some(t) = &tree {
         rec.writer.set_tree(&t.describe())?;
     }
@@ -369,12 +374,10 @@ fn monotonic_now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Following many processes holds two descriptors each: lift the soft limit to the hard one.
-fn raise_fd_limit() {
+/// Following many processes holds a few descriptors each: lift the soft limit to the hard one.
+/// Returns the limit as it was when it changed, for the recorded command to run under.
+fn raise_fd_limit() -> Option<(u64, u64)> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    (soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok()).then_some((soft, hard))
 }

@@ -199,9 +199,12 @@ impl Sink for Recording<'_> {
         match event {
             Event::Started(info) => {
                 if !self.processes.contains_key(&info.key) {
+                    let (address_space, open_files) = limits::rlimits(info.key.pid);
                     let limits = ProcessLimits {
                         memory: limits::cgroup_limit(info.key.pid),
-                        address_space: limits::address_space_limit(info.key.pid),
+                        address_space,
+                        open_files,
+                        tasks: limits::tasks_limit(info.key.pid),
                     };
                     if let Some(id) = self.write(|w| w.add_process(info, limits)) {
                         let tracked = Tracked {
@@ -220,7 +223,9 @@ impl Sink for Recording<'_> {
                         .write(|w| {
                             w.rename_process(id, name, cmdline)?;
                             // Limits are set just before an exec: read the new program's.
-                            w.set_address_space_limit(id, limits::address_space_limit(key.pid))
+                            let (address_space, open_files) = limits::rlimits(key.pid);
+                            w.set_address_space_limit(id, address_space)?;
+                            w.set_open_files_limit(id, open_files)
                         })
                         .is_some()
                     && let Some(p) = self.processes.get_mut(&key)

@@ -29,6 +29,10 @@ pub struct Tree {
     /// Why there is no cgroup, when there is none.
     why_not: String,
     recorder: u32,
+    /// The open-file limit the command gets: the one the recorder was started with, before it
+    /// raised its own to follow many processes (the command must run under the limit its
+    /// user gave it, or a descriptor leak would hit a different wall).
+    open_files: Option<(u64, u64)>,
 }
 
 /// The command's own cgroup.
@@ -211,13 +215,21 @@ impl Tree {
                 cgroup: Some(cgroup),
                 why_not: String::new(),
                 recorder,
+                open_files: None,
             },
             Err(why_not) => Tree {
                 cgroup: None,
                 why_not,
                 recorder,
+                open_files: None,
             },
         }
+    }
+
+    /// Gives the command this open-file limit (soft, hard): the recorder's own before it
+    /// raised it.
+    pub fn keep_open_files_limit(&mut self, limit: (u64, u64)) {
+        self.open_files = Some(limit);
     }
 
     /// How the tree is held, for the session record and the README's words.
@@ -263,13 +275,22 @@ impl Tree {
     pub fn configure(&self, cmd: &mut std::process::Command) {
         let procs = self.cgroup.as_ref().map(|c| c.procs.as_raw_fd());
         let parent = self.recorder as libc::pid_t;
+        let open_files = self.open_files.map(|(soft, hard)| libc::rlimit {
+            rlim_cur: soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        });
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // calls (write, prctl, getppid) on a descriptor opened before the fork; it allocates
-        // nothing.
+        // calls (write, setrlimit, prctl, getppid) on a descriptor opened before the fork; it
+        // allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(fd) = procs
                     && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(limit) = &open_files
+                    && libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0
                 {
                     return Err(io::Error::last_os_error());
                 }

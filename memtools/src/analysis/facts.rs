@@ -80,8 +80,9 @@ pub(super) fn few_samples(
         time_to_limit_s: None,
         limit_bytes: params.limit_bytes,
         lbr: None,
+        unit: params.unit,
     };
-    if let Some(k) = phased::kept(&c.t, &c.y, &ctx.phases) {
+    if let Some(k) = phased::kept(&c.t, &c.y, &ctx.phases, params.scale().resolution) {
         let (verdict, reason, evidence, votes) = verdict::decide_phases(
             &k,
             params,
@@ -96,7 +97,7 @@ pub(super) fn few_samples(
         a.reason = format!(
             "grew to {} in {} and exited: its peak, not a leak (too few samples to see \
              repeated steps; phases would show growth across tests)",
-            format::bytes(a.peak_bytes),
+            format::amount(a.peak_bytes, params.unit),
             format::duration(seconds(c.t[n - 1].saturating_sub(c.t[0])))
         );
         a.evidence = Some(evidence);
@@ -214,8 +215,9 @@ pub(super) fn decide(
         time_to_limit_s: None,
         limit_bytes: limit,
         lbr,
+        unit: params.unit,
     };
-    let kept = phased::kept(&c.t, &c.y, &ctx.phases);
+    let kept = phased::kept(&c.t, &c.y, &ctx.phases, params.scale().resolution);
     let facts = verdict::Facts {
         params,
         mid_s,
@@ -274,7 +276,7 @@ fn half_facts(envelope: &trend::Trend, half_y: &[f64], params: &Params) -> Half 
     let last_level = b.y[b.y.len() - 1];
     let env_ts_growth = envelope.growth();
     let raw_sigma = cpd::noise_sigma(half_y);
-    let min_step = params.cpd_min_step_bytes as f64;
+    let min_step = params.min_step();
     Half {
         first_level,
         last_level,
@@ -335,5 +337,6 @@ fn whole_growth(
         time_to_limit_s,
         limit_bytes: limit,
         lbr: None,
+        unit: params.unit,
     }
 }

@@ -2,6 +2,7 @@
 //! Pure functions, shared by the CLI's text report and the GUI.
 
 use super::verdict::Evidence;
+use crate::model::Unit;
 
 const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
 
@@ -27,6 +28,61 @@ pub fn bytes(b: f64) -> String {
 /// A rate in bytes per second: `1.3 MiB/s`.
 pub fn rate(bytes_per_s: f64) -> String {
     format!("{}/s", bytes(bytes_per_s))
+}
+
+/// A count as people write it: `4,810`, `12`; a fraction of one (an average) with one
+/// decimal: `0.5`, `2.5`.
+pub fn count(n: f64) -> String {
+    if !n.is_finite() {
+        return format!("{n}");
+    }
+    let sign = if n < 0.0 { "-" } else { "" };
+    let v = n.abs();
+    if v < 9.95 && (v - v.round()).abs() >= 0.05 {
+        return format!("{sign}{v:.1}");
+    }
+    let digits = format!("{:.0}", v.round());
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+/// An amount in its unit: bytes in binary units, counts as numbers.
+pub fn amount(v: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Bytes => bytes(v),
+        Unit::Count => count(v),
+    }
+}
+
+/// A rate in its unit: `1.3 MiB/s`; a count per second, minute or hour, whichever reads as a
+/// number of at least one, signed: `+9/s`, `+6/min`, `+2/h`.
+pub fn rate_in(per_s: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Bytes => rate(per_s),
+        Unit::Count => {
+            let sign = if per_s < 0.0 { "-" } else { "+" };
+            let v = per_s.abs();
+            let (value, per) = if v >= 0.95 || v == 0.0 || !v.is_finite() {
+                (v, "s")
+            } else if v * 60.0 >= 0.95 {
+                (v * 60.0, "min")
+            } else {
+                (v * 3600.0, "h")
+            };
+            let text = if value < 9.95 {
+                format!("{value:.1}")
+            } else {
+                count(value)
+            };
+            format!("{sign}{}/{per}", text.strip_suffix(".0").unwrap_or(&text))
+        }
+    }
 }
 
 fn three_digits(v: f64) -> String {
@@ -103,17 +159,34 @@ pub fn span(from: f64, to: f64) -> String {
     format!("{} -> {}", bytes(from), bytes(to))
 }
 
+/// [`span`] in a unit: counts as `12 -> 4,810`.
+pub fn span_in(from: f64, to: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Bytes => span(from, to),
+        Unit::Count => format!("{} -> {}", count(from), count(to)),
+    }
+}
+
 /// The evidence in one sentence, describing the whole growth: "grew 4.9 GiB over 6 min, 3.0
 /// -> 7.9 GiB, in 76 steps of 64 MiB; at this rate it reaches the 24 GiB limit in 50 min", or
 /// with phases "kept 3.0 MiB after each of 60 tests, 80 -> 260 MiB".
 pub fn describe(e: &Evidence) -> String {
-    let projection = match (e.limit_bytes, e.time_to_limit_s) {
-        (Some(limit), Some(s)) if s <= 0.0 => {
+    let unit = e.unit;
+    let projection = match (e.limit_bytes, e.time_to_limit_s, unit) {
+        (Some(limit), Some(s), Unit::Bytes) if s <= 0.0 => {
             format!("; already at the {} limit", bytes(limit as f64))
         }
-        (Some(limit), Some(s)) => format!(
+        (Some(limit), Some(s), Unit::Bytes) => format!(
             "; at this rate it reaches the {} limit in {}",
             bytes(limit as f64),
+            duration(s)
+        ),
+        (Some(limit), Some(s), Unit::Count) if s <= 0.0 => {
+            format!("; already at its limit of {}", count(limit as f64))
+        }
+        (Some(limit), Some(s), Unit::Count) => format!(
+            "; at this rate it reaches its limit of {} in {}",
+            count(limit as f64),
             duration(s)
         ),
         _ => String::new(),
@@ -121,12 +194,26 @@ pub fn describe(e: &Evidence) -> String {
     if let Some(t) = e.tests {
         return format!(
             "kept {} after each of {} tests, {}{projection}",
-            bytes(t.per_test_bytes),
+            amount(t.per_test_bytes, unit),
             t.count,
-            span(e.from_bytes, e.to_bytes)
+            span_in(e.from_bytes, e.to_bytes, unit)
         );
     }
     let over = super::resample::seconds(e.window_end.saturating_sub(e.window_start));
+    if unit == Unit::Count {
+        // "12 -> 4,810 over 9 min, +9/s": a count's growth reads best as where it went.
+        let how = match e.steps {
+            Some(s) if s.count > 1 && s.size_bytes >= 1.5 => {
+                format!("in {} steps of {}", s.count, count(s.size_bytes))
+            }
+            _ => rate_in(e.slope_bytes_per_s, unit),
+        };
+        return format!(
+            "{} over {}, {how}{projection}",
+            span_in(e.from_bytes, e.to_bytes, unit),
+            duration(over)
+        );
+    }
     let verb = if e.growth_bytes >= 0.0 {
         "grew"
     } else {
@@ -205,6 +292,7 @@ mod tests {
             time_to_limit_s: Some(3000.0),
             limit_bytes: Some(24 << 30),
             lbr: None,
+            unit: Unit::Bytes,
         };
         assert_eq!(
             describe(&e),
@@ -234,5 +322,80 @@ mod tests {
             describe(&e),
             "kept 3 MiB after each of 60 tests, 80 -> 260 MiB"
         );
+    }
+
+    #[test]
+    fn counts_read_as_numbers_and_their_growth_as_where_it_went() {
+        assert_eq!(count(4810.0), "4,810");
+        assert_eq!(count(12.0), "12");
+        assert_eq!(count(1_234_567.0), "1,234,567");
+        assert_eq!(count(0.5), "0.5");
+        assert_eq!(count(-3.0), "-3");
+        assert_eq!(amount(2.0 * 1048576.0, Unit::Bytes), "2 MiB");
+        assert_eq!(amount(5.0, Unit::Count), "5");
+        assert_eq!(rate_in(9.0, Unit::Count), "+9/s");
+        assert_eq!(rate_in(0.1, Unit::Count), "+6/min");
+        assert_eq!(rate_in(1.0 / 1800.0, Unit::Count), "+2/h");
+        assert_eq!(rate_in(-2.5, Unit::Count), "-2.5/s");
+        assert_eq!(span_in(12.0, 4810.0, Unit::Count), "12 -> 4,810");
+        let e = Evidence {
+            detector: Detector::Envelope,
+            slope_bytes_per_s: 4798.0 / 540.0,
+            r2: 0.99,
+            window_start: 0,
+            window_end: 540_000_000_000,
+            growth_bytes: 4798.0,
+            from_bytes: 12.0,
+            to_bytes: 4810.0,
+            steps: None,
+            tests: None,
+            time_to_limit_s: None,
+            limit_bytes: None,
+            lbr: None,
+            unit: Unit::Count,
+        };
+        assert_eq!(describe(&e), "12 -> 4,810 over 9 min, +8.9/s");
+        let e = Evidence {
+            slope_bytes_per_s: 9.0,
+            limit_bytes: Some(8192),
+            time_to_limit_s: Some(375.0),
+            ..e
+        };
+        assert_eq!(
+            describe(&e),
+            "12 -> 4,810 over 9 min, +9/s; at this rate it reaches its limit of 8,192 in 6 min 15 s"
+        );
+        // Steps of one are a rate; steps of a batch are said.
+        let e = Evidence {
+            steps: Some(Steps {
+                count: 30,
+                size_bytes: 1.0,
+            }),
+            time_to_limit_s: None,
+            ..e
+        };
+        assert!(describe(&e).ends_with("+9/s"), "{}", describe(&e));
+        let e = Evidence {
+            steps: Some(Steps {
+                count: 12,
+                size_bytes: 8.0,
+            }),
+            ..e
+        };
+        assert!(
+            describe(&e).ends_with("in 12 steps of 8"),
+            "{}",
+            describe(&e)
+        );
+        let e = Evidence {
+            tests: Some(TestsKept {
+                count: 59,
+                per_test_bytes: 1.0,
+            }),
+            from_bytes: 4.0,
+            to_bytes: 63.0,
+            ..e
+        };
+        assert_eq!(describe(&e), "kept 1 after each of 59 tests, 4 -> 63");
     }
 }

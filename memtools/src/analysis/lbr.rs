@@ -296,8 +296,11 @@ mod tests {
         // Windows that grew less than the minimum growth are passed over: 5 MB/s needs 41 points
         // (40 s) to grow 200 MB.
         let p200 = Params {
-            min_growth_bytes: 200_000_000,
-            min_growth_fraction: 0.0,
+            bytes: crate::analysis::Scale {
+                min_growth: 200_000_000.0,
+                min_growth_fraction: 0.0,
+                ..crate::analysis::Scale::BYTES
+            },
             ..p
         };
         let r = lbr(&grid(t.clone(), y.clone()), &p200).unwrap();

@@ -79,7 +79,7 @@ pub fn changes(floor: &Blocks, raw_sigma: f64, params: &Params) -> Cpd {
         &floor.t,
         &floor.y,
         floor.width_s,
-        params.cpd_min_step_bytes as f64,
+        params.min_step(),
         Some(raw_sigma),
     )
 }
@@ -147,7 +147,7 @@ pub fn steps(t: &[TimeNs], y: &[f64], growth: f64, params: &Params) -> Option<St
     }
     let values: Vec<f64> = lows.iter().map(|l| l.1).collect();
     let noise = cpd::noise_sigma(&values);
-    let least = (params.cpd_min_step_bytes as f64).max(8.0 * noise);
+    let least = params.min_step().max(8.0 * noise);
     let (mut adjacent, mut adjacent_rising) = (0usize, 0usize);
     let mut rises = Vec::new();
     for w in lows.windows(2) {

@@ -28,13 +28,15 @@ pub mod verdict;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_counts;
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::TimeNs;
 
 pub use self::life::Steps;
-pub use self::params::{Algo, GIB, MIB, Params};
+pub use self::params::{Algo, GIB, MIB, Params, Scale, Unit};
 pub use self::phased::PhaseSpan;
 pub use self::verdict::{Detector, Evidence, LbrEvidence, TestsKept, Verdict, Votes};
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::Unit;
+
 /// One gibibyte, for limits and tests.
 pub const GIB: u64 = 1 << 30;
 /// One mebibyte.
@@ -42,6 +44,49 @@ impl Algo {
     }
 }
 
+/// What counts as growth in one unit: the minimums a leak must pass and the resolution the
+/// pipeline measures at, in that unit (a count is not bytes: one more thread is a step, one
+/// more byte is noise).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Scale {
+    /// Growth of the lower envelope over the second half (or across tests) below this amount
+    /// is never a leak...
+    pub min_growth: f64,
+    /// ... nor below this fraction of the level where the growth began.
+    pub min_growth_fraction: f64,
+    /// Smallest step change-point segmentation pays for even on noise-free data (the penalty
+    /// is max(2 sigma^2 ln n, step^2), in the data's own units), and the smallest step a
+    /// staircase is counted in.
+    pub min_step: f64,
+    /// The smallest rise after one test that counts as the test keeping something.
+    pub resolution: f64,
+}
+
+impl Scale {
+    /// Memory: 2 MiB or 2 % of the level; steps from 1 MiB; a page kept after a test counts.
+    pub const BYTES: Scale = Scale {
+        min_growth: 2.0 * MIB as f64,
+        min_growth_fraction: 0.02,
+        min_step: MIB as f64,
+        resolution: 4096.0,
+    };
+    /// Counts: 5 more, or 1 % of the level (a process holding 2,000 descriptors leaks when it
+    /// keeps 20 more); a step of one is a step.
+    pub const COUNTS: Scale = Scale {
+        min_growth: 5.0,
+        min_growth_fraction: 0.01,
+        min_step: 1.0,
+        resolution: 1.0,
+    };
+}
+
+impl Default for Scale {
+    fn default() -> Self {
+        Scale::BYTES
+    }
+}
+
 /// Every knob of the pipeline. `Default` gives the documented defaults; a GUI or a JSON file may
 /// give only some fields (the others default).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,18 +118,18 @@ pub struct Params {
     /// nothing bounds the metric: no time to limit is claimed then. The default is a
     /// placeholder; callers should use [`Params::with_limit`].
     pub limit_bytes: Option<u64>,
-    /// Growth of the lower envelope over the second half below this many bytes is never a leak.
-    pub min_growth_bytes: u64,
-    /// ... nor below this fraction of the level at the middle of the run.
-    pub min_growth_fraction: f64,
+    /// What the history counts: chooses which of [`Params::bytes`] and [`Params::counts`]
+    /// applies, and how amounts are worded. `detect` sets it from the metric.
+    pub unit: Unit,
+    /// What counts as growth for memory.
+    pub bytes: Scale,
+    /// What counts as growth for threads and file descriptors.
+    pub counts: Scale,
     /// The lower envelope is this quantile of each block (0 = the minimum): low enough that a
     /// sawtooth shows its floor and spikes vanish, high enough that noise does not decide.
     pub envelope_quantile: f64,
     /// One-sided significance level of the Mann-Kendall tests.
     pub alpha: f64,
-    /// Smallest step (bytes) change-point segmentation pays for even on noise-free data: the
-    /// penalty is max(2 sigma^2 ln n, step^2), in the data's own units.
-    pub cpd_min_step_bytes: u64,
     /// A final regime longer than this fraction of the second half that grows less than the
     /// minimum growth is a plateau: the growth before it was a warm-up, not a leak.
     pub plateau_fraction: f64,
@@ -106,11 +151,11 @@ impl Default for Params {
             r2_threshold: 0.9,
             critical_time_s: 3600.0,
             limit_bytes: Some(16 * GIB),
-            min_growth_bytes: 2 * MIB,
-            min_growth_fraction: 0.02,
+            unit: Unit::Bytes,
+            bytes: Scale::BYTES,
+            counts: Scale::COUNTS,
             envelope_quantile: 0.1,
             alpha: 0.01,
-            cpd_min_step_bytes: MIB,
             plateau_fraction: 1.0 / 3.0,
             min_life_s: 30.0,
         }
@@ -203,12 +248,30 @@ impl Params {
                 "from 3 (one window) to 10,000,000 (the memory one segment may take)",
             );
         }
-        if !(self.min_growth_fraction.is_finite() && self.min_growth_fraction >= 0.0) {
-            return fail(
-                "min_growth_fraction",
-                self.min_growth_fraction.to_string(),
-                "a fraction of the level, 0 or more",
-            );
+        for (scale, name) in [(&self.bytes, "bytes"), (&self.counts, "counts")] {
+            if !(scale.min_growth_fraction.is_finite() && scale.min_growth_fraction >= 0.0) {
+                return fail(
+                    if name == "bytes" {
+                        "bytes.min_growth_fraction"
+                    } else {
+                        "counts.min_growth_fraction"
+                    },
+                    scale.min_growth_fraction.to_string(),
+                    "a fraction of the level, 0 or more",
+                );
+            }
+            let amounts = [scale.min_growth, scale.min_step, scale.resolution];
+            if amounts.iter().any(|a| !(a.is_finite() && *a >= 0.0)) {
+                return fail(
+                    if name == "bytes" {
+                        "bytes.min_growth"
+                    } else {
+                        "counts.min_growth"
+                    },
+                    format!("{amounts:?}"),
+                    "a minimum growth, step or resolution is an amount, 0 or more",
+                );
+            }
         }
         if !fraction(self.envelope_quantile) {
             return fail(
@@ -247,11 +310,36 @@ impl Params {
         }
     }
 
-    /// The minimum growth for a series whose level is `level` bytes.
+    /// The same parameters for a history of `unit`.
+    pub fn for_unit(&self, unit: Unit) -> Params {
+        Params {
+            unit,
+            ..self.clone()
+        }
+    }
+
+    /// What counts as growth in the history's unit.
+    pub fn scale(&self) -> &Scale {
+        match self.unit {
+            Unit::Bytes => &self.bytes,
+            Unit::Count => &self.counts,
+        }
+    }
+
+    /// The minimum growth for a series whose level is `level` (in its unit).
     pub fn min_growth_at(&self, level: f64) -> f64 {
-        let abs = self.min_growth_bytes as f64;
-        let rel = self.min_growth_fraction * level.abs();
-        if rel.is_finite() { abs.max(rel) } else { abs }
+        let s = self.scale();
+        let rel = s.min_growth_fraction * level.abs();
+        if rel.is_finite() {
+            s.min_growth.max(rel)
+        } else {
+            s.min_growth
+        }
+    }
+
+    /// The smallest step change points pay for, in the history's unit.
+    pub fn min_step(&self) -> f64 {
+        self.scale().min_step
     }
 }
 

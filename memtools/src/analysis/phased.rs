@@ -53,9 +53,10 @@ impl Kept {
     }
 }
 
-/// The memory kept after each test the history spans (see [`Kept::after`]). `None` with fewer
-/// than [`MIN_TESTS`] tests after the first. `t` sorted, in ns.
-pub fn kept(t: &[TimeNs], y: &[f64], phases: &[PhaseSpan]) -> Option<Kept> {
+/// The memory (or count) kept after each test the history spans (see [`Kept::after`]);
+/// `resolution` is the smallest rise after a test that counts as keeping something. `None`
+/// with fewer than [`MIN_TESTS`] tests after the first. `t` sorted, in ns.
+pub fn kept(t: &[TimeNs], y: &[f64], phases: &[PhaseSpan], resolution: f64) -> Option<Kept> {
     let (first, last) = (*t.first()?, *t.last()?);
     let mut ends: Vec<TimeNs> = phases
         .iter()
@@ -94,7 +95,7 @@ pub fn kept(t: &[TimeNs], y: &[f64], phases: &[PhaseSpan]) -> Option<Kept> {
     let growth = after[n - 1].1 - after[0].1;
     let mid = n / 2;
     let largest = steps.iter().copied().fold(0.0, f64::max);
-    let meaningful = ((growth - largest) / (4 * (n - 1)) as f64).max(4096.0);
+    let meaningful = ((growth - largest) / (4 * (n - 1)) as f64).max(resolution);
     Some(Kept {
         per_test: growth / (n - 1) as f64,
         growth,
@@ -180,7 +181,7 @@ mod tests {
     #[test]
     fn a_cache_keeping_memory_after_each_test_is_a_leak() {
         let (t, y, ph) = run(60, 10.0 * M, 3.0 * M);
-        let k = kept(&t, &y, &ph).unwrap();
+        let k = kept(&t, &y, &ph, 4096.0).unwrap();
         assert_eq!(k.tests(), 59);
         assert!((k.per_test - 3.0 * M).abs() < 1.0, "{}", k.per_test);
         assert_eq!(k.rises, 59);
@@ -190,7 +191,7 @@ mod tests {
         for v in &mut y[from..] {
             *v += 40.0 * M;
         }
-        let k = kept(&t, &y, &ph).unwrap();
+        let k = kept(&t, &y, &ph, 4096.0).unwrap();
         assert!(matches!(judge(&k, &Params::default()), Judgement::Leak));
         assert!(matches!(judge(&k, &Params::default()), Judgement::Leak));
     }
@@ -198,7 +199,7 @@ mod tests {
     #[test]
     fn a_buffer_released_after_each_test_is_not() {
         let (t, y, ph) = run(60, 500.0 * M, 0.0);
-        let k = kept(&t, &y, &ph).unwrap();
+        let k = kept(&t, &y, &ph, 4096.0).unwrap();
         assert_eq!(k.growth, 0.0);
         assert!(matches!(judge(&k, &Params::default()), Judgement::NoGrowth));
     }
@@ -211,7 +212,7 @@ mod tests {
         for v in &mut y[200..] {
             *v = v.min(cap);
         }
-        let k = kept(&t, &y, &ph).unwrap();
+        let k = kept(&t, &y, &ph, 4096.0).unwrap();
         assert!(matches!(judge(&k, &Params::default()), Judgement::Stopped));
     }
 
@@ -223,7 +224,7 @@ mod tests {
         for v in &mut y[from..] {
             *v += 30.0 * M;
         }
-        let k = kept(&t, &y, &ph).unwrap();
+        let k = kept(&t, &y, &ph, 4096.0).unwrap();
         assert_eq!(k.growth, 30.0 * M);
         assert!(matches!(judge(&k, &Params::default()), Judgement::Few));
     }
@@ -231,7 +232,7 @@ mod tests {
     #[test]
     fn too_few_tests_leave_it_to_the_shape() {
         let (t, y, ph) = run(5, 0.0, 3.0 * M);
-        assert!(kept(&t, &y, &ph).is_none());
-        assert!(kept(&t, &y, &[]).is_none());
+        assert!(kept(&t, &y, &ph, 4096.0).is_none());
+        assert!(kept(&t, &y, &[], 4096.0).is_none());
     }
 }

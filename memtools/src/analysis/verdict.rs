@@ -25,7 +25,7 @@ use crate::model::TimeNs;
 use super::cpd::{Cpd, Regime};
 use super::format;
 use super::life::Steps;
-use super::params::{Algo, Params};
+use super::params::{Algo, Params, Unit};
 use super::phased::{self, Judgement, Kept};
 use super::trend::{Blocks, Trend};
 
@@ -114,6 +114,10 @@ pub struct Evidence {
     pub limit_bytes: Option<u64>,
     /// The LBR window, whatever decided.
     pub lbr: Option<LbrEvidence>,
+    /// What the amounts count: bytes, or threads or descriptors (the `_bytes` names hold a
+    /// count then).
+    #[serde(default)]
+    pub unit: Unit,
 }
 
 /// Each detector's own opinion, shown whatever the algorithm (the GUI lists them).
@@ -203,10 +207,11 @@ fn veto(f: &Facts) -> Option<String> {
         if inner < f.min_growth {
             let first = f.life.floor.y.first().copied().unwrap_or(last.level);
             return Some(format!(
-                "grew {} in its first {} (start-up, or a cache filling to its size), then \
-                 flat for {}",
-                format::bytes((last.level - first).max(0.0)),
+                "grew {} in its first {} (start-up, or {} filling to its size), then flat \
+                 for {}",
+                format::amount((last.level - first).max(0.0), f.params.unit),
                 format::duration(last.start_s.max(0.0)),
+                filling(f.params.unit),
                 format::duration(f.end_s - last.start_s.max(0.0)),
             ));
         }
@@ -218,22 +223,39 @@ fn veto(f: &Facts) -> Option<String> {
         && regimes.iter().all(|r| is_flat(b, r, reference))
     {
         return Some(format!(
-            "its growth is one step of {}, not a steady rise (a working set built once)",
-            format::bytes(step)
+            "its growth is one step of {}, not a steady rise ({})",
+            format::amount(step, f.params.unit),
+            built_once(f.params.unit)
         ));
     }
     None
 }
 
+/// What fills to its size and stops: a cache of memory, a pool of threads or connections.
+fn filling(unit: Unit) -> &'static str {
+    match unit {
+        Unit::Bytes => "a cache",
+        Unit::Count => "a pool",
+    }
+}
+
+/// What is made once and kept: a working set of memory, a pool of threads or open files.
+fn built_once(unit: Unit) -> &'static str {
+    match unit {
+        Unit::Bytes => "a working set built once",
+        Unit::Count => "a pool or a set of files opened once",
+    }
+}
+
 /// Why a second half that did not grow enough is not a leak, in words.
 fn not_enough(f: &Facts) -> String {
-    let growth = format::bytes(f.env_growth.abs());
-    let min = format::bytes(f.min_growth);
+    let growth = format::amount(f.env_growth.abs(), f.params.unit);
+    let min = format::amount(f.min_growth, f.params.unit);
     if f.env_ts_growth >= f.min_growth {
         format!(
             "gave it back: the floor rose {} over the second half of its life but ends {} \
              (a leak keeps {min})",
-            format::bytes(f.env_ts_growth),
+            format::amount(f.env_ts_growth, f.params.unit),
             if f.env_growth < 0.0 {
                 format!("{growth} below where that half began")
             } else {
@@ -249,7 +271,7 @@ fn not_enough(f: &Facts) -> String {
         format!(
             "no growth: the floor changed by {} over the second half of its life (a leak \
              needs {min})",
-            format::bytes(f.env_growth)
+            format::amount(f.env_growth, f.params.unit)
         )
     }
 }
@@ -332,7 +354,7 @@ fn combined(
             format!(
                 "grew to {} in {} and exited: its peak, not a leak (one piece of work, no \
                  repeated steps; phases would show growth across tests)",
-                format::bytes(life.peak),
+                format::amount(life.peak, f.params.unit),
                 format::duration(life.span_s)
             ),
             f.life.growth,
@@ -375,7 +397,7 @@ fn combined(
         None => ok(format!(
             "the floor grew {} over the second half of its life, but not steadily \
              (Mann-Kendall p = {:.3})",
-            format::bytes(f.env_growth),
+            format::amount(f.env_growth, f.params.unit),
             f.envelope.mk.p_increase
         )),
     }
@@ -403,7 +425,7 @@ pub(super) fn decide_phases(
         phases: matches!(phased::judge(k, params), Judgement::Leak),
         ..votes
     };
-    let span = format::span(start, end);
+    let span = format::span_in(start, end, params.unit);
     match phased::judge(k, params) {
         Judgement::Leak => (Verdict::Leak, format::describe(&e), e, votes),
         Judgement::NoGrowth => (
@@ -418,9 +440,10 @@ pub(super) fn decide_phases(
         Judgement::Stopped => (
             Verdict::Ok,
             format!(
-                "kept {} over the first of {tests} tests after start-up, then stopped: a \
-                 cache filling to its size, not a leak ({span})",
-                format::bytes(k.growth - k.late_growth.max(0.0))
+                "kept {} over the first of {tests} tests after start-up, then stopped: {} \
+                 filling to its size, not a leak ({span})",
+                format::amount(k.growth - k.late_growth.max(0.0), params.unit),
+                filling(params.unit)
             ),
             e,
             votes,
@@ -429,11 +452,11 @@ pub(super) fn decide_phases(
             Verdict::Ok,
             format!(
                 "kept {} across {tests} tests after the first, but not test after test (the \
-                 most, {}, after one; {} of them kept some): a working set built once, not a \
-                 leak",
-                format::bytes(k.growth),
-                format::bytes(k.largest),
-                k.rises
+                 most, {}, after one; {} of them kept some): {}, not a leak",
+                format::amount(k.growth, params.unit),
+                format::amount(k.largest, params.unit),
+                k.rises,
+                built_once(params.unit)
             ),
             e,
             votes,

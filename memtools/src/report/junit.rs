@@ -8,6 +8,26 @@ use quick_xml::events::BytesText;
 
 use crate::analysis::Verdict;
 use crate::detect::SessionReport;
+use crate::model::Metric;
+
+/// The failure's type: what CI dashboards group by.
+fn failure_type(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Threads => "thread-leak",
+        Metric::Fds => "fd-leak",
+        _ => "memory-leak",
+    }
+}
+
+/// What leaks, for the failure's message: the metric's name alone (`rss`, as before) when it
+/// is the only one judged, else what it counts ("file descriptors").
+fn leak_name(metric: Metric, report: &SessionReport) -> &'static str {
+    if report.is_combined() {
+        metric.what()
+    } else {
+        metric.name()
+    }
+}
 
 /// Writes the report as a JUnit `<testsuites>` document with one `<testsuite>` per session.
 pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()> {
@@ -24,7 +44,7 @@ pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()>
     // A process that leaks and goes over its budget is one failing test case, with both said.
     let over_only = report
         .over_budget()
-        .filter(|r| r.analysis.verdict != Verdict::Leak)
+        .filter(|r| r.verdict() != Verdict::Leak)
         .count();
     let failures = (leaks + over_only + regressions.len()).to_string();
     let skipped = insufficient.to_string();
@@ -58,17 +78,22 @@ pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()>
                             ("classname", "memtools.leaks"),
                             ("name", name.as_str()),
                         ]);
-                        let leak = r.analysis.verdict == Verdict::Leak;
                         let mut failures: Vec<(String, &str, String)> = Vec::new();
-                        if leak {
+                        for (metric, a, _) in r.judged() {
+                            if a.verdict != Verdict::Leak {
+                                continue;
+                            }
+                            let why = if report.is_combined() {
+                                a.reason.clone()
+                            } else {
+                                r.explanation()
+                            };
                             failures.push((
-                                format!("{} leaks {}", p.name, report.metric),
-                                "memory-leak",
+                                format!("{} leaks {}", p.name, leak_name(metric, report)),
+                                failure_type(metric),
                                 format!(
-                                    "{}\npeak: {peak}\ncommand: {}\nsamples: {}",
-                                    r.explanation(),
-                                    p.cmdline,
-                                    r.analysis.samples
+                                    "{why}\npeak: {peak}\ncommand: {}\nsamples: {}",
+                                    p.cmdline, a.samples
                                 ),
                             ));
                         }
@@ -90,6 +115,15 @@ pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()>
                                         ("value", r.peak.to_string().as_str()),
                                     ])
                                     .write_empty()?;
+                                for m in &r.also {
+                                    let name = format!("peak_{}", m.metric.name());
+                                    w.create_element("property")
+                                        .with_attributes([
+                                            ("name", name.as_str()),
+                                            ("value", m.peak.to_string().as_str()),
+                                        ])
+                                        .write_empty()?;
+                                }
                                 Ok(())
                             })?;
                             for (message, kind, body) in &failures {
@@ -100,12 +134,12 @@ pub fn write(report: &SessionReport, out: &mut dyn Write) -> std::io::Result<()>
                                     ])
                                     .write_text_content(BytesText::new(body))?;
                             }
-                            if failures.is_empty() && r.analysis.verdict == Verdict::Insufficient {
+                            if failures.is_empty() && r.verdict() == Verdict::Insufficient {
                                 w.create_element("skipped")
                                     .with_attribute(("message", r.analysis.reason.as_str()))
                                     .write_empty()?;
                             }
-                            let out = format!("peak: {peak}\n{}", r.analysis.reason);
+                            let out = format!("peak: {peak}\n{}", r.explanation());
                             w.create_element("system-out")
                                 .write_text_content(BytesText::new(&out))?;
                             Ok(())

@@ -60,10 +60,12 @@ pub fn sparkline(a: &Analysis, width: usize) -> String {
         .collect()
 }
 
-/// A small SVG line plot of a history, with its first and peak values written on it.
+/// A small SVG line plot of a history (its first leaking metric's), with its first and peak
+/// values written on it.
 pub fn svg(r: &ProcessResult) -> String {
     let (w, h, pad) = (480.0, 120.0, 4.0);
-    let values = bucket_max(&points(&r.analysis), 240);
+    let (metric, analysis) = r.shown();
+    let values = bucket_max(&points(analysis), 240);
     let (lo, hi) = values
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
@@ -80,12 +82,14 @@ pub fn svg(r: &ProcessResult) -> String {
         };
         let _ = write!(path, "{}{x:.1},{y:.1} ", if i == 0 { "M" } else { "L" });
     }
+    let unit = metric.unit();
     let title = xml_escape(&format!(
-        "{} (pid {}): {} → {}",
+        "{} (pid {}): {} {} → {}",
         r.process.info.name,
         r.process.info.key.pid,
-        format::bytes(lo.max(0.0)),
-        format::bytes(hi.max(0.0))
+        metric.name(),
+        format::amount(lo.max(0.0), unit),
+        format::amount(hi.max(0.0), unit)
     ));
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\
@@ -150,16 +154,16 @@ pub fn render(
     );
     let _ = writeln!(
         out,
-        "{}, {} of memory, {} detector: {}, {ok} ok, {insufficient} insufficient.\n",
+        "{}, {} judged, {} detector: {}, {ok} ok, {insufficient} insufficient.\n",
         units::processes(report.processes.len() as u64),
-        report.metric,
+        report.metrics_words(),
         report.params.algo.name(),
         units::count(leaks as u64, "leak", "leaks"),
     );
     let leaking: Vec<&ProcessResult> = report
         .processes
         .iter()
-        .filter(|r| r.analysis.verdict == Verdict::Leak)
+        .filter(|r| r.verdict() == Verdict::Leak)
         .collect();
     if !leaking.is_empty() {
         let _ = writeln!(
@@ -173,7 +177,7 @@ pub fn render(
                 md_escape(&r.process.info.name),
                 r.process.info.key.pid,
                 md_escape(&super::verdicts::peak_words(r)),
-                sparkline(&r.analysis, 24),
+                sparkline(r.shown().1, 24),
                 md_escape(&r.explanation())
             );
         }
@@ -225,7 +229,7 @@ pub fn render(
     let rest: Vec<&ProcessResult> = report
         .processes
         .iter()
-        .filter(|r| r.analysis.verdict != Verdict::Leak)
+        .filter(|r| r.verdict() != Verdict::Leak)
         .collect();
     if !rest.is_empty() {
         let _ = writeln!(
@@ -242,7 +246,7 @@ pub fn render(
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} |",
-                r.analysis.verdict.name(),
+                r.verdict().name(),
                 md_escape(&r.process.info.name),
                 r.process.info.key.pid,
                 r.analysis.samples,

@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDateTime};
 use flate2::read::MultiGzDecoder;
 
 use crate::model::{
-    BackendKind, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, Sample, TimeNs,
+    BackendKind, Metric, Metrics, NS_PER_SEC, NewSession, ProcessInfo, ProcessKey, Sample, TimeNs,
 };
 use crate::store::{ForEachError, ImportBatch, ImportFailure, Store, StoreError};
 
@@ -107,6 +107,8 @@ fn import_into(batch: &mut ImportBatch<'_>, path: &Path) -> Result<i64, ImportEr
         start: 0,
         monotonic_offset_ns: None,
         mem_total: None,
+        threads_max: None,
+        pid_max: None,
     };
     batch
         .import(&session, |importer| parse(path, input, importer))
@@ -354,9 +356,16 @@ pub fn format_time(t: TimeNs) -> String {
         .unwrap_or_default()
 }
 
-/// Writes a session in memorytools' CSV format: virtual size per sample; samples without a
-/// virtual size (a backend that could not see it) are left out.
-pub fn export(store: &Store, session: i64, out: &mut dyn Write) -> Result<u64, ForEachError> {
+/// Writes a session in memorytools' CSV format: virtual size per sample (or `metric`, in the
+/// `Memory Usage` column, for other tools to plot); samples without it (a backend that could
+/// not see it) are left out.
+pub fn export(
+    store: &Store,
+    session: i64,
+    metric: Option<Metric>,
+    out: &mut dyn Write,
+) -> Result<u64, ForEachError> {
+    let metric = metric.unwrap_or(Metric::VmSize);
     // Python's csv module, which memorytools writes with, ends lines with CRLF.
     let mut csv = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
@@ -364,7 +373,7 @@ pub fn export(store: &Store, session: i64, out: &mut dyn Write) -> Result<u64, F
     csv.write_record(COLUMNS).map_err(io::Error::from)?;
     let mut rows = 0;
     store.for_each_sample(session, |p, s| {
-        if let Some(vm) = s.metrics.vm_size {
+        if let Some(vm) = s.metrics.get(metric) {
             csv.write_record([
                 p.info.key.pid.to_string().as_str(),
                 p.info.name.as_str(),

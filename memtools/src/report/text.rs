@@ -180,11 +180,15 @@ pub fn session_header(s: &SessionRow, metric: Metric) -> String {
     if let Some(tree) = &s.tree {
         out += &format!("  tree held by {tree}\n");
     }
+    let shown = if metric.is_bytes() {
+        format!("memory is {}", metric.name())
+    } else {
+        format!("{} per process ({})", metric.what(), metric.name())
+    };
     out += &format!(
-        "  {}, {}; memory is {}\n",
+        "  {}, {}; {shown}\n",
         units::processes(s.processes),
         units::samples(s.samples),
-        metric.name()
     );
     if let Some(lost) = lost_text(s.lost) {
         out += &format!("  incomplete: {lost}\n");

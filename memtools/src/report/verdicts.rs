@@ -8,6 +8,7 @@ use super::text::SessionJson;
 use crate::analysis::{Detector, Verdict, format};
 use crate::baseline::Comparison;
 use crate::detect::{Limit, LimitSource, ProcessResult, SessionReport};
+use crate::model::{Metric, Unit};
 use crate::units;
 
 /// Where a limit came from, in words.
@@ -18,24 +19,40 @@ pub fn source_words(s: LimitSource) -> &'static str {
         LimitSource::RecordingMachine => "recording machine's memory",
         LimitSource::ThisMachine => "this machine's memory (the session does not say)",
         LimitSource::AddressSpace => "address-space limit (RLIMIT_AS)",
+        LimitSource::OpenFiles => "open-file limit (RLIMIT_NOFILE)",
+        LimitSource::Tasks => "cgroup's pids.max",
+        LimitSource::ThreadsMax => "the machine's kernel.threads-max",
+        LimitSource::PidMax => "the machine's kernel.pid_max",
         LimitSource::None => "none: nothing bounds it, so no time to limit is claimed",
     }
 }
 
 /// A limit in words: "24 GiB (cgroup)", or "none: ...".
 pub fn limit_words(l: &Limit) -> String {
+    limit_words_in(l, Unit::Bytes)
+}
+
+/// A limit of a metric of `unit` in words: "24 GiB (cgroup)", "1,024 (open-file limit
+/// (RLIMIT_NOFILE))", or "none: ...".
+pub fn limit_words_in(l: &Limit, unit: Unit) -> String {
     match l.bytes {
-        Some(b) => format!("{} ({})", format::bytes(b as f64), source_words(l.source)),
+        Some(b) => format!(
+            "{} ({})",
+            format::amount(b as f64, unit),
+            source_words(l.source)
+        ),
         None => source_words(l.source).to_string(),
     }
 }
 
-/// A process's peak, and its budget when one applies: "4.1 GiB", "4.1 GiB > 2 GiB budget".
+/// A process's peak, and its budget when one applies: "4.1 GiB", "4.1 GiB > 2 GiB budget"
+/// (a count's: "48").
 pub fn peak_words(r: &ProcessResult) -> String {
-    let peak = format::bytes(r.peak as f64);
+    let unit = r.metric.unit();
+    let peak = format::amount(r.peak as f64, unit);
     match r.budget {
-        Some(b) if r.over_budget() => format!("{peak} > {} budget", format::bytes(b as f64)),
-        Some(b) => format!("{peak} (budget {})", format::bytes(b as f64)),
+        Some(b) if r.over_budget() => format!("{peak} > {} budget", format::amount(b as f64, unit)),
+        Some(b) => format!("{peak} (budget {})", format::amount(b as f64, unit)),
         None => peak,
     }
 }
@@ -48,7 +65,7 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
         "session {}: {}\n  {} of {}, {} detector\n  {}, {} ok, {} insufficient\n",
         s.id,
         s.what(),
-        report.metric,
+        report.metrics_words(),
         units::processes(report.processes.len() as u64),
         report.params.algo.name(),
         units::count(leaks as u64, "leak", "leaks"),
@@ -81,13 +98,13 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
         }
     }
     for r in &report.processes {
-        let verdict = match r.analysis.verdict {
+        let verdict = match r.verdict() {
             Verdict::Leak => "LEAK",
             Verdict::Ok => "ok",
             Verdict::Insufficient => "insufficient",
         };
         let mut cell = Cell::new(verdict);
-        if colour && r.analysis.verdict == Verdict::Leak {
+        if colour && r.verdict() == Verdict::Leak {
             cell = cell.fg(Color::Red);
         }
         let mut peak = Cell::new(peak_words(r));
@@ -105,13 +122,18 @@ pub fn text(report: &SessionReport, colour: bool) -> String {
     }
     out += &t.to_string();
     out.push('\n');
+    let unit = report.metric.unit();
     let limits: Vec<String> = {
         let mut seen: Vec<Limit> = report.processes.iter().map(|p| p.limit).collect();
         seen.sort_by_key(|l| (l.bytes, l.source as u8));
         seen.dedup();
-        seen.iter().map(limit_words).collect()
+        seen.iter().map(|l| limit_words_in(l, unit)).collect()
     };
-    out += &format!("  limit: {}\n", limits.join(", "));
+    if report.is_combined() {
+        out += &format!("  {} limit: {}\n", report.metric, limits.join(", "));
+    } else {
+        out += &format!("  limit: {}\n", limits.join(", "));
+    }
     if let Some(b) = &report.baseline {
         out += &baseline_text(b);
     }
@@ -147,7 +169,7 @@ struct ProcessJson<'a> {
     cmdline: &'a str,
     samples: usize,
     verdict: Verdict,
-    reason: &'a str,
+    reason: std::borrow::Cow<'a, str>,
     limit_bytes: Option<u64>,
     limit_source: LimitSource,
     peak_bytes: u64,
@@ -170,12 +192,108 @@ struct ProcessJson<'a> {
     grew_during: &'a [crate::detect::PhaseGrowth],
     /// For a leak recorded with `record --sites`, its top growth sites.
     sites: &'a [crate::sites::SiteSummary],
+    /// With `--metric all`: the metrics it leaks, and each metric's own verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaking: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One metric's verdict on a process, under `metrics` with `--metric all`: amounts in the
+/// metric's own unit.
+#[derive(Serialize)]
+struct MetricJson<'a> {
+    unit: Unit,
+    samples: usize,
+    verdict: Verdict,
+    reason: &'a str,
+    peak: u64,
+    limit: Option<u64>,
+    limit_source: LimitSource,
+    detector: Option<Detector>,
+    slope_per_s: Option<f64>,
+    r2: Option<f64>,
+    window_start_ns: Option<i64>,
+    window_end_ns: Option<i64>,
+    growth: Option<f64>,
+    from: Option<f64>,
+    to: Option<f64>,
+    steps: Option<crate::analysis::Steps>,
+    tests: Option<crate::analysis::TestsKept>,
+    time_to_limit_s: Option<f64>,
+    grew_during: &'a [crate::detect::PhaseGrowth],
+}
+
+fn metric_json<'a>(
+    metric: Metric,
+    a: &'a crate::analysis::Analysis,
+    limit: &Limit,
+    peak: u64,
+    grew_during: &'a [crate::detect::PhaseGrowth],
+) -> MetricJson<'a> {
+    let e = a.evidence;
+    MetricJson {
+        unit: metric.unit(),
+        samples: a.samples,
+        verdict: a.verdict,
+        reason: &a.reason,
+        peak,
+        limit: limit.bytes,
+        limit_source: limit.source,
+        detector: e.map(|e| e.detector),
+        slope_per_s: e.map(|e| e.slope_bytes_per_s),
+        r2: e.map(|e| e.r2),
+        window_start_ns: e.map(|e| e.window_start),
+        window_end_ns: e.map(|e| e.window_end),
+        growth: e.map(|e| e.growth_bytes),
+        from: e.map(|e| e.from_bytes),
+        to: e.map(|e| e.to_bytes),
+        steps: e.and_then(|e| e.steps),
+        tests: e.and_then(|e| e.tests),
+        time_to_limit_s: e.and_then(|e| e.time_to_limit_s),
+        grew_during,
+    }
+}
+
+/// Each metric's verdict on a process, by metric name (`--metric all`).
+fn metrics_json(
+    r: &ProcessResult,
+) -> serde_json::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut map = serde_json::Map::new();
+    map.insert(
+        r.metric.name().to_string(),
+        serde_json::to_value(metric_json(
+            r.metric,
+            &r.analysis,
+            &r.limit,
+            r.peak,
+            &r.grew_during,
+        ))?,
+    );
+    for m in &r.also {
+        map.insert(
+            m.metric.name().to_string(),
+            serde_json::to_value(metric_json(
+                m.metric,
+                &m.analysis,
+                &m.limit,
+                m.peak,
+                &m.grew_during,
+            ))?,
+        );
+    }
+    Ok(map)
 }
 
 #[derive(Serialize)]
 struct ReportJson<'a> {
     session: SessionJson<'a>,
+    /// The metric the per-process fields judge, or `all`.
     metric: &'static str,
+    /// What the report metric's amounts count: `bytes` or `count`.
+    unit: Unit,
+    /// Every metric judged.
+    metrics: Vec<&'static str>,
     params: serde_json::Value,
     leaks: usize,
     over_budget: usize,
@@ -209,21 +327,29 @@ fn params_used(report: &SessionReport) -> serde_json::Result<serde_json::Value> 
 }
 
 /// The JSON report: `session`, `metric`, `params`, `leaks`, `over_budget`, `budgets`, `phases`
-/// and `processes`, leaks first.
+/// and `processes`, leaks first. With `--metric all` each process's top-level fields are its
+/// verdict on memory, except `verdict` and `reason` (on every metric judged), and `leaking`
+/// and `metrics` hold each metric's own.
 pub fn json(report: &SessionReport) -> serde_json::Result<String> {
+    let combined = report.is_combined();
     let processes = report
         .processes
         .iter()
         .map(|r| {
             let e = r.analysis.evidence;
-            ProcessJson {
+            let reason = if combined {
+                std::borrow::Cow::Owned(r.explanation())
+            } else {
+                std::borrow::Cow::Borrowed(r.analysis.reason.as_str())
+            };
+            Ok(ProcessJson {
                 pid: r.process.info.key.pid,
                 start_time: r.process.info.key.start_time,
                 name: &r.process.info.name,
                 cmdline: &r.process.info.cmdline,
                 samples: r.analysis.samples,
-                verdict: r.analysis.verdict,
-                reason: &r.analysis.reason,
+                verdict: r.verdict(),
+                reason,
                 limit_bytes: r.limit.bytes,
                 limit_source: r.limit.source,
                 peak_bytes: r.peak,
@@ -243,12 +369,24 @@ pub fn json(report: &SessionReport) -> serde_json::Result<String> {
                 lbr: e.and_then(|e| e.lbr),
                 grew_during: &r.grew_during,
                 sites: &r.grew_in,
-            }
+                leaking: combined.then(|| r.leaking().map(Metric::name).collect()),
+                metrics: if combined {
+                    Some(metrics_json(r)?)
+                } else {
+                    None
+                },
+            })
         })
-        .collect();
+        .collect::<serde_json::Result<Vec<_>>>()?;
     serde_json::to_string_pretty(&ReportJson {
         session: SessionJson::of(&report.session),
-        metric: report.metric.name(),
+        metric: if combined {
+            "all"
+        } else {
+            report.metric.name()
+        },
+        unit: report.metric.unit(),
+        metrics: report.metrics.iter().map(|m| m.name()).collect(),
         params: params_used(report)?,
         leaks: report.counts().0,
         over_budget: report.over_budget().count(),

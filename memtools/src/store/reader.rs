@@ -40,6 +40,10 @@ pub struct SessionRow {
     /// How the recorded command's process tree was held: its cgroup, or the recorder as
     /// subreaper.
     pub tree: Option<String>,
+    /// The recording machine's `kernel.threads-max` and `kernel.pid_max`, when recorded: what
+    /// bounds a process's threads where no cgroup does.
+    pub threads_max: Option<u64>,
+    pub pid_max: Option<u64>,
 }
 
 /// How a session ended, as `sessions`, `show` and their JSON say it.
@@ -127,10 +131,14 @@ pub struct ProcessRow {
     pub peak_rss: Option<u64>,
     /// Its address-space limit (RLIMIT_AS), when one was set.
     pub address_space_limit: Option<u64>,
+    /// Its open-file limit (RLIMIT_NOFILE), when recorded.
+    pub open_files_limit: Option<u64>,
+    /// Its cgroup's task limit (`pids.max`), when one was set.
+    pub tasks_limit: Option<u64>,
 }
 
 /// The columns [`process_row`] reads, in order.
-pub(super) const PROCESS_COLUMNS: &str = "id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit, peak_rss";
+pub(super) const PROCESS_COLUMNS: &str = "id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit, peak_rss, open_files_limit, tasks_limit";
 
 /// The columns [`sample_row`] reads, in order: the time, then every stored metric.
 pub(super) fn sample_columns() -> String {
@@ -142,7 +150,7 @@ pub(super) fn sample_columns() -> String {
     cols
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.monotonic_offset_ns, s.cut_short, s.tree, s.processes_lost, s.events_lost";
+const SESSION_COLUMNS: &str = "s.id, s.host, s.kernel, s.backend, s.backend_reason, s.interval_ns, s.command, s.source, s.start_ns, s.end_ns, s.last_sample_ns, s.exit_status, s.exit_signal, (SELECT COUNT(*) FROM processes p WHERE p.session_id = s.id), s.sample_count, s.mem_total, s.monotonic_offset_ns, s.cut_short, s.tree, s.processes_lost, s.events_lost, s.threads_max, s.pid_max";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let code: Option<i32> = r.get(11)?;
@@ -172,6 +180,8 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
             processes: r.get::<_, i64>(19)? as u64,
             events: r.get::<_, i64>(20)? as u64,
         },
+        threads_max: r.get::<_, Option<i64>>(21)?.map(|m| m as u64),
+        pid_max: r.get::<_, Option<i64>>(22)?.map(|m| m as u64),
     })
 }
 
@@ -191,6 +201,8 @@ pub(super) fn process_row(r: &Row<'_>) -> rusqlite::Result<ProcessRow> {
         memory_limit: r.get::<_, Option<i64>>(7)?.map(|m| m as u64),
         address_space_limit: r.get::<_, Option<i64>>(8)?.map(|m| m as u64),
         peak_rss: r.get::<_, Option<i64>>(9)?.map(|m| m as u64),
+        open_files_limit: r.get::<_, Option<i64>>(10)?.map(|m| m as u64),
+        tasks_limit: r.get::<_, Option<i64>>(11)?.map(|m| m as u64),
     })
 }
 
@@ -209,6 +221,8 @@ pub(super) fn metric_sql(metric: Metric) -> &'static str {
         Metric::BrkCalls => "brk_calls",
         Metric::MappedBytes => "mapped_bytes",
         Metric::UnmappedBytes => "unmapped_bytes",
+        Metric::Threads => "threads",
+        Metric::Fds => "fds",
     }
 }
 
@@ -243,7 +257,7 @@ impl Store {
     pub fn processes(&self, session: i64) -> Result<Vec<ProcessRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit, peak_rss FROM processes WHERE session_id = ?1 ORDER BY id")
+            .prepare("SELECT id, pid, start_time, ppid, name, cmdline, exit_ns, memory_limit, address_space_limit, peak_rss, open_files_limit, tasks_limit FROM processes WHERE session_id = ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([session], process_row)
@@ -316,6 +330,18 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether a session recorded a metric at all (older recordings and imports have no
+    /// threads or descriptors): looks at the first few samples of each process, not all.
+    pub fn has_metric(&self, session: i64, metric: Metric) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM processes p WHERE p.session_id = ?1 AND EXISTS (SELECT 1 FROM (SELECT {m} AS v FROM samples WHERE process_id = p.id ORDER BY t_ns LIMIT 4) WHERE v IS NOT NULL))",
+            m = metric_sql(metric)
+        );
+        self.conn
+            .query_row(&sql, [session], |r| r.get::<_, bool>(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// Streams every sample of a session with all its metrics, process by process in time
     /// order, without holding the session in memory (for exports).
     pub fn for_each_sample(
@@ -326,7 +352,7 @@ impl Store {
         let processes = self.processes(session)?;
         let mut stmt = self
             .conn
-            .prepare("SELECT t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes FROM samples WHERE process_id = ?1 ORDER BY t_ns")
+            .prepare("SELECT t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes, threads, fds FROM samples WHERE process_id = ?1 ORDER BY t_ns")
             .map_err(|e| self.err(e))?;
         for p in &processes {
             let mut rows = stmt.query(params![p.id]).map_err(|e| self.err(e))?;

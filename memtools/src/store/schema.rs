@@ -166,6 +166,18 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN retain_ns INTEGER;
     CREATE INDEX processes_running ON processes(session_id) WHERE exit_ns IS NULL;
     "#,
+    // 10: the leaks that are not bytes: each sample's threads and open file descriptors, the
+    // limits they run into (a process's RLIMIT_NOFILE and its cgroup's pids.max; the machine's
+    // kernel.threads-max and pid_max), so a count's time to its limit is projected against
+    // what applied where it ran.
+    r#"
+    ALTER TABLE samples ADD COLUMN threads INTEGER;
+    ALTER TABLE samples ADD COLUMN fds INTEGER;
+    ALTER TABLE processes ADD COLUMN open_files_limit INTEGER;
+    ALTER TABLE processes ADD COLUMN tasks_limit INTEGER;
+    ALTER TABLE sessions ADD COLUMN threads_max INTEGER;
+    ALTER TABLE sessions ADD COLUMN pid_max INTEGER;
+    "#,
 ];
 
 /// Columns later migrations added, with what a reader of an older store (which it may not
@@ -192,6 +204,12 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "events_lost", "0"),
     ("processes", "peak_rss", "NULL"),
     ("sessions", "retain_ns", "NULL"),
+    ("samples", "threads", "NULL"),
+    ("samples", "fds", "NULL"),
+    ("processes", "open_files_limit", "NULL"),
+    ("processes", "tasks_limit", "NULL"),
+    ("sessions", "threads_max", "NULL"),
+    ("sessions", "pid_max", "NULL"),
 ];
 
 /// Tables later migrations added, made empty and temporary for a reader of an older store.

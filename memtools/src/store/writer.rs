@@ -11,9 +11,9 @@ use crate::model::{ExitStatus, Lost, NewSession, ProcessInfo, ProcessLimits, Sam
 /// one second that a killed recorder may lose.
 pub const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
-pub(super) const INSERT_SAMPLE: &str = "INSERT INTO samples (process_id, t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+pub(super) const INSERT_SAMPLE: &str = "INSERT INTO samples (process_id, t_ns, rss_anon, rss_file, rss_shmem, swap, vm_size, page_faults, mmap_calls, munmap_calls, brk_calls, mapped_bytes, unmapped_bytes, threads, fds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
-pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid, start_time, ppid, name, cmdline, memory_limit, address_space_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+pub(super) const INSERT_PROCESS: &str = "INSERT INTO processes (session_id, pid, start_time, ppid, name, cmdline, memory_limit, address_space_limit, open_files_limit, tasks_limit) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// Writes one session. Every write joins an open transaction that [`SessionWriter::flush_if_due`]
 /// commits; dropping the writer without [`SessionWriter::finish`] commits what it has and
@@ -81,7 +81,7 @@ impl Store {
 
 pub(super) fn insert_session(conn: &rusqlite::Connection, s: &NewSession) -> rusqlite::Result<i64> {
     conn.execute(
-        "INSERT INTO sessions (host, kernel, backend, backend_reason, interval_ns, command, source, start_ns, monotonic_offset_ns, mem_total) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO sessions (host, kernel, backend, backend_reason, interval_ns, command, source, start_ns, monotonic_offset_ns, mem_total, threads_max, pid_max) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             s.host,
             s.kernel,
@@ -92,7 +92,9 @@ pub(super) fn insert_session(conn: &rusqlite::Connection, s: &NewSession) -> rus
             s.source,
             s.start,
             s.monotonic_offset_ns,
-            s.mem_total.map(|m| m as i64)
+            s.mem_total.map(|m| m as i64),
+            s.threads_max.map(|m| m as i64),
+            s.pid_max.map(|m| m as i64)
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -113,7 +115,9 @@ pub(super) fn insert_process(
         p.name,
         p.cmdline,
         limits.memory.map(|m| m as i64),
-        limits.address_space.map(|m| m as i64)
+        limits.address_space.map(|m| m as i64),
+        limits.open_files.map(|m| m as i64),
+        limits.tasks.map(|m| m as i64)
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -139,7 +143,9 @@ pub(super) fn insert_sample(
         v(m.munmap_calls),
         v(m.brk_calls),
         v(m.mapped_bytes),
-        v(m.unmapped_bytes)
+        v(m.unmapped_bytes),
+        v(m.threads),
+        v(m.fds)
     ])?;
     Ok(())
 }
@@ -194,6 +200,22 @@ impl SessionWriter<'_> {
         self.store
             .conn
             .prepare_cached("UPDATE processes SET address_space_limit = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, limit.map(|l| l as i64)]))
+            .map_err(|e| self.store.err(e))?;
+        Ok(())
+    }
+
+    /// Records a process's open-file limit (RLIMIT_NOFILE) again, after an exec: `ulimit -n`
+    /// and `prlimit` set it just before one.
+    pub fn set_open_files_limit(
+        &mut self,
+        id: ProcessId,
+        limit: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.begin()?;
+        self.store
+            .conn
+            .prepare_cached("UPDATE processes SET open_files_limit = ?2 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id, limit.map(|l| l as i64)]))
             .map_err(|e| self.store.err(e))?;
         Ok(())

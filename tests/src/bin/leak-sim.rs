@@ -1,7 +1,10 @@
 //! leak-sim: a real process whose resident memory follows a chosen shape (linear leak,
-//! staircase, sawtooth, spike, flat, process tree, churn, pid reuse), for memtools' end-to-end
-//! tests to record and judge. `leak-sim --help` lists shapes and options.
+//! staircase, sawtooth, spike, flat, process tree, churn, pid reuse), or whose threads or open
+//! descriptors do (leaked, or a fixed pool), for memtools' end-to-end tests to record and
+//! judge. `leak-sim --help` lists shapes and options.
 
+#[path = "leak_sim/counts.rs"]
+mod counts;
 #[path = "leak_sim/mem.rs"]
 mod mem;
 #[path = "leak_sim/opts.rs"]
@@ -60,6 +63,12 @@ fn run() -> Result<u8> {
         Shape::Reuse => {
             procs::reuse(&o)?;
             Vec::new()
+        }
+        Shape::Threads | Shape::Fds => {
+            let held = counts::run(&o)?;
+            mem::sleep(o.hold);
+            drop(held);
+            return Ok(o.exit_code);
         }
     };
     mem::sleep(o.hold);

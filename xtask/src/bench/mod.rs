@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the measurements behind the README's figures, one module each.
 //!
-//! - `recorder`: the recorder's own CPU time following 1 to 500 processes, and `--all`.
+//! - `recorder`: the recorder's own CPU time following 1 to 500 processes, and `--all`; and
+//!   with `counts`, only what counting threads and descriptors adds to it.
 //! - `faults`: a page-fault-heavy workload with each backend recording it.
 //! - `overhead`: what recording costs five kinds of workload, recorded or running beside a
 //!   recording, with each recorder and with the tools a user would pick instead; and what
@@ -13,6 +14,7 @@
 //! machine is shared, and a change in its load then spreads over every configuration instead
 //! of skewing one.
 
+mod counts;
 mod faults;
 mod fleet;
 mod overhead;
@@ -37,7 +39,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         procs::adopt_orphans()?;
     }
     let result = match which {
-        "recorder" => recorder::recorder(),
+        "recorder" => recorder::recorder(rest),
         "faults" => faults::faults(),
         "overhead" => overhead::overhead(rest),
         "analysis" => analysis(),
@@ -50,7 +52,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         "__malloc" => workers::malloc(rest),
         "__timed" => workers::timed(rest),
         "all" => {
-            recorder::recorder()?;
+            recorder::recorder(&[])?;
             faults::faults()?;
             overhead::overhead(&[])?;
             analysis()?;

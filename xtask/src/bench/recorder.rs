@@ -1,7 +1,8 @@
 //! `cargo xtask bench recorder`: CPU time the recorder spends per second of recording while
 //! it follows 1, 50 and 500 processes at 100 ms and 10 ms, with each backend, store bytes per
 //! sample, the same polling done the way memorytools does it (psutil `process_iter()` +
-//! `memory_info()`) for comparison; and `--all` on a machine with 5,000 more processes at 1 s.
+//! `memory_info()`) for comparison; `--all` on a machine with 5,000 more processes at 1 s; and
+//! what counting threads and descriptors costs (counts.rs).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -72,7 +73,7 @@ fn main_thread_cpu(pid: u32) -> Option<f64> {
 
 /// As [`cpu_seconds`], and with `Some((warm_up, window))` also the CPU seconds its main
 /// thread spent in `window` after `warm_up`: the steady state, without the one-time start.
-fn cpu_seconds_steady(
+pub(super) fn cpu_seconds_steady(
     cmd: &mut Command,
     steady: Option<(Duration, Duration)>,
 ) -> Result<(f64, Option<f64>, String)> {
@@ -129,10 +130,20 @@ struct Row {
 }
 
 /// The whole benchmark; the tables go to stdout and target/bench/recorder.md.
-pub fn recorder() -> Result<()> {
+///
+/// `cargo xtask bench recorder counts` runs only the last part, what counting threads and
+/// descriptors costs ([`super::counts`]).
+pub fn recorder(args: &[String]) -> Result<()> {
     let (user, sim) = build_release()?;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
+    if args.first().is_some_and(|a| a == "counts") {
+        let table = super::counts::counts(&user, &sim, &dir)?;
+        let out = dir.join("recorder-counts.md");
+        std::fs::write(&out, &table)?;
+        eprintln!("xtask: wrote {}", out.display());
+        return Ok(());
+    }
     let psutil = Command::new("python3")
         .args(["-c", "import psutil"])
         .output()
@@ -201,6 +212,7 @@ pub fn recorder() -> Result<()> {
     }
     let mut table = markdown(&rows);
     table += &all_processes(&user, &dir)?;
+    table += &super::counts::counts(&user, &sim, &dir)?;
     println!("{table}");
     let out = dir.join("recorder.md");
     std::fs::write(&out, &table)?;
@@ -265,7 +277,7 @@ fn all_processes(user: &Path, dir: &Path) -> Result<String> {
 }
 
 /// `memtools-user record` of these pids with one backend (a zero duration: start and stop).
-fn record_cmd(
+pub(super) fn record_cmd(
     user: &Path,
     store: &Path,
     backend: &str,

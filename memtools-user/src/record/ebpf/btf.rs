@@ -49,6 +49,12 @@ pub struct KernelLayout {
     /// `offsetof(struct signal_struct, live)` and `maxrss`.
     pub signal_live_offset: u32,
     pub signal_maxrss_offset: u32,
+    /// `offsetof(struct signal_struct, nr_threads)`, `offsetof(struct task_struct, files)`
+    /// and `offsetof(struct files_struct, next_fd)`: a process's threads and where its next
+    /// descriptor goes, whose moves queue it to be read.
+    pub signal_nr_threads_offset: u32,
+    pub task_files_offset: u32,
+    pub files_next_fd_offset: u32,
     /// Where a system call's number and arguments sit in `struct pt_regs`, on the
     /// architectures the kernel side knows (x86-64, arm64); None elsewhere.
     pub syscall_regs: Option<SyscallRegs>,
@@ -115,6 +121,7 @@ impl KernelLayout {
         let mm = btf.struct_named("mm_struct")?;
         let task = btf.struct_named("task_struct")?;
         let signal = btf.struct_named("signal_struct")?;
+        let files = btf.struct_named("files_struct")?;
         let offset = |id: u32, name: &str| btf.member(id, name).map(|(o, _)| o);
         Ok(KernelLayout {
             rss_count_offset: offset(mm, "rss_stat")? + count,
@@ -130,6 +137,9 @@ impl KernelLayout {
             task_signal_offset: offset(task, "signal")?,
             signal_live_offset: offset(signal, "live")?,
             signal_maxrss_offset: offset(signal, "maxrss")?,
+            signal_nr_threads_offset: offset(signal, "nr_threads")?,
+            task_files_offset: offset(task, "files")?,
+            files_next_fd_offset: offset(files, "next_fd")?,
             syscall_regs: syscall_regs(&btf),
         })
     }
@@ -379,9 +389,10 @@ mod tests {
     /// 1 long; 2 struct percpu_counter { lock; count @8 }; 3 percpu_counter[4]; 4 an
     /// anonymous struct { x; rss_stat @16; hiwater_rss @112; total_vm @120; brk @128 }; 5
     /// mm_struct {
-    /// pad; <anonymous> @64 }; 6 signal_struct { a; live @8; maxrss @24 }; 7 task_struct { a;
-    /// mm @16; pid @24; tgid @28; start_boottime @32; real_parent @40; signal @48 };
-    /// 8 pt_regs { di @0; si @8; dx @16; orig_ax @24 }.
+    /// pad; <anonymous> @64 }; 6 signal_struct { a; live @8; nr_threads @16; maxrss @24 };
+    /// 7 task_struct { a; mm @16; pid @24; tgid @28; start_boottime @32; real_parent @40;
+    /// signal @48; files @56 }; 8 pt_regs { di @0; si @8; dx @16; orig_ax @24 }; 9
+    /// files_struct { a; next_fd @12 }.
     fn sample_btf() -> Vec<u8> {
         let mut b = Blob::new();
         b.int("long");
@@ -402,11 +413,16 @@ mod tests {
         b.strukt(
             "signal_struct",
             32,
-            &[("a", 1, 0), ("live", 1, 64), ("maxrss", 1, 192)],
+            &[
+                ("a", 1, 0),
+                ("live", 1, 64),
+                ("nr_threads", 1, 128),
+                ("maxrss", 1, 192),
+            ],
         );
         b.strukt(
             "task_struct",
-            56,
+            64,
             &[
                 ("a", 1, 0),
                 ("mm", 1, 128),
@@ -415,6 +431,7 @@ mod tests {
                 ("start_boottime", 1, 256),
                 ("real_parent", 1, 320),
                 ("signal", 1, 384),
+                ("files", 1, 448),
             ],
         );
         b.strukt(
@@ -427,6 +444,7 @@ mod tests {
                 ("orig_ax", 1, 192),
             ],
         );
+        b.strukt("files_struct", 16, &[("a", 1, 0), ("next_fd", 1, 96)]);
         b.bytes()
     }
 
@@ -450,6 +468,9 @@ mod tests {
                 task_signal_offset: 48,
                 signal_live_offset: 8,
                 signal_maxrss_offset: 24,
+                signal_nr_threads_offset: 16,
+                task_files_offset: 56,
+                files_next_fd_offset: 12,
                 syscall_regs: if std::env::consts::ARCH == "x86_64" {
                     Some(SyscallRegs {
                         nr: 24,
@@ -504,8 +525,13 @@ mod tests {
             layout.mm_total_vm_offset,
             layout.mm_brk_offset,
             layout.signal_maxrss_offset,
+            layout.task_files_offset,
         ] {
             assert!(offset > 0 && offset % 8 == 0, "{layout:?}");
+        }
+        // Two ints, 4-aligned, past the first fields.
+        for offset in [layout.signal_nr_threads_offset, layout.files_next_fd_offset] {
+            assert!(offset > 0 && offset % 4 == 0, "{layout:?}");
         }
         // pid and tgid are neighbours.
         assert_eq!(layout.task_tgid_offset, layout.task_pid_offset + 4);

@@ -18,8 +18,13 @@
 //! - mmap/munmap/brk calls and the bytes they mapped are counted in the kernel.
 //! - Only the processes queued as changed are read, from /proc/PID/status and stat held open:
 //!   the exact figures (the kernel's own counters lag by what each CPU has not folded in),
-//!   page faults included. Unchanged processes are written again every 10 s, unread (readers
-//!   hold a value until the next sample, so this only bounds a cut-short recording).
+//!   page faults and threads included, and their open descriptors counted (one `fstat` of
+//!   /proc/PID/fd held open). A new or ended thread queues its process (the lifecycle hooks),
+//!   and so does a move of its thread count or of its descriptor table's next free slot, seen
+//!   by the timer and the scan; a process whose counts moved is read at every poll for a
+//!   second after, so a leak of one per test is recorded test by test. Unchanged processes
+//!   are written again every 10 s, unread (readers hold a value until the next sample, so this
+//!   only bounds a cut-short recording).
 //! - What the kernel side could not do (a full map, a full queue) is counted and reported as
 //!   the session's losses; a process whose fork event was lost is picked up from its changes
 //!   or its exit.
@@ -39,6 +44,7 @@ use std::time::Duration;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use memtools_common::{EPOCH_INDEX, LifeEvent, ProcStats, counter, life};
 
+use super::fds::{FdCounting, counting_wanted};
 use super::procfs::{parse_stat, read_cmdline};
 use super::{Backend, Clock, Event, RecordError, Scope, Sink};
 use attach::{Links, SyscallHooks};
@@ -82,8 +88,11 @@ pub struct Ebpf {
     /// each CPU may hold back before folding it in. A peak must beat the samples around it
     /// by more than this to be written.
     counter_slack: u64,
-    /// Read buffers for stat and status, shared by every process.
-    bufs: [Vec<u8>; 2],
+    /// Read buffers for stat, status and (kernels before 6.2) the descriptor listing, shared by
+    /// every process.
+    bufs: [Vec<u8>; 3],
+    /// How descriptors are counted here; `None`: not at all (`MEMTOOLS_NO_COUNTS=1`).
+    fd_counting: Option<FdCounting>,
     /// What the kernel side could not do, as last read.
     lost: Lost,
     dirty_lost_seen: u64,
@@ -192,7 +201,12 @@ impl Ebpf {
             initial: Vec::new(),
             ns_per_tick: 1_000_000_000 / if hz > 0 { hz as u64 } else { 100 },
             counter_slack: counter_slack(page),
-            bufs: [Vec::with_capacity(512), Vec::with_capacity(2048)],
+            bufs: [
+                Vec::with_capacity(512),
+                Vec::with_capacity(2048),
+                Vec::new(),
+            ],
+            fd_counting: counting_wanted().then(FdCounting::here),
             lost: Lost::default(),
             dirty_lost_seen: 0,
             last_drop_report: 0,

@@ -3,9 +3,12 @@
 
 use std::fs::File;
 
-use memtools_common::{LifeEvent, MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM, MEMBER_SWAP, MEMBERS};
+use memtools_common::{
+    LifeEvent, MEMBER_ANON, MEMBER_FILE, MEMBER_SHMEM, MEMBER_SWAP, MEMBERS, ProcStats,
+};
 
 use super::Ebpf;
+use crate::record::fds::{FdCounting, FdDir};
 use crate::record::procfs::{metrics_of, parse_stat, parse_status, read_cmdline, read_whole};
 use crate::record::{Event, RecordError, Sink};
 use memtools::model::{Metrics, NS_PER_SEC, ProcessInfo, ProcessKey, Sample, TimeNs};
@@ -17,6 +20,11 @@ pub(super) const KEEPALIVE_NS: i64 = 10 * NS_PER_SEC;
 /// How often every followed process is looked at for its keepalive; in between, only the
 /// ones the kernel queued are, so an idle process costs nothing per interval.
 pub(super) const SWEEP_NS: i64 = NS_PER_SEC;
+
+/// After a process's threads or descriptors moved, how long it is read at every poll (like
+/// the /proc backend's descriptors): the kernel queues the first move; those that follow
+/// within a second are read as they come, and an idle process is not read at all.
+const COUNTS_ACTIVE_NS: i64 = NS_PER_SEC;
 
 /// PF_KTHREAD in /proc/PID/stat's flags.
 pub(super) const PF_KTHREAD: u64 = 0x0020_0000;
@@ -38,6 +46,8 @@ pub(super) struct Proc {
     /// queues is a call that maps memory, before the process touches it; reading on until
     /// the figures hold still records where the growth ends, which no hook sees.
     pub(super) follow_up: bool,
+    /// Until when it is read at every poll because its threads or descriptors moved.
+    counts_active_until: TimeNs,
 }
 
 impl Proc {
@@ -47,29 +57,37 @@ impl Proc {
     }
 }
 
-/// A process's stat (page faults, state) and status (memory by kind, virtual size).
+/// A process's stat (page faults, state), status (memory by kind, virtual size, threads) and
+/// descriptor directory (its size is the count, see `record::fds`).
 struct ProcFiles {
     stat: File,
     status: File,
+    /// None when descriptors are not counted, or not ours to look at.
+    fd_dir: Option<FdDir>,
 }
 
 impl ProcFiles {
-    fn open(pid: u32) -> Option<ProcFiles> {
+    fn open(pid: u32, count_fds: bool) -> Option<ProcFiles> {
         Some(ProcFiles {
             stat: File::open(format!("/proc/{pid}/stat")).ok()?,
             status: File::open(format!("/proc/{pid}/status")).ok()?,
+            fd_dir: if count_fds { FdDir::open(pid) } else { None },
         })
     }
 
     /// The process's figures now; None once it has exited (a zombie has no memory left).
-    fn read(&self, bufs: &mut [Vec<u8>; 2]) -> Option<Metrics> {
-        let [stat_buf, status_buf] = bufs;
+    fn read(&self, bufs: &mut [Vec<u8>; 3], fd_counting: Option<FdCounting>) -> Option<Metrics> {
+        let [stat_buf, status_buf, fd_buf] = bufs;
         let len = read_whole(&self.stat, stat_buf).ok()?;
         let stat = parse_stat(&stat_buf[..len]).filter(|s| s.state != b'Z' && s.state != b'X')?;
         let len = read_whole(&self.status, status_buf).ok()?;
         let status = parse_status(&status_buf[..len]);
         status.vm_size?;
-        Some(metrics_of(&status, stat.page_faults))
+        let mut metrics = metrics_of(&status, stat.page_faults);
+        if let (Some(dir), Some(how)) = (&self.fd_dir, fd_counting) {
+            metrics.fds = dir.count(how, fd_buf);
+        }
+        Some(metrics)
     }
 }
 
@@ -180,7 +198,7 @@ impl Ebpf {
         sink.event(Event::Started(&info))?;
         let proc = Proc {
             key,
-            files: ProcFiles::open(pid),
+            files: ProcFiles::open(pid, self.fd_counting.is_some()),
             last: Metrics::default(),
             last_time: 0,
             last_peak: 0,
@@ -188,6 +206,7 @@ impl Ebpf {
             // is written from its exit event, which carries its last counters.
             dirty: true,
             follow_up: false,
+            counts_active_until: 0,
         };
         self.procs.insert(pid, proc);
         self.queued.push(pid);
@@ -262,6 +281,7 @@ impl Ebpf {
         sink: &mut dyn Sink,
     ) -> Result<bool, RecordError> {
         let (has_syscalls, slack) = (self.has_syscalls(), self.counter_slack);
+        let fd_counting = self.fd_counting;
         let events_lost = self.life_lost_seen > 0;
         let Some(p) = self.procs.get_mut(&pid) else {
             return Ok(true);
@@ -294,6 +314,13 @@ impl Ebpf {
             swap: Some(rss[MEMBER_SWAP]),
             ..*base
         };
+        // The thread count the kernel side last saw, for a process /proc never gave one of.
+        let kernel_threads = |s: &ProcStats, m: &mut Metrics| {
+            if m.threads.is_none() && s.threads > 0 {
+                m.threads = Some(u64::from(s.threads));
+            }
+        };
+        let mut moved = false;
         let mut alive = true;
         let mut metrics = p.last;
         if let Some(e) = exit {
@@ -302,11 +329,25 @@ impl Ebpf {
             if e.vm_size > 0 {
                 metrics.vm_size = Some(e.vm_size);
             }
+            // Its threads and descriptors as last read while it ran (a process tearing down
+            // closes its descriptors; that is not a release), or the kernel's count.
+            kernel_threads(&e.stats, &mut metrics);
         } else if dirty || follow_up || events_lost {
             // Changed (or, with exit events lost, possibly gone: a failed read says so).
-            match p.files.as_ref().and_then(|f| f.read(&mut self.bufs)) {
+            match p
+                .files
+                .as_ref()
+                .and_then(|f| f.read(&mut self.bufs, fd_counting))
+            {
                 Some(m) => {
-                    p.follow_up = memory_moved(&m, &p.last);
+                    // Threads and descriptors change without any memory call the kernel
+                    // queues: once they move, the process is read at every poll for a while.
+                    if p.last_time != 0 && (m.threads, m.fds) != (p.last.threads, p.last.fds) {
+                        p.counts_active_until = now + COUNTS_ACTIVE_NS;
+                        moved = true;
+                    }
+                    moved |= memory_moved(&m, &p.last);
+                    p.follow_up = moved || now < p.counts_active_until;
                     metrics = m;
                 }
                 None => {
@@ -316,6 +357,7 @@ impl Ebpf {
                     {
                         // Gone before it could be read: what the kernel saw is all there is.
                         metrics = kernel_rss(&s.rss, &p.last);
+                        kernel_threads(s, &mut metrics);
                     }
                 }
             }
@@ -356,7 +398,7 @@ impl Ebpf {
         // fires the exit tracepoint after the memory is gone) are kept for a process that has
         // no other sample.
         let exit_sample = exit.is_some() && (p.last_time == 0 || total(&metrics) > 0);
-        if follow_up && !dirty && !keepalive && !p.follow_up {
+        if follow_up && !dirty && !keepalive && !moved {
             // Read again only to see whether it still moved: it did not, nothing to write.
             return Ok(alive);
         }

@@ -7,7 +7,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 pub const USAGE: &str = "\
 leak-sim: allocate and touch memory in the shapes leaks take, for memtools' end-to-end tests.
 Memory is mmap'd and every page touched, and released with munmap, so resident memory moves
-by exactly the amounts asked.
+by exactly the amounts asked. Threads and file descriptors leak the same way.
 
 Usage: leak-sim SHAPE [OPTIONS]
 
@@ -26,8 +26,14 @@ Shapes:
   serve      a service a test suite talks to: hold --base (then say `ok`), read commands on stdin,
              one a line, and answer `ok` on stdout once done: `keep SIZE` (map, touch and keep
              it: a leak when every test does it), `use SIZE` (map, touch and release it),
-             `wait DUR` (answer after DUR: a test's length); ends at end of input or after
-             --duration
+             `thread` (start a thread that never exits), `use-thread` (start one and join it),
+             `fd` (open a descriptor and keep it), `use-fd` (open one and close it), `wait DUR`
+             (answer after DUR: a test's length); ends at end of input or after --duration
+  threads    every --every, start --count threads that never exit (small stacks: threads, not
+             memory, leak); with --pool N, a fixed pool: threads start until N run, then each
+             tick one is joined and another started
+  fds        every --every, open --count descriptors (/dev/null) never closed; with --pool N,
+             N stay open: each tick opens one and closes the oldest
 
 Options:
   --kind anon|file|shmem  memory that counts as RssAnon, RssFile (a temp file in $TMPDIR, or
@@ -40,6 +46,8 @@ Options:
   --every DUR             tick period [100ms]
   --duration DUR          how long the shape runs [10s]
   --hold-ticks N          steps: ticks per stair [5]
+  --count N               threads, fds: started or opened per tick [1]
+  --pool N                threads, fds: the steady counterpart, N at a time (0: a leak) [0]
   --at DUR                spike: when it starts [1s]
   --spike-len DUR         spike: how long it lasts [30ms]
   --children N            tree: children per process [3]
@@ -74,10 +82,12 @@ pub enum Shape {
     Churn,
     Reuse,
     Serve,
+    Threads,
+    Fds,
 }
 
 impl Shape {
-    const ALL: [Shape; 9] = [
+    const ALL: [Shape; 11] = [
         Shape::Linear,
         Shape::Steps,
         Shape::Sawtooth,
@@ -87,6 +97,8 @@ impl Shape {
         Shape::Churn,
         Shape::Reuse,
         Shape::Serve,
+        Shape::Threads,
+        Shape::Fds,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +112,8 @@ impl Shape {
             Shape::Churn => "churn",
             Shape::Reuse => "reuse",
             Shape::Serve => "serve",
+            Shape::Threads => "threads",
+            Shape::Fds => "fds",
         }
     }
 
@@ -152,6 +166,8 @@ pub struct Opts {
     pub every: Duration,
     pub duration: Duration,
     pub hold_ticks: u32,
+    pub count: u32,
+    pub pool: u32,
     pub at: Duration,
     pub spike_len: Duration,
     pub children: u32,
@@ -178,6 +194,8 @@ impl Opts {
             every: Duration::from_millis(100),
             duration: Duration::from_secs(10),
             hold_ticks: 5,
+            count: 1,
+            pool: 0,
             at: Duration::from_secs(1),
             spike_len: Duration::from_millis(30),
             children: 3,
@@ -223,6 +241,8 @@ impl Opts {
             self.hold_ticks.to_string(),
             d.hold_ticks.to_string(),
         );
+        add("count", self.count.to_string(), d.count.to_string());
+        add("pool", self.pool.to_string(), d.pool.to_string());
         add("at", dur_arg(self.at), dur_arg(d.at));
         add("spike-len", dur_arg(self.spike_len), dur_arg(d.spike_len));
         add(
@@ -244,13 +264,24 @@ impl Opts {
     fn validate(&self) -> Result<()> {
         let ticks = matches!(
             self.shape,
-            Shape::Linear | Shape::Steps | Shape::Sawtooth | Shape::Churn
+            Shape::Linear
+                | Shape::Steps
+                | Shape::Sawtooth
+                | Shape::Churn
+                | Shape::Threads
+                | Shape::Fds
         );
         if ticks && self.every.is_zero() {
             bail!("--every must be more than 0 for {}", self.shape.name());
         }
         if self.hold_ticks == 0 {
             bail!("--hold-ticks must be at least 1");
+        }
+        if self.count == 0 {
+            bail!("--count must be at least 1");
+        }
+        if self.pool > 0 && !matches!(self.shape, Shape::Threads | Shape::Fds) {
+            bail!("--pool is for threads and fds");
         }
         if self.shape == Shape::Sawtooth && self.peak == 0 {
             bail!("--peak must be more than 0 for sawtooth");
@@ -300,6 +331,8 @@ const VALUE_OPTIONS: &[&str] = &[
     "every",
     "duration",
     "hold-ticks",
+    "count",
+    "pool",
     "at",
     "spike-len",
     "children",
@@ -373,6 +406,8 @@ fn set(o: &mut Opts, name: &str, value: &str) -> Result<()> {
         "every" => o.every = dur(value)?,
         "duration" => o.duration = dur(value)?,
         "hold-ticks" => o.hold_ticks = value.parse()?,
+        "count" => o.count = value.parse()?,
+        "pool" => o.pool = value.parse()?,
         "at" => o.at = dur(value)?,
         "spike-len" => o.spike_len = dur(value)?,
         "children" => o.children = value.parse()?,
@@ -560,6 +595,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((o.children, o.depth, o.child_shape), (2, 3, Shape::Steps));
+        let o = parse(&["fds", "--count", "3", "--pool", "8", "--every", "50ms"]).unwrap();
+        assert_eq!((o.shape, o.count, o.pool), (Shape::Fds, 3, 8));
+        assert_eq!(o.to_args().join(" "), "fds --every 50ms --count 3 --pool 8");
         assert_eq!(
             parse(&["flat", "--step", "1", "--step", "2"]).unwrap().step,
             2
@@ -596,6 +634,9 @@ mod tests {
         assert!(err(&["linear", "flat"]).contains("unexpected argument"));
         assert!(err(&["linear", "--every", "0s"]).contains("--every"));
         assert!(err(&["steps", "--hold-ticks", "0"]).contains("--hold-ticks"));
+        assert!(err(&["threads", "--count", "0"]).contains("--count"));
+        assert!(err(&["linear", "--pool", "4"]).contains("--pool is for threads and fds"));
+        assert!(err(&["fds", "--pool", "many"]).contains("--pool"));
         assert!(err(&["sawtooth", "--peak", "0"]).contains("--peak"));
         assert!(err(&["spike", "--duration", "1s"]).contains("--spike-len"));
         assert!(err(&["tree", "--child-shape", "tree"]).contains("--depth"));

@@ -84,6 +84,9 @@ pub fn serve(o: &Opts) -> Result<Vec<Region>> {
     use anyhow::{Context, bail};
     use std::io::{BufRead, Write};
     let mut held = vec![Region::new(o.kind, o.base)?];
+    // Threads and descriptors kept by `thread` and `fd`: until the process exits.
+    let mut threads = Vec::new();
+    let mut files = Vec::new();
     mark_ready(o)?;
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
@@ -102,12 +105,22 @@ pub fn serve(o: &Opts) -> Result<Vec<Region>> {
             (Some("wait"), Some(d)) => std::thread::sleep(
                 humantime::parse_duration(d).with_context(|| format!("`wait {d}`"))?,
             ),
+            (Some("thread"), None) => threads.push(crate::counts::Worker::start()?),
+            (Some("use-thread"), None) => crate::counts::Worker::start()?.join(),
+            (Some("fd"), None) => files.push(crate::counts::open_one()?),
+            (Some("use-fd"), None) => drop(crate::counts::open_one()?),
             (None, _) => continue,
-            _ => bail!("unknown command {line:?} (keep SIZE, use SIZE or wait DUR)"),
+            _ => bail!(
+                "unknown command {line:?} (keep SIZE, use SIZE, thread, use-thread, fd, use-fd \
+                 or wait DUR)"
+            ),
         }
         writeln!(out, "ok")
             .and_then(|()| out.flush())
             .context("answering")?;
     }
+    // Kept to the end, through --hold: the threads stay parked, the descriptors open.
+    std::mem::forget(threads);
+    std::mem::forget(files);
     Ok(held)
 }
