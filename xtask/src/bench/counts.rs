@@ -145,7 +145,6 @@ pub fn counts(user: &Path, sim: &Path, dir: &Path) -> Result<String> {
         }
         drop(set);
     }
-    println!("{table}");
     Ok(table)
 }
 

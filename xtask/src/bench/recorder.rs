@@ -139,6 +139,7 @@ pub fn recorder(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     if args.first().is_some_and(|a| a == "counts") {
         let table = super::counts::counts(&user, &sim, &dir)?;
+        println!("{table}");
         let out = dir.join("recorder-counts.md");
         std::fs::write(&out, &table)?;
         eprintln!("xtask: wrote {}", out.display());
