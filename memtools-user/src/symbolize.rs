@@ -85,6 +85,7 @@ impl Symbolizer {
         let mut process = Process::new(Pid::from(pid));
         // map_files needs CAP_SYS_ADMIN; without it the paths in the maps are used instead.
         process.map_files = nix::unistd::geteuid().is_root();
+        process.perf_map = perf_map_is_its_own(pid);
         let symbolized = self
             .blaze
             .symbolize(&Source::Process(process), Input::AbsAddr(lookups))
@@ -119,6 +120,21 @@ impl Symbolizer {
 
 /// A stack's frames from resolved lookup addresses; an address not among them keeps just the
 /// address. Every frame carries the sampled address, not the one looked up.
+/// Whether the process's JIT perf map (`/tmp/perf-PID.map` as it sees /tmp) is a regular file
+/// of the process's own user. /tmp is anyone's: a link planted there would have root read a
+/// file it was pointed at, and a FIFO would block the recorder on open, so anything else is
+/// left unread (JIT frames then go unnamed). A process in another pid namespace names its map
+/// by its pid there, which this does not find: its JIT frames go unnamed too.
+fn perf_map_is_its_own(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let map = std::fs::symlink_metadata(format!("/proc/{pid}/root/tmp/perf-{pid}.map"));
+    let owner = std::fs::metadata(format!("/proc/{pid}"));
+    match (map, owner) {
+        (Ok(map), Ok(owner)) => map.file_type().is_file() && map.uid() == owner.uid(),
+        _ => false,
+    }
+}
+
 pub fn assemble(stack: &[u64], frames: &HashMap<Addr, Vec<Frame>>) -> Stack {
     stack
         .iter()
@@ -225,6 +241,22 @@ mod tests {
             (None, None)
         );
         assert_eq!(out[1][0].label(), "0x10");
+    }
+
+    #[test]
+    fn a_planted_perf_map_is_not_read() {
+        let pid = std::process::id();
+        let path = format!("/tmp/perf-{pid}.map");
+        let _ = std::fs::remove_file(&path);
+        assert!(!perf_map_is_its_own(pid), "no map: nothing to read");
+        std::os::unix::fs::symlink("/etc/passwd", &path).expect("a link in /tmp");
+        let planted = perf_map_is_its_own(pid);
+        std::fs::remove_file(&path).expect("removing the link");
+        assert!(!planted, "a link is never followed");
+        std::fs::write(&path, "0 10 jitted\n").expect("a perf map");
+        let own = perf_map_is_its_own(pid);
+        std::fs::remove_file(&path).expect("removing the map");
+        assert!(own, "the process's own regular file is read");
     }
 
     #[test]
