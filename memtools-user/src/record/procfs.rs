@@ -222,7 +222,9 @@ fn sample_one(
         return Ok(false);
     };
     let now = clock.now();
-    if statm == f.last_statm && now - f.last_full < REFRESH_EVERY_NS {
+    // A command line not placed yet (arg_start 0: read in the instant of an exec, before the
+    // kernel set up the new program's arguments) is read again at the next tick, not a second on.
+    if statm == f.last_statm && now - f.last_full < REFRESH_EVERY_NS && f.arg_start != 0 {
         if now < f.fds_active_until {
             let fds = f.count_fds(bufs);
             if fds != f.last.fds {
