@@ -269,7 +269,7 @@ fn prometheus_scraping_record_listen_sees_the_leak_and_fires_memtools_leak() {
     let pid_of = |p: &Path| std::fs::read_to_string(p).map(|s| s.trim().to_string());
     let deadline = Instant::now() + Duration::from_secs(110);
     let (mut leak_seen, mut steady_seen, mut fired) = (false, false, false);
-    while Instant::now() < deadline && !fired {
+    while Instant::now() < deadline && !(fired && steady_seen) {
         std::thread::sleep(Duration::from_millis(500));
         let (Ok(leaky), Ok(steady)) = (pid_of(&leaky_pid), pid_of(&steady_pid)) else {
             continue;
