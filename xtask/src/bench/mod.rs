@@ -159,6 +159,11 @@ fn median(v: &[f64]) -> f64 {
 /// The spread of some figures around their median, as the half-distance between the first
 /// and third quartiles relative to the median (a robust ±).
 fn spread(v: &[f64]) -> f64 {
+    half_iqr(v) / median(v)
+}
+
+/// Half the interquartile range, in the figures' own unit (0 for fewer than two).
+fn half_iqr(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     if v.len() < 2 {
@@ -169,7 +174,7 @@ fn spread(v: &[f64]) -> f64 {
         let (i, f) = (x.floor() as usize, x.fract());
         v[i] + (v[(i + 1).min(v.len() - 1)] - v[i]) * f
     };
-    (q(0.75) - q(0.25)) / 2.0 / median(&v)
+    (q(0.75) - q(0.25)) / 2.0
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! `cargo xtask bench overhead [--rounds N] [--only WORKLOAD]`: what recording costs a
-//! workload.
+//! `cargo xtask bench overhead [--rounds N] [--only WORKLOAD] [--sites]`: what recording
+//! costs a workload.
 //!
 //! Five workloads, each the kind a real machine runs: system calls (`dd bs=1`), context
 //! switches (`stress-ng --switch`), page faults (`bench __touch`), forks and execs (a shell
@@ -9,16 +9,24 @@
 //! `--rss-events`; and, on the malloc and fault workloads, the tools a user would pick
 //! instead: heaptrack (LD_PRELOAD) and memleak's method, uprobes on malloc and free with
 //! bpftrace. Every configuration runs once per round, rounds repeat; the table gives the
-//! median and its spread, and the slowdown of the medians against no recorder, in wall time
-//! and in CPU time (the workload's own, which a loaded machine disturbs less).
+//! median and its spread, and the slowdown against no recorder, in wall time and in CPU time
+//! (the workload's own, which a loaded machine disturbs less): the median of each round's
+//! ratio to the run with no recorder of the same round, so a drift of the machine's speed
+//! over the minutes of the benchmark cancels out instead of landing in one configuration.
+//! With two CPUs or more the workload runs on the first and every recorder on the last.
 //!
 //! Then `record -- true` with each backend: what starting and stopping a recording adds to a
 //! wrapped command.
+//!
+//! `--sites`: the fault-heavy and malloc-heavy workloads with eBPF, eBPF with growth sites,
+//! heaptrack and bpftrace uprobes; then each tool's time to name the code that grows a
+//! leaking program (answer.rs).
 
 //!
 //! The workloads are in workloads.rs, how each recorder runs one in run.rs, the tables in
 //! report.rs.
 
+mod answer;
 mod report;
 mod run;
 mod workloads;
@@ -30,8 +38,9 @@ use crate::root;
 use run::{Mode, Recorder, configurations, find_libc, have};
 use workloads::{Tools, WORKLOADS};
 
-/// Rounds by default; `--rounds N` to change.
-const ROUNDS: usize = 7;
+/// Rounds by default; `--rounds N` to change. Enough that the paired slowdowns' spread is
+/// small next to the 2 % they are held to.
+const ROUNDS: usize = 11;
 
 /// One configuration's runs: (wall, CPU) seconds.
 pub(crate) struct Series {
@@ -41,11 +50,23 @@ pub(crate) struct Series {
     pub runs: Vec<(f64, f64)>,
 }
 
-/// The whole benchmark; the tables go to stdout and target/bench/overhead.md.
+/// The workload on the first CPU, recorders and tracers on the last, when there are two or
+/// more (and `taskset` to put them there).
+fn pin_cpus() -> Option<(usize, usize)> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus >= 2 && have("taskset")).then(|| (0, cpus - 1))
+}
+
+/// The whole benchmark; the tables go to stdout and target/bench/overhead.md (with
+/// `--sites`, overhead-sites.md).
 pub fn overhead(args: &[String]) -> Result<()> {
-    let (mut rounds, mut only) = (ROUNDS, None);
+    let (mut rounds, mut only, mut sites) = (ROUNDS, None, false);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
+        if arg == "--sites" {
+            sites = true;
+            continue;
+        }
         match (arg.as_str(), args.next()) {
             ("--rounds", Some(n)) => {
                 rounds = n
@@ -57,7 +78,7 @@ pub fn overhead(args: &[String]) -> Result<()> {
                 only = Some(name.clone());
             }
             _ => bail!(
-                "usage: cargo xtask bench overhead [--rounds N] [--only WORKLOAD] (workloads: {})",
+                "usage: cargo xtask bench overhead [--rounds N] [--only WORKLOAD] [--sites] (workloads: {})",
                 WORKLOADS
                     .iter()
                     .map(|w| w.name)
@@ -76,6 +97,7 @@ pub fn overhead(args: &[String]) -> Result<()> {
         libc: find_libc(),
         heaptrack: have("heaptrack"),
         bpftrace: have("bpftrace"),
+        pin: pin_cpus(),
     };
     if !have("stress-ng") {
         bail!("stress-ng is not installed; `cargo xtask setup` installs it");
@@ -88,10 +110,10 @@ pub fn overhead(args: &[String]) -> Result<()> {
     let load_before = load_average();
     let mut series: Vec<Series> = Vec::new();
     for (i, w) in WORKLOADS.iter().enumerate() {
-        if only.as_deref().is_some_and(|o| o != w.name) {
+        if only.as_deref().is_some_and(|o| o != w.name) || (sites && !w.allocates) {
             continue;
         }
-        for (recorder, mode) in configurations(&tools, w) {
+        for (recorder, mode) in configurations(&tools, w, sites) {
             series.push(Series {
                 workload: i,
                 recorder,
@@ -123,12 +145,18 @@ pub fn overhead(args: &[String]) -> Result<()> {
             s.runs.push(figures);
         }
     }
-    let mut table = report::matrix(&series, rounds, &load_before);
-    if only.is_none() {
+    let mut table = report::matrix(&series, rounds, &load_before, tools.pin);
+    if sites {
+        table += &answer::time_to_answer(&tools, rounds.min(5))?;
+    } else if only.is_none() {
         table += &report::start_stop(&tools, rounds * 2)?;
     }
     println!("{table}");
-    let out = tools.dir.join("overhead.md");
+    let out = tools.dir.join(if sites {
+        "overhead-sites.md"
+    } else {
+        "overhead.md"
+    });
     std::fs::write(&out, &table)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())

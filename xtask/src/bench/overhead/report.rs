@@ -8,25 +8,45 @@ use anyhow::Result;
 use super::Series;
 use super::run::{Mode, Recorder, run_timing};
 use super::workloads::{Tools, WORKLOADS};
-use crate::bench::{machine, median, remove_store, spread};
+use crate::bench::{half_iqr, machine, median, remove_store, spread};
 
 /// "1.234 s ±2 %".
 fn figure(v: &[f64]) -> String {
     format!("{:.3} s ±{:.0} %", median(v), spread(v) * 100.0)
 }
 
+/// The paired slowdown: each round's figure against the same round's run with no recorder,
+/// their median and spread ("+0.4 % ±0.9").
 fn slowdown(v: &[f64], base: &[f64]) -> String {
-    format!("{:+.1} %", (median(v) / median(base) - 1.0) * 100.0)
+    let ratios: Vec<f64> = v
+        .iter()
+        .zip(base)
+        .filter(|(_, b)| **b > 0.0)
+        .map(|(x, b)| (x / b - 1.0) * 100.0)
+        .collect();
+    let (mid, half_iqr) = (median(&ratios), half_iqr(&ratios));
+    format!("{mid:+.1} % ±{half_iqr:.1}")
 }
 
 /// The matrix as Markdown: per workload, each recorder recorded and beside.
-pub(crate) fn matrix(series: &[Series], rounds: usize, load_before: &str) -> String {
+pub(crate) fn matrix(
+    series: &[Series],
+    rounds: usize,
+    load_before: &str,
+    pin: Option<(usize, usize)>,
+) -> String {
     let mut s = String::new();
+    let pinned = match pin {
+        Some((w, r)) => format!("the workload on CPU {w}, recorders and tracers on CPU {r}"),
+        None => "nothing pinned (one CPU)".into(),
+    };
     let _ = writeln!(
         s,
         "Workload slowdown with each recorder, median of {rounds} alternating rounds (± half \
-         the interquartile range); {}; {load_before} at the start. Slowdowns compare medians \
-         with no recorder, in wall time and in the workload's CPU time.\n",
+         the interquartile range); {}; {load_before} at the start; {pinned}. A slowdown is the \
+         median of each round's ratio to that round's run with no recorder (± half the \
+         interquartile range of the ratios, in points), in wall time and in the workload's CPU \
+         time.\n",
         machine()
     );
     for (i, w) in WORKLOADS.iter().enumerate() {

@@ -1,6 +1,7 @@
 //! One run: a workload with a recorder (or heaptrack, or bpftrace), recorded or beside a
 //! recording of `sleep`, timed by the workload's TIMING line.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,6 +32,10 @@ impl Recorder {
         }
     }
 }
+
+/// Growth sites on (`--sites`, its default period).
+const SITES: Recorder =
+    Recorder::Memtools("memtools eBPF --sites", &["--backend", "ebpf", "--sites"]);
 
 const MEMTOOLS: [Recorder; 3] = [
     Recorder::Memtools("memtools /proc", &["--backend", "procfs"]),
@@ -115,6 +120,7 @@ struct Beside {
 
 impl Beside {
     fn start(t: &Tools, recorder: Recorder) -> Result<Option<Beside>> {
+        let tracer_cpu = t.pin.map(|p| p.1);
         let spawn = |cmd: &mut Command| {
             Group::spawn(
                 cmd.stdin(Stdio::null())
@@ -128,7 +134,7 @@ impl Beside {
                 let store = t.dir.join("overhead-beside.db");
                 remove_store(&store);
                 let tracer = spawn(
-                    Command::new(&t.user)
+                    command_on(tracer_cpu, vec![t.user.clone().into_os_string()])?
                         .arg("record")
                         .arg("--store")
                         .arg(&store)
@@ -144,7 +150,7 @@ impl Beside {
             Recorder::Heaptrack => {
                 let out = t.dir.join("overhead-beside.heaptrack");
                 let tracer = spawn(
-                    Command::new("heaptrack")
+                    command_on(tracer_cpu, vec!["heaptrack".into()])?
                         .arg("-o")
                         .arg(&out)
                         .args(["sleep", "3600"]),
@@ -157,9 +163,12 @@ impl Beside {
             }
             Recorder::Bpftrace => {
                 let libc = t.libc.as_deref().context("no libc found")?;
-                let sleeper = spawn(Command::new("sleep").arg("3600"))?;
+                let sleeper = spawn(&mut command_on(
+                    tracer_cpu,
+                    vec!["sleep".into(), "3600".into()],
+                )?)?;
                 let tracer = spawn(
-                    Command::new("bpftrace")
+                    command_on(tracer_cpu, vec!["bpftrace".into()])?
                         .arg("-p")
                         .arg(sleeper.child.id().to_string())
                         .arg("-e")
@@ -197,12 +206,37 @@ fn wait_for_session(user: &Path, store: &Path) -> Result<()> {
     bail!("the recording into {} did not start", store.display())
 }
 
-/// One run of a workload with a recorder in a mode: (wall, CPU) seconds.
+/// `argv` run on one CPU (through `taskset`, so it holds for whatever the argv execs and
+/// forks), or as it is when nothing is pinned.
+pub(crate) fn on_cpu(cpu: Option<usize>, argv: Vec<OsString>) -> Vec<OsString> {
+    match cpu {
+        Some(cpu) => {
+            let mut v: Vec<OsString> = vec!["taskset".into(), "-c".into(), cpu.to_string().into()];
+            v.extend(argv);
+            v
+        }
+        None => argv,
+    }
+}
+
+/// A command for `argv` on one CPU (or anywhere).
+pub(crate) fn command_on(cpu: Option<usize>, argv: Vec<OsString>) -> Result<Command> {
+    let argv = on_cpu(cpu, argv);
+    let (program, args) = argv.split_first().context("an empty command")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    Ok(cmd)
+}
+
+/// One run of a workload with a recorder in a mode: (wall, CPU) seconds. With `t.pin`, the
+/// workload runs on one CPU and the recorder (or tracer) on the other.
 pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Result<(f64, f64)> {
     let command = match (recorder, w.slow_command) {
         (Recorder::Bpftrace, Some(slow)) => slow(t),
         _ => (w.command)(t),
     };
+    let command = on_cpu(t.pin.map(|p| p.0), command);
+    let tracer_cpu = t.pin.map(|p| p.1);
     let (program, args) = command.split_first().context("an empty workload")?;
     if mode == Mode::Beside || recorder == Recorder::Off {
         let _beside = if mode == Mode::Beside {
@@ -218,7 +252,7 @@ pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Re
             let store = t.dir.join("overhead.db");
             remove_store(&store);
             run_timing(
-                Command::new(&t.user)
+                command_on(tracer_cpu, vec![t.user.clone().into_os_string()])?
                     .arg("record")
                     .arg("--store")
                     .arg(&store)
@@ -231,7 +265,7 @@ pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Re
         Recorder::Heaptrack => {
             let out = t.dir.join("overhead.heaptrack");
             run_timing(
-                Command::new("heaptrack")
+                command_on(tracer_cpu, vec!["heaptrack".into()])?
                     .arg("-o")
                     .arg(&out)
                     .arg(program)
@@ -246,7 +280,7 @@ pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Re
                 .collect::<Vec<_>>()
                 .join(" ");
             run_timing(
-                Command::new("bpftrace")
+                command_on(tracer_cpu, vec!["bpftrace".into()])?
                     .arg("-c")
                     .arg(line)
                     .arg("-e")
@@ -256,10 +290,15 @@ pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Re
     }
 }
 
-/// The configurations of one workload, in the order each round runs them.
-pub(crate) fn configurations(t: &Tools, w: &Workload) -> Vec<(Recorder, Mode)> {
+/// The configurations of one workload, in the order each round runs them; with `sites`, eBPF
+/// with and without growth sites against the tools a user would pick instead.
+pub(crate) fn configurations(t: &Tools, w: &Workload, sites: bool) -> Vec<(Recorder, Mode)> {
     let mut v = vec![(Recorder::Off, Mode::Recorded)];
-    let mut recorders: Vec<Recorder> = MEMTOOLS.to_vec();
+    let mut recorders: Vec<Recorder> = if sites {
+        vec![MEMTOOLS[1], SITES]
+    } else {
+        MEMTOOLS.to_vec()
+    };
     if w.allocates {
         if t.heaptrack {
             recorders.push(Recorder::Heaptrack);
