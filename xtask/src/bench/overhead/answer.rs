@@ -24,11 +24,12 @@ use crate::bench::{median, remove_store, spread};
 /// CHURNS x 64 malloc/free pairs of 4 KiB in churn after each; a second's pause at the end
 /// lets a tracer that symbolizes through the live process print its last answer.
 const PROGRAM: &str = r#"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-static char *kept[1 << 16];
-static int nkept;
+char *kept[1 << 16];
+int nkept;
 volatile long sink;
 __attribute__((noinline)) void grow_cache(void) {
     char *p = malloc(64 * 1024);
@@ -50,6 +51,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < churns; i++)
             churn();
     }
+    /* Read, so the compiler keeps what it leaks. */
+    printf("%d %ld\n", kept[(nkept - 1) & 0xffff][5], sink);
     sleep(1);
     return 0;
 }
@@ -209,11 +212,14 @@ fn answer(t: &Tools, tool: Tool, program: &Path) -> Result<String> {
             for ext in ["zst", "gz"] {
                 let _ = std::fs::remove_file(out.with_extension(format!("heaptrack.{ext}")));
             }
+            // Its preload does not survive taskset's exec: heaptrack and the program share
+            // the program's CPU.
             let status = quiet(
-                command_on(tool_cpu, vec!["heaptrack".into()])?
+                command_on(workload_cpu, vec!["heaptrack".into()])?
                     .arg("-o")
                     .arg(&out)
-                    .args(&argv),
+                    .arg(program)
+                    .args(ARGS),
             )
             .status()?;
             if !status.success() {

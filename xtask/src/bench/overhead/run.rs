@@ -211,12 +211,27 @@ fn wait_for_session(user: &Path, store: &Path) -> Result<()> {
 pub(crate) fn on_cpu(cpu: Option<usize>, argv: Vec<OsString>) -> Vec<OsString> {
     match cpu {
         Some(cpu) => {
-            let mut v: Vec<OsString> = vec!["taskset".into(), "-c".into(), cpu.to_string().into()];
+            let mut v: Vec<OsString> = vec![taskset().into(), "-c".into(), cpu.to_string().into()];
             v.extend(argv);
             v
         }
         None => argv,
     }
+}
+
+/// taskset's absolute path: bpftrace's `-c` refuses a bare name that two directories of
+/// PATH hold (/bin and /usr/bin on a merged-/usr system).
+fn taskset() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|d| d.join("taskset"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("taskset"))
+    })
+    .clone()
 }
 
 /// A command for `argv` on one CPU (or anywhere).
@@ -235,6 +250,9 @@ pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Re
         (Recorder::Bpftrace, Some(slow)) => slow(t),
         _ => (w.command)(t),
     };
+    // heaptrack traces only the program it starts (its preload does not survive taskset's
+    // exec): it and its program run on the workload's CPU together.
+    let plain = command.clone();
     let command = on_cpu(t.pin.map(|p| p.0), command);
     let tracer_cpu = t.pin.map(|p| p.1);
     let (program, args) = command.split_first().context("an empty workload")?;
@@ -265,11 +283,10 @@ pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Re
         Recorder::Heaptrack => {
             let out = t.dir.join("overhead.heaptrack");
             run_timing(
-                command_on(tracer_cpu, vec!["heaptrack".into()])?
+                command_on(t.pin.map(|p| p.0), vec!["heaptrack".into()])?
                     .arg("-o")
                     .arg(&out)
-                    .arg(program)
-                    .args(args),
+                    .args(&plain),
             )
         }
         Recorder::Bpftrace => {
