@@ -23,14 +23,16 @@ impl Store {
         after: Option<TimeNs>,
         limit: usize,
     ) -> Result<Vec<(TimeNs, u64)>, StoreError> {
+        // `IN (?1)` and a literal limit, as in process_samples_after: with `= ?1` and
+        // `LIMIT ?3` SQLite re-prepares the statement at every new binding.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = format!(
-            "SELECT t_ns, {m} FROM samples WHERE process_id = ?1 AND t_ns > ?2 AND {m} IS NOT NULL ORDER BY t_ns LIMIT ?3",
+            "SELECT t_ns, {m} FROM samples WHERE process_id IN (?1) AND t_ns > ?2 AND {m} IS NOT NULL ORDER BY t_ns LIMIT {limit}",
             m = metric_sql(metric)
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         stmt.query_map(
-            rusqlite::params![process_id, after.unwrap_or(i64::MIN), limit],
+            rusqlite::params![process_id, after.unwrap_or(i64::MIN)],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)),
         )
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
