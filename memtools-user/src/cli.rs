@@ -100,6 +100,18 @@ pub enum Command {
     ///   memtools-user sites --window 10s..1m --format folded | inferno-flamegraph > f.svg
     #[command(verbatim_doc_comment)]
     Sites(SitesArgs),
+    /// Name a session's growth sites again from binaries with symbols, found by build-id: for a
+    /// session recorded where the binaries were stripped (a CI runner)
+    ///
+    /// Looks in each --search directory's .build-id/ layout and /usr/lib/debug, at the path
+    /// each binary was mapped from, then at every ELF file under the --search directories; a
+    /// binary is used only when its build-id matches. The store is changed in one transaction.
+    ///
+    /// Examples:
+    ///   memtools-user resymbolize --store ci.db --search target/debug
+    ///   memtools-user resymbolize --store ci.db --session 3 --search ./build --search /opt/debug
+    #[command(verbatim_doc_comment)]
+    Resymbolize(ResymbolizeArgs),
     /// Import memorytools' CSV exports (plain or .gz), each file as one session
     Import {
         #[command(flatten)]
@@ -146,6 +158,18 @@ pub struct SitesArgs {
     /// link)
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResymbolizeArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub session: SessionArg,
+    /// A directory to look for the binaries in (its .build-id/ layout, then every ELF file
+    /// under it); may be given several times
+    #[arg(long, value_name = "DIR")]
+    pub search: Vec<PathBuf>,
 }
 
 /// Which samples `sites` counts.

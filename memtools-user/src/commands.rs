@@ -71,6 +71,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Serve(args) => crate::serve::run(args),
         Command::Top(args) => top(args),
         Command::Sites(args) => crate::sites::run(args),
+        Command::Resymbolize(args) => crate::resymbolize::run(args),
         Command::Import { store, files } => {
             let mut store = Store::open(&store.store)?;
             // One transaction for every file: all are imported, or none.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod live;
 pub mod record;
+pub mod resymbolize;
 pub mod serve;
 pub mod sites;
 pub mod symbolize;

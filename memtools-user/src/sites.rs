@@ -85,6 +85,16 @@ pub fn run(args: SitesArgs) -> Result<i32> {
         let found = store.sites(p.id, w)?;
         per_process.push((p, found));
     }
+    let unnamed = per_process
+        .iter()
+        .flat_map(|(_, s)| s.iter().take(TOP))
+        .flat_map(|s| &s.stack)
+        .any(|f| f.function.is_none() && f.build_id.is_some() && f.file_offset.is_some());
+    if unnamed {
+        eprintln!(
+            "memtools: some frames have no name (a stripped binary?): `memtools-user resymbolize --search DIR` names them from the build with symbols"
+        );
+    }
     let bytes = render(args.format, &per_process)?;
     match &args.output {
         Some(path) => output::write(path, &bytes)?,

@@ -155,7 +155,7 @@ pub fn assemble(stack: &[u64], frames: &HashMap<Addr, Vec<Frame>>) -> Stack {
 /// One symbol with its inlined calls as frames, innermost first. blazesym gives the outer
 /// function with the location of its (inlined) call, then each inlined function with the
 /// location inside it, the last one's being the address's own.
-fn expand(sym: &Sym<'_>, base: &Frame) -> Vec<Frame> {
+pub(crate) fn expand(sym: &Sym<'_>, base: &Frame) -> Vec<Frame> {
     let located = |name: &str, code: Option<&blazesym::symbolize::CodeInfo<'_>>, inlined| {
         let mut f = base.clone();
         f.function = Some(name.to_string());

@@ -693,3 +693,40 @@ fn a_follower_reads_every_metric_of_only_the_newer_samples() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_session_s_site_frames_are_replaced_in_place_for_a_new_symbolization() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
+    let mut w = store.begin_session(&new_session(1_000)).unwrap();
+    let a = w
+        .add_process(&process(10, 5_000, "leaky"), ProcessLimits::default())
+        .unwrap();
+    let mut unnamed = frame("x", "x.c", 1, 0x1234);
+    (unnamed.function, unnamed.file, unnamed.line) = (None, None, None);
+    let main = frame("main", "main.c", 9, 0x1500);
+    w.add_sites(
+        a,
+        &vec![unnamed.clone(), main.clone()],
+        &[count(100, SiteCause::Fault, 3, 12_288)],
+    )
+    .unwrap();
+    w.finish(400, None).unwrap();
+    let stacks = store.site_stacks(1).unwrap();
+    assert_eq!(stacks.len(), 1);
+    assert_eq!(stacks[0].1, vec![unnamed.clone(), main.clone()]);
+    let mut inlined = frame("grow_inner", "cache.h", 7, 0x1234);
+    inlined.inlined = true;
+    let named = vec![inlined, frame("grow_cache", "cache.c", 41, 0x1234), main];
+    store
+        .replace_site_frames(&[(stacks[0].0, named.clone())])
+        .unwrap();
+    assert_eq!(store.site_stacks(1).unwrap()[0].1, named);
+    let sites = store.sites(a, Window::ALL).unwrap();
+    assert_eq!(sites[0].stack, named, "the sites read the new frames");
+    assert_eq!(
+        (sites[0].samples, sites[0].bytes),
+        (3, 12_288),
+        "counts kept"
+    );
+}

@@ -340,3 +340,76 @@ fn a_session_without_sites_says_how_to_get_them() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("needs the eBPF backend"), "{stderr}");
 }
+
+#[test]
+fn a_session_recorded_from_a_stripped_binary_is_named_again_from_the_unstripped_build() {
+    if !ready("a_session_recorded_from_a_stripped_binary_is_named_again") {
+        return;
+    }
+    let store = TestStore::new();
+    // The developer's build, with symbols and DWARF; CI runs a stripped copy of it (same
+    // build-id), which is gone by the time the session is looked at elsewhere.
+    let dev = store.dir.path().join("dev");
+    let ci = store.dir.path().join("ci");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::create_dir_all(&ci).unwrap();
+    let unstripped = compile(
+        &dev,
+        "grow_cache",
+        &["-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    let stripped = ci.join("grow_cache");
+    let status = Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&unstripped)
+        .status()
+        .expect("running strip (binutils, with the C compiler)");
+    assert!(status.success());
+    record(&store, &stripped);
+    std::fs::remove_dir_all(&ci).unwrap();
+    let named = |report: &serde_json::Value| -> bool {
+        report[0]["sites"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["function"] == "grow_cache")
+    };
+    let before = sites_json(&store, "all");
+    assert!(
+        !named(&before),
+        "a stripped binary names no grow_cache: {before}"
+    );
+    let hint = store.run(&["sites", "--window", "all"]);
+    assert!(
+        String::from_utf8_lossy(&hint.stderr).contains("memtools-user resymbolize"),
+        "sites says how to name the frames: {}",
+        String::from_utf8_lossy(&hint.stderr)
+    );
+
+    // A directory that is not there is refused, and changes nothing.
+    let out = store.run(&["resymbolize", "--search", "/nonexistent-memtools-dir"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let said = store.ok(&["resymbolize", "--search", dev.to_str().unwrap()]);
+    assert!(said.contains("found"), "{said}");
+    assert!(said.contains(&unstripped.display().to_string()), "{said}");
+    let after = sites_json(&store, "all");
+    let top = &after[0]["sites"][0];
+    assert_eq!(top["function"], "grow_cache", "{after}");
+    assert!(
+        top["file"].as_str().unwrap_or("").ends_with("grow_cache.c"),
+        "{after}"
+    );
+    assert_eq!(top["line"].as_u64(), Some(LEAK_LINE), "{after}");
+    assert_eq!(
+        top["bytes"], before[0]["sites"][0]["bytes"],
+        "the counts are the ones recorded"
+    );
+}

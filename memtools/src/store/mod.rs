@@ -9,6 +9,7 @@ mod import;
 mod live;
 mod open;
 mod reader;
+mod resymbolize;
 pub mod retention;
 pub mod schema;
 mod sites;

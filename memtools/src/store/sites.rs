@@ -52,6 +52,16 @@ fn insert_stack(conn: &rusqlite::Connection, session: i64, stack: &Stack) -> rus
     conn.prepare_cached("INSERT INTO site_stacks (session_id) VALUES (?1)")?
         .execute([session])?;
     let id = conn.last_insert_rowid();
+    insert_frames(conn, id, stack)?;
+    Ok(id)
+}
+
+/// Writes a stack's frames, innermost first.
+pub(super) fn insert_frames(
+    conn: &rusqlite::Connection,
+    id: i64,
+    stack: &Stack,
+) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO site_frames (stack_id, position, address, module, build_id, file_offset, function, file, line, inlined) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
@@ -69,7 +79,7 @@ fn insert_stack(conn: &rusqlite::Connection, session: i64, stack: &Stack) -> rus
             f.inlined
         ])?;
     }
-    Ok(id)
+    Ok(())
 }
 
 impl Store {
@@ -118,7 +128,7 @@ impl Store {
         Ok(sites)
     }
 
-    fn stack(&self, id: i64) -> Result<Stack, StoreError> {
+    pub(super) fn stack(&self, id: i64) -> Result<Stack, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
