@@ -61,6 +61,9 @@ pub struct Loaded {
     pub histories: Vec<History>,
     /// The phases a test harness marked, drawn on the plot.
     pub phases: Vec<Phase>,
+    /// Whether the session recorded growth sites (`record --sites`): the "where it grows"
+    /// panel shows only then.
+    pub has_sites: bool,
 }
 
 impl Loaded {
@@ -97,6 +100,11 @@ pub enum Reply {
     Live {
         job: u64,
         loaded: Loaded,
+    },
+    /// One process's growth sites in a window, for the "where it grows" panel.
+    Sites {
+        job: u64,
+        result: Result<crate::sites::SitesData, Problem>,
     },
     /// Verdict counts of another session, for the sessions panel: (leak, ok, insufficient).
     Counts {
@@ -223,6 +231,17 @@ impl Jobs {
         job
     }
 
+    /// Reads one process's growth sites in a window (a query and a few thousand frames at
+    /// most: no progress, no cancelling; a superseded reply is dropped by the UI).
+    pub fn sites(&mut self, path: PathBuf, query: crate::sites::SitesQuery) -> u64 {
+        let (job, tx, ctx) = self.start();
+        std::thread::spawn(move || {
+            let result = crate::sites::read(&path, query);
+            send(&tx, &ctx, Reply::Sites { job, result });
+        });
+        job
+    }
+
     /// Runs the pipeline over each of `sessions` in turn, one at a time and after any other
     /// analysis, for the sessions panel's verdict counts. Returns the job number.
     pub fn count_sessions(
@@ -306,11 +325,13 @@ pub fn read_session(
         histories.push(History::new(process, points, session.start));
     }
     let phases = store.phases(session.id).map_err(err)?;
+    let has_sites = store.has_sites(session.id).map_err(err)?;
     Ok(Loaded {
         session,
         metric,
         histories,
         phases,
+        has_sites,
     })
 }
 
@@ -345,6 +366,7 @@ struct Snapshot {
     /// As stored: held on the grid only when rebuilt, so new samples append to the raw ones.
     histories: Vec<(ProcessRow, Vec<(TimeNs, u64)>)>,
     phases: Vec<Phase>,
+    has_sites: bool,
 }
 
 impl Snapshot {
@@ -354,6 +376,7 @@ impl Snapshot {
             metric: l.metric,
             histories: l.owned_histories(),
             phases: l.phases.clone(),
+            has_sites: l.has_sites,
         }
     }
 }
@@ -411,6 +434,9 @@ fn follow(
         if let Ok(phases) = store.phases(session) {
             snap.phases = phases;
         }
+        if let Ok(has) = store.has_sites(session) {
+            snap.has_sites = has;
+        }
         if cancel.load(Ordering::Relaxed) {
             return;
         }
@@ -442,5 +468,6 @@ fn rebuild(snap: &Snapshot) -> Loaded {
         metric: snap.metric,
         histories,
         phases: snap.phases.clone(),
+        has_sites: snap.has_sites,
     }
 }
