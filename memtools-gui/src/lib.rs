@@ -11,6 +11,7 @@ pub mod app;
 pub mod downsample;
 pub mod flame;
 pub mod frame_stats;
+mod live;
 pub mod loader;
 pub mod overlays;
 pub mod params_panel;

@@ -32,7 +32,7 @@ pub struct History {
 }
 
 impl History {
-    fn new(process: ProcessRow, points: Vec<(TimeNs, u64)>, origin: TimeNs) -> History {
+    pub(crate) fn new(process: ProcessRow, points: Vec<(TimeNs, u64)>, origin: TimeNs) -> History {
         let series = series_of(&points, origin);
         History {
             process,
@@ -187,13 +187,13 @@ impl Jobs {
                 Ok(l) => l.session.end.is_none(),
                 Err(_) => false,
             };
-            let snapshot = result.as_ref().ok().map(Snapshot::of);
+            let snapshot = result.as_ref().ok().map(crate::live::Snapshot::of);
             if cancel.load(Ordering::Relaxed) {
                 return;
             }
             send(&tx, &ctx, Reply::Loaded { job, result });
             if let (true, Some(snapshot)) = (live, snapshot) {
-                follow(&path, session, snapshot, &cancel, &tx, &ctx, job);
+                crate::live::follow(&path, session, snapshot, &cancel, &tx, &ctx, job);
             }
         });
         job
@@ -286,7 +286,7 @@ impl Jobs {
     }
 }
 
-fn send(tx: &Sender<Reply>, ctx: &Option<egui::Context>, reply: Reply) {
+pub(crate) fn send(tx: &Sender<Reply>, ctx: &Option<egui::Context>, reply: Reply) {
     // The UI may be gone (closed window): then nobody needs the reply.
     let _ = tx.send(reply);
     if let Some(ctx) = ctx {
@@ -294,7 +294,7 @@ fn send(tx: &Sender<Reply>, ctx: &Option<egui::Context>, reply: Reply) {
     }
 }
 
-fn open(path: &Path) -> Result<Store, Problem> {
+pub(crate) fn open(path: &Path) -> Result<Store, Problem> {
     Store::open_read_only(path).map_err(|e| Problem::from_store(&e))
 }
 
@@ -336,7 +336,7 @@ pub fn read_session(
 }
 
 /// Appends to `points` every sample after its last one.
-fn read_after(
+pub(crate) fn read_after(
     store: &Store,
     process: &ProcessRow,
     metric: Metric,
@@ -356,118 +356,5 @@ fn read_after(
         if n < CHUNK {
             return Ok(());
         }
-    }
-}
-
-/// What a live session held at the last poll.
-struct Snapshot {
-    session: SessionRow,
-    metric: Metric,
-    /// As stored: held on the grid only when rebuilt, so new samples append to the raw ones.
-    histories: Vec<(ProcessRow, Vec<(TimeNs, u64)>)>,
-    phases: Vec<Phase>,
-    has_sites: bool,
-}
-
-impl Snapshot {
-    fn of(l: &Loaded) -> Snapshot {
-        Snapshot {
-            session: l.session.clone(),
-            metric: l.metric,
-            histories: l.owned_histories(),
-            phases: l.phases.clone(),
-            has_sites: l.has_sites,
-        }
-    }
-}
-
-/// Polls a session being recorded about once a second and sends the grown data until it ends,
-/// the store goes away, or a newer load cancels it.
-fn follow(
-    path: &Path,
-    session: i64,
-    mut snap: Snapshot,
-    cancel: &AtomicBool,
-    tx: &Sender<Reply>,
-    ctx: &Option<egui::Context>,
-    job: u64,
-) {
-    let Ok(store) = open(path) else { return };
-    let never = AtomicBool::new(false);
-    while !cancel.load(Ordering::Relaxed) {
-        std::thread::sleep(LIVE_POLL);
-        let Ok(row) = store.session(session) else {
-            return;
-        };
-        if row.samples == snap.session.samples && row.processes == snap.session.processes {
-            if row.end.is_some() && snap.session.end.is_none() {
-                snap.session = row;
-                send(
-                    tx,
-                    ctx,
-                    Reply::Live {
-                        job,
-                        loaded: rebuild(&snap),
-                    },
-                );
-                return;
-            }
-            continue;
-        }
-        let Ok(processes) = store.processes(session) else {
-            return;
-        };
-        for process in processes {
-            let at = snap.histories.iter().position(|h| h.0.id == process.id);
-            let i = at.unwrap_or_else(|| {
-                snap.histories.push((process.clone(), Vec::new()));
-                snap.histories.len() - 1
-            });
-            let h = &mut snap.histories[i];
-            h.0 = process.clone();
-            if read_after(&store, &process, snap.metric, &mut h.1, &never, &mut |_| {}).is_err() {
-                return;
-            }
-        }
-        let ended = row.end.is_some();
-        snap.session = row;
-        if let Ok(phases) = store.phases(session) {
-            snap.phases = phases;
-        }
-        if let Ok(has) = store.has_sites(session) {
-            snap.has_sites = has;
-        }
-        if cancel.load(Ordering::Relaxed) {
-            return;
-        }
-        send(
-            tx,
-            ctx,
-            Reply::Live {
-                job,
-                loaded: rebuild(&snap),
-            },
-        );
-        if ended {
-            return;
-        }
-    }
-}
-
-fn rebuild(snap: &Snapshot) -> Loaded {
-    let histories = snap
-        .histories
-        .iter()
-        .map(|(p, points)| {
-            let points = as_recorded(&snap.session, p, points.clone());
-            History::new(p.clone(), points, snap.session.start)
-        })
-        .collect();
-    Loaded {
-        session: snap.session.clone(),
-        metric: snap.metric,
-        histories,
-        phases: snap.phases.clone(),
-        has_sites: snap.has_sites,
     }
 }
