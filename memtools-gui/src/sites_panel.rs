@@ -358,7 +358,7 @@ impl App {
 fn sites_table(ui: &mut egui::Ui, data: &SitesData) {
     egui::ScrollArea::vertical()
         .id_salt("sites_table")
-        .max_height(110.0)
+        .max_height(80.0)
         .auto_shrink([false, true])
         .show(ui, |ui| {
             egui::Grid::new("sites_grid")

@@ -245,7 +245,7 @@ impl App {
         if loaded.has_sites {
             Panel::bottom("sites")
                 .resizable(true)
-                .default_size(330.0)
+                .default_size(380.0)
                 .show(ui, |ui| self.sites_panel(ui));
         }
         let results: HashMap<i64, &ProcessResult> = self

@@ -256,6 +256,31 @@ fn the_panel_shows_where_the_selected_process_grows_in_the_range_chosen() {
     );
     assert!((flame_share(app, "early_init") - 0.25).abs() <= one_px);
     assert!((flame_share(app, "main") - 1.0).abs() <= one_px);
+    // Hovering a frame tells its full name, file:line, bytes and share.
+    let at = app
+        .sites
+        .drawn
+        .named("grow_cache")
+        .next()
+        .unwrap()
+        .rect
+        .center();
+    h.hover_at(at);
+    // egui shows a tooltip once the pointer rested (half a second of frames).
+    h.run_steps(60);
+    assert!(label_shown(
+        &h,
+        "60 MiB, 75 % of the growth in this range; 240 samples"
+    ));
+    h.remove_cursor();
+    h.run_steps(2);
+
+    // The plot's view: the plot fits the whole history, so everything is counted.
+    h.get_by_label("plot's view").click();
+    settle(&mut h);
+    assert!(label_shown(&h, ", the plot's view"));
+    let data = h.state().sites.data.as_ref().unwrap().as_ref().unwrap();
+    assert_eq!(data.bytes, 80 * MIB);
 
     // A range shift-dragged on the plot from 100 s: early_init (at 5 s) drops out.
     shift_drag(&mut h, 100.0, 700.0);
