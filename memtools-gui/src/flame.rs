@@ -52,20 +52,29 @@ impl Tree {
             children: Vec::new(),
             height: 0,
         }];
-        let mut index: HashMap<(usize, String, Option<String>), usize> = HashMap::new();
+        // Frames merge by name under the same parent, as in every flame graph: `main` calling
+        // two functions from two lines is one `main`.
+        let mut index: HashMap<(usize, String), usize> = HashMap::new();
         for site in sites {
             nodes[0].bytes += site.bytes;
             nodes[0].samples += site.samples;
             let mut at = 0;
             for frame in site.stack.iter().rev() {
-                let key = (at, frame.label(), frame.location());
+                let key = (at, frame.label());
+                let location = frame.location();
                 let next = match index.get(&key) {
-                    Some(&i) => i,
+                    Some(&i) => {
+                        if nodes[i].location != location {
+                            // Several lines of one function: its file alone.
+                            nodes[i].location = frame.file.as_deref().map(|f| base(f).to_string());
+                        }
+                        i
+                    }
                     None => {
                         let i = nodes.len();
                         nodes.push(Node {
                             name: key.1.clone(),
-                            location: key.2.clone(),
+                            location,
                             module: frame.module.clone(),
                             runtime: is_runtime(frame),
                             bytes: 0,
@@ -307,6 +316,10 @@ fn frame_rect(
         });
     });
     clicked
+}
+
+fn base(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// "92 %": a share of the whole graph.

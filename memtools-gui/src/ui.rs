@@ -245,7 +245,10 @@ impl App {
         if loaded.has_sites {
             Panel::bottom("sites")
                 .resizable(true)
-                .default_size(380.0)
+                .default_size(340.0)
+                // A panel shrinks to what it holds: keep room for the flame graph while the
+                // sites are read.
+                .min_size(300.0)
                 .show(ui, |ui| self.sites_panel(ui));
         }
         let results: HashMap<i64, &ProcessResult> = self

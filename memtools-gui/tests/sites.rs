@@ -256,6 +256,15 @@ fn the_panel_shows_where_the_selected_process_grows_in_the_range_chosen() {
     );
     assert!((flame_share(app, "early_init") - 0.25).abs() <= one_px);
     assert!((flame_share(app, "main") - 1.0).abs() <= one_px);
+    // The layout holds still from frame to frame (a panel that grew by itself would move it).
+    let rects = |h: &Harness<'_, App>| -> Vec<(String, egui::Rect)> {
+        let d = &h.state().sites.drawn;
+        d.rects.iter().map(|r| (r.name.clone(), r.rect)).collect()
+    };
+    let before = rects(&h);
+    h.run_steps(30);
+    assert_eq!(rects(&h), before);
+    let app = h.state();
     // Hovering a frame tells its full name, file:line, bytes and share.
     let at = app
         .sites
