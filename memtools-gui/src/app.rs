@@ -72,8 +72,10 @@ pub struct App {
     /// The knobs `counts` were computed with; other knobs make them stale.
     counts_for: Option<crate::params_panel::Knobs>,
     counts_job: u64,
-    jobs: Jobs,
+    pub(crate) jobs: Jobs,
     started: bool,
+    /// The "where it grows" panel.
+    pub sites: crate::sites_panel::SitesPanel,
     pub(crate) frame_stats: crate::frame_stats::FrameStats,
     pub this_machine: u64,
 }
@@ -109,6 +111,7 @@ impl App {
             counts_job: 0,
             jobs: Jobs::default(),
             started: false,
+            sites: Default::default(),
             frame_stats: crate::frame_stats::FrameStats::from_env(),
             this_machine: memtools::limits::machine_memory().unwrap_or(16 * GIB),
         }
@@ -120,6 +123,7 @@ impl App {
             || self.sessions.is_none()
             || matches!(self.load, LoadState::Loading { .. })
             || self.analysing
+            || self.sites.pending()
     }
 
     /// Opens another store: remembered in the recent list, its sessions read afresh.
@@ -175,6 +179,8 @@ impl App {
         self.rows.clear();
         self.order_for = None;
         crate::plot::reset_view(&mut self.plot_cache);
+        // A new session or metric: the same kind of range, asked afresh.
+        self.sites.reset();
         self.load_job = self.jobs.load(self.store_path.clone(), id, self.metric);
     }
 
@@ -232,6 +238,7 @@ impl App {
                     }
                     self.set_loaded(loaded);
                 }
+                Reply::Sites { job, result } => self.sites.on_reply(job, result),
                 Reply::Counts {
                     job,
                     session,

@@ -9,12 +9,17 @@
 
 pub mod app;
 pub mod downsample;
+pub mod flame;
 pub mod frame_stats;
+mod live;
 pub mod loader;
+pub mod overlays;
 pub mod params_panel;
 pub mod plot;
 pub mod problem;
 pub mod sessions;
+pub mod sites;
+pub mod sites_panel;
 pub mod table;
 mod ui;
 

@@ -32,7 +32,7 @@ pub struct History {
 }
 
 impl History {
-    fn new(process: ProcessRow, points: Vec<(TimeNs, u64)>, origin: TimeNs) -> History {
+    pub(crate) fn new(process: ProcessRow, points: Vec<(TimeNs, u64)>, origin: TimeNs) -> History {
         let series = series_of(&points, origin);
         History {
             process,
@@ -61,6 +61,9 @@ pub struct Loaded {
     pub histories: Vec<History>,
     /// The phases a test harness marked, drawn on the plot.
     pub phases: Vec<Phase>,
+    /// Whether the session recorded growth sites (`record --sites`): the "where it grows"
+    /// panel shows only then.
+    pub has_sites: bool,
 }
 
 impl Loaded {
@@ -97,6 +100,11 @@ pub enum Reply {
     Live {
         job: u64,
         loaded: Loaded,
+    },
+    /// One process's growth sites in a window, for the "where it grows" panel.
+    Sites {
+        job: u64,
+        result: Result<crate::sites::SitesData, Problem>,
     },
     /// Verdict counts of another session, for the sessions panel: (leak, ok, insufficient).
     Counts {
@@ -179,13 +187,13 @@ impl Jobs {
                 Ok(l) => l.session.end.is_none(),
                 Err(_) => false,
             };
-            let snapshot = result.as_ref().ok().map(Snapshot::of);
+            let snapshot = result.as_ref().ok().map(crate::live::Snapshot::of);
             if cancel.load(Ordering::Relaxed) {
                 return;
             }
             send(&tx, &ctx, Reply::Loaded { job, result });
             if let (true, Some(snapshot)) = (live, snapshot) {
-                follow(&path, session, snapshot, &cancel, &tx, &ctx, job);
+                crate::live::follow(&path, session, snapshot, &cancel, &tx, &ctx, job);
             }
         });
         job
@@ -219,6 +227,17 @@ impl Jobs {
                 let _ = memtools::detect::attach_sites(&store, loaded.session.id, &mut results);
             }
             send(&tx, &ctx, Reply::Analysed { job, results });
+        });
+        job
+    }
+
+    /// Reads one process's growth sites in a window (a query and a few thousand frames at
+    /// most: no progress, no cancelling; a superseded reply is dropped by the UI).
+    pub fn sites(&mut self, path: PathBuf, query: crate::sites::SitesQuery) -> u64 {
+        let (job, tx, ctx) = self.start();
+        std::thread::spawn(move || {
+            let result = crate::sites::read(&path, query);
+            send(&tx, &ctx, Reply::Sites { job, result });
         });
         job
     }
@@ -267,7 +286,7 @@ impl Jobs {
     }
 }
 
-fn send(tx: &Sender<Reply>, ctx: &Option<egui::Context>, reply: Reply) {
+pub(crate) fn send(tx: &Sender<Reply>, ctx: &Option<egui::Context>, reply: Reply) {
     // The UI may be gone (closed window): then nobody needs the reply.
     let _ = tx.send(reply);
     if let Some(ctx) = ctx {
@@ -275,7 +294,7 @@ fn send(tx: &Sender<Reply>, ctx: &Option<egui::Context>, reply: Reply) {
     }
 }
 
-fn open(path: &Path) -> Result<Store, Problem> {
+pub(crate) fn open(path: &Path) -> Result<Store, Problem> {
     Store::open_read_only(path).map_err(|e| Problem::from_store(&e))
 }
 
@@ -306,16 +325,18 @@ pub fn read_session(
         histories.push(History::new(process, points, session.start));
     }
     let phases = store.phases(session.id).map_err(err)?;
+    let has_sites = store.has_sites(session.id).map_err(err)?;
     Ok(Loaded {
         session,
         metric,
         histories,
         phases,
+        has_sites,
     })
 }
 
 /// Appends to `points` every sample after its last one.
-fn read_after(
+pub(crate) fn read_after(
     store: &Store,
     process: &ProcessRow,
     metric: Metric,
@@ -335,112 +356,5 @@ fn read_after(
         if n < CHUNK {
             return Ok(());
         }
-    }
-}
-
-/// What a live session held at the last poll.
-struct Snapshot {
-    session: SessionRow,
-    metric: Metric,
-    /// As stored: held on the grid only when rebuilt, so new samples append to the raw ones.
-    histories: Vec<(ProcessRow, Vec<(TimeNs, u64)>)>,
-    phases: Vec<Phase>,
-}
-
-impl Snapshot {
-    fn of(l: &Loaded) -> Snapshot {
-        Snapshot {
-            session: l.session.clone(),
-            metric: l.metric,
-            histories: l.owned_histories(),
-            phases: l.phases.clone(),
-        }
-    }
-}
-
-/// Polls a session being recorded about once a second and sends the grown data until it ends,
-/// the store goes away, or a newer load cancels it.
-fn follow(
-    path: &Path,
-    session: i64,
-    mut snap: Snapshot,
-    cancel: &AtomicBool,
-    tx: &Sender<Reply>,
-    ctx: &Option<egui::Context>,
-    job: u64,
-) {
-    let Ok(store) = open(path) else { return };
-    let never = AtomicBool::new(false);
-    while !cancel.load(Ordering::Relaxed) {
-        std::thread::sleep(LIVE_POLL);
-        let Ok(row) = store.session(session) else {
-            return;
-        };
-        if row.samples == snap.session.samples && row.processes == snap.session.processes {
-            if row.end.is_some() && snap.session.end.is_none() {
-                snap.session = row;
-                send(
-                    tx,
-                    ctx,
-                    Reply::Live {
-                        job,
-                        loaded: rebuild(&snap),
-                    },
-                );
-                return;
-            }
-            continue;
-        }
-        let Ok(processes) = store.processes(session) else {
-            return;
-        };
-        for process in processes {
-            let at = snap.histories.iter().position(|h| h.0.id == process.id);
-            let i = at.unwrap_or_else(|| {
-                snap.histories.push((process.clone(), Vec::new()));
-                snap.histories.len() - 1
-            });
-            let h = &mut snap.histories[i];
-            h.0 = process.clone();
-            if read_after(&store, &process, snap.metric, &mut h.1, &never, &mut |_| {}).is_err() {
-                return;
-            }
-        }
-        let ended = row.end.is_some();
-        snap.session = row;
-        if let Ok(phases) = store.phases(session) {
-            snap.phases = phases;
-        }
-        if cancel.load(Ordering::Relaxed) {
-            return;
-        }
-        send(
-            tx,
-            ctx,
-            Reply::Live {
-                job,
-                loaded: rebuild(&snap),
-            },
-        );
-        if ended {
-            return;
-        }
-    }
-}
-
-fn rebuild(snap: &Snapshot) -> Loaded {
-    let histories = snap
-        .histories
-        .iter()
-        .map(|(p, points)| {
-            let points = as_recorded(&snap.session, p, points.clone());
-            History::new(p.clone(), points, snap.session.start)
-        })
-        .collect();
-    Loaded {
-        session: snap.session.clone(),
-        metric: snap.metric,
-        histories,
-        phases: snap.phases.clone(),
     }
 }

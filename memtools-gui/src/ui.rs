@@ -29,6 +29,7 @@ impl App {
     /// Draws the whole app into `ui` (the eframe window, or a test harness).
     pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll(ui.ctx());
+        self.drive_sites(ui.ctx());
         if self.frame_stats.all && !self.busy() && self.selected.len() < self.rows.len() {
             self.selected = self.rows.iter().map(|r| r.process_id).collect();
         }
@@ -241,6 +242,15 @@ impl App {
             .resizable(true)
             .default_size(220.0)
             .show(ui, |ui| self.table_area(ui));
+        if loaded.has_sites {
+            Panel::bottom("sites")
+                .resizable(true)
+                .default_size(340.0)
+                // A panel shrinks to what it holds: keep room for the flame graph while the
+                // sites are read.
+                .min_size(300.0)
+                .show(ui, |ui| self.sites_panel(ui));
+        }
         let results: HashMap<i64, &ProcessResult> = self
             .results
             .iter()
@@ -261,7 +271,11 @@ impl App {
             &self.saved.overlays,
             &mut self.plot_cache,
             self.frame_stats.pan(),
+            &mut self.sites,
         );
+        if let Some((a, b)) = self.drawn.selected.take() {
+            self.sites.range = crate::sites::SiteRange::Selected(a, b);
+        }
     }
 
     fn table_area(&mut self, ui: &mut egui::Ui) {

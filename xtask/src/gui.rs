@@ -17,10 +17,16 @@ pub fn setup_gui() -> Result<()> {
     crate::setup::apt_install(&PACKAGES)
 }
 
-/// `cargo xtask screenshot`: the VLT session of revision 377208 in the real window under Xvfb,
-/// written to docs/screenshot-vlt-377208.png (scripts/screenshot.sh does the work).
-pub fn screenshot() -> Result<()> {
+/// `cargo xtask screenshot [sites]`: the VLT session of revision 377208 in the real window under
+/// Xvfb, written to docs/screenshot-vlt-377208.png (scripts/screenshot.sh does the work); with
+/// `sites`, the "where it grows" panel on a session recorded with `record --sites` (root), in
+/// docs/screenshot-sites.png (scripts/screenshot-sites.sh).
+pub fn screenshot(args: &[String]) -> Result<()> {
+    let script = match args.first().map(String::as_str) {
+        None => "scripts/screenshot.sh",
+        Some("sites") => "scripts/screenshot-sites.sh",
+        Some(other) => anyhow::bail!("unknown screenshot `{other}` (none, or `sites`)"),
+    };
     setup_gui()?;
-    let script = root().join("scripts/screenshot.sh");
-    sh(Command::new("bash").arg(Path::new(&script)))
+    sh(Command::new("bash").arg(Path::new(&root().join(script))))
 }

@@ -33,8 +33,10 @@ cargo xtask test [ARGS]        set up, check formatting and lints, run every tes
 cargo xtask bench [WHICH]      recorder [counts] | faults | overhead [--rounds N] |
                                analysis | gui | top | exporter | retention | all
                                (default all)
-cargo xtask screenshot         the GUI on VLT revision 377208 in a real window under
-                               Xvfb, into docs/screenshot-vlt-377208.png
+cargo xtask screenshot [sites] the GUI on VLT revision 377208 in a real window under
+                               Xvfb, into docs/screenshot-vlt-377208.png; `sites`: the
+                               \"where it grows\" panel on a `record --sites` session
+                               (root), into docs/screenshot-sites.png
 ";
 
 fn run() -> Result<()> {
@@ -47,7 +49,7 @@ fn run() -> Result<()> {
         "run" => run_user(rest),
         "test" => test(rest),
         "bench" => bench::bench(rest),
-        "screenshot" => gui::screenshot(),
+        "screenshot" => gui::screenshot(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -8,8 +8,8 @@
 mod report;
 
 pub use report::{
-    ProcessSites, SHALLOW_STACKS, SiteSummary, flame_graph, folded, named_frame, shallow,
-    summarize, text,
+    ProcessSites, SHALLOW_STACKS, SiteSummary, flame_graph, folded, is_runtime, named_frame,
+    shallow, summarize, text,
 };
 
 use crate::model::TimeNs;
