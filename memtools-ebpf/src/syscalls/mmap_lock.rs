@@ -5,19 +5,27 @@
 //! (`bpf_task_pt_regs`), so the accounting is the fentry path's, counted at entry (a call that
 //! then fails is counted too), and the counters are looked at before anything is released.
 //! brk's effect is the move of `mm->brk`, taken at the next look.
+//!
+//! Growth sites (with `record --sites`) are counted here at entry too, with the stack of the
+//! call: an mmap of new memory by its length, a brk by how far it asks to move the break
+//! beyond where [`account_brk`] just saw it (the lock is held, so that is the break the call
+//! starts from).
 
 use aya_ebpf::{
     Global, helpers::generated::bpf_task_pt_regs, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 
+use memtools_common::site_cause;
+
 use super::{
-    SYSCALL_ARG1_OFFSET, SYSCALL_ARG2_OFFSET, account_brk, arg, count_mmap, count_mremap,
-    count_munmap,
+    SYSCALL_ARG0_OFFSET, SYSCALL_ARG1_OFFSET, SYSCALL_ARG2_OFFSET, SYSCALL_ARG3_OFFSET,
+    account_brk, arg, count_mmap, count_mremap, count_munmap, grows,
 };
 use crate::kernel::{current_task, task_mm};
 use crate::rss::observe;
 use crate::shared::{atomic_add as add, current_tgid, epoch, mark_dirty, stats_of};
+use crate::sites::{calls_on, record_call};
 
 /// Offset in `struct pt_regs` of the system call's number (`orig_ax` on x86-64, `syscallno`
 /// on arm64).
@@ -69,13 +77,30 @@ pub fn mmap_locked(ctx: BtfTracePointContext) -> i32 {
         observe(tgid, s, mm, false);
     }
     if is(&NR_MMAP) {
-        count_mmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), 0);
+        let len = arg(regs, &SYSCALL_ARG1_OFFSET);
+        count_mmap(tgid, s, len, 0);
+        if calls_on()
+            && grows(
+                arg(regs, &SYSCALL_ARG2_OFFSET),
+                arg(regs, &SYSCALL_ARG3_OFFSET),
+            )
+        {
+            record_call(&ctx, tgid, site_cause::MMAP, len, regs);
+        }
     } else if is(&NR_MUNMAP) {
         count_munmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), 0);
     } else if is(&NR_BRK) {
         // SAFETY: `s` points at a live map value.
         unsafe { add(&raw mut (*s).brk_calls, 1) };
         mark_dirty(tgid, s, epoch);
+        if calls_on() {
+            // SAFETY: `s` points at a live map value; account_brk set it to `mm->brk`.
+            let now = unsafe { (*s).last_brk };
+            let wanted = arg(regs, &SYSCALL_ARG0_OFFSET);
+            if now != 0 && wanted > now {
+                record_call(&ctx, tgid, site_cause::BRK, wanted - now, regs);
+            }
+        }
     } else if is(&NR_MREMAP) {
         let (old_len, new_len) = (
             arg(regs, &SYSCALL_ARG1_OFFSET),

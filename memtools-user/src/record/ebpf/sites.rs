@@ -1,5 +1,5 @@
 //! Growth sites from the kernel side (memtools-ebpf's sites.rs): attaching the page-fault
-//! sampler and draining the stacks it counted.
+//! sampler, turning on the brk/mmap hooks' call sites, and draining the stacks they counted.
 //!
 //! The sampler is a perf software PAGE_FAULTS event with a sample period: the kernel counts
 //! faults in the event and runs the program only at every Nth. For a recorded command it is
@@ -43,6 +43,7 @@ pub struct SiteSampler {
 /// Indices of the kernel side's `SITE_CONFIG` (memtools-ebpf's sites.rs `config`).
 const CONFIG_BUCKET_NS: u32 = 0;
 const CONFIG_FAULT_BYTES: u32 = 1;
+const CONFIG_CALLS: u32 = 2;
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
     move |e| EbpfError::Map {
@@ -78,6 +79,8 @@ impl SiteSampler {
         config
             .set(CONFIG_BUCKET_NS, bucket_ns, 0)
             .and_then(|()| config.set(CONFIG_FAULT_BYTES, page_size * period, 0))
+            // The brk/mmap hooks sample every call that grows a followed process from now on.
+            .and_then(|()| config.set(CONFIG_CALLS, 1, 0))
             .map_err(map_error("SITE_CONFIG"))?;
         let sites = bpf
             .take_map("SITES")
