@@ -106,9 +106,14 @@ pub fn fill(key: &mut SiteKey, regs: *const u8) -> bool {
         } else {
             0
         };
+        // Up to the registers' frame pointer when it is the program's (the words above it are
+        // its frame records, followed below), else the whole scan.
+        let fp = (*walk).fp;
+        let whole = (SCAN_WORDS * 8) as u64;
+        let wanted = if fp != 0 { fp - sp + 8 } else { whole };
         let read = generated::bpf_probe_read_user(
             (&raw mut (*walk).words).cast(),
-            (SCAN_WORDS * 8) as u32,
+            core::cmp::min(wanted, whole) as u32,
             sp as *const core::ffi::c_void,
         );
         if read == 0 {
