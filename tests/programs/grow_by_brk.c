@@ -15,5 +15,7 @@ int main(void) {
         grow_heap();
         usleep(5000);
     }
+    /* Alive a little longer, so the recorder symbolizes its stacks while it lives. */
+    usleep(300000);
     return 0;
 }

@@ -29,5 +29,7 @@ int main(void) {
         malloc_large();
         usleep(5000);
     }
+    /* Alive a little longer, so the recorder symbolizes its stacks while it lives. */
+    usleep(300000);
     return 0;
 }

@@ -320,6 +320,12 @@ impl SiteRecorder {
         self.sampler.dropped()
     }
 
+    /// The process `tgid` stands for from now on (its samples are stored under it, even when
+    /// drained after it exited).
+    pub fn know(&mut self, tgid: u32, key: ProcessKey) {
+        self.keys.insert(tgid, key);
+    }
+
     /// Forgets a process's frames once it is gone and drained.
     pub fn forget(&mut self, tgid: u32) {
         self.known.remove(&tgid);
