@@ -1,9 +1,10 @@
 //! The user stack at a brk/mmap system call, for its growth site.
 //!
-//! `bpf_get_stack(BPF_F_USER_STACK)` works in each program type the mapping calls are hooked
-//! by (fexit, the BTF tracepoint, classic tracepoints: it unwinds from the task's saved user
-//! registers), but the frame-pointer chain it follows starts at the registers as the C library
-//! left them, and a C library built without frame pointers (Debian's, most distributions'
+//! `bpf_get_stack(BPF_F_USER_STACK)` is allowed in each program type the mapping calls are
+//! hooked by (the verifier takes it in the BTF and classic tracepoint programs; fexit, a
+//! tracing program as the BTF tracepoint is, could not be loaded where this was written: the
+//! kernel was in lockdown) and unwinds from the task's saved user registers,
+//! but the frame-pointer chain it follows starts at the registers as the C library left them, and a C library built without frame pointers (Debian's, most distributions'
 //! before 2024) uses the frame-pointer register for its own values: at `sbrk`'s system call it
 //! holds the old break, and the program's own functions above the library are lost.
 //!
@@ -11,7 +12,9 @@
 //! just above the stack pointer (256 bytes) for return addresses (a word is one only when the
 //! bytes before it are a call instruction, checked in the process's code) and for the
 //! program's frame pointer the library saved there (a word pointing a little higher into the
-//! stack whose frame record holds a return address), then follows the frame-pointer chain
+//! stack whose frame record holds a return address), takes the return address into the
+//! program's function from just below its frame record (the highest one there: past its
+//! locals, however deep the library's frames below), then follows the frame-pointer chain
 //! from it. A stale return address left in a library frame's unused slot can show up as an
 //! extra frame. Elsewhere `bpf_get_stack` is used as it is.
 
@@ -28,6 +31,10 @@ use crate::syscalls::{SYSCALL_FP_OFFSET, SYSCALL_IP_OFFSET, SYSCALL_SP_OFFSET, a
 /// program's saved frame pointer (the library's frames between the program and the call).
 #[cfg(bpf_target_arch = "x86_64")]
 const SCAN_WORDS: usize = 128;
+
+/// Words below the program's frame record looked through for the return address into it.
+#[cfg(bpf_target_arch = "x86_64")]
+const CALLER_WORDS: usize = 32;
 
 /// How far above a stack address a frame pointer may point (a frame this large is not a
 /// frame).
@@ -138,6 +145,36 @@ pub fn fill(key: &mut SiteKey, regs: *const u8) -> bool {
                         *slot = w;
                     }
                     (*walk).n = n as u64 + 1;
+                }
+            }
+        }
+        // The return address into the program's function whose frame is at `fp`: the highest
+        // one below its frame record, past its locals (the library's frames can be deeper
+        // than the scan above reaches: malloc, _int_malloc, sysmalloc, sbrk).
+        let fp = core::ptr::read_volatile(&raw const (*walk).fp);
+        let below = (CALLER_WORDS * 8) as u64;
+        if fp > sp + below
+            && generated::bpf_probe_read_user(
+                (&raw mut (*walk).words).cast(),
+                below as u32,
+                (fp - below) as *const core::ffi::c_void,
+            ) == 0
+        {
+            for j in 0..CALLER_WORDS {
+                let w = (*walk).words[CALLER_WORDS - 1 - j];
+                if after_call(w) {
+                    let n = core::ptr::read_volatile(&raw const (*walk).n) as usize;
+                    let last = match key.ips.get(n.wrapping_sub(1)) {
+                        Some(v) => *v,
+                        None => 0,
+                    };
+                    if w != last && n < SITE_STACK_DEPTH {
+                        if let Some(slot) = key.ips.get_mut(n) {
+                            *slot = w;
+                        }
+                        (*walk).n = n as u64 + 1;
+                    }
+                    break;
                 }
             }
         }

@@ -7,8 +7,10 @@
 //! outside its tree) or per CPU for `--all` (then the `STATS` lookup keeps it to followed
 //! processes). [`record_call`] is what the brk/mmap hooks (syscalls/) call when a call grew a
 //! followed process, in each of their three ways in, once the recorder turned calls on.
-//! Stacks come from frame pointers (`bpf_get_stack` with BPF_F_USER_STACK, which unwinds the
-//! task's saved user registers from a syscall's fexit, BTF and classic tracepoints alike).
+//! Stacks come from frame pointers: `bpf_get_stack` with BPF_F_USER_STACK at faults, and at
+//! calls on x86-64 a walk of the user stack that gets past a C library without frame pointers
+//! (call_stack.rs; elsewhere `bpf_get_stack`, which unwinds the task's saved user registers
+//! from a syscall's fexit or tracepoint alike).
 
 use aya_ebpf::{
     EbpfContext,

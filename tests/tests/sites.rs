@@ -208,6 +208,17 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
     let bytes: Vec<u64> = sites.iter().filter_map(|s| s["bytes"].as_u64()).collect();
     assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{report}");
 
+    // Its brk calls (malloc growing the heap, deep in the C library) are its own table, and
+    // name the function that called malloc, not main above it.
+    let (calls_report, calls) = call_sites(&store, "calls");
+    assert_eq!(calls[0]["function"], "grow_cache", "{calls_report}");
+    assert_eq!(calls[0]["cause"], "brk", "{calls_report}");
+    assert_eq!(calls[0]["line"], LEAK_LINE - 1, "{calls_report}");
+    assert!(
+        calls[0]["share"].as_f64().unwrap_or(0.0) > 0.8,
+        "{calls_report}"
+    );
+
     // detect names the leak's top three sites, in its table and its JSON.
     let detect = store.ok(&["detect"]);
     assert!(
