@@ -320,8 +320,9 @@ pub struct RecordArgs {
     /// few per cent, every program on the machine (README: what recording costs)
     #[arg(long)]
     pub rss_events: bool,
-    /// eBPF: sample the user stack where followed processes grow (every Nth page fault), so
-    /// `sites` can say which code grew them; needs frame pointers in the recorded programs
+    /// eBPF: sample the user stack where followed processes grow (every Nth page fault, and
+    /// every brk/mmap call that grows them), so `sites` can say which code grew them; needs
+    /// frame pointers in the recorded programs
     #[arg(long)]
     pub sites: bool,
     /// With --sites: one stack every this many page faults of a process
