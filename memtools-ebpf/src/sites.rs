@@ -90,6 +90,34 @@ pub fn record_call<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64, r
     }
 }
 
+/// A call noted by a hook with several paths, to be counted at its end: (cause, bytes).
+#[map]
+static NOTED_CALL: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Notes a brk or mmap call that grew the process by `bytes`, for [`record_noted_call`] at the
+/// end of the hook. The caller has checked [`calls_on`] first.
+#[inline(always)]
+pub fn note_call(cause: u32, bytes: u64) {
+    if let Some(slot) = NOTED_CALL.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe { *slot = [u64::from(cause), bytes] };
+    }
+}
+
+/// Counts the call [`note_call`] noted. A hook with several paths (the mmap lock's) calls this
+/// once, after them: the stack walk is then in one place of the program, reached with what was
+/// noted read back from a map, so the verifier checks it once rather than once per path (which
+/// took it seconds of CPU at every start).
+#[inline(always)]
+pub fn record_noted_call<C: EbpfContext>(ctx: &C, tgid: u32, regs: *const u8) {
+    let Some(slot) = NOTED_CALL.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot.
+    let [cause, bytes] = unsafe { *slot };
+    record_call(ctx, tgid, cause as u32, bytes, regs);
+}
+
 /// Counts one sample of the current user stack of followed process `tgid`.
 /// `sp`: the user stack pointer when the context has it (0 otherwise).
 #[inline(always)]

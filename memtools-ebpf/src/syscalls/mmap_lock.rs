@@ -25,7 +25,7 @@ use super::{
 use crate::kernel::{current_task, task_mm};
 use crate::rss::observe;
 use crate::shared::{atomic_add as add, current_tgid, epoch, mark_dirty, stats_of};
-use crate::sites::{calls_on, record_call};
+use crate::sites::{calls_on, note_call, record_noted_call};
 
 /// Offset in `struct pt_regs` of the system call's number (`orig_ax` on x86-64, `syscallno`
 /// on arm64).
@@ -76,6 +76,8 @@ pub fn mmap_locked(ctx: BtfTracePointContext) -> i32 {
     if is(&NR_MUNMAP) || is(&NR_BRK) || is(&NR_MREMAP) || is(&NR_MADVISE) {
         observe(tgid, s, mm, false);
     }
+    // A call that grew the process, counted as a site after the paths below meet.
+    let mut noted = false;
     if is(&NR_MMAP) {
         let len = arg(regs, &SYSCALL_ARG1_OFFSET);
         count_mmap(tgid, s, len, 0);
@@ -85,7 +87,8 @@ pub fn mmap_locked(ctx: BtfTracePointContext) -> i32 {
                 arg(regs, &SYSCALL_ARG3_OFFSET),
             )
         {
-            record_call(&ctx, tgid, site_cause::MMAP, len, regs);
+            note_call(site_cause::MMAP, len);
+            noted = true;
         }
     } else if is(&NR_MUNMAP) {
         count_munmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), 0);
@@ -98,7 +101,8 @@ pub fn mmap_locked(ctx: BtfTracePointContext) -> i32 {
             let now = unsafe { (*s).last_brk };
             let wanted = arg(regs, &SYSCALL_ARG0_OFFSET);
             if now != 0 && wanted > now {
-                record_call(&ctx, tgid, site_cause::BRK, wanted - now, regs);
+                note_call(site_cause::BRK, wanted - now);
+                noted = true;
             }
         }
     } else if is(&NR_MREMAP) {
@@ -107,6 +111,9 @@ pub fn mmap_locked(ctx: BtfTracePointContext) -> i32 {
             arg(regs, &SYSCALL_ARG2_OFFSET),
         );
         count_mremap(tgid, s, old_len, new_len, 0);
+    }
+    if noted {
+        record_noted_call(&ctx, tgid, regs);
     }
     0
 }
