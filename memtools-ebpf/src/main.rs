@@ -18,6 +18,8 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod call_stack;
+#[cfg(target_arch = "bpf")]
 mod counts;
 #[cfg(target_arch = "bpf")]
 mod kernel;

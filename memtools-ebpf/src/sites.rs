@@ -5,8 +5,12 @@
 //! counts faults in the perf event and runs the program only every Nth one, and the recorder
 //! opens the event on the recorded command with `inherit` (so nothing runs for processes
 //! outside its tree) or per CPU for `--all` (then the `STATS` lookup keeps it to followed
-//! processes). [`record_site`] is also what the brk/mmap hooks call when a call grew the
-//! process. Stacks come from frame pointers (`bpf_get_stack` with BPF_F_USER_STACK).
+//! processes). [`record_call`] is what the brk/mmap hooks (syscalls/) call when a call grew a
+//! followed process, in each of their three ways in, once the recorder turned calls on.
+//! Stacks come from frame pointers: `bpf_get_stack` with BPF_F_USER_STACK at faults, and at
+//! calls on x86-64 a walk of the user stack that gets past a C library without frame pointers
+//! (call_stack.rs; elsewhere `bpf_get_stack`, which unwinds the task's saved user registers
+//! from a syscall's fexit or tracepoint alike).
 
 use aya_ebpf::{
     EbpfContext,
@@ -18,7 +22,9 @@ use aya_ebpf::{
 };
 use memtools_common::{MAX_SITE_KEYS, SITE_STACK_DEPTH, SiteCounts, SiteKey, site_cause};
 
+use crate::call_stack;
 use crate::shared::{atomic_add, current_tgid, stats_of};
+use crate::syscalls::{SYSCALL_SP_OFFSET, arg};
 
 /// The recorder's settings, by index (see `config`): written once after loading.
 #[map]
@@ -30,7 +36,9 @@ pub mod config {
     pub const BUCKET_NS: u32 = 0;
     /// The bytes a fault sample stands for: the page size times the sample period.
     pub const FAULT_BYTES: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Non-zero: sample the stack at every brk/mmap call that grows a followed process.
+    pub const CALLS: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Counts per (process, cause, bucket, stack), drained by the recorder.
@@ -53,13 +61,77 @@ fn setting(index: u32, default: u64) -> u64 {
     }
 }
 
+/// Whether the recorder asked for call sites (`record --sites`): the one check the mapping
+/// hooks make before anything else of sites, after the process was found followed.
+#[inline(always)]
+pub fn calls_on() -> bool {
+    matches!(SITE_CONFIG.get(config::CALLS), Some(v) if *v != 0)
+}
+
+/// A brk or mmap call of a followed process grew it by `bytes` of address space: its user
+/// stack is counted under `cause`. `regs`: the task's saved user registers. The caller has
+/// checked [`calls_on`] first.
+#[inline(always)]
+pub fn record_call<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64, regs: *const u8) {
+    if bytes == 0 || regs.is_null() {
+        return;
+    }
+    let Some(key) = fresh_key(tgid, cause) else {
+        return;
+    };
+    // SAFETY: `key` points at this CPU's scratch slot (see `fresh_key`).
+    unsafe {
+        if call_stack::fill(&mut *key, regs) {
+            count(key, bytes);
+        } else {
+            let sp = arg(regs, &SYSCALL_SP_OFFSET);
+            sample_stack(ctx, key, bytes, sp);
+        }
+    }
+}
+
+/// A call noted by a hook with several paths, to be counted at its end: (cause, bytes).
+#[map]
+static NOTED_CALL: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Notes a brk or mmap call that grew the process by `bytes`, for [`record_noted_call`] at the
+/// end of the hook. The caller has checked [`calls_on`] first.
+#[inline(always)]
+pub fn note_call(cause: u32, bytes: u64) {
+    if let Some(slot) = NOTED_CALL.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe { *slot = [u64::from(cause), bytes] };
+    }
+}
+
+/// Counts the call [`note_call`] noted. A hook with several paths (the mmap lock's) calls this
+/// once, after them: the stack walk is then in one place of the program, reached with what was
+/// noted read back from a map, so the verifier checks it once rather than once per path (which
+/// took it seconds of CPU at every start).
+#[inline(always)]
+pub fn record_noted_call<C: EbpfContext>(ctx: &C, tgid: u32, regs: *const u8) {
+    let Some(slot) = NOTED_CALL.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot.
+    let [cause, bytes] = unsafe { *slot };
+    record_call(ctx, tgid, cause as u32, bytes, regs);
+}
+
 /// Counts one sample of the current user stack of followed process `tgid`.
 /// `sp`: the user stack pointer when the context has it (0 otherwise).
 #[inline(always)]
 pub fn record_site<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64, sp: u64) {
-    let Some(key) = SITE_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
+    if let Some(key) = fresh_key(tgid, cause) {
+        // SAFETY: `key` points at this CPU's scratch slot (see `fresh_key`).
+        unsafe { sample_stack(ctx, key, bytes, sp) };
+    }
+}
+
+/// This CPU's scratch key, its frames cleared, for `tgid`'s `cause` in the current bucket.
+#[inline(always)]
+fn fresh_key(tgid: u32, cause: u32) -> Option<*mut SiteKey> {
+    let key = SITE_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: `key` points at this CPU's scratch slot; programs do not nest on one CPU for
     // these hooks (perf overflow and syscall entry run with preemption disabled).
     unsafe {
@@ -70,12 +142,25 @@ pub fn record_site<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64, s
         }
         (*key).tgid = tgid;
         (*key).cause = cause;
+        (*key).leaf_return = 0;
+        (*key).bucket = bpf_ktime_get_boot_ns() / setting(config::BUCKET_NS, 1_000_000_000);
+    }
+    Some(key)
+}
+
+/// Fills the key with `bpf_get_stack`'s user stack (and the word at `sp`, a frameless leaf's
+/// caller) and counts it.
+///
+/// # Safety
+/// `key` is this CPU's scratch slot from [`fresh_key`].
+#[inline(always)]
+unsafe fn sample_stack<C: EbpfContext>(ctx: &C, key: *mut SiteKey, bytes: u64, sp: u64) {
+    unsafe {
         (*key).leaf_return = if sp == 0 {
             0
         } else {
             bpf_probe_read_user(sp as *const u64).unwrap_or(0)
         };
-        (*key).bucket = bpf_ktime_get_boot_ns() / setting(config::BUCKET_NS, 1_000_000_000);
         let got = bpf_get_stack(
             ctx.as_ptr(),
             (*key).ips.as_mut_ptr().cast(),
@@ -85,6 +170,17 @@ pub fn record_site<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64, s
         if got <= 0 {
             return;
         }
+        count(key, bytes);
+    }
+}
+
+/// Adds one sample of `bytes` to the key's counts.
+///
+/// # Safety
+/// `key` is this CPU's scratch slot, filled.
+#[inline(always)]
+unsafe fn count(key: *mut SiteKey, bytes: u64) {
+    unsafe {
         if let Some(counts) = SITES.get_ptr_mut(&*key) {
             atomic_add(&raw mut (*counts).samples, 1);
             atomic_add(&raw mut (*counts).bytes, bytes);

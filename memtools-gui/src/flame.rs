@@ -367,6 +367,7 @@ mod tests {
     fn site(names: &[&str], bytes: u64) -> Site {
         Site {
             stack: names.iter().rev().map(|n| f(n)).collect(),
+            cause: memtools::sites::SiteCause::Fault,
             samples: 1,
             bytes,
         }

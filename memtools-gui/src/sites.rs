@@ -52,7 +52,12 @@ pub struct SitesData {
 pub fn read(path: &Path, query: SitesQuery) -> Result<SitesData, Problem> {
     let store = Store::open_read_only(path).map_err(|e| Problem::from_store(&e))?;
     let sites = store
-        .sites(query.process, query.window)
+        .sites(
+            query.process,
+            query.window,
+            // Resident growth, as the verdicts name it: reserved address space is not added in.
+            &[memtools::sites::SiteCause::Fault],
+        )
         .map_err(|e: StoreError| Problem::from_store(&e))?;
     let shallow = memtools::sites::shallow(&sites);
     Ok(SitesData {

@@ -152,6 +152,11 @@ pub struct SitesArgs {
     /// side may be left out)
     #[arg(long, default_value = "leak", value_parser = parse_site_window, value_name = "leak|all|START..END")]
     pub window: SiteWindowArg,
+    /// Which samples: `fault` (sampled page faults: resident memory grown), `brk` or `mmap`
+    /// (every call that grew the process: address space reserved), `calls` (both calls), or
+    /// `all`; faults and calls are listed apart, each with shares of its own bytes
+    #[arg(long, value_enum, default_value_t = SiteCauseArg::All)]
+    pub cause: SiteCauseArg,
     #[arg(long, value_enum, default_value_t = SitesFormat::Text)]
     pub format: SitesFormat,
     /// Write here instead of standard output (a new file renamed into place; never through a
@@ -209,15 +214,40 @@ fn parse_site_window(s: &str) -> Result<SiteWindowArg, String> {
     Ok(SiteWindowArg::Range(start, end))
 }
 
+/// Which causes of growth sites `sites` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SiteCauseArg {
+    Fault,
+    Brk,
+    Mmap,
+    Calls,
+    All,
+}
+
+impl SiteCauseArg {
+    /// The stored causes this choice reads.
+    pub fn causes(self) -> &'static [memtools::sites::SiteCause] {
+        use memtools::sites::SiteCause::{Brk, Fault, Mmap};
+        match self {
+            SiteCauseArg::Fault => &[Fault],
+            SiteCauseArg::Brk => &[Brk],
+            SiteCauseArg::Mmap => &[Mmap],
+            SiteCauseArg::Calls => &[Brk, Mmap],
+            SiteCauseArg::All => &[Fault, Brk, Mmap],
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SitesFormat {
     /// The top sites of each process: share, bytes, samples, function, file:line
     Text,
     /// Folded stacks (outermost first, weighed in bytes) for flame graph tools
     Folded,
-    /// An array of processes, each with `pid`, `name` and its `sites`, largest first
+    /// An array of processes, each with `pid`, `name`, its fault `sites` and (when calls are
+    /// asked for) its `calls`, largest first
     Json,
-    /// A flame graph (inferno)
+    /// A flame graph (inferno); with faults and calls, each under a frame naming its measure
     Svg,
 }
 
@@ -314,8 +344,9 @@ pub struct RecordArgs {
     /// few per cent, every program on the machine (README: what recording costs)
     #[arg(long)]
     pub rss_events: bool,
-    /// eBPF: sample the user stack where followed processes grow (every Nth page fault), so
-    /// `sites` can say which code grew them; needs frame pointers in the recorded programs
+    /// eBPF: sample the user stack where followed processes grow (every Nth page fault, and
+    /// every brk/mmap call that grows them), so `sites` can say which code grew them; needs
+    /// frame pointers in the recorded programs
     #[arg(long)]
     pub sites: bool,
     /// With --sites: one stack every this many page faults of a process

@@ -1,5 +1,7 @@
 //! `memtools-user sites`: where each process of a session grew, from the growth sites
-//! `record --sites` stored, within the leak's window, the whole session or a given range.
+//! `record --sites` stored, within the leak's window, the whole session or a given range:
+//! resident growth from sampled page faults, and address space reserved by brk/mmap calls,
+//! each measured apart (`--cause`).
 
 use std::io::Write;
 
@@ -9,7 +11,7 @@ use crate::cli::{SiteWindowArg, SitesArgs, SitesFormat};
 use memtools::analysis::{Params, Verdict};
 use memtools::detect;
 use memtools::report::output;
-use memtools::sites::{self, Frame, ProcessSites, Site, Window};
+use memtools::sites::{self, Frame, Measure, ProcessSites, Site, Window};
 use memtools::store::{ProcessRow, Store};
 
 /// How many sites a process lists in text and JSON.
@@ -80,9 +82,12 @@ pub fn run(args: SitesArgs) -> Result<i32> {
             leaks
         }
     };
+    let causes = args.cause.causes();
+    let mut shown: Vec<Measure> = causes.iter().map(|c| c.measure()).collect();
+    shown.dedup();
     let mut per_process: Vec<(ProcessRow, Vec<Site>)> = Vec::with_capacity(windows.len());
     for (p, w) in windows {
-        let found = store.sites(p.id, w)?;
+        let found = store.sites(p.id, w, causes)?;
         per_process.push((p, found));
     }
     let unnamed = per_process
@@ -95,7 +100,7 @@ pub fn run(args: SitesArgs) -> Result<i32> {
             "memtools: some frames have no name (a stripped binary?): `memtools-user resymbolize --search DIR` names them from the build with symbols"
         );
     }
-    let bytes = render(args.format, &per_process)?;
+    let bytes = render(args.format, &shown, &per_process)?;
     match &args.output {
         Some(path) => output::write(path, &bytes)?,
         None => {
@@ -112,34 +117,44 @@ pub fn run(args: SitesArgs) -> Result<i32> {
 }
 
 /// The process a stack belongs to, as an outermost frame: one folded file or flame graph for
-/// several processes keeps them apart.
-fn under_process(p: &ProcessRow, sites: &[Site]) -> Vec<Site> {
-    let root = Frame {
-        function: Some(format!("{} (pid {})", p.info.name, p.info.key.pid)),
+/// several processes keeps them apart. With both measures shown, the measure is the next
+/// frame in, so resident and reserved bytes are two towers, never one sum.
+fn under_process(p: &ProcessRow, sites: &[Site], shown: &[Measure]) -> Vec<Site> {
+    let named = |label: String| Frame {
+        function: Some(label),
         ..Frame::default()
     };
+    let root = named(format!("{} (pid {})", p.info.name, p.info.key.pid));
     sites
         .iter()
         .map(|s| {
             let mut s = s.clone();
+            if shown.len() > 1 {
+                s.stack
+                    .push(named(s.cause.measure().frame_label().to_string()));
+            }
             s.stack.push(root.clone());
             s
         })
         .collect()
 }
 
-fn render(format: SitesFormat, per_process: &[(ProcessRow, Vec<Site>)]) -> Result<Vec<u8>> {
+fn render(
+    format: SitesFormat,
+    shown: &[Measure],
+    per_process: &[(ProcessRow, Vec<Site>)],
+) -> Result<Vec<u8>> {
     Ok(match format {
         SitesFormat::Text => per_process
             .iter()
-            .map(|(p, s)| sites::text(p.info.key.pid, &p.info.name, s, TOP))
+            .map(|(p, s)| sites::text(p.info.key.pid, &p.info.name, s, shown, TOP))
             .collect::<Vec<_>>()
             .join("\n")
             .into_bytes(),
         SitesFormat::Json => {
             let list: Vec<ProcessSites> = per_process
                 .iter()
-                .map(|(p, s)| ProcessSites::of(p.info.key.pid, &p.info.name, s, TOP))
+                .map(|(p, s)| ProcessSites::of(p.info.key.pid, &p.info.name, s, shown, TOP))
                 .collect();
             let mut v = serde_json::to_vec_pretty(&list)?;
             v.push(b'\n');
@@ -147,15 +162,22 @@ fn render(format: SitesFormat, per_process: &[(ProcessRow, Vec<Site>)]) -> Resul
         }
         SitesFormat::Folded => per_process
             .iter()
-            .map(|(p, s)| sites::folded(&under_process(p, s)))
+            .map(|(p, s)| sites::folded(&under_process(p, s, shown)))
             .collect::<String>()
             .into_bytes(),
         SitesFormat::Svg => {
             let all: Vec<Site> = per_process
                 .iter()
-                .flat_map(|(p, s)| under_process(p, s))
+                .flat_map(|(p, s)| under_process(p, s, shown))
                 .collect();
-            sites::flame_graph("Where it grows", &all)?
+            let title = if shown.len() > 1 {
+                "Where it grows: resident memory (page faults) and reserved address space (brk/mmap calls), side by side, not to be added"
+            } else if shown.first() == Some(&Measure::Reserved) {
+                "Where it reserved address space (brk/mmap calls)"
+            } else {
+                "Where it grows"
+            };
+            sites::flame_graph(title, &all)?
         }
     })
 }

@@ -290,17 +290,34 @@ fn growth_sites_round_trip_and_are_summed_over_a_window() {
 
     let reader = Store::open_read_only(dir.path().join("s.db")).unwrap();
     assert!(reader.has_sites(1).unwrap());
-    let all = reader.sites(a, Window::ALL).unwrap();
-    assert_eq!(all.len(), 2);
+    let faults = reader.sites(a, Window::ALL, &[SiteCause::Fault]).unwrap();
+    assert_eq!(faults.len(), 2);
     assert_eq!(
-        all[0].stack, leak,
+        faults[0].stack, leak,
         "frames, inlining and order come back as written"
     );
     assert_eq!(
-        (all[0].samples, all[0].bytes),
-        (7, 12_288 + 4_096 + 8_192 + (1 << 20))
+        (faults[0].cause, faults[0].samples, faults[0].bytes),
+        (SiteCause::Fault, 6, 12_288 + 4_096 + 8_192)
     );
-    assert_eq!((all[1].samples, all[1].bytes), (5, 20_480));
+    assert_eq!((faults[1].samples, faults[1].bytes), (5, 20_480));
+    // The brk call's bytes stay apart from the faults', under their own cause.
+    let calls = reader
+        .sites(a, Window::ALL, &[SiteCause::Brk, SiteCause::Mmap])
+        .unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (
+            calls[0].cause,
+            calls[0].samples,
+            calls[0].bytes,
+            &calls[0].stack
+        ),
+        (SiteCause::Brk, 1, 1 << 20, &leak)
+    );
+    let all = reader.sites(a, Window::ALL, &SiteCause::ALL).unwrap();
+    assert_eq!(all.len(), 3, "one per stack and cause");
+    assert_eq!(all[0].cause, SiteCause::Brk, "most bytes first");
     // A window counts only the buckets that start inside it.
     let late = reader
         .sites(
@@ -309,13 +326,11 @@ fn growth_sites_round_trip_and_are_summed_over_a_window() {
                 start: Some(150),
                 end: None,
             },
+            &[SiteCause::Fault],
         )
         .unwrap();
     assert_eq!(late.len(), 1);
-    assert_eq!(
-        (late[0].samples, late[0].bytes),
-        (4, 4_096 + 8_192 + (1 << 20))
-    );
+    assert_eq!((late[0].samples, late[0].bytes), (3, 4_096 + 8_192));
     let early = reader
         .sites(
             a,
@@ -323,10 +338,14 @@ fn growth_sites_round_trip_and_are_summed_over_a_window() {
                 start: None,
                 end: Some(150),
             },
+            &SiteCause::ALL,
         )
         .unwrap();
     assert_eq!(early[0].stack, churn, "most bytes first");
-    assert_eq!(reader.sites(b, Window::ALL).unwrap()[0].samples, 7);
+    assert_eq!(
+        reader.sites(b, Window::ALL, &SiteCause::ALL).unwrap()[0].samples,
+        7
+    );
     // Another session of the same store without sites reads as before.
     drop(reader);
     store
@@ -373,7 +392,10 @@ fn an_old_schema_is_migrated_and_keeps_its_data() {
     assert_eq!(store.phases(1).unwrap(), vec![]);
     // It recorded no growth sites, and says so rather than failing.
     assert!(!store.has_sites(1).unwrap());
-    assert_eq!(store.sites(1, Window::ALL).unwrap(), vec![]);
+    assert_eq!(
+        store.sites(1, Window::ALL, &SiteCause::ALL).unwrap(),
+        vec![]
+    );
     drop(store);
     assert_eq!(
         std::fs::read(&path).unwrap(),
@@ -722,7 +744,7 @@ fn a_session_s_site_frames_are_replaced_in_place_for_a_new_symbolization() {
         .replace_site_frames(&[(stacks[0].0, named.clone())])
         .unwrap();
     assert_eq!(store.site_stacks(1).unwrap()[0].1, named);
-    let sites = store.sites(a, Window::ALL).unwrap();
+    let sites = store.sites(a, Window::ALL, &SiteCause::ALL).unwrap();
     assert_eq!(sites[0].stack, named, "the sites read the new frames");
     assert_eq!(
         (sites[0].samples, sites[0].bytes),

@@ -17,18 +17,48 @@ const RUST_LEAK_LINE: u64 = 8;
 /// The line of grow_cache that touches the leaked memory.
 const LEAK_LINE: u64 = 14;
 
+const BRK_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_by_brk.c");
+const MMAP_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_by_mmap.c");
+/// The lines of grow_by_brk.c's sbrk and grow_by_mmap.c's mmap and malloc.
+const SBRK_LINE: u64 = 7;
+const MMAP_LINE: u64 = 13;
+const MALLOC_LINE: u64 = 21;
+
 /// Compiles the test program with `flags` into `dir`.
 fn compile(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    compile_source(dir, name, SOURCE, flags)
+}
+
+/// Compiles a C program with `flags` into `dir`.
+fn compile_source(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
     let out = dir.join(name);
     let status = Command::new("cc")
         .args(flags)
         .arg("-o")
         .arg(&out)
-        .arg(SOURCE)
+        .arg(source)
         .status()
         .expect("running cc (cargo xtask setup installs it)");
-    assert!(status.success(), "cc {flags:?} failed");
+    assert!(status.success(), "cc {flags:?} {source} failed");
     out
+}
+
+/// A process's call sites (`sites --format json`'s `calls`) of `cause`, for the whole session.
+fn call_sites(store: &TestStore, cause: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let out = store.ok(&[
+        "sites", "--window", "all", "--cause", cause, "--format", "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("sites --format json");
+    let calls = report[0]["calls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no calls: {report}"))
+        .clone();
+    (report, calls)
+}
+
+/// The call site named after `function`.
+fn site_of<'a>(calls: &'a [serde_json::Value], function: &str) -> Option<&'a serde_json::Value> {
+    calls.iter().find(|s| s["function"] == function)
 }
 
 /// `top` on a store in a tmux server of its own (its own socket); the server ends with it.
@@ -177,6 +207,17 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
     // Largest first.
     let bytes: Vec<u64> = sites.iter().filter_map(|s| s["bytes"].as_u64()).collect();
     assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{report}");
+
+    // Its brk calls (malloc growing the heap, deep in the C library) are its own table, and
+    // name the function that called malloc, not main above it.
+    let (calls_report, calls) = call_sites(&store, "calls");
+    assert_eq!(calls[0]["function"], "grow_cache", "{calls_report}");
+    assert_eq!(calls[0]["cause"], "brk", "{calls_report}");
+    assert_eq!(calls[0]["line"], LEAK_LINE - 1, "{calls_report}");
+    assert!(
+        calls[0]["share"].as_f64().unwrap_or(0.0) > 0.8,
+        "{calls_report}"
+    );
 
     // detect names the leak's top three sites, in its table and its JSON.
     let detect = store.ok(&["detect"]);
@@ -412,4 +453,161 @@ fn a_session_recorded_from_a_stripped_binary_is_named_again_from_the_unstripped_
         top["bytes"], before[0]["sites"][0]["bytes"],
         "the counts are the ones recorded"
     );
+}
+
+#[test]
+fn a_program_growing_by_brk_gets_a_call_site_naming_its_function() {
+    if !ready("a_program_growing_by_brk_gets_a_call_site_naming_its_function") {
+        return;
+    }
+    let store = TestStore::new();
+    let program = compile_source(
+        store.dir.path(),
+        "grow_by_brk",
+        BRK_SOURCE,
+        &["-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    record(&store, &program);
+    let (report, calls) = call_sites(&store, "brk");
+    // sbrk's system call is made inside the C library, whose frame pointer register then holds
+    // the old break: the site is still grow_heap, the line of its sbrk call.
+    let top = &calls[0];
+    assert_eq!(top["function"], "grow_heap", "{report}");
+    assert_eq!(top["cause"], "brk", "{report}");
+    assert!(
+        top["file"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("grow_by_brk.c"),
+        "{report}"
+    );
+    assert_eq!(top["line"], SBRK_LINE, "{report}");
+    // Every call is counted, with the bytes it moved the break by.
+    assert_eq!(top["samples"], 40, "{report}");
+    assert_eq!(top["bytes"], 40u64 << 20, "{report}");
+    assert!(top["share"].as_f64().unwrap_or(0.0) > 0.9, "{report}");
+    assert!(
+        calls.iter().all(|s| s["cause"] == "brk"),
+        "--cause brk lists brk calls only: {report}"
+    );
+    // Asked for brk alone, no fault is listed, and the faults' own list is empty.
+    assert_eq!(
+        report[0]["sites"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
+    // Faults alone: no calls at all.
+    let out = store.ok(&[
+        "sites", "--window", "all", "--cause", "fault", "--format", "json",
+    ]);
+    let faults: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert!(faults[0].get("calls").is_none(), "{faults}");
+    assert_eq!(faults[0]["sites"][0]["function"], "grow_heap", "{faults}");
+    // Both (the default): two tables, each saying what its shares are of.
+    let text = store.ok(&["sites", "--window", "all"]);
+    let (resident, reserved) = text
+        .split_once("address space reserved by brk/mmap calls")
+        .unwrap_or_else(|| panic!("no table of calls: {text}"));
+    assert!(
+        resident.contains("resident memory, from sampled page faults"),
+        "{text}"
+    );
+    assert!(resident.contains("grow_heap  grow_by_brk.c:"), "{text}");
+    assert!(
+        reserved.contains("brk  calls  grow_heap  grow_by_brk.c:7"),
+        "{text}"
+    );
+    // Folded stacks keep the two measures under frames of their own, inside the process's.
+    let folded = store.ok(&["sites", "--window", "all", "--format", "folded"]);
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains(";[reserved:_brk/mmap_calls];") && l.contains(";main;grow_heap;")),
+        "{folded}"
+    );
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains(";[resident:_page_faults];") && l.contains(";grow_heap;")),
+        "{folded}"
+    );
+}
+
+#[test]
+fn a_program_growing_by_mmap_gets_call_sites_naming_its_functions() {
+    if !ready("a_program_growing_by_mmap_gets_call_sites_naming_its_functions") {
+        return;
+    }
+    let store = TestStore::new();
+    let program = compile_source(
+        store.dir.path(),
+        "grow_by_mmap",
+        MMAP_SOURCE,
+        &["-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    record(&store, &program);
+    let (report, calls) = call_sites(&store, "mmap");
+    let direct = site_of(&calls, "map_direct").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(direct["cause"], "mmap", "{report}");
+    assert!(
+        direct["file"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("grow_by_mmap.c"),
+        "{report}"
+    );
+    assert_eq!(direct["line"], MMAP_LINE, "{report}");
+    assert_eq!(direct["samples"], 30, "{report}");
+    assert_eq!(direct["bytes"], 30u64 << 20, "{report}");
+    // malloc maps each 512 KiB block itself, deep in the C library (malloc, _int_malloc,
+    // sysmalloc, mmap): the site is still the program's function that called malloc.
+    let large = site_of(&calls, "malloc_large").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(large["line"], MALLOC_LINE, "{report}");
+    assert_eq!(large["samples"], 30, "{report}");
+    let bytes = large["bytes"].as_u64().unwrap_or(0);
+    assert!(
+        (30 * (512 << 10)..=30 * (520 << 10)).contains(&bytes),
+        "malloc's blocks and their headers: {bytes}: {report}"
+    );
+    // The two carry nearly everything the calls reserved, in proportion.
+    let share = |s: &serde_json::Value| s["share"].as_f64().unwrap_or(0.0);
+    assert!(share(direct) + share(large) > 0.95, "{report}");
+    assert!(
+        (share(direct) - 2.0 * share(large)).abs() < 0.05,
+        "{report}"
+    );
+}
+
+#[test]
+fn without_sites_no_call_site_is_recorded() {
+    if !ready("without_sites_no_call_site_is_recorded") {
+        return;
+    }
+    let store = TestStore::new();
+    let program = compile_source(
+        store.dir.path(),
+        "grow_by_brk",
+        BRK_SOURCE,
+        &["-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--",
+        program.to_str().expect("UTF-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The process was recorded, its brk calls counted...
+    let json = store.ok(&["export", "--format", "json"]);
+    assert!(json.contains("grow_by_brk"), "{json}");
+    // ...and no site of any cause was stored.
+    let out = store.run(&["sites", "--window", "all", "--cause", "brk"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no growth sites"), "{stderr}");
 }

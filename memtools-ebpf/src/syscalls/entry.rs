@@ -11,12 +11,15 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext},
 };
 
+use memtools_common::site_cause;
+
 use super::{
-    SYSCALL_ARG1_OFFSET, SYSCALL_ARG2_OFFSET, arg, count_brk, count_mmap, count_mremap,
-    count_munmap,
+    SYSCALL_ARG1_OFFSET, SYSCALL_ARG2_OFFSET, SYSCALL_ARG3_OFFSET, arg, count_brk, count_mmap,
+    count_mremap, count_munmap, failed, grows,
 };
 use crate::rss::observe_current;
 use crate::shared::{current_tgid, stats_of};
+use crate::sites::{calls_on, record_call};
 
 /// Before a call that may give memory back: the counters as they stand.
 #[inline(always)]
@@ -33,7 +36,17 @@ pub fn mmap_exit(ctx: FExitContext) -> i32 {
     if let Some(s) = stats_of(tgid) {
         let regs: *const u8 = ctx.arg(0);
         let ret: i64 = ctx.arg(1);
-        count_mmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), ret);
+        let len = arg(regs, &SYSCALL_ARG1_OFFSET);
+        count_mmap(tgid, s, len, ret);
+        if calls_on()
+            && !failed(ret)
+            && grows(
+                arg(regs, &SYSCALL_ARG2_OFFSET),
+                arg(regs, &SYSCALL_ARG3_OFFSET),
+            )
+        {
+            record_call(&ctx, tgid, site_cause::MMAP, len, regs);
+        }
     }
     0
 }
@@ -66,7 +79,11 @@ pub fn brk_exit(ctx: FExitContext) -> i32 {
     let tgid = current_tgid();
     if let Some(s) = stats_of(tgid) {
         let ret: u64 = ctx.arg(1);
-        count_brk(tgid, s, ret);
+        let grew = count_brk(tgid, s, ret);
+        if grew != 0 && calls_on() {
+            let regs: *const u8 = ctx.arg(0);
+            record_call(&ctx, tgid, site_cause::BRK, grew, regs);
+        }
     }
     0
 }

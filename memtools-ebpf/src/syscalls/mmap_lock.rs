@@ -5,19 +5,27 @@
 //! (`bpf_task_pt_regs`), so the accounting is the fentry path's, counted at entry (a call that
 //! then fails is counted too), and the counters are looked at before anything is released.
 //! brk's effect is the move of `mm->brk`, taken at the next look.
+//!
+//! Growth sites (with `record --sites`) are counted here at entry too, with the stack of the
+//! call: an mmap of new memory by its length, a brk by how far it asks to move the break
+//! beyond where [`account_brk`] just saw it (the lock is held, so that is the break the call
+//! starts from).
 
 use aya_ebpf::{
     Global, helpers::generated::bpf_task_pt_regs, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 
+use memtools_common::site_cause;
+
 use super::{
-    SYSCALL_ARG1_OFFSET, SYSCALL_ARG2_OFFSET, account_brk, arg, count_mmap, count_mremap,
-    count_munmap,
+    SYSCALL_ARG0_OFFSET, SYSCALL_ARG1_OFFSET, SYSCALL_ARG2_OFFSET, SYSCALL_ARG3_OFFSET,
+    account_brk, arg, count_mmap, count_mremap, count_munmap, grows,
 };
 use crate::kernel::{current_task, task_mm};
 use crate::rss::observe;
 use crate::shared::{atomic_add as add, current_tgid, epoch, mark_dirty, stats_of};
+use crate::sites::{calls_on, note_call, record_noted_call};
 
 /// Offset in `struct pt_regs` of the system call's number (`orig_ax` on x86-64, `syscallno`
 /// on arm64).
@@ -68,20 +76,44 @@ pub fn mmap_locked(ctx: BtfTracePointContext) -> i32 {
     if is(&NR_MUNMAP) || is(&NR_BRK) || is(&NR_MREMAP) || is(&NR_MADVISE) {
         observe(tgid, s, mm, false);
     }
+    // A call that grew the process, counted as a site after the paths below meet.
+    let mut noted = false;
     if is(&NR_MMAP) {
-        count_mmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), 0);
+        let len = arg(regs, &SYSCALL_ARG1_OFFSET);
+        count_mmap(tgid, s, len, 0);
+        if calls_on()
+            && grows(
+                arg(regs, &SYSCALL_ARG2_OFFSET),
+                arg(regs, &SYSCALL_ARG3_OFFSET),
+            )
+        {
+            note_call(site_cause::MMAP, len);
+            noted = true;
+        }
     } else if is(&NR_MUNMAP) {
         count_munmap(tgid, s, arg(regs, &SYSCALL_ARG1_OFFSET), 0);
     } else if is(&NR_BRK) {
         // SAFETY: `s` points at a live map value.
         unsafe { add(&raw mut (*s).brk_calls, 1) };
         mark_dirty(tgid, s, epoch);
+        if calls_on() {
+            // SAFETY: `s` points at a live map value; account_brk set it to `mm->brk`.
+            let now = unsafe { (*s).last_brk };
+            let wanted = arg(regs, &SYSCALL_ARG0_OFFSET);
+            if now != 0 && wanted > now {
+                note_call(site_cause::BRK, wanted - now);
+                noted = true;
+            }
+        }
     } else if is(&NR_MREMAP) {
         let (old_len, new_len) = (
             arg(regs, &SYSCALL_ARG1_OFFSET),
             arg(regs, &SYSCALL_ARG2_OFFSET),
         );
         count_mremap(tgid, s, old_len, new_len, 0);
+    }
+    if noted {
+        record_noted_call(&ctx, tgid, regs);
     }
     0
 }

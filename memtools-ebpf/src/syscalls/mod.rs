@@ -24,13 +24,40 @@ pub mod tracepoints;
 use aya_ebpf::Global;
 use memtools_common::ProcStats;
 
+use crate::kernel::current_task;
 use crate::shared::{atomic_add as add, epoch, mark_dirty};
 
-/// Offsets in `struct pt_regs` of a syscall's second and third arguments (from BTF).
+/// Offsets in `struct pt_regs` of a syscall's first four arguments and of the user stack
+/// pointer (from BTF).
+#[unsafe(no_mangle)]
+pub static SYSCALL_ARG0_OFFSET: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static SYSCALL_ARG1_OFFSET: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static SYSCALL_ARG2_OFFSET: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static SYSCALL_ARG3_OFFSET: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static SYSCALL_SP_OFFSET: Global<u32> = Global::new(0);
+/// Offsets in `struct pt_regs` of the user instruction pointer and frame pointer.
+#[unsafe(no_mangle)]
+pub static SYSCALL_IP_OFFSET: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static SYSCALL_FP_OFFSET: Global<u32> = Global::new(0);
+
+/// mmap's `prot` and `flags` bits that say a mapping is new memory of the process's own
+/// (the same on x86-64 and arm64).
+const PROT_WRITE: u64 = 0x2;
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_ANONYMOUS: u64 = 0x20;
+
+/// Whether an mmap with these `prot` and `flags` grows the process: anonymous memory, or a
+/// private writable mapping (a file's copy-on-write pages: data segments, ...). A shared or
+/// read-only file mapping is the file's pages, not the process's growth.
+#[inline(always)]
+pub fn grows(prot: u64, flags: u64) -> bool {
+    flags & MAP_ANONYMOUS != 0 || (flags & MAP_PRIVATE != 0 && prot & PROT_WRITE != 0)
+}
 
 /// `offsetof(struct mm_struct, brk)`.
 #[unsafe(no_mangle)]
@@ -44,9 +71,18 @@ pub fn arg(regs: *const u8, offset: &Global<u32>) -> u64 {
     unsafe { core::ptr::read_volatile(regs.wrapping_add(offset.load() as usize).cast::<u64>()) }
 }
 
+/// The current task's saved user registers (for the hooks whose context does not carry
+/// them); null when they cannot be had.
+#[inline(always)]
+pub fn user_regs() -> *const u8 {
+    // SAFETY: the current task, a trusted BTF pointer.
+    let regs = unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(current_task() as *mut _) };
+    regs as *const u8
+}
+
 /// A syscall's return value is an error when it is in -4095..=-1.
 #[inline(always)]
-fn failed(ret: i64) -> bool {
+pub fn failed(ret: i64) -> bool {
     (-4095..0).contains(&ret)
 }
 
@@ -77,9 +113,19 @@ pub fn count_munmap(tgid: u32, s: *mut ProcStats, len: u64, ret: i64) {
 }
 
 /// brk returns the new break (the old one when it fails): the difference with the last one
-/// seen is what was mapped or unmapped.
+/// seen is what was mapped or unmapped. Returns the bytes it grew by (0 when it did not, or
+/// for the first call seen, whose move is unknown).
 #[inline(always)]
-pub fn count_brk(tgid: u32, s: *mut ProcStats, ret: u64) {
+pub fn count_brk(tgid: u32, s: *mut ProcStats, ret: u64) -> u64 {
+    // SAFETY: `s` points at a live map value.
+    let grew = unsafe {
+        let last = (*s).last_brk;
+        if last != 0 && ret > last {
+            ret - last
+        } else {
+            0
+        }
+    };
     // SAFETY: `s` points at a live map value.
     unsafe {
         add(&raw mut (*s).brk_calls, 1);
@@ -92,6 +138,7 @@ pub fn count_brk(tgid: u32, s: *mut ProcStats, ret: u64) {
         (*s).last_brk = ret;
     }
     mark_dirty(tgid, s, epoch());
+    grew
 }
 
 /// An mremap from `old_len` to `new_len` bytes returned `ret`: growth is mapped, shrinking

@@ -354,7 +354,9 @@ pub fn attach_sites(
             start: Some(e.window_start),
             end: Some(e.window_end),
         };
-        let sites = store.sites(r.process.id, window)?;
+        // Resident growth only (sampled faults), as the verdict is about resident memory: the
+        // address space brk/mmap calls reserved is another measure (`sites --cause`).
+        let sites = store.sites(r.process.id, window, &[crate::sites::SiteCause::Fault])?;
         r.sites_shallow = crate::sites::shallow(&sites);
         r.grew_in = crate::sites::summarize(&sites)
             .into_iter()

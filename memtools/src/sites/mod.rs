@@ -9,7 +9,7 @@ mod report;
 
 pub use report::{
     ProcessSites, SHALLOW_STACKS, SiteSummary, flame_graph, folded, is_runtime, named_frame,
-    shallow, summarize, text,
+    of_measure, shallow, summarize, text,
 };
 
 use crate::model::TimeNs;
@@ -36,6 +36,19 @@ impl SiteCause {
         }
     }
 
+    /// Every cause, in the order a report shows them.
+    pub const ALL: [SiteCause; 3] = [SiteCause::Fault, SiteCause::Brk, SiteCause::Mmap];
+
+    /// What the bytes of this cause's samples measure: memory made resident (page faults,
+    /// sampled) or address space reserved (brk/mmap calls, every one). The two are never
+    /// added up: a process reserves far more than it touches.
+    pub fn measure(self) -> Measure {
+        match self {
+            SiteCause::Fault => Measure::Resident,
+            SiteCause::Brk | SiteCause::Mmap => Measure::Reserved,
+        }
+    }
+
     /// Reads a stored name back; None for a name this build does not know.
     pub fn from_name(name: &str) -> Option<SiteCause> {
         match name {
@@ -45,6 +58,17 @@ impl SiteCause {
             _ => None,
         }
     }
+}
+
+/// What a site's bytes are: see [`SiteCause::measure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    /// Pages faulted in: the process's resident memory grew (a sample stands for the page
+    /// size times the sampling period).
+    Resident,
+    /// Bytes of address space brk and mmap calls reserved, whether touched yet or not.
+    Reserved,
 }
 
 /// One frame of a sampled stack. An address inside inlined code gives several frames: the
@@ -111,10 +135,11 @@ pub struct SiteCount {
     pub bytes: u64,
 }
 
-/// A stack and what was attributed to it over a window.
+/// A stack and what one cause attributed to it over a window.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Site {
     pub stack: Stack,
+    pub cause: SiteCause,
     pub samples: u64,
     pub bytes: u64,
 }

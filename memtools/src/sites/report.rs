@@ -1,10 +1,14 @@
 //! What a user reads of growth sites: the top sites of a process (function, file:line, bytes,
 //! share of its growth), folded stacks for other tools, JSON, and an inferno flame graph.
+//!
+//! Resident growth (sampled page faults) and reserved address space (brk/mmap calls) are
+//! listed apart, each with shares of its own total: they measure different things and are
+//! never added up.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Frame, Site};
+use super::{Frame, Measure, Site, SiteCause};
 
 /// One line of the top sites: where a process grew, and how much of its growth that was.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -12,9 +16,13 @@ pub struct SiteSummary {
     pub function: String,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// What sampled it: `fault` (bytes: resident memory), `brk` or `mmap` (bytes: address
+    /// space the calls reserved).
+    pub cause: SiteCause,
     pub bytes: u64,
+    /// Samples: sampled faults, or calls (every call that grew the process is one).
     pub samples: u64,
-    /// Share of the process's sampled growth in the window, 0..=1.
+    /// Share of the bytes of the sites summarized together (one measure) in the window, 0..=1.
     pub share: f64,
 }
 
@@ -84,40 +92,44 @@ pub fn named_frame(site: &Site) -> Option<&Frame> {
         .or_else(|| site.stack.first())
 }
 
-/// The top sites, largest first: sites named after the same frame (function and line) are
-/// summed. Empty when the stacks are [`shallow`].
+/// The top sites, largest first: sites of one cause named after the same frame (function and
+/// line) are summed; each share is of all the sites given, so give sites of one [`Measure`]
+/// (see [`of_measure`]). Empty when the stacks are [`shallow`].
 pub fn summarize(sites: &[Site]) -> Vec<SiteSummary> {
     if shallow(sites) {
         return Vec::new();
     }
     let total: u64 = sites.iter().map(|s| s.bytes).sum();
-    // (function, file, line) -> (bytes, samples)
-    type Named = (String, Option<String>, Option<u32>);
+    // (function, file, line, cause) -> (bytes, samples)
+    type Named = (String, Option<String>, Option<u32>, SiteCause);
     let mut by_frame: BTreeMap<Named, (u64, u64)> = BTreeMap::new();
     for site in sites {
         let Some(frame) = named_frame(site) else {
             continue;
         };
         let entry = by_frame
-            .entry((frame.label(), frame.file.clone(), frame.line))
+            .entry((frame.label(), frame.file.clone(), frame.line, site.cause))
             .or_default();
         entry.0 += site.bytes;
         entry.1 += site.samples;
     }
     let mut out: Vec<SiteSummary> = by_frame
         .into_iter()
-        .map(|((function, file, line), (bytes, samples))| SiteSummary {
-            function,
-            file,
-            line,
-            bytes,
-            samples,
-            share: if total == 0 {
-                0.0
-            } else {
-                bytes as f64 / total as f64
+        .map(
+            |((function, file, line, cause), (bytes, samples))| SiteSummary {
+                function,
+                file,
+                line,
+                cause,
+                bytes,
+                samples,
+                share: if total == 0 {
+                    0.0
+                } else {
+                    bytes as f64 / total as f64
+                },
             },
-        })
+        )
         .collect();
     out.sort_by(|a, b| {
         b.bytes
@@ -183,54 +195,122 @@ pub fn flame_graph(title: &str, sites: &[Site]) -> std::io::Result<Vec<u8>> {
     Ok(svg)
 }
 
+/// The sites whose bytes are of one measure.
+pub fn of_measure(sites: &[Site], measure: Measure) -> Vec<Site> {
+    sites
+        .iter()
+        .filter(|s| s.cause.measure() == measure)
+        .cloned()
+        .collect()
+}
+
+impl Measure {
+    /// What a table of this measure's sites is, and what its shares are of.
+    pub fn heading(self) -> &'static str {
+        match self {
+            Measure::Resident => {
+                "resident memory, from sampled page faults (share: of the sampled faults' bytes)"
+            }
+            Measure::Reserved => {
+                "address space reserved by brk/mmap calls, every call counted (share: of the bytes those calls reserved; reserved is not resident)"
+            }
+        }
+    }
+
+    /// A frame naming the measure, outermost in folded stacks and flame graphs that show both.
+    pub fn frame_label(self) -> &'static str {
+        match self {
+            Measure::Resident => "[resident: page faults]",
+            Measure::Reserved => "[reserved: brk/mmap calls]",
+        }
+    }
+}
+
 /// One process in `sites --format json`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ProcessSites {
     pub pid: u32,
     pub name: String,
+    /// Where resident memory grew (sampled page faults), shares of their bytes.
     pub sites: Vec<SiteSummary>,
     /// Why `sites` is empty when stacks were sampled but name nothing ([`SHALLOW_STACKS`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Where brk/mmap calls reserved address space, shares of the bytes they reserved; only
+    /// when calls were asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<Vec<SiteSummary>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls_problem: Option<String>,
 }
 
 impl ProcessSites {
-    /// A process's entry: its top `limit` sites, or why none can be named.
-    pub fn of(pid: u32, name: &str, sites: &[Site], limit: usize) -> ProcessSites {
+    /// A process's entry: its top `limit` sites of each measure shown, or why none can be
+    /// named.
+    pub fn of(
+        pid: u32,
+        name: &str,
+        sites: &[Site],
+        shown: &[Measure],
+        limit: usize,
+    ) -> ProcessSites {
+        let of = |m: Measure| {
+            let these = of_measure(sites, m);
+            let top: Vec<SiteSummary> = summarize(&these).into_iter().take(limit).collect();
+            (top, shallow(&these).then(|| SHALLOW_STACKS.to_string()))
+        };
+        let (sites, problem) = of(Measure::Resident);
+        let (calls, calls_problem) = if shown.contains(&Measure::Reserved) {
+            let (c, p) = of(Measure::Reserved);
+            (Some(c), p)
+        } else {
+            (None, None)
+        };
         ProcessSites {
             pid,
             name: name.to_string(),
-            sites: summarize(sites).into_iter().take(limit).collect(),
-            problem: shallow(sites).then(|| SHALLOW_STACKS.to_string()),
+            sites,
+            problem,
+            calls,
+            calls_problem,
         }
     }
 }
 
-/// The top sites as a text table, or the reason there are none.
-pub fn text(pid: u32, name: &str, sites: &[Site], limit: usize) -> String {
+/// The top sites as text: a table per measure shown, each under a heading that says what its
+/// shares are of, or the reason there are none.
+pub fn text(pid: u32, name: &str, sites: &[Site], shown: &[Measure], limit: usize) -> String {
     let mut out = format!("{name} (pid {pid})\n");
-    if sites.is_empty() {
-        out.push_str("  no growth sites sampled in this window\n");
-        return out;
-    }
-    if shallow(sites) {
-        let _ = writeln!(out, "  {SHALLOW_STACKS}");
-        return out;
-    }
-    for s in summarize(sites).iter().take(limit) {
-        let place = match (&s.file, s.line) {
-            (Some(f), Some(l)) => format!("{}:{l}", base(f)),
-            (Some(f), None) => base(f).to_string(),
-            _ => "?".to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "  {:>5.1} %  {:>12}  {:>7} samples  {}  {place}",
-            s.share * 100.0,
-            crate::units::bytes(s.bytes),
-            s.samples,
-            s.function
-        );
+    for &measure in shown {
+        let these = of_measure(sites, measure);
+        let _ = writeln!(out, "  {}:", measure.heading());
+        if these.is_empty() {
+            out.push_str("    none sampled in this window\n");
+            continue;
+        }
+        if shallow(&these) {
+            let _ = writeln!(out, "    {SHALLOW_STACKS}");
+            continue;
+        }
+        for s in summarize(&these).iter().take(limit) {
+            let place = match (&s.file, s.line) {
+                (Some(f), Some(l)) => format!("{}:{l}", base(f)),
+                (Some(f), None) => base(f).to_string(),
+                _ => "?".to_string(),
+            };
+            let what = match s.cause {
+                SiteCause::Fault => "samples".to_string(),
+                c => format!("{:<4} calls", c.name()),
+            };
+            let _ = writeln!(
+                out,
+                "    {:>5.1} %  {:>12}  {:>7} {what}  {}  {place}",
+                s.share * 100.0,
+                crate::units::bytes(s.bytes),
+                s.samples,
+                s.function
+            );
+        }
     }
     out
 }
@@ -252,6 +332,7 @@ mod tests {
     fn site(stack: Vec<Frame>, samples: u64, bytes: u64) -> Site {
         Site {
             stack,
+            cause: SiteCause::Fault,
             samples,
             bytes,
         }
@@ -295,8 +376,46 @@ mod tests {
         assert!((top[0].share - 0.92).abs() < 1e-9);
         assert_eq!(top[0].phrase(), "grow_cache (cache.c:41), 92 %");
         assert_eq!(top[1].function, "churn");
-        let listing = text(7, "leaky", &sample_sites(), 3);
+        let listing = text(7, "leaky", &sample_sites(), &[Measure::Resident], 3);
         assert!(listing.contains("grow_cache  cache.c:41"), "{listing}");
+    }
+
+    #[test]
+    fn call_sites_are_listed_apart_from_faults_with_shares_of_their_own() {
+        let mut sites = sample_sites();
+        let mut call = sites[1].clone();
+        call.cause = SiteCause::Mmap;
+        call.samples = 3;
+        call.bytes = 300 << 20;
+        sites.push(call);
+        // Faults alone: the call's bytes do not dilute the faults' shares.
+        let resident = summarize(&of_measure(&sites, Measure::Resident));
+        assert_eq!(resident[0].function, "grow_cache");
+        assert!((resident[0].share - 0.92).abs() < 1e-9);
+        let reserved = summarize(&of_measure(&sites, Measure::Reserved));
+        assert_eq!(reserved.len(), 1);
+        assert_eq!(
+            (reserved[0].function.as_str(), reserved[0].cause),
+            ("churn", SiteCause::Mmap)
+        );
+        assert!((reserved[0].share - 1.0).abs() < 1e-9);
+        let both = [Measure::Resident, Measure::Reserved];
+        let listing = text(7, "leaky", &sites, &both, 3);
+        let (faults, calls) = listing
+            .split_once("address space reserved")
+            .expect("a table of the calls");
+        assert!(faults.contains("resident memory"), "{listing}");
+        assert!(faults.contains(" 92.0 %"), "{listing}");
+        assert!(
+            calls.contains("100.0 %") && calls.contains("mmap calls  churn"),
+            "{listing}"
+        );
+        let json = ProcessSites::of(7, "leaky", &sites, &both, 3);
+        assert_eq!(json.sites.len(), 2);
+        assert_eq!(json.calls.as_ref().map(Vec::len), Some(1));
+        // Faults only: no calls in the JSON at all.
+        let json = ProcessSites::of(7, "leaky", &sites, &[Measure::Resident], 3);
+        assert_eq!(json.calls, None);
     }
 
     #[test]
@@ -307,7 +426,7 @@ mod tests {
         ];
         assert!(shallow(&flat));
         assert!(summarize(&flat).is_empty());
-        let listing = text(7, "leaky", &flat, 3);
+        let listing = text(7, "leaky", &flat, &[Measure::Resident], 3);
         assert!(listing.contains("frame pointers"), "{listing}");
         assert!(!listing.contains("memset"), "{listing}");
         assert!(!shallow(&sample_sites()));

@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use super::writer::{ProcessId, SessionWriter};
 use super::{Store, StoreError};
-use crate::sites::{Frame, Site, SiteCount, Stack, Window};
+use crate::sites::{Frame, Site, SiteCause, SiteCount, Stack, Window};
 
 impl SessionWriter<'_> {
     /// Adds what the kernel counted for one stack of one process. Counts for a bucket already
@@ -95,32 +95,44 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// A process's growth sites within a window (by the start of the bucket their samples
-    /// fell in), summed over buckets and causes, most bytes first.
-    pub fn sites(&self, process: ProcessId, window: Window) -> Result<Vec<Site>, StoreError> {
+    /// A process's growth sites of the given causes within a window (by the start of the
+    /// bucket their samples fell in), one per stack and cause summed over buckets, most bytes
+    /// first. Causes whose bytes measure different things (see [`SiteCause::measure`]) are
+    /// best read apart.
+    pub fn sites(
+        &self,
+        process: ProcessId,
+        window: Window,
+        causes: &[SiteCause],
+    ) -> Result<Vec<Site>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT stack_id, SUM(samples), SUM(bytes) FROM sites
+                "SELECT stack_id, cause, SUM(samples), SUM(bytes) FROM sites
                  WHERE process_id = ?1 AND t_ns >= ?2 AND t_ns <= ?3
-                 GROUP BY stack_id ORDER BY SUM(bytes) DESC, SUM(samples) DESC, stack_id",
+                 GROUP BY stack_id, cause ORDER BY SUM(bytes) DESC, SUM(samples) DESC, stack_id, cause",
             )
             .map_err(|e| self.err(e))?;
-        let totals: Vec<(i64, i64, i64)> = stmt
+        let totals: Vec<(i64, String, i64, i64)> = stmt
             .query_map(
                 params![
                     process,
                     window.start.unwrap_or(i64::MIN),
                     window.end.unwrap_or(i64::MAX)
                 ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
         let mut sites = Vec::with_capacity(totals.len());
-        for (stack_id, samples, bytes) in totals {
+        for (stack_id, cause, samples, bytes) in totals {
+            // A cause a later version wrote, which this build cannot say anything of.
+            let Some(cause) = SiteCause::from_name(&cause).filter(|c| causes.contains(c)) else {
+                continue;
+            };
             sites.push(Site {
                 stack: self.stack(stack_id)?,
+                cause,
                 samples: samples.max(0) as u64,
                 bytes: bytes.max(0) as u64,
             });

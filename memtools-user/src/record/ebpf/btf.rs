@@ -60,12 +60,19 @@ pub struct KernelLayout {
     pub syscall_regs: Option<SyscallRegs>,
 }
 
-/// Offsets in `struct pt_regs` of a system call's number and second and third arguments.
+/// Offsets in `struct pt_regs` of a system call's number, its first four arguments and the
+/// user stack pointer (where a growth site's stack starts).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallRegs {
     pub nr: u32,
+    pub arg0: u32,
     pub arg1: u32,
     pub arg2: u32,
+    pub arg3: u32,
+    pub sp: u32,
+    /// The user instruction and frame pointers.
+    pub ip: u32,
+    pub fp: u32,
 }
 
 /// This architecture's system calls, as the kernel side hooks them.
@@ -145,8 +152,10 @@ impl KernelLayout {
     }
 }
 
-/// Where a system call's number and second and third arguments are in `struct pt_regs`:
-/// `orig_ax`, `si` and `dx` on x86-64, `syscallno`, `regs[1]` and `regs[2]` on arm64. None
+/// Where a system call's number, first four arguments and the user stack pointer are in
+/// `struct pt_regs`: `orig_ax`, `di`, `si`, `dx`, `r10` (not `cx`: `syscall` clobbers it) and
+/// `sp` on x86-64, `syscallno`, `regs[0..4]` and `sp` (after `regs[30]`) on arm64, with the
+/// instruction and frame pointers (`ip`, `bp`; `pc`, `regs[29]`). None
 /// when this architecture is neither or the kernel's pt_regs does not have them (the
 /// syscall hooks then fall back to syscall tracepoints).
 fn syscall_regs(btf: &Btf<'_>) -> Option<SyscallRegs> {
@@ -155,15 +164,25 @@ fn syscall_regs(btf: &Btf<'_>) -> Option<SyscallRegs> {
     match std::env::consts::ARCH {
         "x86_64" => Some(SyscallRegs {
             nr: at("orig_ax")?,
+            arg0: at("di")?,
             arg1: at("si")?,
             arg2: at("dx")?,
+            arg3: at("r10")?,
+            sp: at("sp")?,
+            ip: at("ip")?,
+            fp: at("bp")?,
         }),
         "aarch64" => {
             let base = at("regs")?;
             Some(SyscallRegs {
                 nr: at("syscallno")?,
+                arg0: base,
                 arg1: base + 8,
                 arg2: base + 16,
+                arg3: base + 24,
+                sp: base + 31 * 8,
+                ip: base + 32 * 8,
+                fp: base + 29 * 8,
             })
         }
         _ => None,
@@ -391,7 +410,8 @@ mod tests {
     /// mm_struct {
     /// pad; <anonymous> @64 }; 6 signal_struct { a; live @8; nr_threads @16; maxrss @24 };
     /// 7 task_struct { a; mm @16; pid @24; tgid @28; start_boottime @32; real_parent @40;
-    /// signal @48; files @56 }; 8 pt_regs { di @0; si @8; dx @16; orig_ax @24 }; 9
+    /// signal @48; files @56 }; 8 pt_regs { di @0; si @8; dx @16; orig_ax @24; r10 @32;
+    /// sp @40; ip @48; bp @56 }; 9
     /// files_struct { a; next_fd @12 }.
     fn sample_btf() -> Vec<u8> {
         let mut b = Blob::new();
@@ -436,12 +456,16 @@ mod tests {
         );
         b.strukt(
             "pt_regs",
-            32,
+            64,
             &[
                 ("di", 1, 0),
                 ("si", 1, 64),
                 ("dx", 1, 128),
                 ("orig_ax", 1, 192),
+                ("r10", 1, 256),
+                ("sp", 1, 320),
+                ("ip", 1, 384),
+                ("bp", 1, 448),
             ],
         );
         b.strukt("files_struct", 16, &[("a", 1, 0), ("next_fd", 1, 96)]);
@@ -474,8 +498,13 @@ mod tests {
                 syscall_regs: if std::env::consts::ARCH == "x86_64" {
                     Some(SyscallRegs {
                         nr: 24,
+                        arg0: 0,
                         arg1: 8,
                         arg2: 16,
+                        arg3: 32,
+                        sp: 40,
+                        ip: 48,
+                        fp: 56,
                     })
                 } else {
                     // The sample's pt_regs is x86-64's.

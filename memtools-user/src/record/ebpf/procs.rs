@@ -209,6 +209,10 @@ impl Ebpf {
             counts_active_until: 0,
         };
         self.procs.insert(pid, proc);
+        if let Some(sites) = self.sites.as_mut() {
+            // Its samples are stored under this key even when it has exited by the drain.
+            sites.know(pid, key);
+        }
         self.queued.push(pid);
         if zombie {
             // Exited before it could be followed: one sample of what was seen, then the exit.

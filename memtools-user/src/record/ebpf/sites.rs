@@ -1,5 +1,5 @@
 //! Growth sites from the kernel side (memtools-ebpf's sites.rs): attaching the page-fault
-//! sampler and draining the stacks it counted.
+//! sampler, turning on the brk/mmap hooks' call sites, and draining the stacks they counted.
 //!
 //! The sampler is a perf software PAGE_FAULTS event with a sample period: the kernel counts
 //! faults in the event and runs the program only at every Nth. For a recorded command it is
@@ -20,6 +20,10 @@ use super::boottime_ns;
 use super::load::EbpfError;
 use crate::record::{Event, RecordError, Sink};
 use crate::symbolize::{Symbolizer, assemble, lookup_address};
+
+/// How long the samples of a process the recorder has not (yet) seen start are kept in the
+/// kernel's map before they are let go.
+const UNKNOWN_GRACE_NS: u64 = 2_000_000_000;
 
 /// Every this many page faults of a process, one stack is sampled by default.
 pub const DEFAULT_FAULT_PERIOD: u64 = 97;
@@ -43,6 +47,7 @@ pub struct SiteSampler {
 /// Indices of the kernel side's `SITE_CONFIG` (memtools-ebpf's sites.rs `config`).
 const CONFIG_BUCKET_NS: u32 = 0;
 const CONFIG_FAULT_BYTES: u32 = 1;
+const CONFIG_CALLS: u32 = 2;
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
     move |e| EbpfError::Map {
@@ -78,6 +83,8 @@ impl SiteSampler {
         config
             .set(CONFIG_BUCKET_NS, bucket_ns, 0)
             .and_then(|()| config.set(CONFIG_FAULT_BYTES, page_size * period, 0))
+            // The brk/mmap hooks sample every call that grows a followed process from now on.
+            .and_then(|()| config.set(CONFIG_CALLS, 1, 0))
             .map_err(map_error("SITE_CONFIG"))?;
         let sites = bpf
             .take_map("SITES")
@@ -147,16 +154,18 @@ impl SiteSampler {
         self.bucket_ns
     }
 
-    /// Takes the entries `take` chooses. A bucket still being counted for a live process is
-    /// best left alone (see [`SiteRecorder::drain`]): between reading an entry and removing
-    /// it, the kernel may add to it.
-    pub fn drain(&mut self, mut take: impl FnMut(&SiteKey) -> bool) -> Vec<(SiteKey, SiteCounts)> {
-        let keys: Vec<SiteKey> = self
+    /// Takes the entries `take` chooses; the keys of those it leaves come back too. A bucket
+    /// still being counted for a live process is best left alone (see [`SiteRecorder::drain`]):
+    /// between reading an entry and removing it, the kernel may add to it.
+    pub fn drain(
+        &mut self,
+        mut take: impl FnMut(&SiteKey) -> bool,
+    ) -> (Vec<(SiteKey, SiteCounts)>, Vec<SiteKey>) {
+        let (keys, left): (Vec<SiteKey>, Vec<SiteKey>) = self
             .sites
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| take(k))
-            .collect();
+            .partition(|k| take(k));
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             if let Ok(counts) = self.sites.get(&key, 0) {
@@ -164,7 +173,7 @@ impl SiteSampler {
             }
             let _ = self.sites.remove(&key);
         }
-        out
+        (out, left)
     }
 
     /// Samples the kernel dropped because its map was full (raise the drain rate if not 0).
@@ -209,15 +218,32 @@ impl SiteRecorder {
     ) -> Result<(), RecordError> {
         let bucket_ns = self.sampler.bucket_ns();
         let now_bucket = (boottime_ns().max(0) as u64) / bucket_ns;
+        // A process the recorder does not know yet (its samples drained before its start is
+        // read, as at the first poll) is left for a later drain: taken now, its samples would
+        // have nothing to be stored under. Never known for this long, it is let go.
+        let unknown_for = UNKNOWN_GRACE_NS.div_ceil(bucket_ns);
         let keys = &mut self.keys;
         let alive = |tgid: u32| key_of(tgid);
-        let drained = self.sampler.drain(|k| {
+        let (drained, left) = self.sampler.drain(|k| {
             let now = alive(k.tgid);
             if let Some(key) = now {
                 keys.insert(k.tgid, key);
             }
-            last || k.bucket < now_bucket || now.is_none()
+            let exited = now.is_none() && keys.contains_key(&k.tgid);
+            let never_known =
+                now.is_none() && !exited && k.bucket.saturating_add(unknown_for) < now_bucket;
+            last || (now.is_some() && k.bucket < now_bucket) || exited || never_known
         });
+        // The stacks left for later are symbolized now, while their processes live: a short
+        // one may be gone by the time they are taken.
+        let mut left_by_tgid: HashMap<u32, Vec<Vec<u64>>> = HashMap::new();
+        for k in &left {
+            let stack = self.stack_of(k);
+            left_by_tgid.entry(k.tgid).or_default().push(stack);
+        }
+        for (tgid, stacks) in left_by_tgid {
+            self.learn(tgid, &stacks);
+        }
         let mut by_tgid: HashMap<u32, Vec<(SiteKey, SiteCounts)>> = HashMap::new();
         for (k, c) in drained {
             by_tgid.entry(k.tgid).or_default().push((k, c));
@@ -227,42 +253,9 @@ impl SiteRecorder {
             let Some(key) = self.keys.get(&tgid).copied() else {
                 continue;
             };
-            let stacks: Vec<Vec<u64>> = entries
-                .iter()
-                .map(|(k, _)| {
-                    let mut stack = addresses(k);
-                    let candidate = k.leaf_return;
-                    // Only where frame pointers unwound past the leaf: without them the
-                    // stack is one frame deep, and `sites` says so rather than guess.
-                    if stack.len() > 1 && stack[1] != candidate {
-                        let plausible = *self
-                            .after_call
-                            .entry((tgid, candidate))
-                            .or_insert_with(|| follows_a_call(tgid, candidate));
-                        if plausible {
-                            stack.insert(1, candidate);
-                        }
-                    }
-                    stack
-                })
-                .collect();
+            let stacks: Vec<Vec<u64>> = entries.iter().map(|(k, _)| self.stack_of(k)).collect();
+            self.learn(tgid, &stacks);
             let known = self.known.entry(tgid).or_default();
-            let missing: Vec<u64> = {
-                let mut m: Vec<u64> = stacks
-                    .iter()
-                    .flat_map(|s| s.iter().enumerate().map(|(i, a)| lookup_address(*a, i)))
-                    .filter(|a| !known.contains_key(a))
-                    .collect();
-                m.sort_unstable();
-                m.dedup();
-                m
-            };
-            // A process that exited keeps the frames of the addresses seen while it lived.
-            if !missing.is_empty()
-                && let Ok(frames) = self.symbolizer.resolve(tgid, &missing)
-            {
-                known.extend(frames);
-            }
             for ((k, c), stack) in entries.iter().zip(&stacks) {
                 let cause = match k.cause {
                     site_cause::BRK => SiteCause::Brk,
@@ -286,9 +279,51 @@ impl SiteRecorder {
         Ok(())
     }
 
+    /// A sampled stack's addresses, with a frameless leaf's caller put back where frame
+    /// pointers unwound past the leaf (without them the stack is one frame deep, and `sites`
+    /// says so rather than guess).
+    fn stack_of(&mut self, k: &SiteKey) -> Vec<u64> {
+        let mut stack = addresses(k);
+        let candidate = k.leaf_return;
+        if stack.len() > 1 && candidate != 0 && stack[1] != candidate {
+            let plausible = *self
+                .after_call
+                .entry((k.tgid, candidate))
+                .or_insert_with(|| follows_a_call(k.tgid, candidate));
+            if plausible {
+                stack.insert(1, candidate);
+            }
+        }
+        stack
+    }
+
+    /// Symbolizes the addresses of `stacks` not seen before in process `tgid`, while it
+    /// lives: a process that exited keeps the frames of the addresses seen while it lived.
+    fn learn(&mut self, tgid: u32, stacks: &[Vec<u64>]) {
+        let known = self.known.entry(tgid).or_default();
+        let mut missing: Vec<u64> = stacks
+            .iter()
+            .flat_map(|s| s.iter().enumerate().map(|(i, a)| lookup_address(*a, i)))
+            .filter(|a| !known.contains_key(a))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty()
+            && let Ok(frames) = self.symbolizer.resolve(tgid, &missing)
+        {
+            known.extend(frames);
+        }
+    }
+
     /// Samples the kernel could not keep (its map was full).
     pub fn dropped(&self) -> u64 {
         self.sampler.dropped()
+    }
+
+    /// The process `tgid` stands for from now on (its samples are stored under it, even when
+    /// drained after it exited).
+    pub fn know(&mut self, tgid: u32, key: ProcessKey) {
+        self.keys.insert(tgid, key);
     }
 
     /// Forgets a process's frames once it is gone and drained.
@@ -399,8 +434,11 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "dd did not end");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let drained = sampler.drain(|_| true);
-        let ours: Vec<_> = drained.iter().filter(|(k, _)| k.tgid == pid).collect();
+        let (drained, _) = sampler.drain(|_| true);
+        let ours: Vec<_> = drained
+            .iter()
+            .filter(|(k, _)| k.tgid == pid && k.cause == site_cause::FAULT)
+            .collect();
         let samples: u64 = ours.iter().map(|(_, c)| c.samples).sum();
         // 8192 pages of the buffer alone: about 512 samples at 1 in 16.
         assert!(
@@ -408,8 +446,14 @@ mod tests {
             "{samples} samples of {} entries",
             drained.len()
         );
+        // dd's buffer is one mmap of 32 MiB: a call site of its own, with every byte it mapped.
+        let mapped: u64 = drained
+            .iter()
+            .filter(|(k, _)| k.tgid == pid && k.cause == site_cause::MMAP)
+            .map(|(_, c)| c.bytes)
+            .sum();
+        assert!(mapped >= 32 << 20, "{mapped} bytes mapped by calls");
         for (k, c) in &ours {
-            assert_eq!(k.cause, site_cause::FAULT);
             assert_eq!(c.bytes, c.samples * period * 4096);
             assert!(
                 !addresses(k).is_empty(),
@@ -421,7 +465,7 @@ mod tests {
             "a process outside the tree was sampled"
         );
         assert!(
-            sampler.drain(|_| true).is_empty(),
+            sampler.drain(|_| true).0.is_empty(),
             "drained entries are removed"
         );
         assert_eq!(sampler.dropped(), 0);

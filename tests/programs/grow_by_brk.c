@@ -1,0 +1,21 @@
+/* The call-sites test's program (tests/tests/sites.rs): grows its heap by sbrk in grow_heap, 40
+ * calls of 1 MiB, without malloc (so no other brk call grows it). */
+#include <string.h>
+#include <unistd.h>
+
+__attribute__((noinline)) void grow_heap(void) {
+    char *p = sbrk(1 << 20);
+    if (p == (void *)-1)
+        return;
+    memset(p, 1, 1 << 20);
+}
+
+int main(void) {
+    for (int i = 0; i < 40; i++) {
+        grow_heap();
+        usleep(5000);
+    }
+    /* Alive a little longer, so the recorder symbolizes its stacks while it lives. */
+    usleep(300000);
+    return 0;
+}
