@@ -27,6 +27,7 @@
 //! report.rs.
 
 mod answer;
+mod bpf_time;
 mod report;
 mod run;
 mod workloads;
@@ -42,12 +43,14 @@ use workloads::{Tools, WORKLOADS};
 /// small next to the 2 % they are held to.
 const ROUNDS: usize = 11;
 
-/// One configuration's runs: (wall, CPU) seconds.
+/// One configuration's runs: (wall, CPU) seconds, and for eBPF recorders the programs' own
+/// run time over each run, ns.
 pub(crate) struct Series {
     pub workload: usize,
     pub recorder: Recorder,
     pub mode: Mode,
     pub runs: Vec<(f64, f64)>,
+    pub bpf_ns: Vec<u64>,
 }
 
 /// The workload on the first CPU, recorders and tracers on the last, when there are two or
@@ -119,17 +122,20 @@ pub fn overhead(args: &[String]) -> Result<()> {
                 recorder,
                 mode,
                 runs: Vec::new(),
+                bpf_ns: Vec::new(),
             });
         }
     }
+    let _stats = bpf_time::StatsEnabled::new();
     for round in 1..=rounds {
         for s in &mut series {
             let w = &WORKLOADS[s.workload];
             let figures = run::run(&tools, w, s.recorder, s.mode);
             // Nothing of one run is left running into the next (or after the benchmark).
             crate::bench::procs::sweep();
-            let figures =
+            let (figures, bpf) =
                 figures.with_context(|| format!("{} with {}", w.name, s.recorder.name()))?;
+            s.bpf_ns.extend(bpf);
             eprintln!(
                 "xtask: round {round}/{rounds}: {} {} {}: {:.3} s wall, {:.3} s CPU",
                 w.name,

@@ -28,6 +28,26 @@ fn slowdown(v: &[f64], base: &[f64]) -> String {
     format!("{mid:+.1} % ±{half_iqr:.1}")
 }
 
+/// The eBPF programs' run time over each run as a share of that run's workload CPU time:
+/// median and spread ("0.012 % ±0.003").
+fn programs_share(x: &Series) -> Option<String> {
+    if x.bpf_ns.is_empty() || x.bpf_ns.len() != x.runs.len() {
+        return None;
+    }
+    let shares: Vec<f64> = x
+        .bpf_ns
+        .iter()
+        .zip(&x.runs)
+        .filter(|(_, r)| r.1 > 0.0)
+        .map(|(ns, r)| *ns as f64 / 1e9 / r.1 * 100.0)
+        .collect();
+    Some(format!(
+        "{:.3} % ±{:.3}",
+        median(&shares),
+        half_iqr(&shares)
+    ))
+}
+
 /// The matrix as Markdown: per workload, each recorder recorded and beside.
 pub(crate) fn matrix(
     series: &[Series],
@@ -46,7 +66,10 @@ pub(crate) fn matrix(
          the interquartile range); {}; {load_before} at the start; {pinned}. A slowdown is the \
          median of each round's ratio to that round's run with no recorder (± half the \
          interquartile range of the ratios, in points), in wall time and in the workload's CPU \
-         time.\n",
+         time. The last column is what the kernel counted for the recorder's eBPF programs \
+         (`kernel.bpf_stats_enabled`) over each run, as a share of the workload's CPU time: \
+         every run of every program, on any task, so an upper bound on what the hooks took \
+         from the workload (the dispatch to each run, tens of nanoseconds, is not in it).\n",
         machine()
     );
     for (i, w) in WORKLOADS.iter().enumerate() {
@@ -63,12 +86,12 @@ pub(crate) fn matrix(
         let _ = writeln!(s, "**{}**: {}\n", w.name, w.what);
         let _ = writeln!(
             s,
-            "| recorder | recorded: wall | CPU | slowdown (wall, CPU) | beside: wall | CPU | slowdown (wall, CPU) |"
+            "| recorder | recorded: wall | CPU | slowdown (wall, CPU) | beside: wall | CPU | slowdown (wall, CPU) | eBPF programs' time / workload CPU (recorded, beside) |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
         let _ = writeln!(
             s,
-            "| off | {} | {} | | | | |",
+            "| off | {} | {} | | | | | |",
             figure(&walls(off)),
             figure(&cpus(off))
         );
@@ -95,7 +118,11 @@ pub(crate) fn matrix(
                     None => row.push_str(" | | |"),
                 }
             }
-            let _ = writeln!(s, "{row}");
+            let shares: Vec<String> = [Mode::Recorded, Mode::Beside]
+                .iter()
+                .filter_map(|m| find(r, *m).and_then(programs_share))
+                .collect();
+            let _ = writeln!(s, "{row} {} |", shares.join(", "));
         }
         s.push('\n');
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::bpf_time::{Watch, programs_time};
 use super::workloads::{Tools, Workload};
 use crate::bench::procs::Group;
 use crate::bench::remove_store;
@@ -90,29 +91,39 @@ pub(crate) fn have(program: &str) -> bool {
 /// Runs a command to its end in a process group of its own (anything it leaves running is
 /// killed with the group); its TIMING line.
 pub(crate) fn run_timing(cmd: &mut Command) -> Result<(f64, f64)> {
+    run_watched(cmd, false).map(|(timing, _)| timing)
+}
+
+/// [`run_timing`], and with `watch`, the run time of the eBPF programs the command's leader
+/// (a recorder) holds over its run (see bpf_time.rs).
+fn run_watched(cmd: &mut Command, watch: bool) -> Result<((f64, f64), Option<u64>)> {
     let mut group = Group::spawn(
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     )?;
+    let watcher = watch.then(|| Watch::start(group.child.id()));
     let mut stdout = String::new();
     if let Some(mut out) = group.child.stdout.take() {
         std::io::Read::read_to_string(&mut out, &mut stdout)
             .with_context(|| format!("reading the output of {cmd:?}"))?;
     }
     let status = group.child.wait()?;
+    let bpf = watcher.and_then(Watch::finish);
     // The leader is gone: whatever of its group is left goes with it.
     group.stop(Duration::ZERO);
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
-    parse_timing(&stdout)
+    Ok((parse_timing(&stdout)?, bpf))
 }
 
 /// A recording of `sleep` (or heaptrack/bpftrace tracing one), running until dropped; each
 /// in a group of its own, stopped whole (heaptrack's interpreter and compressor, the traced
 /// `sleep`).
 struct Beside {
+    /// The recorder's pid, for its programs' time (memtools only).
+    recorder: Option<u32>,
     // Declared first, dropped first: the tracer stops before what it traces.
     _tracer: Group,
     _sleeper: Option<Group>,
@@ -143,6 +154,7 @@ impl Beside {
                 )?;
                 wait_for_session(&t.user, &store)?;
                 Beside {
+                    recorder: Some(tracer.child.id()),
                     _tracer: tracer,
                     _sleeper: None,
                 }
@@ -157,6 +169,7 @@ impl Beside {
                 )?;
                 std::thread::sleep(Duration::from_secs(1));
                 Beside {
+                    recorder: None,
                     _tracer: tracer,
                     _sleeper: None,
                 }
@@ -177,6 +190,7 @@ impl Beside {
                 // Compiling and attaching takes bpftrace a few seconds.
                 std::thread::sleep(Duration::from_secs(5));
                 Beside {
+                    recorder: None,
                     _tracer: tracer,
                     _sleeper: Some(sleeper),
                 }
@@ -243,9 +257,15 @@ pub(crate) fn command_on(cpu: Option<usize>, argv: Vec<OsString>) -> Result<Comm
     Ok(cmd)
 }
 
-/// One run of a workload with a recorder in a mode: (wall, CPU) seconds. With `t.pin`, the
-/// workload runs on one CPU and the recorder (or tracer) on the other.
-pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Result<(f64, f64)> {
+/// One run of a workload with a recorder in a mode: (wall, CPU) seconds, and for an eBPF
+/// recorder its programs' run time over the run, ns. With `t.pin`, the workload runs on one
+/// CPU and the recorder (or tracer) on the other.
+pub(crate) fn run(
+    t: &Tools,
+    w: &Workload,
+    recorder: Recorder,
+    mode: Mode,
+) -> Result<((f64, f64), Option<u64>)> {
     let command = match (recorder, w.slow_command) {
         (Recorder::Bpftrace, Some(slow)) => slow(t),
         _ => (w.command)(t),
@@ -257,19 +277,24 @@ pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Re
     let tracer_cpu = t.pin.map(|p| p.1);
     let (program, args) = command.split_first().context("an empty workload")?;
     if mode == Mode::Beside || recorder == Recorder::Off {
-        let _beside = if mode == Mode::Beside {
+        let beside = if mode == Mode::Beside {
             Beside::start(t, recorder)?
         } else {
             None
         };
-        return run_timing(Command::new(program).args(args));
+        let pid = beside.as_ref().and_then(|b| b.recorder);
+        let before = pid.and_then(programs_time);
+        let timing = run_timing(Command::new(program).args(args))?;
+        let after = pid.and_then(programs_time);
+        let bpf = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+        return Ok((timing, bpf));
     }
     match recorder {
         Recorder::Off => unreachable!("handled above"),
         Recorder::Memtools(_, options) => {
             let store = t.dir.join("overhead.db");
             remove_store(&store);
-            run_timing(
+            run_watched(
                 command_on(tracer_cpu, vec![t.user.clone().into_os_string()])?
                     .arg("record")
                     .arg("--store")
@@ -278,15 +303,17 @@ pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Re
                     .arg("--")
                     .arg(program)
                     .args(args),
+                options.contains(&"ebpf"),
             )
         }
         Recorder::Heaptrack => {
             let out = t.dir.join("overhead.heaptrack");
-            run_timing(
+            run_watched(
                 command_on(t.pin.map(|p| p.0), vec!["heaptrack".into()])?
                     .arg("-o")
                     .arg(&out)
                     .args(&plain),
+                false,
             )
         }
         Recorder::Bpftrace => {
@@ -296,12 +323,13 @@ pub(crate) fn run(t: &Tools, w: &Workload, recorder: Recorder, mode: Mode) -> Re
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect::<Vec<_>>()
                 .join(" ");
-            run_timing(
+            run_watched(
                 command_on(tracer_cpu, vec!["bpftrace".into()])?
                     .arg("-c")
                     .arg(line)
                     .arg("-e")
                     .arg(memleak_program(libc, "/pid == cpid/")),
+                false,
             )
         }
     }
