@@ -46,6 +46,16 @@ pub(crate) fn follow(
 ) {
     let Ok(store) = open(path) else { return };
     let never = AtomicBool::new(false);
+    let publish = |snap: &Snapshot| {
+        send(
+            tx,
+            ctx,
+            Reply::Live {
+                job,
+                loaded: rebuild(snap),
+            },
+        )
+    };
     while !cancel.load(Ordering::Relaxed) {
         std::thread::sleep(LIVE_POLL);
         let Ok(row) = store.session(session) else {
@@ -54,14 +64,7 @@ pub(crate) fn follow(
         if row.samples == snap.session.samples && row.processes == snap.session.processes {
             if row.end.is_some() && snap.session.end.is_none() {
                 snap.session = row;
-                send(
-                    tx,
-                    ctx,
-                    Reply::Live {
-                        job,
-                        loaded: rebuild(&snap),
-                    },
-                );
+                publish(&snap);
                 return;
             }
             continue;
@@ -92,14 +95,7 @@ pub(crate) fn follow(
         if cancel.load(Ordering::Relaxed) {
             return;
         }
-        send(
-            tx,
-            ctx,
-            Reply::Live {
-                job,
-                loaded: rebuild(&snap),
-            },
-        );
+        publish(&snap);
         if ended {
             return;
         }

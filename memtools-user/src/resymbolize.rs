@@ -89,9 +89,10 @@ fn addresses(stack: &[Frame]) -> impl Iterator<Item = &[Frame]> {
     stack.split_inclusive(|f| !f.inlined)
 }
 
-/// The frame of an address that was not inlined (its last).
+/// The frame of an address that was not inlined (its last; `split_inclusive` never yields an
+/// empty group).
 fn outer(group: &[Frame]) -> &Frame {
-    group.last().unwrap_or(&group[0])
+    &group[group.len() - 1]
 }
 
 /// Each build-id the session's frames need, with a module path it was mapped from.
