@@ -35,6 +35,8 @@ pub fn run(args: ResymbolizeArgs) -> Result<i32> {
             bail!("--search {}: not a directory", dir.display());
         }
     }
+    // A store that is not there is an error, never created: a mistyped path leaves nothing.
+    drop(Store::open_read_only(&args.store.store)?);
     let store = Store::open(&args.store.store)?;
     let id = store.resolve(args.session.session)?;
     let stacks = store.site_stacks(id)?;

@@ -380,6 +380,15 @@ fn a_session_without_sites_says_how_to_get_them() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("needs the eBPF backend"), "{stderr}");
+    // resymbolize never creates a store at a path that has none.
+    let missing = store.dir.path().join("mistyped.db");
+    let out = store.run(&["resymbolize", "--store", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(!missing.exists(), "nothing created at a mistyped path");
+    let out = store.run(&["resymbolize"]);
+    assert!(!out.status.success(), "a session without sites is refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no growth sites"), "{stderr}");
 }
 
 #[test]
