@@ -91,9 +91,10 @@ impl Run {
         self.report["processes"].as_array().expect("processes")
     }
 
-    /// The process called `name` whose command line contains `needle`, the longest-lived. (A
-    /// command line read in the instant of an exec can be empty: where a process is the only
-    /// one of its name, give an empty needle.)
+    /// The process called `name` whose command line contains `needle`, the longest-lived. (The
+    /// recorder reads a command line found empty in the instant of an exec again at the next
+    /// tick; one that exits within that tick keeps it empty: where a process is the only one of
+    /// its name, give an empty needle.)
     fn process(&self, name: &str, needle: &str) -> &Value {
         self.processes()
             .iter()

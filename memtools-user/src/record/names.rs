@@ -112,6 +112,7 @@ impl Sink for Filter<'_> {
                     self.out.event(Event::Started(&info))?;
                 } else if let Some(info) = by.passed.get_mut(&key) {
                     info.name = name.to_string();
+                    info.cmdline = cmdline.to_string();
                 }
             }
             Event::Sample(key, sample) => {

@@ -44,6 +44,10 @@ pub struct Stat<'a> {
     /// running `python3 -c ...`, a shell running a shell) is seen too. 0 where the kernel
     /// hides it (a process the reader may not trace).
     pub arg_start: u64,
+    /// Where the command line ends (field 49). Exec places the arguments' start before it
+    /// writes them out (`arg_end == arg_start` meanwhile), so a command line read in that
+    /// instant is empty and only a moved end tells that it is there now.
+    pub arg_end: u64,
 }
 
 /// Parses /proc/PID/stat. The name (comm) may hold spaces and parentheses, so the fields are
@@ -73,8 +77,9 @@ pub fn parse_stat(buf: &[u8]) -> Option<Stat<'_>> {
                 stat.page_faults = minflt + majflt;
                 vsize_read = true;
             }
-            45 => {
-                stat.arg_start = parse_u64(field)?;
+            45 => stat.arg_start = parse_u64(field)?,
+            46 => {
+                stat.arg_end = parse_u64(field)?;
                 return Some(stat);
             }
             _ => {}
@@ -222,9 +227,9 @@ fn sample_one(
         return Ok(false);
     };
     let now = clock.now();
-    // A command line not placed yet (arg_start 0: read in the instant of an exec, before the
-    // kernel set up the new program's arguments) is read again at the next tick, not a second on.
-    if statm == f.last_statm && now - f.last_full < REFRESH_EVERY_NS && f.arg_start != 0 {
+    // A command line not placed yet (empty: read in the instant of an exec, before the kernel
+    // wrote out the new program's arguments) is read again at the next tick, not a second on.
+    if statm == f.last_statm && now - f.last_full < REFRESH_EVERY_NS && f.arg_end > f.arg_start {
         if now < f.fds_active_until {
             let fds = f.count_fds(bufs);
             if fds != f.last.fds {
@@ -246,9 +251,13 @@ fn sample_one(
     let Some(stat) = stat else {
         return Ok(false);
     };
-    if stat.comm != &f.comm[..f.comm_len] || stat.arg_start != f.arg_start {
-        // A new name and command line after exec.
+    if stat.comm != &f.comm[..f.comm_len]
+        || stat.arg_start != f.arg_start
+        || stat.arg_end != f.arg_end
+    {
+        // A new name and command line after exec, or the command line written out since.
         f.arg_start = stat.arg_start;
+        f.arg_end = stat.arg_end;
         let n = stat.comm.len().min(16);
         f.comm[..n].copy_from_slice(&stat.comm[..n]);
         f.comm_len = n;
@@ -307,8 +316,9 @@ struct Followed {
     fd_dir: Option<FdDir>,
     comm: [u8; 16],
     comm_len: usize,
-    /// The command line's address at the last read of stat: it moves at exec.
+    /// The command line's address and end at the last read of stat: they move at exec.
     arg_start: u64,
+    arg_end: u64,
     /// statm's size, resident and shared at the last full read, and what that read gave.
     last_statm: [u64; 3],
     last: Metrics,
@@ -567,7 +577,7 @@ impl Procfs {
             pid: c.pid,
             start_time: s.start_ticks * self.ns_per_tick,
         };
-        let arg_start = s.arg_start;
+        let (arg_start, arg_end) = (s.arg_start, s.arg_end);
         let cmdline = read_cmdline(c.pid);
         let info = ProcessInfo {
             key,
@@ -591,6 +601,7 @@ impl Procfs {
                 comm,
                 comm_len,
                 arg_start,
+                arg_end,
                 // Never equal to a live process's statm: the first sample reads everything.
                 last_statm: [0; 3],
                 last: Metrics::default(),
@@ -663,6 +674,13 @@ mod tests {
             .and_then(|f| f.parse().ok())
             .expect("field 48");
         assert_eq!(s.arg_start, field_48);
+        let field_49: u64 = String::from_utf8_lossy(&raw)
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(46).map(str::to_owned))
+            .and_then(|f| f.parse().ok())
+            .expect("field 49");
+        assert_eq!(s.arg_end, field_49);
+        assert!(s.arg_end > s.arg_start);
     }
 
     #[test]
@@ -725,5 +743,40 @@ mod tests {
         let fds = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
         let got = sample.metrics.fds.unwrap();
         assert!(got.abs_diff(fds) < 16, "{got} vs {fds}");
+    }
+
+    /// A process first read in the instant of its exec (arguments placed, not written yet:
+    /// an empty command line) gets its command line at the next tick, once the end moved.
+    #[test]
+    fn a_command_line_read_mid_exec_is_read_again_once_written() {
+        let me = std::process::id();
+        let mut backend = Procfs::new(Scope::Tree {
+            roots: vec![me],
+            reaper: None,
+        })
+        .unwrap();
+        struct Renames(Vec<String>);
+        impl Sink for Renames {
+            fn event(&mut self, e: Event<'_>) -> Result<(), RecordError> {
+                if let Event::Renamed { cmdline, .. } = e {
+                    self.0.push(cmdline.to_string());
+                }
+                Ok(())
+            }
+        }
+        let mut sink = Renames(Vec::new());
+        let clock = Clock::start();
+        backend.poll(&clock, &mut sink).unwrap();
+        backend.poll(&clock, &mut sink).unwrap();
+        assert!(sink.0.is_empty(), "nothing moved: {:?}", sink.0);
+        // As stat reads between setup_arg_pages and create_elf_tables.
+        let f = backend
+            .followed
+            .get_mut(&me)
+            .expect("this process followed");
+        f.arg_end = f.arg_start;
+        backend.poll(&clock, &mut sink).unwrap();
+        assert_eq!(sink.0, vec![read_cmdline(me)]);
+        assert!(!sink.0[0].is_empty());
     }
 }
