@@ -56,6 +56,8 @@ pub struct ProcStats {
     /// (`files->next_fd`): it moves when descriptors are opened or closed, so a change queues
     /// the process, whose descriptors the recorder then counts (the kernel keeps no count).
     pub next_fd: u32,
+    /// Faults since the last sampled one (`record --sites --sites-sampler countdown`).
+    pub faults_since_sample: u64,
 }
 
 /// What a [`LifeEvent`] reports.

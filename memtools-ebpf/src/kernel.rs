@@ -57,6 +57,9 @@ pub static RSS_COUNT_OFFSET: Global<u32> = Global::new(0);
 /// `sizeof(struct percpu_counter)`: the distance between two members' counters.
 #[unsafe(no_mangle)]
 pub static RSS_COUNTER_SIZE: Global<u32> = Global::new(0);
+/// `offsetof(struct task_struct, pagefault_disabled)`; u32::MAX where the kernel has none.
+#[unsafe(no_mangle)]
+pub static TASK_PAGEFAULT_DISABLED_OFFSET: Global<u32> = Global::new(u32::MAX);
 /// The page size in bytes (the counters count pages).
 #[unsafe(no_mangle)]
 pub static PAGE_SIZE: Global<u32> = Global::new(4096);
@@ -74,6 +77,14 @@ fn field<T: Copy>(base: *const u8, offset: &Global<u32>) -> T {
 pub fn current_task() -> *const u8 {
     // SAFETY: no preconditions.
     unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// Whether the task has page faults disabled: a fault then is a probe (a nofault read, such as
+/// the user stack walks of our own programs), which fails rather than maps anything.
+#[inline(always)]
+pub fn pagefaults_disabled(task: *const u8) -> bool {
+    TASK_PAGEFAULT_DISABLED_OFFSET.load() != u32::MAX
+        && field::<i32>(task, &TASK_PAGEFAULT_DISABLED_OFFSET) != 0
 }
 
 /// A task's mm, null for kernel threads and after the task let go of it.

@@ -7,6 +7,10 @@
 //! outside its tree) or per CPU for `--all` (then the `STATS` lookup keeps it to followed
 //! processes). [`record_call`] is what the brk/mmap hooks (syscalls/) call when a call grew a
 //! followed process, in each of their three ways in, once the recorder turned calls on.
+//! `site_fault_countdown` is the other way asked of it, measured against the first (README:
+//! growth sites): the `page_fault_user` and `page_fault_kernel` tracepoints, run at every
+//! page fault on the machine, counts each followed process's faults in its `STATS` entry and samples every Nth.
+//! It needs no perf event, but every fault of every process pays a hash lookup.
 //! Stacks come from frame pointers: `bpf_get_stack` with BPF_F_USER_STACK at faults, and at
 //! calls on x86-64 a walk of the user stack that gets past a C library without frame pointers
 //! (call_stack.rs; elsewhere `bpf_get_stack`, which unwinds the task's saved user registers
@@ -16,13 +20,14 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_stack, bpf_ktime_get_boot_ns, bpf_probe_read_user},
-    macros::{map, perf_event},
+    macros::{btf_tracepoint, map, perf_event},
     maps::{Array, HashMap, PerCpuArray},
-    programs::PerfEventContext,
+    programs::{BtfTracePointContext, PerfEventContext},
 };
 use memtools_common::{MAX_SITE_KEYS, SITE_STACK_DEPTH, SiteCounts, SiteKey, site_cause};
 
 use crate::call_stack;
+use crate::kernel::{current_task, pagefaults_disabled};
 use crate::shared::{atomic_add, current_tgid, stats_of};
 use crate::syscalls::{SYSCALL_SP_OFFSET, arg};
 
@@ -38,7 +43,9 @@ pub mod config {
     pub const FAULT_BYTES: u32 = 1;
     /// Non-zero: sample the stack at every brk/mmap call that grows a followed process.
     pub const CALLS: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// The countdown sampler's period: one stack every this many faults of a process.
+    pub const PERIOD: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Counts per (process, cause, bucket, stack), drained by the recorder.
@@ -215,5 +222,61 @@ pub fn site_fault(ctx: PerfEventContext) -> u32 {
             sp,
         );
     }
+    0
+}
+
+/// Every Nth page fault of a followed process, counted down here per process (the
+/// `countdown` sampler): a fault its code took.
+#[btf_tracepoint(function = "page_fault_user")]
+pub fn site_fault_countdown(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code): the
+    // faulting user registers.
+    let regs: *const u8 = ctx.arg(1);
+    count_down(&ctx, regs)
+}
+
+/// The same for a fault the kernel took on the process's memory on its behalf (a read(2)
+/// into a fresh buffer, copy_to_user): the perf event counts those too.
+#[btf_tracepoint(function = "page_fault_kernel")]
+pub fn site_fault_countdown_kernel(ctx: BtfTracePointContext) -> i32 {
+    // Not a probe's fault (our own stack walks read user memory so, and the perf event does
+    // not count them either): it would be counted as growth, and nest in the walk.
+    if pagefaults_disabled(current_task()) {
+        return 0;
+    }
+    // Kernel registers: the user stack is unwound from the task's saved user registers.
+    count_down(&ctx, core::ptr::null())
+}
+
+/// Counts a fault of the current process and samples its stack at every Nth. Threads of one
+/// process may race on the count: a sample early or late by a fault, never lost.
+#[inline(always)]
+fn count_down(ctx: &BtfTracePointContext, user_regs: *const u8) -> i32 {
+    let tgid = current_tgid();
+    let Some(s) = stats_of(tgid) else {
+        return 0;
+    };
+    let period = setting(config::PERIOD, 97);
+    // SAFETY: `s` is this process's entry in `STATS`.
+    unsafe {
+        let seen = (*s).faults_since_sample + 1;
+        if seen < period {
+            (*s).faults_since_sample = seen;
+            return 0;
+        }
+        (*s).faults_since_sample = 0;
+    }
+    let sp = if user_regs.is_null() {
+        0
+    } else {
+        arg(user_regs, &SYSCALL_SP_OFFSET)
+    };
+    record_site(
+        ctx,
+        tgid,
+        site_cause::FAULT,
+        setting(config::FAULT_BYTES, 4096),
+        sp,
+    );
     0
 }

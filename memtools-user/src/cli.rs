@@ -214,6 +214,13 @@ fn parse_site_window(s: &str) -> Result<SiteWindowArg, String> {
     Ok(SiteWindowArg::Range(start, end))
 }
 
+/// How `record --sites` counts the faults to sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SamplerArg {
+    PerfEvent,
+    Countdown,
+}
+
 /// Which causes of growth sites `sites` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SiteCauseArg {
@@ -352,6 +359,11 @@ pub struct RecordArgs {
     /// With --sites: one stack every this many page faults of a process
     #[arg(long, default_value_t = crate::record::ebpf::sites::DEFAULT_FAULT_PERIOD, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub sites_period: u64,
+    /// With --sites: how the faults to sample are counted: a perf event opened on the
+    /// recorded tree (nothing runs for other processes), or a countdown per process at the
+    /// page_fault_user tracepoint (x86; runs at every fault on the machine: README)
+    #[arg(long, value_enum, default_value_t = SamplerArg::PerfEvent, value_name = "HOW")]
+    pub sites_sampler: SamplerArg,
     /// Time between samples (10ms to 1h), like 100ms, 1s
     #[arg(long, default_value = "100ms", value_parser = parse_interval, value_name = "DUR")]
     pub interval: Duration,

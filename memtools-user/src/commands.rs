@@ -218,7 +218,19 @@ fn record(args: RecordArgs) -> Result<i32> {
         rss_events: args.rss_events,
         interval: args.interval,
         duration: args.duration,
-        sites: args.sites.then_some(args.sites_period),
+        sites: args
+            .sites
+            .then_some(crate::record::ebpf::sites::FaultSampling {
+                period: args.sites_period,
+                sampler: match args.sites_sampler {
+                    crate::cli::SamplerArg::PerfEvent => {
+                        crate::record::ebpf::sites::Sampler::PerfEvent
+                    }
+                    crate::cli::SamplerArg::Countdown => {
+                        crate::record::ebpf::sites::Sampler::Countdown
+                    }
+                },
+            }),
     };
     // A report that cannot be written is said now, not after an hour of recording.
     for spec in &args.report {

@@ -286,6 +286,49 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
     );
 }
 
+/// The other fault sampler (a countdown per process at the page fault tracepoints) names the
+/// same leak: the top site of the leak's window is grow_cache at its line, the churn small.
+#[test]
+fn the_countdown_sampler_names_the_same_leaking_function() {
+    if !ready("the_countdown_sampler_names_the_same_leaking_function") {
+        return;
+    }
+    let store = TestStore::new();
+    let program = compile(
+        store.dir.path(),
+        "grow_cache",
+        &["-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--sites",
+        "--sites-sampler",
+        "countdown",
+        "--",
+        program.to_str().expect("UTF-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = sites_json(&store, "leak");
+    let sites = report[0]["sites"].as_array().expect("sites");
+    let top = &sites[0];
+    assert_eq!(top["function"], "grow_cache", "{report}");
+    assert_eq!(top["line"], LEAK_LINE, "{report}");
+    assert!(top["share"].as_f64().unwrap_or(0.0) > 0.8, "{report}");
+    assert!(top["samples"].as_u64().unwrap_or(0) > 10, "{report}");
+    let churn: f64 = sites
+        .iter()
+        .filter(|s| s["function"] == "churn")
+        .map(|s| s["share"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(churn < 0.05, "churn carries {churn}: {report}");
+}
+
 #[test]
 fn a_rust_program_built_with_frame_pointers_names_its_own_function_not_the_standard_library() {
     if !ready("a_rust_program_built_with_frame_pointers_names_its_own_function") {

@@ -201,8 +201,8 @@ pub struct PreparedBackend {
     loaded: Option<Box<ebpf::Ebpf>>,
     reason: String,
     fallback: Option<String>,
-    /// `record --sites`: sample growth sites every this many faults, in buckets this long (ns).
-    sites: Option<(u64, u64)>,
+    /// `record --sites`: how faults are sampled, and the buckets' length (ns).
+    sites: Option<(ebpf::sites::FaultSampling, u64)>,
 }
 
 /// Chooses the backend asked for and loads it (`all`: every process will be followed).
@@ -263,13 +263,17 @@ impl PreparedBackend {
         self.fallback.as_deref()
     }
 
-    /// Asks for growth sites (`record --sites`): a stack every `period` page faults, counted
-    /// in buckets of `bucket_ns`. Only the eBPF backend samples them.
-    pub fn with_sites(mut self, period: u64, bucket_ns: u64) -> Result<Self, RecordError> {
+    /// Asks for growth sites (`record --sites`): stacks at page faults as `sampling` says,
+    /// counted in buckets of `bucket_ns`. Only the eBPF backend samples them.
+    pub fn with_sites(
+        mut self,
+        sampling: ebpf::sites::FaultSampling,
+        bucket_ns: u64,
+    ) -> Result<Self, RecordError> {
         if self.loaded.is_none() {
             return Err(RecordError::SitesNeedEbpf(self.reason.clone()));
         }
-        self.sites = Some((period, bucket_ns));
+        self.sites = Some((sampling, bucket_ns));
         Ok(self)
     }
 
@@ -282,8 +286,8 @@ impl PreparedBackend {
                     ebpf::EbpfError::NoSuchPid(pid) => RecordError::NoSuchPid(pid),
                     e => RecordError::Ebpf(e),
                 })?;
-                if let Some((period, bucket_ns)) = self.sites {
-                    b.sample_sites(&scope, period, bucket_ns)
+                if let Some((sampling, bucket_ns)) = self.sites {
+                    b.sample_sites(&scope, sampling, bucket_ns)
                         .map_err(RecordError::Ebpf)?;
                 }
                 b

@@ -41,8 +41,8 @@ pub struct RecordOptions {
     pub interval: Duration,
     /// Stop after this long (a recorded command is then sent SIGTERM, like `timeout`).
     pub duration: Option<Duration>,
-    /// `--sites`: sample the user stack every this many page faults (eBPF only).
-    pub sites: Option<u64>,
+    /// `--sites`: sample the user stack at page faults this way (eBPF only).
+    pub sites: Option<super::ebpf::sites::FaultSampling>,
 }
 
 /// The recorder's state, for a status line.
@@ -203,7 +203,7 @@ pub fn record(
     let prepared = prepare_backend(options.backend, all, options.rss_events, options.interval)?;
     // Said before anything starts: --sites without the eBPF backend records nothing asked for.
     let prepared = match options.sites {
-        Some(period) => prepared.with_sites(period, options.interval.as_nanos() as u64)?,
+        Some(sampling) => prepared.with_sites(sampling, options.interval.as_nanos() as u64)?,
         None => prepared,
     };
     if let Some(line) = prepared.fallback() {

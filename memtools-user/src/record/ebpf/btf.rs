@@ -55,6 +55,9 @@ pub struct KernelLayout {
     pub signal_nr_threads_offset: u32,
     pub task_files_offset: u32,
     pub files_next_fd_offset: u32,
+    /// `offsetof(struct task_struct, pagefault_disabled)` (the countdown sampler leaves the
+    /// faults of nofault reads alone); None where the kernel has no such member.
+    pub task_pagefault_disabled_offset: Option<u32>,
     /// Where a system call's number and arguments sit in `struct pt_regs`, on the
     /// architectures the kernel side knows (x86-64, arm64); None elsewhere.
     pub syscall_regs: Option<SyscallRegs>,
@@ -147,6 +150,7 @@ impl KernelLayout {
             signal_nr_threads_offset: offset(signal, "nr_threads")?,
             task_files_offset: offset(task, "files")?,
             files_next_fd_offset: offset(files, "next_fd")?,
+            task_pagefault_disabled_offset: offset(task, "pagefault_disabled").ok(),
             syscall_regs: syscall_regs(&btf),
         })
     }
@@ -495,6 +499,7 @@ mod tests {
                 signal_nr_threads_offset: 16,
                 task_files_offset: 56,
                 files_next_fd_offset: 12,
+                task_pagefault_disabled_offset: None,
                 syscall_regs: if std::env::consts::ARCH == "x86_64" {
                     Some(SyscallRegs {
                         nr: 24,
@@ -559,7 +564,14 @@ mod tests {
             assert!(offset > 0 && offset % 8 == 0, "{layout:?}");
         }
         // Two ints, 4-aligned, past the first fields.
-        for offset in [layout.signal_nr_threads_offset, layout.files_next_fd_offset] {
+        let pagefault_disabled = layout
+            .task_pagefault_disabled_offset
+            .expect("task_struct has had pagefault_disabled since 4.2");
+        for offset in [
+            layout.signal_nr_threads_offset,
+            layout.files_next_fd_offset,
+            pagefault_disabled,
+        ] {
             assert!(offset > 0 && offset % 4 == 0, "{layout:?}");
         }
         // pid and tgid are neighbours.

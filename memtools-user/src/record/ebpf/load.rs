@@ -177,6 +177,10 @@ pub fn load(
         ("TASK_FILES_OFFSET", layout.task_files_offset),
         ("FILES_NEXT_FD_OFFSET", layout.files_next_fd_offset),
         ("MM_BRK_OFFSET", layout.mm_brk_offset),
+        (
+            "TASK_PAGEFAULT_DISABLED_OFFSET",
+            layout.task_pagefault_disabled_offset.unwrap_or(u32::MAX),
+        ),
         ("SYSCALL_NR_OFFSET", regs.nr),
         ("SYSCALL_ARG0_OFFSET", regs.arg0),
         ("SYSCALL_ARG1_OFFSET", regs.arg1),

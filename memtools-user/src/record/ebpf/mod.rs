@@ -224,12 +224,12 @@ impl Ebpf {
         })
     }
 
-    /// Samples the user stacks where the scope's processes grow (`record --sites`): every
-    /// `period`th page fault, counted in buckets of `bucket_ns`.
+    /// Samples the user stacks where the scope's processes grow (`record --sites`): at page
+    /// faults as `sampling` says, counted in buckets of `bucket_ns`.
     pub fn sample_sites(
         &mut self,
         scope: &Scope,
-        period: u64,
+        sampling: sites::FaultSampling,
         bucket_ns: u64,
     ) -> Result<(), EbpfError> {
         let target = match scope {
@@ -242,7 +242,7 @@ impl Ebpf {
             // Stopped already: nothing more to sample.
             return Ok(());
         };
-        let sampler = sites::SiteSampler::attach(bpf, target, period, page, bucket_ns)?;
+        let sampler = sites::SiteSampler::attach(bpf, target, sampling, page, bucket_ns)?;
         self.sites = Some(sites::SiteRecorder::new(sampler));
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! other process; with `--all`, one event per CPU, the program keeping to followed processes.
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use aya::programs::BtfTracePoint;
 use aya::programs::perf_event::{
     PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
@@ -28,6 +29,27 @@ const UNKNOWN_GRACE_NS: u64 = 2_000_000_000;
 /// Every this many page faults of a process, one stack is sampled by default.
 pub const DEFAULT_FAULT_PERIOD: u64 = 97;
 
+/// How the faults to sample are chosen (`record --sites-sampler`; README: growth sites).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sampler {
+    /// A perf software page-fault event with a sample period, opened on the recorded tree:
+    /// the kernel counts the faults and runs the program at every Nth only, and at no fault
+    /// of any other process.
+    #[default]
+    PerfEvent,
+    /// The `page_fault_user` tracepoint, counting down per followed process: it needs no
+    /// perf event, but runs at every user page fault on the machine.
+    Countdown,
+}
+
+/// What `record --sites` samples page faults with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultSampling {
+    /// One stack every this many faults of a process.
+    pub period: u64,
+    pub sampler: Sampler,
+}
+
 /// Which processes' faults are sampled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SiteTarget {
@@ -48,6 +70,7 @@ pub struct SiteSampler {
 const CONFIG_BUCKET_NS: u32 = 0;
 const CONFIG_FAULT_BYTES: u32 = 1;
 const CONFIG_CALLS: u32 = 2;
+const CONFIG_PERIOD: u32 = 3;
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
     move |e| EbpfError::Map {
@@ -64,17 +87,111 @@ fn program_error(what: &'static str) -> impl Fn(aya::programs::ProgramError) -> 
     }
 }
 
+/// The perf event sampler: one event per recorded process (inherited by its tree) or per CPU.
+fn attach_perf_event(
+    bpf: &mut aya::Ebpf,
+    target: SiteTarget,
+    period: u64,
+) -> Result<(), EbpfError> {
+    let program: &mut PerfEvent = bpf
+        .program_mut("site_fault")
+        .ok_or(EbpfError::Program {
+            program: "site_fault",
+            what: "exist",
+            error: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
+        })?
+        .try_into()
+        .map_err(program_error("be a perf event program"))?;
+    program.load().map_err(program_error("load"))?;
+    let event = PerfEventConfig::Software(SoftwareEvent::PageFaults);
+    let policy = SamplePolicy::Period(period);
+    match target {
+        SiteTarget::Tree(pids) => {
+            for pid in pids {
+                let attached = program.attach(
+                    event,
+                    PerfEventScope::OneProcess { pid, cpu: None },
+                    policy,
+                    true,
+                );
+                match attached {
+                    Ok(_) => {}
+                    // Gone already (a command that ran in a blink): nothing to sample.
+                    Err(aya::programs::ProgramError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => return Err(program_error("attach to a recorded process")(e)),
+                }
+            }
+        }
+        SiteTarget::AllCpus => {
+            let cpus = aya::util::online_cpus().map_err(|(_, e)| EbpfError::Program {
+                program: "site_fault",
+                what: "list the online CPUs",
+                error: Box::new(aya::programs::ProgramError::IOError(e)),
+            })?;
+            for cpu in cpus {
+                program
+                    .attach(
+                        event,
+                        PerfEventScope::AllProcessesOneCpu { cpu },
+                        policy,
+                        false,
+                    )
+                    .map_err(program_error("attach to a CPU"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The countdown sampler: the `page_fault_user` and `page_fault_kernel` BTF tracepoints
+/// (x86's), as the perf event counts both the faults a process's code takes and those the
+/// kernel takes on its memory for it.
+fn attach_countdown(bpf: &mut aya::Ebpf) -> Result<(), EbpfError> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| EbpfError::Program {
+        program: "site_fault_countdown",
+        what: "read the kernel's BTF",
+        error: Box::new(aya::programs::ProgramError::Btf(e)),
+    })?;
+    for (name, tracepoint) in [
+        ("site_fault_countdown", "page_fault_user"),
+        ("site_fault_countdown_kernel", "page_fault_kernel"),
+    ] {
+        let err = |what| {
+            move |e| EbpfError::Program {
+                program: name,
+                what,
+                error: Box::new(e),
+            }
+        };
+        let program: &mut BtfTracePoint = bpf
+            .program_mut(name)
+            .ok_or(EbpfError::Program {
+                program: name,
+                what: "exist",
+                error: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
+            })?
+            .try_into()
+            .map_err(err("be a BTF tracepoint program"))?;
+        program
+            .load(tracepoint, &btf)
+            .map_err(err("load (the page fault tracepoints are x86's)"))?;
+        program.attach().map_err(err("attach"))?;
+    }
+    Ok(())
+}
+
 impl SiteSampler {
     /// Configures and attaches the sampler of a loaded kernel side: one stack every `period`
     /// faults, counted in buckets of `bucket_ns` (the recording's interval).
     pub fn attach(
         bpf: &mut aya::Ebpf,
         target: SiteTarget,
-        period: u64,
+        sampling: FaultSampling,
         page_size: u64,
         bucket_ns: u64,
     ) -> Result<SiteSampler, EbpfError> {
-        let period = period.max(1);
+        let period = sampling.period.max(1);
         let bucket_ns = bucket_ns.max(1);
         let mut config: Array<MapData, u64> = bpf
             .take_map("SITE_CONFIG")
@@ -85,6 +202,7 @@ impl SiteSampler {
             .and_then(|()| config.set(CONFIG_FAULT_BYTES, page_size * period, 0))
             // The brk/mmap hooks sample every call that grows a followed process from now on.
             .and_then(|()| config.set(CONFIG_CALLS, 1, 0))
+            .and_then(|()| config.set(CONFIG_PERIOD, period, 0))
             .map_err(map_error("SITE_CONFIG"))?;
         let sites = bpf
             .take_map("SITES")
@@ -94,53 +212,10 @@ impl SiteSampler {
             .take_map("SITES_DROPPED")
             .ok_or(EbpfError::MissingMap("SITES_DROPPED"))
             .and_then(|m| Array::try_from(m).map_err(map_error("SITES_DROPPED")))?;
-        let program: &mut PerfEvent = bpf
-            .program_mut("site_fault")
-            .ok_or(EbpfError::Program {
-                program: "site_fault",
-                what: "exist",
-                error: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
-            })?
-            .try_into()
-            .map_err(program_error("be a perf event program"))?;
-        program.load().map_err(program_error("load"))?;
-        let event = PerfEventConfig::Software(SoftwareEvent::PageFaults);
-        let policy = SamplePolicy::Period(period);
-        match target {
-            SiteTarget::Tree(pids) => {
-                for pid in pids {
-                    let attached = program.attach(
-                        event,
-                        PerfEventScope::OneProcess { pid, cpu: None },
-                        policy,
-                        true,
-                    );
-                    match attached {
-                        Ok(_) => {}
-                        // Gone already (a command that ran in a blink): nothing to sample.
-                        Err(aya::programs::ProgramError::SyscallError(e))
-                            if e.io_error.raw_os_error() == Some(libc::ESRCH) => {}
-                        Err(e) => return Err(program_error("attach to a recorded process")(e)),
-                    }
-                }
-            }
-            SiteTarget::AllCpus => {
-                let cpus = aya::util::online_cpus().map_err(|(_, e)| EbpfError::Program {
-                    program: "site_fault",
-                    what: "list the online CPUs",
-                    error: Box::new(aya::programs::ProgramError::IOError(e)),
-                })?;
-                for cpu in cpus {
-                    program
-                        .attach(
-                            event,
-                            PerfEventScope::AllProcessesOneCpu { cpu },
-                            policy,
-                            false,
-                        )
-                        .map_err(program_error("attach to a CPU"))?;
-                }
-            }
+        if sampling.sampler == Sampler::Countdown {
+            attach_countdown(bpf)?;
+        } else {
+            attach_perf_event(bpf, target, period)?;
         }
         Ok(SiteSampler {
             sites,
@@ -384,8 +459,19 @@ mod tests {
 
     #[test]
     fn faults_of_the_followed_tree_only_are_sampled_with_their_stacks() {
+        faults_of_the_followed_only_are_sampled(Sampler::PerfEvent);
+    }
+
+    /// The countdown sampler runs at every fault on the machine; its counts keep to the
+    /// followed process all the same, one stack every `period` of its faults.
+    #[test]
+    fn the_countdown_sampler_samples_the_followed_process_only_every_nth_fault() {
+        faults_of_the_followed_only_are_sampled(Sampler::Countdown);
+    }
+
+    fn faults_of_the_followed_only_are_sampled(sampler: Sampler) {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED faults_of_the_followed_tree_only_are_sampled: needs root");
+            eprintln!("SKIPPED faults_of_the_followed_only_are_sampled ({sampler:?}): needs root");
             return;
         }
         let mut loaded = super::super::load::load(
@@ -421,7 +507,7 @@ mod tests {
         let mut sampler = SiteSampler::attach(
             &mut loaded.bpf,
             SiteTarget::Tree(vec![pid]),
-            period,
+            FaultSampling { period, sampler },
             4096,
             100_000_000,
         )
