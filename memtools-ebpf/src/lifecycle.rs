@@ -100,6 +100,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
         task_parent_tgid(task),
         task_start(task),
     );
+    crate::sites::note_exec(tgid);
     0
 }
 

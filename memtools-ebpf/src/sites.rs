@@ -21,7 +21,7 @@ use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_stack, bpf_ktime_get_boot_ns, bpf_probe_read_user},
     macros::{btf_tracepoint, map, perf_event},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, PerfEventContext},
 };
 use memtools_common::{MAX_SITE_KEYS, SITE_STACK_DEPTH, SiteCounts, SiteKey, site_cause};
@@ -51,6 +51,20 @@ pub mod config {
 /// Counts per (process, cause, bucket, stack), drained by the recorder.
 #[map]
 pub static SITES: HashMap<SiteKey, SiteCounts> = HashMap::with_max_entries(MAX_SITE_KEYS, 0);
+
+/// The tgids of followed processes that just exec'ed, while the recorder asks for sites: it
+/// reads and keeps their maps at once, to name the stacks of a process gone before the next
+/// drain (a short one). Full: a process goes without kept maps, nothing else.
+#[map]
+pub static SITE_EXECS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// Tells the recorder that followed process `tgid` exec'ed (with `record --sites` only).
+#[inline(always)]
+pub fn note_exec(tgid: u32) {
+    if calls_on() {
+        let _ = SITE_EXECS.output::<u32>(&tgid, 0);
+    }
+}
 
 /// Samples dropped because `SITES` was full (index 0).
 #[map]

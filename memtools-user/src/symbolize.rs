@@ -7,10 +7,12 @@
 use std::collections::HashMap;
 
 use blazesym::normalize::{Normalizer, UserMeta};
-use blazesym::symbolize::source::{Process, Source};
+use blazesym::symbolize::source::{Elf, Process, Source};
 use blazesym::symbolize::{Input, Sym, Symbolized, Symbolizer as Blaze};
 use blazesym::{Addr, Pid};
 use memtools::sites::{Frame, Stack};
+
+use crate::record::ebpf::kept_maps::Mapping;
 
 /// Why a process's stacks could not be symbolized (it exited, its maps could not be read).
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,53 @@ impl Symbolizer {
             frames.insert(*lookup, expanded);
         }
         Ok(frames)
+    }
+
+    /// The frames of `lookups` in a process that is gone, from what was kept of its maps:
+    /// each address's file offset looked up in the kept file itself. Addresses in no kept
+    /// mapping (anonymous memory, JIT code, a library mapped after the maps were read) are
+    /// left out, as unresolved.
+    pub fn resolve_kept(&self, maps: &[Mapping], lookups: &[Addr]) -> HashMap<Addr, Vec<Frame>> {
+        // Per file (by identity): its mapping for each address, and the offsets to look up.
+        let mut by_file: Vec<(&Mapping, Vec<(Addr, u64)>)> = Vec::new();
+        for &address in lookups {
+            let Some((m, offset)) = maps
+                .iter()
+                .find_map(|m| m.file_offset(address).map(|o| (m, o)))
+            else {
+                continue;
+            };
+            match by_file
+                .iter_mut()
+                .find(|(f, _)| std::sync::Arc::ptr_eq(&f.file, &m.file))
+            {
+                Some((_, v)) => v.push((address, offset)),
+                None => by_file.push((m, vec![(address, offset)])),
+            }
+        }
+        let mut frames = HashMap::with_capacity(lookups.len());
+        for (mapping, wanted) in by_file {
+            let offsets: Vec<u64> = wanted.iter().map(|(_, o)| *o).collect();
+            let path = mapping.file.path();
+            let symbolized = self
+                .blaze
+                .symbolize(&Source::Elf(Elf::new(&path)), Input::FileOffset(&offsets));
+            for (i, (address, offset)) in wanted.iter().enumerate() {
+                let base = Frame {
+                    address: *address,
+                    module: Some(mapping.path.clone()),
+                    build_id: mapping.file.build_id.clone(),
+                    file_offset: Some(*offset),
+                    ..Frame::default()
+                };
+                let expanded = match symbolized.as_ref().ok().and_then(|s| s.get(i)) {
+                    Some(Symbolized::Sym(sym)) => expand(sym, &base),
+                    _ => vec![base],
+                };
+                frames.insert(*address, expanded);
+            }
+        }
+        frames
     }
 }
 

@@ -329,6 +329,56 @@ fn the_countdown_sampler_names_the_same_leaking_function() {
     assert!(churn < 0.05, "churn carries {churn}: {report}");
 }
 
+/// A process that grows and exits between two drains (here within one 2 s interval) is gone
+/// when its stacks are symbolized: they are named from the maps kept at its exec, its own
+/// function and the C library's alike, with each module's build-id.
+#[test]
+fn a_process_gone_before_the_drain_is_named_from_its_kept_maps() {
+    if !ready("a_process_gone_before_the_drain_is_named_from_its_kept_maps") {
+        return;
+    }
+    let store = TestStore::new();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_and_exit.c");
+    let program = compile_source(
+        store.dir.path(),
+        "grow_and_exit",
+        source,
+        &["-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--sites",
+        "--interval",
+        "2s",
+        "--",
+        program.to_str().expect("UTF-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = sites_json(&store, "all");
+    let sites = report[0]["sites"].as_array().expect("sites");
+    let top = &sites[0];
+    assert_eq!(top["function"], "grow_and_exit", "{report}");
+    assert!(
+        top["file"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("grow_and_exit.c"),
+        "{report}"
+    );
+    assert!(top["share"].as_f64().unwrap_or(0.0) > 0.8, "{report}");
+    // The whole stack, the C library's frames too, from the files held since its exec.
+    let folded = store.ok(&["sites", "--window", "all", "--format", "folded"]);
+    assert!(folded.contains(";main;grow_and_exit"), "{folded}");
+    assert!(folded.contains("malloc"), "{folded}");
+    assert!(!folded.contains(";0x"), "no bare address: {folded}");
+}
+
 #[test]
 fn a_rust_program_built_with_frame_pointers_names_its_own_function_not_the_standard_library() {
     if !ready("a_rust_program_built_with_frame_pointers_names_its_own_function") {

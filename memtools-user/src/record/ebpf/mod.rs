@@ -31,6 +31,7 @@
 
 mod attach;
 mod btf;
+pub(crate) mod kept_maps;
 mod load;
 mod procs;
 mod scan;
@@ -394,6 +395,9 @@ impl Ebpf {
             match event.kind {
                 life::FORK => {
                     self.start(event.tgid, event.ppid, Origin::Event(&event), sink, offset)?;
+                    if let Some(sites) = self.sites.as_ref() {
+                        sites.inherit(event.tgid, event.ppid);
+                    }
                 }
                 life::EXEC => {
                     // Unknown when its fork event was lost, or when it was there at the start.

@@ -6,7 +6,7 @@
 //! opened on the command with `inherit`, so its whole tree is sampled and nothing runs for any
 //! other process; with `--all`, one event per CPU, the program keeping to followed processes.
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::programs::perf_event::{
     PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
@@ -18,6 +18,7 @@ use memtools::sites::{Frame, SiteCause, SiteCount};
 use memtools_common::{SiteCounts, SiteKey, site_cause};
 
 use super::boottime_ns;
+use super::kept_maps::MapsKeeper;
 use super::load::EbpfError;
 use crate::record::{Event, RecordError, Sink};
 use crate::symbolize::{Symbolizer, assemble, lookup_address};
@@ -63,6 +64,8 @@ pub enum SiteTarget {
 pub struct SiteSampler {
     sites: BpfHashMap<MapData, SiteKey, SiteCounts>,
     dropped: Array<MapData, u64>,
+    /// The followed processes that exec'ed, for the maps keeper (taken by the recorder).
+    execs: Option<RingBuf<MapData>>,
     bucket_ns: u64,
 }
 
@@ -212,6 +215,10 @@ impl SiteSampler {
             .take_map("SITES_DROPPED")
             .ok_or(EbpfError::MissingMap("SITES_DROPPED"))
             .and_then(|m| Array::try_from(m).map_err(map_error("SITES_DROPPED")))?;
+        let execs = bpf
+            .take_map("SITE_EXECS")
+            .ok_or(EbpfError::MissingMap("SITE_EXECS"))
+            .and_then(|m| RingBuf::try_from(m).map_err(map_error("SITE_EXECS")))?;
         if sampling.sampler == Sampler::Countdown {
             attach_countdown(bpf)?;
         } else {
@@ -220,6 +227,7 @@ impl SiteSampler {
         Ok(SiteSampler {
             sites,
             dropped,
+            execs: Some(execs),
             bucket_ns,
         })
     }
@@ -258,10 +266,13 @@ impl SiteSampler {
 }
 
 /// The sampler with what turns its counts into stored sites: symbolization while the process
-/// lives, and the frames of addresses already seen, for the samples drained after it exited.
+/// lives, the frames of addresses already seen, and the maps kept from its exec, for the
+/// samples drained after it exited.
 pub struct SiteRecorder {
     sampler: SiteSampler,
     symbolizer: Symbolizer,
+    /// None when its thread could not start: stacks are then named only while processes live.
+    keeper: Option<MapsKeeper>,
     known: HashMap<u32, HashMap<u64, Vec<Frame>>>,
     /// The process each tgid with samples stood for, kept after it exits.
     keys: HashMap<u32, ProcessKey>,
@@ -270,10 +281,21 @@ pub struct SiteRecorder {
 }
 
 impl SiteRecorder {
-    pub fn new(sampler: SiteSampler) -> SiteRecorder {
+    pub fn new(mut sampler: SiteSampler) -> SiteRecorder {
+        let keeper = sampler.execs.take().and_then(|execs| {
+            MapsKeeper::start(execs)
+                .map_err(|e| {
+                    eprintln!(
+                        "memtools: cannot start keeping the maps of processes ({e}): the stacks \
+                         of one that exits between two samples keep bare addresses"
+                    )
+                })
+                .ok()
+        });
         SiteRecorder {
             sampler,
             symbolizer: Symbolizer::new(),
+            keeper,
             known: HashMap::new(),
             keys: HashMap::new(),
             after_call: HashMap::new(),
@@ -361,10 +383,16 @@ impl SiteRecorder {
         let mut stack = addresses(k);
         let candidate = k.leaf_return;
         if stack.len() > 1 && candidate != 0 && stack[1] != candidate {
+            let keeper = self.keeper.as_ref();
             let plausible = *self
                 .after_call
                 .entry((k.tgid, candidate))
-                .or_insert_with(|| follows_a_call(k.tgid, candidate));
+                .or_insert_with(|| {
+                    // The process's memory, or where it is gone, the kept file of its code.
+                    code_before(k.tgid, candidate)
+                        .or_else(|| keeper.and_then(|kp| kp.code_before(k.tgid, candidate)))
+                        .is_some_and(|code| follows_a_call(&code))
+                });
             if plausible {
                 stack.insert(1, candidate);
             }
@@ -383,10 +411,24 @@ impl SiteRecorder {
             .collect();
         missing.sort_unstable();
         missing.dedup();
-        if !missing.is_empty()
-            && let Ok(frames) = self.symbolizer.resolve(tgid, &missing)
-        {
-            known.extend(frames);
+        if missing.is_empty() {
+            return;
+        }
+        match self.symbolizer.resolve(tgid, &missing) {
+            Ok(frames) => known.extend(frames),
+            // Gone: named from what was kept of its maps, if anything was.
+            Err(_) => {
+                if let Some(maps) = self.keeper.as_ref().and_then(|k| k.maps_of(tgid)) {
+                    known.extend(self.symbolizer.resolve_kept(&maps, &missing));
+                }
+            }
+        }
+    }
+
+    /// A forked child starts with its parent's kept maps.
+    pub fn inherit(&self, child: u32, parent: u32) {
+        if let Some(k) = &self.keeper {
+            k.inherit(child, parent);
         }
     }
 
@@ -404,25 +446,28 @@ impl SiteRecorder {
     /// Forgets a process's frames once it is gone and drained.
     pub fn forget(&mut self, tgid: u32) {
         self.known.remove(&tgid);
+        if let Some(k) = &self.keeper {
+            k.forget(tgid);
+        }
     }
 }
 
-/// Whether `addr` in process `pid`'s code is just after a call instruction (x86-64: `call
-/// rel32`, or `call` through a register or memory, 2 to 7 bytes): then it is a return address,
-/// and the word the kernel read at the stack pointer is the caller a frameless leaf function
-/// hides from frame-pointer unwinding. Anything else (data that happened to be there) is not.
-fn follows_a_call(pid: u32, addr: u64) -> bool {
+/// The 7 bytes of process `pid`'s memory before `addr`; None when they cannot be read (it
+/// is gone).
+fn code_before(pid: u32, addr: u64) -> Option<[u8; 7]> {
     use std::os::unix::fs::FileExt;
-    if addr < 8 {
-        return false;
-    }
     let mut before = [0u8; 7];
-    let Ok(mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
-        return false;
-    };
-    if mem.read_exact_at(&mut before, addr - 7).is_err() {
-        return false;
-    }
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    mem.read_exact_at(&mut before, addr.checked_sub(7)?).ok()?;
+    Some(before)
+}
+
+/// Whether the 7 bytes of code `before` an address end in a call instruction (x86-64: `call
+/// rel32`, or `call` through a register or memory, 2 to 7 bytes): then the address is a return
+/// address, and the word the kernel read at the stack pointer is the caller a frameless leaf
+/// function hides from frame-pointer unwinding. Anything else (data that happened to be
+/// there) is not.
+fn follows_a_call(before: &[u8; 7]) -> bool {
     // call rel32: E8 + 4 bytes.
     if before[2] == 0xe8 {
         return true;

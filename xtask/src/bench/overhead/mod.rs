@@ -18,8 +18,9 @@
 //! Then `record -- true` with each backend: what starting and stopping a recording adds to a
 //! wrapped command.
 //!
-//! `--sites`: the fault-heavy and malloc-heavy workloads with eBPF, eBPF with growth sites,
-//! heaptrack and bpftrace uprobes; then each tool's time to name the code that grows a
+//! `--sites`: the fault-heavy and malloc-heavy workloads with eBPF, eBPF with growth sites
+//! (with each fault sampler: the perf event, the per-process countdown), heaptrack and
+//! bpftrace uprobes; then each tool's time to name the code that grows a
 //! leaking program (answer.rs).
 
 //!

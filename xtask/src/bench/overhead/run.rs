@@ -37,6 +37,18 @@ impl Recorder {
 /// Growth sites on (`--sites`, its default period).
 const SITES: Recorder =
     Recorder::Memtools("memtools eBPF --sites", &["--backend", "ebpf", "--sites"]);
+/// Growth sites with the other fault sampler: a countdown per process at the page fault
+/// tracepoints, which run at every fault on the machine (so "beside" is where it differs).
+const SITES_COUNTDOWN: Recorder = Recorder::Memtools(
+    "memtools eBPF --sites --sites-sampler countdown",
+    &[
+        "--backend",
+        "ebpf",
+        "--sites",
+        "--sites-sampler",
+        "countdown",
+    ],
+);
 
 const MEMTOOLS: [Recorder; 3] = [
     Recorder::Memtools("memtools /proc", &["--backend", "procfs"]),
@@ -340,7 +352,7 @@ pub(crate) fn run(
 pub(crate) fn configurations(t: &Tools, w: &Workload, sites: bool) -> Vec<(Recorder, Mode)> {
     let mut v = vec![(Recorder::Off, Mode::Recorded)];
     let mut recorders: Vec<Recorder> = if sites {
-        vec![MEMTOOLS[1], SITES]
+        vec![MEMTOOLS[1], SITES, SITES_COUNTDOWN]
     } else {
         MEMTOOLS.to_vec()
     };
