@@ -12,6 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -211,7 +212,16 @@ fn keep(kept: &Mutex<Kept>, tgid: u32) {
                 }
                 // The process's own view of the file, through the kernel's link to it.
                 let through = format!("/proc/{tgid}/map_files/{:x}-{:x}", line.start, line.end);
-                let Ok(file) = File::open(&through) else {
+                // Only a regular file is opened (a mapped device's open could do something),
+                // without blocking, and checked again once open.
+                if !std::fs::metadata(&through).is_ok_and(|m| m.is_file()) {
+                    continue;
+                }
+                let Ok(file) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&through)
+                else {
                     continue;
                 };
                 if !file.metadata().is_ok_and(|m| m.is_file()) {
