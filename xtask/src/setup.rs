@@ -43,8 +43,8 @@ pub fn setup() -> Result<()> {
 
 /// Debian packages `cargo xtask bench overhead` runs: stress-ng (the context-switch-heavy
 /// workload), heaptrack and bpftrace (the tools a user would pick instead, measured beside
-/// ours).
-const BENCH_PACKAGES: [&str; 3] = ["stress-ng", "heaptrack", "bpftrace"];
+/// ours), perf (what stacks by frame pointers and by DWARF cost at the same sampling).
+const BENCH_PACKAGES: [&str; 4] = ["stress-ng", "heaptrack", "bpftrace", "linux-perf"];
 
 /// Installs Debian packages with apt-get, only those missing (so a second run does nothing).
 pub fn apt_install(packages: &[&str]) -> Result<()> {

@@ -71,8 +71,18 @@ impl KeptFile {
 #[derive(Default)]
 struct Kept {
     procs: HashMap<u32, Vec<Mapping>>,
+    /// When each process's maps were first kept.
+    since: HashMap<u32, Instant>,
     /// Open files by (device, inode), shared by every process that maps them.
     files: HashMap<(String, u64), Weak<KeptFile>>,
+}
+
+impl Kept {
+    fn sweep(&mut self, followed: impl Fn(u32) -> bool, grace: Duration) {
+        let Kept { procs, since, .. } = self;
+        since.retain(|t, at| followed(*t) || at.elapsed() < grace);
+        procs.retain(|t, _| since.contains_key(t));
+    }
 }
 
 /// The thread that keeps the maps, and what it kept. Dropping it stops the thread.
@@ -126,6 +136,7 @@ impl MapsKeeper {
             && let Some(maps) = kept.procs.get(&parent).cloned()
         {
             kept.procs.entry(child).or_insert(maps);
+            kept.since.entry(child).or_insert_with(Instant::now);
         }
     }
 
@@ -134,6 +145,14 @@ impl MapsKeeper {
     pub fn forget(&self, tgid: u32) {
         if let Ok(mut kept) = self.kept.lock() {
             kept.procs.remove(&tgid);
+            kept.since.remove(&tgid);
+        }
+    }
+
+    /// Lets go of the maps of processes not `followed`, kept longer than `grace` ago.
+    pub fn sweep(&self, followed: impl Fn(u32) -> bool, grace: Duration) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.sweep(followed, grace);
         }
     }
 }
@@ -249,6 +268,7 @@ fn keep(kept: &Mutex<Kept>, tgid: u32) {
     }
     if !maps.is_empty() {
         kept.procs.insert(tgid, maps);
+        kept.since.entry(tgid).or_insert_with(Instant::now);
     }
 }
 
@@ -324,6 +344,21 @@ mod tests {
         ] {
             assert_eq!(parse_maps_line(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn maps_of_processes_never_followed_go_after_the_grace() {
+        let mut kept = Kept::default();
+        let long_ago = Instant::now() - Duration::from_secs(10);
+        for (tgid, at) in [(1, long_ago), (2, long_ago), (3, Instant::now())] {
+            kept.procs.insert(tgid, Vec::new());
+            kept.since.insert(tgid, at);
+        }
+        // 1 is followed; 2 was kept long ago and is not; 3 was kept just now.
+        kept.sweep(|t| t == 1, Duration::from_secs(2));
+        let mut left: Vec<u32> = kept.procs.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![1, 3]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use aya::programs::perf_event::{
     PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
 use std::collections::HashMap;
+use std::time::Duration;
 
 use memtools::model::{ProcessKey, TimeNs};
 use memtools::sites::{Frame, SiteCause, SiteCount};
@@ -373,6 +374,26 @@ impl SiteRecorder {
                 })?;
             }
         }
+        // The processes that exited had every sample taken above: what was kept for them goes,
+        // so a long recording's memory stays that of the processes alive.
+        let gone: Vec<u32> = self
+            .keys
+            .keys()
+            .copied()
+            .filter(|t| key_of(*t).is_none())
+            .collect();
+        for tgid in gone {
+            self.forget(tgid);
+        }
+        if let Some(k) = &self.keeper {
+            // Maps kept for a process never followed (its exec seen, its fork lost) go once
+            // its samples would have been let go too.
+            let keys = &self.keys;
+            k.sweep(
+                |t| keys.contains_key(&t),
+                Duration::from_nanos(UNKNOWN_GRACE_NS),
+            );
+        }
         Ok(())
     }
 
@@ -443,12 +464,20 @@ impl SiteRecorder {
         self.keys.insert(tgid, key);
     }
 
-    /// Forgets a process's frames once it is gone and drained.
-    pub fn forget(&mut self, tgid: u32) {
+    /// Forgets a process once it is gone and drained: its key, frames and kept maps.
+    fn forget(&mut self, tgid: u32) {
+        self.keys.remove(&tgid);
         self.known.remove(&tgid);
+        self.after_call.retain(|(t, _), _| *t != tgid);
         if let Some(k) = &self.keeper {
             k.forget(tgid);
         }
+    }
+
+    /// How many processes' keys and frames are held (for the test of forgetting).
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        (self.keys.len(), self.known.len())
     }
 }
 
@@ -600,5 +629,60 @@ mod tests {
             "drained entries are removed"
         );
         assert_eq!(sampler.dropped(), 0);
+    }
+
+    /// A long recording holds what it keeps for the processes alive only: a process that
+    /// exited is forgotten once its samples are drained.
+    #[test]
+    fn an_exited_process_is_forgotten_once_drained() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED an_exited_process_is_forgotten_once_drained: needs root");
+            return;
+        }
+        let mut loaded = super::super::load::load(
+            false,
+            false,
+            std::time::Duration::from_millis(100),
+            4096,
+            "",
+            "",
+        )
+        .expect("loading");
+        let sampling = FaultSampling {
+            period: 97,
+            sampler: Sampler::PerfEvent,
+        };
+        let sampler = SiteSampler::attach(
+            &mut loaded.bpf,
+            SiteTarget::Tree(Vec::new()),
+            sampling,
+            4096,
+            100_000_000,
+        )
+        .expect("attaching the sampler");
+        let mut recorder = SiteRecorder::new(sampler);
+        struct Nothing;
+        impl Sink for Nothing {
+            fn event(&mut self, _: Event<'_>) -> Result<(), RecordError> {
+                Ok(())
+            }
+        }
+        let (alive, gone) = (
+            ProcessKey {
+                pid: 4_000_001,
+                start_time: 1,
+            },
+            ProcessKey {
+                pid: 4_000_002,
+                start_time: 2,
+            },
+        );
+        recorder.know(alive.pid, alive);
+        recorder.know(gone.pid, gone);
+        let key_of = |t: u32| (t == alive.pid).then_some(alive);
+        recorder.drain(0, false, key_of, &mut Nothing).unwrap();
+        assert_eq!(recorder.held(), (1, 0), "only the live process is held");
+        recorder.drain(0, false, |_| None, &mut Nothing).unwrap();
+        assert_eq!(recorder.held(), (0, 0));
     }
 }

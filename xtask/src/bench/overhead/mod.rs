@@ -44,6 +44,10 @@ use workloads::{Tools, WORKLOADS};
 /// small next to the 2 % they are held to.
 const ROUNDS: usize = 11;
 
+/// `record --sites`' default fault period, which perf is given too (memtools-user's
+/// `DEFAULT_FAULT_PERIOD`).
+const SITES_PERIOD: u64 = 97;
+
 /// One configuration's runs: (wall, CPU) seconds, and for eBPF recorders the programs' own
 /// run time over each run, ns.
 pub(crate) struct Series {
@@ -101,12 +105,17 @@ pub fn overhead(args: &[String]) -> Result<()> {
         libc: find_libc(),
         heaptrack: have("heaptrack"),
         bpftrace: have("bpftrace"),
+        perf: have("perf"),
         pin: pin_cpus(),
     };
     if !have("stress-ng") {
         bail!("stress-ng is not installed; `cargo xtask setup` installs it");
     }
-    for (tool, present) in [("heaptrack", tools.heaptrack), ("bpftrace", tools.bpftrace)] {
+    for (tool, present) in [
+        ("heaptrack", tools.heaptrack),
+        ("bpftrace", tools.bpftrace),
+        ("perf", tools.perf),
+    ] {
         if !present {
             eprintln!("xtask: {tool} is not installed (`cargo xtask setup` installs it): left out");
         }

@@ -21,6 +21,10 @@ pub(crate) enum Recorder {
     Memtools(&'static str, &'static [&'static str]),
     Heaptrack,
     Bpftrace,
+    /// `perf record` sampling page faults at the same period as `--sites`, with stacks by
+    /// frame pointers (`fp`, what memtools does) or by copying the user stack for DWARF
+    /// unwinding (`dwarf`): what unwinding without frame pointers would cost in the kernel.
+    Perf(&'static str),
 }
 
 impl Recorder {
@@ -30,6 +34,10 @@ impl Recorder {
             Recorder::Memtools(name, _) => name.into(),
             Recorder::Heaptrack => "heaptrack".into(),
             Recorder::Bpftrace => "bpftrace uprobes on malloc/free".into(),
+            Recorder::Perf(call_graph) => format!(
+                "perf record -e page-faults -c {} --call-graph {call_graph}",
+                super::SITES_PERIOD
+            ),
         }
     }
 }
@@ -186,6 +194,8 @@ impl Beside {
                     _sleeper: None,
                 }
             }
+            // Only ever recorded (see `configurations`).
+            Recorder::Perf(_) => return Ok(None),
             Recorder::Bpftrace => {
                 let libc = t.libc.as_deref().context("no libc found")?;
                 let sleeper = spawn(&mut command_on(
@@ -328,6 +338,20 @@ pub(crate) fn run(
                 false,
             )
         }
+        Recorder::Perf(call_graph) => {
+            let out = t.dir.join("overhead.perf.data");
+            run_watched(
+                command_on(tracer_cpu, vec!["perf".into()])?
+                    .args(["record", "-q", "-e", "page-faults", "-c"])
+                    .arg(super::SITES_PERIOD.to_string())
+                    .args(["--call-graph", call_graph, "-o"])
+                    .arg(&out)
+                    .arg("--")
+                    .arg(program)
+                    .args(args),
+                false,
+            )
+        }
         Recorder::Bpftrace => {
             let libc = t.libc.as_deref().context("no libc found")?;
             let line = command
@@ -357,6 +381,13 @@ pub(crate) fn configurations(t: &Tools, w: &Workload, sites: bool) -> Vec<(Recor
         MEMTOOLS.to_vec()
     };
     if w.allocates {
+        if sites && t.perf {
+            // What stacks cost perf at the same period: by frame pointers, and copied for
+            // DWARF. Recorded only: perf follows the command it starts.
+            for call_graph in ["fp", "dwarf"] {
+                v.push((Recorder::Perf(call_graph), Mode::Recorded));
+            }
+        }
         if t.heaptrack {
             recorders.push(Recorder::Heaptrack);
         }

@@ -24,6 +24,7 @@ pub(crate) struct Tools {
     pub libc: Option<PathBuf>,
     pub heaptrack: bool,
     pub bpftrace: bool,
+    pub perf: bool,
     /// (the workload's CPU, the recorder's CPU) on a machine with two or more: the workload
     /// never shares a CPU with the recorder's own work, so what it pays is what the kernel
     /// hooks cost it, not the scheduler's luck.
