@@ -387,12 +387,11 @@ impl SiteRecorder {
         }
         if let Some(k) = &self.keeper {
             // Maps kept for a process never followed (its exec seen, its fork lost) go once
-            // its samples would have been let go too.
+            // its samples would have been let go too (a process is known within two polls
+            // of its exec, so those of one about to be are kept).
             let keys = &self.keys;
-            k.sweep(
-                |t| keys.contains_key(&t),
-                Duration::from_nanos(UNKNOWN_GRACE_NS),
-            );
+            let grace = UNKNOWN_GRACE_NS.max(bucket_ns.saturating_mul(3));
+            k.sweep(|t| keys.contains_key(&t), Duration::from_nanos(grace));
         }
         Ok(())
     }
