@@ -24,6 +24,9 @@ const SBRK_LINE: u64 = 7;
 const MMAP_LINE: u64 = 13;
 const MALLOC_LINE: u64 = 21;
 
+/// Optimized, with line tables and frame pointers: how a program gets named stacks.
+const FRAME_POINTERS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
+
 /// Compiles the test program with `flags` into `dir`.
 fn compile(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     compile_source(dir, name, SOURCE, flags)
@@ -134,11 +137,28 @@ fn ready(test: &str) -> bool {
     true
 }
 
+/// `record --backend ebpf --sites -- program`, which must succeed.
 fn record(store: &TestStore, program: &Path) {
-    let program = program.to_str().expect("a UTF-8 path");
-    let out = store.run(&["record", "--backend", "ebpf", "--sites", "--", program]);
+    record_with(store, program, &["--sites"]);
+}
+
+/// `record --backend ebpf OPTIONS -- program`, which must succeed.
+fn record_with(store: &TestStore, program: &Path, options: &[&str]) {
+    let mut args = vec!["record", "--backend", "ebpf"];
+    args.extend_from_slice(options);
+    args.extend(["--", program.to_str().expect("a UTF-8 path")]);
+    let out = store.run(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "record failed: {stderr}");
+}
+
+/// The share of the sites in `function` (churn's, which must stay small).
+fn share_of(sites: &[serde_json::Value], function: &str) -> f64 {
+    sites
+        .iter()
+        .filter(|s| s["function"] == function)
+        .map(|s| s["share"].as_f64().unwrap_or(0.0))
+        .sum()
 }
 
 fn sites_json(store: &TestStore, window: &str) -> serde_json::Value {
@@ -152,11 +172,7 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
         return;
     }
     let store = TestStore::new();
-    let program = compile(
-        store.dir.path(),
-        "grow_cache",
-        &["-O1", "-g", "-fno-omit-frame-pointer"],
-    );
+    let program = compile(store.dir.path(), "grow_cache", FRAME_POINTERS);
     // Recorded as CI would: the leak fails the run, and the Markdown report links its flame
     // graph.
     let md = store.dir.path().join("leaks.md");
@@ -198,11 +214,7 @@ fn the_leaking_function_is_the_top_site_with_file_and_line_and_the_churn_is_smal
     assert!(top["share"].as_f64().unwrap_or(0.0) > 0.8, "{report}");
     assert!(top["bytes"].as_u64().unwrap_or(0) > 8 << 20, "{report}");
     assert!(top["samples"].as_u64().unwrap_or(0) > 10, "{report}");
-    let churn: f64 = sites
-        .iter()
-        .filter(|s| s["function"] == "churn")
-        .map(|s| s["share"].as_f64().unwrap_or(0.0))
-        .sum();
+    let churn = share_of(sites, "churn");
     assert!(churn < 0.05, "churn carries {churn}: {report}");
     // Largest first.
     let bytes: Vec<u64> = sites.iter().filter_map(|s| s["bytes"].as_u64()).collect();
@@ -294,25 +306,11 @@ fn the_countdown_sampler_names_the_same_leaking_function() {
         return;
     }
     let store = TestStore::new();
-    let program = compile(
-        store.dir.path(),
-        "grow_cache",
-        &["-O1", "-g", "-fno-omit-frame-pointer"],
-    );
-    let out = store.run(&[
-        "record",
-        "--backend",
-        "ebpf",
-        "--sites",
-        "--sites-sampler",
-        "countdown",
-        "--",
-        program.to_str().expect("UTF-8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let program = compile(store.dir.path(), "grow_cache", FRAME_POINTERS);
+    record_with(
+        &store,
+        &program,
+        &["--sites", "--sites-sampler", "countdown"],
     );
     let report = sites_json(&store, "leak");
     let sites = report[0]["sites"].as_array().expect("sites");
@@ -321,11 +319,7 @@ fn the_countdown_sampler_names_the_same_leaking_function() {
     assert_eq!(top["line"], LEAK_LINE, "{report}");
     assert!(top["share"].as_f64().unwrap_or(0.0) > 0.8, "{report}");
     assert!(top["samples"].as_u64().unwrap_or(0) > 10, "{report}");
-    let churn: f64 = sites
-        .iter()
-        .filter(|s| s["function"] == "churn")
-        .map(|s| s["share"].as_f64().unwrap_or(0.0))
-        .sum();
+    let churn = share_of(sites, "churn");
     assert!(churn < 0.05, "churn carries {churn}: {report}");
 }
 
@@ -339,27 +333,8 @@ fn a_process_gone_before_the_drain_is_named_from_its_kept_maps() {
     }
     let store = TestStore::new();
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_and_exit.c");
-    let program = compile_source(
-        store.dir.path(),
-        "grow_and_exit",
-        source,
-        &["-O1", "-g", "-fno-omit-frame-pointer"],
-    );
-    let out = store.run(&[
-        "record",
-        "--backend",
-        "ebpf",
-        "--sites",
-        "--interval",
-        "2s",
-        "--",
-        program.to_str().expect("UTF-8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let program = compile_source(store.dir.path(), "grow_and_exit", source, FRAME_POINTERS);
+    record_with(&store, &program, &["--sites", "--interval", "2s"]);
     let report = sites_json(&store, "all");
     let sites = report[0]["sites"].as_array().expect("sites");
     let top = &sites[0];
@@ -496,11 +471,7 @@ fn a_session_recorded_from_a_stripped_binary_is_named_again_from_the_unstripped_
     let ci = store.dir.path().join("ci");
     std::fs::create_dir_all(&dev).unwrap();
     std::fs::create_dir_all(&ci).unwrap();
-    let unstripped = compile(
-        &dev,
-        "grow_cache",
-        &["-O1", "-g", "-fno-omit-frame-pointer"],
-    );
+    let unstripped = compile(&dev, "grow_cache", FRAME_POINTERS);
     let stripped = ci.join("grow_cache");
     let status = Command::new("strip")
         .arg("--strip-all")
@@ -563,12 +534,7 @@ fn a_program_growing_by_brk_gets_a_call_site_naming_its_function() {
         return;
     }
     let store = TestStore::new();
-    let program = compile_source(
-        store.dir.path(),
-        "grow_by_brk",
-        BRK_SOURCE,
-        &["-O1", "-g", "-fno-omit-frame-pointer"],
-    );
+    let program = compile_source(store.dir.path(), "grow_by_brk", BRK_SOURCE, FRAME_POINTERS);
     record(&store, &program);
     let (report, calls) = call_sites(&store, "brk");
     // sbrk's system call is made inside the C library, whose frame pointer register then holds
@@ -645,7 +611,7 @@ fn a_program_growing_by_mmap_gets_call_sites_naming_its_functions() {
         store.dir.path(),
         "grow_by_mmap",
         MMAP_SOURCE,
-        &["-O1", "-g", "-fno-omit-frame-pointer"],
+        FRAME_POINTERS,
     );
     record(&store, &program);
     let (report, calls) = call_sites(&store, "mmap");
@@ -686,24 +652,8 @@ fn without_sites_no_call_site_is_recorded() {
         return;
     }
     let store = TestStore::new();
-    let program = compile_source(
-        store.dir.path(),
-        "grow_by_brk",
-        BRK_SOURCE,
-        &["-O1", "-g", "-fno-omit-frame-pointer"],
-    );
-    let out = store.run(&[
-        "record",
-        "--backend",
-        "ebpf",
-        "--",
-        program.to_str().expect("UTF-8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let program = compile_source(store.dir.path(), "grow_by_brk", BRK_SOURCE, FRAME_POINTERS);
+    record_with(&store, &program, &[]);
     // The process was recorded, its brk calls counted...
     let json = store.ok(&["export", "--format", "json"]);
     assert!(json.contains("grow_by_brk"), "{json}");

@@ -29,7 +29,7 @@ use crate::symbolize::{Symbolizer, assemble, lookup_address};
 const UNKNOWN_GRACE_NS: u64 = 2_000_000_000;
 
 /// Every this many page faults of a process, one stack is sampled by default.
-pub const DEFAULT_FAULT_PERIOD: u64 = 97;
+pub const DEFAULT_FAULT_PERIOD: u64 = 127;
 
 /// How the faults to sample are chosen (`record --sites-sampler`; README: growth sites).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -530,6 +530,19 @@ mod tests {
     use super::*;
     use memtools_common::ProcStats;
 
+    /// The kernel side, loaded for a test: following nothing, the timer at 100 ms.
+    fn load_kernel_side() -> super::super::load::Loaded {
+        super::super::load::load(
+            false,
+            false,
+            std::time::Duration::from_millis(100),
+            4096,
+            "",
+            "",
+        )
+        .expect("loading")
+    }
+
     #[test]
     fn faults_of_the_followed_tree_only_are_sampled_with_their_stacks() {
         faults_of_the_followed_only_are_sampled(Sampler::PerfEvent);
@@ -547,15 +560,7 @@ mod tests {
             eprintln!("SKIPPED faults_of_the_followed_only_are_sampled ({sampler:?}): needs root");
             return;
         }
-        let mut loaded = super::super::load::load(
-            false,
-            false,
-            std::time::Duration::from_millis(100),
-            4096,
-            "",
-            "",
-        )
-        .expect("loading");
+        let mut loaded = load_kernel_side();
         // The command waits before it grows, so the sampler is attached first: dd's 32 MiB
         // buffer is faulted in page by page. It runs detached (reparented away from this test
         // process), so the other tests of this binary, which look at this process's children,
@@ -638,15 +643,7 @@ mod tests {
             eprintln!("SKIPPED an_exited_process_is_forgotten_once_drained: needs root");
             return;
         }
-        let mut loaded = super::super::load::load(
-            false,
-            false,
-            std::time::Duration::from_millis(100),
-            4096,
-            "",
-            "",
-        )
-        .expect("loading");
+        let mut loaded = load_kernel_side();
         let sampling = FaultSampling {
             period: 97,
             sampler: Sampler::PerfEvent,

@@ -18,9 +18,10 @@
 //! Then `record -- true` with each backend: what starting and stopping a recording adds to a
 //! wrapped command.
 //!
-//! `--sites`: the fault-heavy and malloc-heavy workloads with eBPF, eBPF with growth sites
-//! (with each fault sampler: the perf event, the per-process countdown), heaptrack and
-//! bpftrace uprobes; then each tool's time to name the code that grows a
+//! `--sites`: every workload with eBPF and eBPF with growth sites (with each fault sampler:
+//! the perf event, the per-process countdown); on the fault-heavy and malloc-heavy ones also
+//! perf sampling the same faults with stacks by frame pointers and copied for DWARF,
+//! heaptrack and bpftrace uprobes; then each tool's time to name the code that grows a
 //! leaking program (answer.rs).
 
 //!
@@ -46,7 +47,7 @@ const ROUNDS: usize = 11;
 
 /// `record --sites`' default fault period, which perf is given too (memtools-user's
 /// `DEFAULT_FAULT_PERIOD`).
-const SITES_PERIOD: u64 = 97;
+const SITES_PERIOD: u64 = 127;
 
 /// One configuration's runs: (wall, CPU) seconds, and for eBPF recorders the programs' own
 /// run time over each run, ns.
@@ -123,7 +124,7 @@ pub fn overhead(args: &[String]) -> Result<()> {
     let load_before = load_average();
     let mut series: Vec<Series> = Vec::new();
     for (i, w) in WORKLOADS.iter().enumerate() {
-        if only.as_deref().is_some_and(|o| o != w.name) || (sites && !w.allocates) {
+        if only.as_deref().is_some_and(|o| o != w.name) {
             continue;
         }
         for (recorder, mode) in configurations(&tools, w, sites) {
