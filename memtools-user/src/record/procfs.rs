@@ -668,18 +668,16 @@ mod tests {
         let raw = std::fs::read("/proc/self/stat").expect("/proc/self/stat");
         let s = parse_stat(&raw).expect("this process's stat");
         assert_ne!(s.arg_start, 0, "{}", String::from_utf8_lossy(&raw));
-        let field_48: u64 = String::from_utf8_lossy(&raw)
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split(' ').nth(45).map(str::to_owned))
-            .and_then(|f| f.parse().ok())
-            .expect("field 48");
-        assert_eq!(s.arg_start, field_48);
-        let field_49: u64 = String::from_utf8_lossy(&raw)
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split(' ').nth(46).map(str::to_owned))
-            .and_then(|f| f.parse().ok())
-            .expect("field 49");
-        assert_eq!(s.arg_end, field_49);
+        // Field n (from 1) of stat, counted by hand: the fields after the name start at 3.
+        let field = |n: usize| -> u64 {
+            String::from_utf8_lossy(&raw)
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split(' ').nth(n - 3).map(str::to_owned))
+                .and_then(|f| f.parse().ok())
+                .unwrap_or_else(|| panic!("field {n}"))
+        };
+        assert_eq!(s.arg_start, field(48));
+        assert_eq!(s.arg_end, field(49));
         assert!(s.arg_end > s.arg_start);
     }
 
