@@ -42,8 +42,8 @@ pub enum Sampler {
     /// of any other process.
     #[default]
     PerfEvent,
-    /// The `page_fault_user` tracepoint, counting down per followed process: it needs no
-    /// perf event, but runs at every user page fault on the machine.
+    /// The `page_fault_user` and `page_fault_kernel` tracepoints, counting down per followed
+    /// process: it needs no perf event, but runs at every page fault on the machine.
     Countdown,
 }
 
