@@ -32,6 +32,16 @@ use crate::syscalls::{SYSCALL_FP_OFFSET, SYSCALL_IP_OFFSET, SYSCALL_SP_OFFSET, a
 #[cfg(bpf_target_arch = "x86_64")]
 const SCAN_WORDS: usize = 128;
 
+/// How far above and below the stack pointer a word is taken for an address in the stack
+/// (its frames, locals and the strings above them) rather than a return address: such a word
+/// is passed over without the read that checks for a call before it. Code is never mapped
+/// this close to a stack: the main thread's sits below the stack's own gap (at least 128 MiB),
+/// a thread's stack is a mapping of its own with a guard page below.
+#[cfg(bpf_target_arch = "x86_64")]
+const STACK_ABOVE: u64 = 1 << 20;
+#[cfg(bpf_target_arch = "x86_64")]
+const STACK_BELOW: u64 = 64 << 10;
+
 /// Words below the program's frame record looked through for the return address into it.
 #[cfg(bpf_target_arch = "x86_64")]
 const CALLER_WORDS: usize = 32;
@@ -137,6 +147,10 @@ pub fn fill(key: &mut SiteKey, regs: *const u8) -> bool {
                     if fp == 0 && is_frame(w) {
                         (*walk).fp = w;
                     }
+                    continue;
+                }
+                // An address in this stack (a local's, a string's): no code, no probe.
+                if w.wrapping_sub(sp) < STACK_ABOVE || sp.wrapping_sub(w) < STACK_BELOW {
                     continue;
                 }
                 let n = core::ptr::read_volatile(&raw const (*walk).n) as usize;

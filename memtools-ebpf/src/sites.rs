@@ -6,7 +6,8 @@
 //! opens the event on the recorded command with `inherit` (so nothing runs for processes
 //! outside its tree) or per CPU for `--all` (then the `STATS` lookup keeps it to followed
 //! processes). [`record_call`] is what the brk/mmap hooks (syscalls/) call when a call grew a
-//! followed process, in each of their three ways in, once the recorder turned calls on.
+//! followed process, in each of their three ways in, once the recorder turned calls on: it
+//! samples calls by the bytes they grew the process by, at the faults' rate.
 //! `site_fault_countdown` is the other way asked of it, measured against the first (README:
 //! growth sites): the `page_fault_user` and `page_fault_kernel` tracepoints, run at every
 //! page fault on the machine, counts each followed process's faults in its `STATS` entry and samples every Nth.
@@ -19,7 +20,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_stack, bpf_ktime_get_boot_ns, bpf_probe_read_user},
+    helpers::{bpf_get_prandom_u32, bpf_get_stack, bpf_ktime_get_boot_ns, bpf_probe_read_user},
     macros::{btf_tracepoint, map, perf_event},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, PerfEventContext},
@@ -39,9 +40,10 @@ pub static SITE_CONFIG: Array<u64> = Array::with_max_entries(config::COUNT, 0);
 pub mod config {
     /// The length of a time bucket, ns (the recorder's sampling interval).
     pub const BUCKET_NS: u32 = 0;
-    /// The bytes a fault sample stands for: the page size times the sample period.
-    pub const FAULT_BYTES: u32 = 1;
-    /// Non-zero: sample the stack at every brk/mmap call that grows a followed process.
+    /// The bytes a sample stands for: the page size times the sample period (a fault sample's
+    /// pages; a call smaller than this is sampled with the chance of its share of it).
+    pub const SAMPLE_BYTES: u32 = 1;
+    /// Non-zero: sample the stack at the brk/mmap calls that grow a followed process.
     pub const CALLS: u32 = 2;
     /// The countdown sampler's period: one stack every this many faults of a process.
     pub const PERIOD: u32 = 3;
@@ -58,12 +60,39 @@ pub static SITES: HashMap<SiteKey, SiteCounts> = HashMap::with_max_entries(MAX_S
 #[map]
 pub static SITE_EXECS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// When the recorder was last woken for an exec (boot ns, index 0).
+#[map]
+static SITE_EXECS_WOKEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The recorder is woken for an exec at most once in this long; in between, it looks at the
+/// ring on its own this often (memtools-user's kept_maps.rs `WAKE_GAP`, the same value).
+const WAKE_GAP_NS: u64 = 2_000_000;
+
+/// `BPF_RB_NO_WAKEUP`: the record is queued without waking the reader.
+const NO_WAKEUP: u64 = 1;
+
 /// Tells the recorder that followed process `tgid` exec'ed (with `record --sites` only).
+/// Waking the reader is most of what that costs (an interrupt raised for it: 3.3 µs of the
+/// exec's 4.7 with `--sites`), so a shell loop's thousand execs a second wake it at most every
+/// `WAKE_GAP_NS`; it keeps looking on its own while execs come.
 #[inline(always)]
 pub fn note_exec(tgid: u32) {
-    if calls_on() {
-        let _ = SITE_EXECS.output::<u32>(&tgid, 0);
+    if !calls_on() {
+        return;
     }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let flags = match SITE_EXECS_WOKEN.get_ptr_mut(0) {
+        // SAFETY: the map's one value; CPUs racing on it wake the reader once more, no harm.
+        Some(last) if now.wrapping_sub(unsafe { *last }) < WAKE_GAP_NS => NO_WAKEUP,
+        Some(last) => {
+            // SAFETY: as above.
+            unsafe { *last = now };
+            0
+        }
+        None => 0,
+    };
+    let _ = SITE_EXECS.output::<u32>(&tgid, flags);
 }
 
 /// Samples dropped because `SITES` was full (index 0).
@@ -90,10 +119,11 @@ pub fn calls_on() -> bool {
 }
 
 /// A brk or mmap call of a followed process grew it by `bytes` of address space: its user
-/// stack is counted under `cause`. `regs`: the task's saved user registers. The caller has
-/// checked [`calls_on`] first.
+/// stack is counted under `cause`, when the call is sampled (see [`call_weight`]). `regs`:
+/// the task's saved user registers. The caller has checked [`calls_on`] first.
 #[inline(always)]
 pub fn record_call<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64, regs: *const u8) {
+    let bytes = call_weight(bytes);
     if bytes == 0 || regs.is_null() {
         return;
     }
@@ -109,6 +139,25 @@ pub fn record_call<C: EbpfContext>(ctx: &C, tgid: u32, cause: u32, bytes: u64, r
             sample_stack(ctx, key, bytes, sp);
         }
     }
+}
+
+/// The bytes a call that grew its process by `bytes` is counted for, or 0 when it is not
+/// sampled. A call of at least a sample's bytes (`SAMPLE_BYTES`, the growth one fault sample
+/// stands for) is always sampled, with its own bytes; a smaller one with the chance
+/// `bytes / SAMPLE_BYTES`, standing for a whole sample's bytes. So the bytes are right on
+/// average wherever they come from (heapprofd and tcmalloc sample allocations so), large
+/// calls are exact, and a starting program's loader, a dozen mappings of a few pages each,
+/// costs a stack walk now and then instead of one per mapping (the walk is the dearest thing
+/// the kernel side does: README, growth sites).
+#[inline(always)]
+fn call_weight(bytes: u64) -> u64 {
+    let unit = setting(config::SAMPLE_BYTES, 4096 * 127);
+    if bytes >= unit {
+        return bytes;
+    }
+    // SAFETY: helpers without arguments.
+    let r = unsafe { (u64::from(bpf_get_prandom_u32()) << 32) | u64::from(bpf_get_prandom_u32()) };
+    if r % unit < bytes { unit } else { 0 }
 }
 
 /// A call noted by a hook with several paths, to be counted at its end: (cause, bytes).
@@ -232,7 +281,7 @@ pub fn site_fault(ctx: PerfEventContext) -> u32 {
             &ctx,
             tgid,
             site_cause::FAULT,
-            setting(config::FAULT_BYTES, 4096),
+            setting(config::SAMPLE_BYTES, 4096),
             sp,
         );
     }
@@ -289,7 +338,7 @@ fn count_down(ctx: &BtfTracePointContext, user_regs: *const u8) -> i32 {
         ctx,
         tgid,
         site_cause::FAULT,
-        setting(config::FAULT_BYTES, 4096),
+        setting(config::SAMPLE_BYTES, 4096),
         sp,
     );
     0

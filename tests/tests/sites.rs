@@ -19,6 +19,7 @@ const LEAK_LINE: u64 = 14;
 
 const BRK_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_by_brk.c");
 const MMAP_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_by_mmap.c");
+const SMALL_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/map_small.c");
 /// The lines of grow_by_brk.c's sbrk and grow_by_mmap.c's mmap and malloc.
 const SBRK_LINE: u64 = 7;
 const MMAP_LINE: u64 = 13;
@@ -552,7 +553,8 @@ fn a_program_growing_by_brk_gets_a_call_site_naming_its_function() {
         "{report}"
     );
     assert_eq!(top["line"], SBRK_LINE, "{report}");
-    // Every call is counted, with the bytes it moved the break by.
+    // A call of at least the bytes one sample stands for (127 pages) is always counted, with
+    // the bytes it moved the break by.
     assert_eq!(top["samples"], 40, "{report}");
     assert_eq!(top["bytes"], 40u64 << 20, "{report}");
     assert!(top["share"].as_f64().unwrap_or(0.0) > 0.9, "{report}");
@@ -664,4 +666,33 @@ fn without_sites_no_call_site_is_recorded() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has no growth sites"), "{stderr}");
+}
+
+/// Calls far smaller than the bytes one sample stands for are sampled, each with the chance of
+/// its share of them, standing for a whole sample: far fewer stacks than calls, and bytes right
+/// on average.
+#[test]
+fn small_calls_are_sampled_by_their_bytes() {
+    if !ready("small_calls_are_sampled_by_their_bytes") {
+        return;
+    }
+    let store = TestStore::new();
+    let program = compile_source(store.dir.path(), "map_small", SMALL_SOURCE, FRAME_POINTERS);
+    record(&store, &program);
+    let (report, calls) = call_sites(&store, "mmap");
+    let small = site_of(&calls, "map_small").unwrap_or_else(|| panic!("{report}"));
+    // 4000 calls of 64 KiB, one sample per 127 pages (508 KiB): about 504 samples, each
+    // standing for 508 KiB. Bounds of a quarter either way are over five standard deviations.
+    let samples = small["samples"].as_u64().unwrap_or(0);
+    assert!(
+        (300..=800).contains(&samples),
+        "{samples} samples: {report}"
+    );
+    let mapped = 4000u64 * (64 << 10);
+    let bytes = small["bytes"].as_u64().unwrap_or(0);
+    assert_eq!(bytes, samples * 127 * 4096, "{report}");
+    assert!(
+        bytes >= mapped * 3 / 4 && bytes <= mapped * 5 / 4,
+        "{bytes} bytes counted for {mapped} mapped: {report}"
+    );
 }

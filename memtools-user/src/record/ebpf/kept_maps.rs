@@ -26,6 +26,11 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 const SETTLE: Duration = Duration::from_millis(5);
 /// How often the thread looks whether it is asked to stop.
 const STOP_CHECK: Duration = Duration::from_millis(100);
+/// The kernel wakes the thread for an exec at most once in this long (memtools-ebpf's sites.rs
+/// `WAKE_GAP_NS`): while execs come, the thread looks at the ring this often on its own.
+const WAKE_GAP: Duration = Duration::from_millis(2);
+/// How long after the last exec it saw the thread keeps looking on its own.
+const KEEP_LOOKING: Duration = Duration::from_millis(100);
 /// At most this many processes' maps and this many open files: past them, a process goes
 /// without kept maps (its stacks are named only while it lives), and memory stays bounded.
 const MAX_PROCESSES: usize = 4096;
@@ -169,22 +174,28 @@ impl Drop for MapsKeeper {
 /// The thread: each exec's maps at once and again once settled, until asked to stop.
 fn watch(mut execs: RingBuf<MapData>, kept: &Mutex<Kept>, stop: &AtomicBool) {
     let mut again: VecDeque<(Instant, u32)> = VecDeque::new();
+    let mut last_exec: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        // Execs just came: the kernel may not wake the thread for the next ones.
+        let cap = if last_exec.is_some_and(|t| t.elapsed() < KEEP_LOOKING) {
+            WAKE_GAP
+        } else {
+            STOP_CHECK
+        };
         let wait = again
             .front()
-            .map_or(STOP_CHECK, |(at, _)| {
-                at.saturating_duration_since(Instant::now())
-            })
-            .min(STOP_CHECK);
+            .map_or(cap, |(at, _)| at.saturating_duration_since(Instant::now()))
+            .min(cap);
         {
             let mut fds = [PollFd::new(execs.as_fd(), PollFlags::POLLIN)];
-            let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
+            let timeout = poll_timeout(wait);
             // Interrupted or failed: the loop looks again after the timeout's worth.
             if poll(&mut fds, timeout).is_err() {
                 std::thread::sleep(wait);
             }
         }
         while let Some(tgid) = next_tgid(&mut execs) {
+            last_exec = Some(Instant::now());
             keep(kept, tgid);
             again.push_back((Instant::now() + SETTLE, tgid));
         }
@@ -195,6 +206,14 @@ fn watch(mut execs: RingBuf<MapData>, kept: &Mutex<Kept>, stop: &AtomicBool) {
             }
         }
     }
+}
+
+/// `wait` as poll's timeout, rounded up to its whole milliseconds: rounded down, a settled
+/// read due in under a millisecond made it 0, and the thread spun (a whole CPU while a shell
+/// loop exec'ed a command every millisecond).
+fn poll_timeout(wait: Duration) -> PollTimeout {
+    let ms = wait.as_micros().div_ceil(1000);
+    PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
 }
 
 fn next_tgid(execs: &mut RingBuf<MapData>) -> Option<u32> {
@@ -313,6 +332,20 @@ fn parse_maps_line(line: &str) -> Option<MapsLine<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_under_a_millisecond_is_never_a_zero_timeout() {
+        assert_eq!(
+            poll_timeout(Duration::from_micros(300)),
+            PollTimeout::from(1u16)
+        );
+        assert_eq!(
+            poll_timeout(Duration::from_micros(4200)),
+            PollTimeout::from(5u16)
+        );
+        assert_eq!(poll_timeout(Duration::ZERO), PollTimeout::ZERO);
+        assert_eq!(poll_timeout(STOP_CHECK), PollTimeout::from(100u16));
+    }
 
     #[test]
     fn only_executable_file_mappings_are_kept_from_maps() {

@@ -5,6 +5,8 @@
 //! faults in the event and runs the program only at every Nth. For a recorded command it is
 //! opened on the command with `inherit`, so its whole tree is sampled and nothing runs for any
 //! other process; with `--all`, one event per CPU, the program keeping to followed processes.
+//! The brk/mmap calls that grow a followed process are sampled in the kernel by their bytes, at
+//! the same rate: one stack per `period` pages of growth, a large call always.
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::BtfTracePoint;
@@ -75,7 +77,7 @@ pub struct SiteSampler {
 
 /// Indices of the kernel side's `SITE_CONFIG` (memtools-ebpf's sites.rs `config`).
 const CONFIG_BUCKET_NS: u32 = 0;
-const CONFIG_FAULT_BYTES: u32 = 1;
+const CONFIG_SAMPLE_BYTES: u32 = 1;
 const CONFIG_CALLS: u32 = 2;
 const CONFIG_PERIOD: u32 = 3;
 
@@ -206,8 +208,8 @@ impl SiteSampler {
             .and_then(|m| Array::try_from(m).map_err(map_error("SITE_CONFIG")))?;
         config
             .set(CONFIG_BUCKET_NS, bucket_ns, 0)
-            .and_then(|()| config.set(CONFIG_FAULT_BYTES, page_size * period, 0))
-            // The brk/mmap hooks sample every call that grows a followed process from now on.
+            .and_then(|()| config.set(CONFIG_SAMPLE_BYTES, page_size * period, 0))
+            // The brk/mmap hooks sample the calls that grow a followed process from now on.
             .and_then(|()| config.set(CONFIG_CALLS, 1, 0))
             .and_then(|()| config.set(CONFIG_PERIOD, period, 0))
             .map_err(map_error("SITE_CONFIG"))?;
