@@ -573,10 +573,10 @@ fn an_exec_under_the_same_name_updates_the_command_line() {
         "--",
         "sh",
         "-c",
-        // The second shell outlives the recorder's refresh (1 s): two shells in the same state
-        // can show the same statm, and an unchanged statm defers the stat read that sees
-        // the exec by up to that long.
-        "sleep 0.5; exec sh -c 'sleep 1.5' second-$((1 + 1))",
+        // Two shells in the same state can show the same statm: a process in its first second
+        // is read whole at every tick all the same, so the exec is seen though the second
+        // shell lives only half a second.
+        "sleep 0.5; exec sh -c 'sleep 0.5' second-$((1 + 1))",
     ]);
     assert!(
         out.status.success(),

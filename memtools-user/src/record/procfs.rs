@@ -175,6 +175,12 @@ pub(crate) fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
 /// page faults and names stay fresh for processes whose memory does not move.
 const REFRESH_EVERY_NS: i64 = 1_000_000_000;
 
+/// For this long after it is first read, a process is read whole at every tick: a young
+/// process is the one that execs (a shell running a command, a wrapper), and an exec of a
+/// program of the same name can leave statm as it was (two shells), so statm alone would
+/// leave the new program's command line unseen for up to [`REFRESH_EVERY_NS`].
+const YOUNG_NS: i64 = 1_000_000_000;
+
 /// After a process's descriptor count changed, how long it is counted at every tick.
 const FDS_ACTIVE_NS: i64 = 1_000_000_000;
 
@@ -227,9 +233,16 @@ fn sample_one(
         return Ok(false);
     };
     let now = clock.now();
+    if f.first_full == 0 {
+        f.first_full = now;
+    }
     // A command line not placed yet (empty: read in the instant of an exec, before the kernel
     // wrote out the new program's arguments) is read again at the next tick, not a second on.
-    if statm == f.last_statm && now - f.last_full < REFRESH_EVERY_NS && f.arg_end > f.arg_start {
+    if statm == f.last_statm
+        && now - f.last_full < REFRESH_EVERY_NS
+        && now - f.first_full >= YOUNG_NS
+        && f.arg_end > f.arg_start
+    {
         if now < f.fds_active_until {
             let fds = f.count_fds(bufs);
             if fds != f.last.fds {
@@ -323,6 +336,8 @@ struct Followed {
     last_statm: [u64; 3],
     last: Metrics,
     last_full: TimeNs,
+    /// When it was first read (0 before): it is read whole at every tick for [`YOUNG_NS`].
+    first_full: TimeNs,
     /// Until when its descriptors are counted at every tick (they changed lately).
     fds_active_until: TimeNs,
 }
@@ -606,6 +621,7 @@ impl Procfs {
                 last_statm: [0; 3],
                 last: Metrics::default(),
                 last_full: 0,
+                first_full: 0,
                 fds_active_until: 0,
             },
         );
@@ -776,5 +792,68 @@ mod tests {
         backend.poll(&clock, &mut sink).unwrap();
         assert_eq!(sink.0, vec![read_cmdline(me)]);
         assert!(!sink.0[0].is_empty());
+    }
+
+    /// A process in its first second is read whole at every tick, so an exec that leaves
+    /// statm as it was is seen at once; an older one with statm unchanged is not read again
+    /// before its refresh (what keeps a tick cheap).
+    #[test]
+    fn a_young_process_is_read_whole_at_every_tick() {
+        // Detached (reparented away from this test process), so the other tests here, which
+        // follow this process's tree, never see it; followed once it runs sleep.
+        let out = std::process::Command::new("sh")
+            .args(["-c", "sleep 10 </dev/null >/dev/null 2>&1 & echo $!"])
+            .output()
+            .expect("sh");
+        let pid: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("sleep's pid");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
+        {
+            assert!(std::time::Instant::now() < deadline, "sleep did not start");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let stop = || {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        };
+        let mut backend = Procfs::new(Scope::Tree {
+            roots: vec![pid],
+            reaper: None,
+        })
+        .unwrap();
+        struct Renames(usize);
+        impl Sink for Renames {
+            fn event(&mut self, e: Event<'_>) -> Result<(), RecordError> {
+                if let Event::Renamed { .. } = e {
+                    self.0 += 1;
+                }
+                Ok(())
+            }
+        }
+        let mut sink = Renames(0);
+        let clock = Clock::start();
+        backend.poll(&clock, &mut sink).unwrap();
+        backend.poll(&clock, &mut sink).unwrap();
+        assert_eq!(sink.0, 0, "nothing moved");
+        // As if it exec'ed with its statm unchanged: stat's command line address moved.
+        let f = backend.followed.get_mut(&pid).expect("sleep followed");
+        f.arg_start += 1;
+        backend.poll(&clock, &mut sink).unwrap();
+        assert_eq!(sink.0, 1, "a young process's exec is seen at the next tick");
+        // The same a second on, statm unchanged and read whole just now: left for the refresh.
+        let f = backend.followed.get_mut(&pid).expect("sleep followed");
+        f.first_full -= YOUNG_NS;
+        f.arg_start += 1;
+        backend.poll(&clock, &mut sink).unwrap();
+        stop();
+        assert_eq!(
+            sink.0, 1,
+            "an older process with statm unchanged is not read whole"
+        );
     }
 }
