@@ -40,7 +40,7 @@ impl SiteCause {
     pub const ALL: [SiteCause; 3] = [SiteCause::Fault, SiteCause::Brk, SiteCause::Mmap];
 
     /// What the bytes of this cause's samples measure: memory made resident (page faults,
-    /// sampled) or address space reserved (brk/mmap calls, every one). The two are never
+    /// sampled) or address space reserved (brk/mmap calls, sampled by bytes). The two are never
     /// added up: a process reserves far more than it touches.
     pub fn measure(self) -> Measure {
         match self {

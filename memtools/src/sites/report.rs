@@ -20,7 +20,8 @@ pub struct SiteSummary {
     /// space the calls reserved).
     pub cause: SiteCause,
     pub bytes: u64,
-    /// Samples: sampled faults, or calls (every call that grew the process is one).
+    /// Samples: sampled faults, or sampled calls (each large call, and small ones by their
+    /// bytes: see the recorder's kernel side).
     pub samples: u64,
     /// Share of the bytes of the sites summarized together (one measure) in the window, 0..=1.
     pub share: f64,
@@ -212,7 +213,7 @@ impl Measure {
                 "resident memory, from sampled page faults (share: of the sampled faults' bytes)"
             }
             Measure::Reserved => {
-                "address space reserved by brk/mmap calls, every call counted (share: of the bytes those calls reserved; reserved is not resident)"
+                "address space reserved by brk/mmap calls, sampled by their bytes (share: of the bytes those calls reserved; reserved is not resident)"
             }
         }
     }
