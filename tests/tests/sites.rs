@@ -714,4 +714,21 @@ fn growth_sites_are_recorded_by_default_with_ebpf() {
     ]);
     let faults: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(faults[0]["sites"][0]["function"], "grow_heap", "{faults}");
+    // Following the whole machine, they come only when asked for (the sampler then attaches
+    // on every CPU, or the recording is refused).
+    let machine = TestStore::new();
+    machine.ok(&["record", "--backend", "ebpf", "--all", "--duration", "1s"]);
+    let out = machine.run(&["sites", "--window", "all"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no growth sites"), "{stderr}");
+    machine.ok(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--all",
+        "--sites",
+        "--duration",
+        "1s",
+    ]);
 }
