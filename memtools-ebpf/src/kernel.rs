@@ -63,6 +63,14 @@ pub static TASK_PAGEFAULT_DISABLED_OFFSET: Global<u32> = Global::new(u32::MAX);
 /// The page size in bytes (the counters count pages).
 #[unsafe(no_mangle)]
 pub static PAGE_SIZE: Global<u32> = Global::new(4096);
+/// `offsetof(struct mm_struct, start_code)`, `end_code` and `mmap_base`; u32::MAX where the
+/// kernel has none of them.
+#[unsafe(no_mangle)]
+pub static MM_START_CODE_OFFSET: Global<u32> = Global::new(u32::MAX);
+#[unsafe(no_mangle)]
+pub static MM_END_CODE_OFFSET: Global<u32> = Global::new(u32::MAX);
+#[unsafe(no_mangle)]
+pub static MM_MMAP_BASE_OFFSET: Global<u32> = Global::new(u32::MAX);
 
 /// A `T` at `offset` into the kernel object at `base`.
 #[inline(always)]
@@ -85,6 +93,29 @@ pub fn current_task() -> *const u8 {
 pub fn pagefaults_disabled(task: *const u8) -> bool {
     TASK_PAGEFAULT_DISABLED_OFFSET.load() != u32::MAX
         && field::<i32>(task, &TASK_PAGEFAULT_DISABLED_OFFSET) != 0
+}
+
+/// Where in `mm`'s address space code can be, as `[start_code, end_code, top]`: not below its
+/// executable's text, nor from the end of that text to the top of its heap (`top`: its data,
+/// bss and heap, `brk`). `[0, 0, 0]` (anywhere) when unknown: the kernel lacks the members,
+/// or the mmap area lies below the executable (the legacy layout, libraries mapped low).
+#[inline(always)]
+pub fn code_bounds(mm: *const u8) -> [u64; 3] {
+    if mm.is_null()
+        || MM_START_CODE_OFFSET.load() == u32::MAX
+        || MM_END_CODE_OFFSET.load() == u32::MAX
+        || MM_MMAP_BASE_OFFSET.load() == u32::MAX
+    {
+        return [0; 3];
+    }
+    let start = field::<u64>(mm, &MM_START_CODE_OFFSET);
+    let end = field::<u64>(mm, &MM_END_CODE_OFFSET);
+    let base = field::<u64>(mm, &MM_MMAP_BASE_OFFSET);
+    let brk = field::<u64>(mm, &crate::syscalls::MM_BRK_OFFSET);
+    if base < end || end < start {
+        return [0; 3];
+    }
+    [start, end, if brk > end { brk } else { end }]
 }
 
 /// A task's mm, null for kernel threads and after the task let go of it.

@@ -58,6 +58,10 @@ pub struct KernelLayout {
     /// `offsetof(struct task_struct, pagefault_disabled)` (the countdown sampler leaves the
     /// faults of nofault reads alone); None where the kernel has no such member.
     pub task_pagefault_disabled_offset: Option<u32>,
+    /// `offsetof(struct mm_struct, ...)`: `start_code`, `end_code` and `mmap_base` (the call
+    /// walk passes over words that cannot be code without reading behind them); None where
+    /// the kernel lacks one.
+    pub mm_code_offsets: Option<[u32; 3]>,
     /// Where a system call's number and arguments sit in `struct pt_regs`, on the
     /// architectures the kernel side knows (x86-64, arm64); None elsewhere.
     pub syscall_regs: Option<SyscallRegs>,
@@ -151,6 +155,14 @@ impl KernelLayout {
             task_files_offset: offset(task, "files")?,
             files_next_fd_offset: offset(files, "next_fd")?,
             task_pagefault_disabled_offset: offset(task, "pagefault_disabled").ok(),
+            mm_code_offsets: match (
+                offset(mm, "start_code"),
+                offset(mm, "end_code"),
+                offset(mm, "mmap_base"),
+            ) {
+                (Ok(start), Ok(end), Ok(base)) => Some([start, end, base]),
+                _ => None,
+            },
             syscall_regs: syscall_regs(&btf),
         })
     }
@@ -500,6 +512,7 @@ mod tests {
                 task_files_offset: 56,
                 files_next_fd_offset: 12,
                 task_pagefault_disabled_offset: None,
+                mm_code_offsets: None,
                 syscall_regs: if std::env::consts::ARCH == "x86_64" {
                     Some(SyscallRegs {
                         nr: 24,
@@ -576,6 +589,13 @@ mod tests {
         }
         // pid and tgid are neighbours.
         assert_eq!(layout.task_tgid_offset, layout.task_pid_offset + 4);
+        // The code's bounds: start_code and end_code are neighbours, brk past them.
+        let [start_code, end_code, mmap_base] = layout
+            .mm_code_offsets
+            .expect("mm_struct has start_code, end_code and mmap_base");
+        assert_eq!(end_code, start_code + 8, "{layout:?}");
+        assert!(layout.mm_brk_offset > end_code, "{layout:?}");
+        assert!(mmap_base > 0 && mmap_base % 8 == 0, "{layout:?}");
         if syscall_arch().is_some() {
             // Neighbouring registers (x86-64 keeps dx just before si, arm64 regs[] in order).
             let regs = layout.syscall_regs.expect("pt_regs arguments");

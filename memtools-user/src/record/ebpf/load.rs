@@ -181,6 +181,18 @@ pub fn load(
             "TASK_PAGEFAULT_DISABLED_OFFSET",
             layout.task_pagefault_disabled_offset.unwrap_or(u32::MAX),
         ),
+        (
+            "MM_START_CODE_OFFSET",
+            layout.mm_code_offsets.map_or(u32::MAX, |o| o[0]),
+        ),
+        (
+            "MM_END_CODE_OFFSET",
+            layout.mm_code_offsets.map_or(u32::MAX, |o| o[1]),
+        ),
+        (
+            "MM_MMAP_BASE_OFFSET",
+            layout.mm_code_offsets.map_or(u32::MAX, |o| o[2]),
+        ),
         ("SYSCALL_NR_OFFSET", regs.nr),
         ("SYSCALL_ARG0_OFFSET", regs.arg0),
         ("SYSCALL_ARG1_OFFSET", regs.arg1),
