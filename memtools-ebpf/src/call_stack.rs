@@ -17,8 +17,9 @@
 //! locals, however deep the library's frames below), then follows the frame-pointer chain
 //! from it. Words that cannot be code (below the executable's text, in its data or heap, in
 //! the stack itself) are passed over without the read behind them: most of a walk's cost was
-//! those reads, three in four faulting on numbers that are no address. A stale return address left in a library frame's unused slot can show up as an
-//! extra frame. Elsewhere `bpf_get_stack` is used as it is.
+//! those reads, three in four faulting on numbers that are no address. A stale return address
+//! left in a library frame's unused slot can show up as an extra frame. Elsewhere
+//! `bpf_get_stack` is used as it is.
 
 #[cfg(bpf_target_arch = "x86_64")]
 use aya_ebpf::{helpers::bpf_probe_read_user, helpers::generated, macros::map, maps::PerCpuArray};
@@ -38,9 +39,10 @@ const SCAN_WORDS: usize = 128;
 
 /// How far above and below the stack pointer a word is taken for an address in the stack
 /// (its frames, locals and the strings above them) rather than a return address: such a word
-/// is passed over without the read that checks for a call before it. Code is never mapped
-/// this close to a stack: the main thread's sits below the stack's own gap (at least 128 MiB),
-/// a thread's stack is a mapping of its own with a guard page below.
+/// is passed over without the read that checks for a call before it. Code is seldom mapped
+/// this close to a stack: the main thread's sits below the stack's own gap (at least 128 MiB);
+/// a thread's stack is a mapping of its own, and a library mapped just above one would lose
+/// its frames from this scan (not from the frame-pointer chain followed after it).
 #[cfg(bpf_target_arch = "x86_64")]
 const STACK_ABOVE: u64 = 1 << 20;
 #[cfg(bpf_target_arch = "x86_64")]

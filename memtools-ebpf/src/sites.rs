@@ -71,7 +71,7 @@ const WAKE_GAP_NS: u64 = 2_000_000;
 /// `BPF_RB_NO_WAKEUP`: the record is queued without waking the reader.
 const NO_WAKEUP: u64 = 1;
 
-/// Tells the recorder that followed process `tgid` exec'ed (with `record --sites` only).
+/// Tells the recorder that followed process `tgid` exec'ed (with growth sites only).
 /// Waking the reader is most of what that costs (an interrupt raised for it: 3.3 µs of the
 /// exec's 4.7 with `--sites`), so a shell loop's thousand execs a second wake it at most every
 /// `WAKE_GAP_NS`; it keeps looking on its own while execs come.
@@ -111,7 +111,7 @@ fn setting(index: u32, default: u64) -> u64 {
     }
 }
 
-/// Whether the recorder asked for call sites (`record --sites`): the one check the mapping
+/// Whether the recorder asked for call sites (growth sites, on by default): the one check the mapping
 /// hooks make before anything else of sites, after the process was found followed.
 #[inline(always)]
 pub fn calls_on() -> bool {
