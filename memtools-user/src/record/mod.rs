@@ -19,7 +19,7 @@ pub mod tree;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use command::Command;
-pub use session::{CutShort, Progress, RecordOptions, RecordOutcome, SitesRequest, Target, record};
+pub use session::{CutShort, Progress, RecordOptions, RecordOutcome, Target, record};
 
 use memtools::model::{BackendKind, Lost, ProcessInfo, ProcessKey, Sample, TimeNs};
 use memtools::store::StoreError;
@@ -192,8 +192,6 @@ pub struct OpenedBackend {
     pub backend: Box<dyn Backend>,
     pub reason: String,
     pub fallback: Option<String>,
-    /// Growth sites came by default but their sampler could not attach: why, to tell the user.
-    pub sites_off: Option<String>,
 }
 
 /// A backend chosen and, for eBPF, loaded and attached, following nothing yet. Choosing
@@ -203,8 +201,8 @@ pub struct PreparedBackend {
     loaded: Option<Box<ebpf::Ebpf>>,
     reason: String,
     fallback: Option<String>,
-    /// Growth sites: how, and the buckets' length (ns).
-    sites: Option<(session::SitesRequest, u64)>,
+    /// `record --sites`: how faults are sampled, and the buckets' length (ns).
+    sites: Option<(ebpf::sites::FaultSampling, u64)>,
 }
 
 /// Chooses the backend asked for and loads it (`all`: every process will be followed).
@@ -265,27 +263,22 @@ impl PreparedBackend {
         self.fallback.as_deref()
     }
 
-    /// Asks for growth sites: stacks where processes grow as `request` says, counted in
-    /// buckets of `bucket_ns`. Only the eBPF backend samples them: without it, a request that
-    /// requires them is refused, and another is let go.
+    /// Asks for growth sites (`record --sites`): stacks at page faults as `sampling` says,
+    /// counted in buckets of `bucket_ns`. Only the eBPF backend samples them.
     pub fn with_sites(
         mut self,
-        request: session::SitesRequest,
+        sampling: ebpf::sites::FaultSampling,
         bucket_ns: u64,
     ) -> Result<Self, RecordError> {
         if self.loaded.is_none() {
-            if request.required {
-                return Err(RecordError::SitesNeedEbpf(self.reason.clone()));
-            }
-            return Ok(self);
+            return Err(RecordError::SitesNeedEbpf(self.reason.clone()));
         }
-        self.sites = Some((request, bucket_ns));
+        self.sites = Some((sampling, bucket_ns));
         Ok(self)
     }
 
     /// Starts following the scope's processes.
     pub fn follow(self, scope: Scope) -> Result<OpenedBackend, RecordError> {
-        let mut sites_off = None;
         let backend: Box<dyn Backend> = match self.loaded {
             Some(mut b) => {
                 b.follow(&scope).map_err(|e| match e {
@@ -293,13 +286,9 @@ impl PreparedBackend {
                     ebpf::EbpfError::NoSuchPid(pid) => RecordError::NoSuchPid(pid),
                     e => RecordError::Ebpf(e),
                 })?;
-                if let Some((request, bucket_ns)) = self.sites
-                    && let Err(e) = b.sample_sites(&scope, request.sampling, bucket_ns)
-                {
-                    if request.required {
-                        return Err(RecordError::Ebpf(e));
-                    }
-                    sites_off = Some(e.to_string());
+                if let Some((sampling, bucket_ns)) = self.sites {
+                    b.sample_sites(&scope, sampling, bucket_ns)
+                        .map_err(RecordError::Ebpf)?;
                 }
                 b
             }
@@ -309,7 +298,6 @@ impl PreparedBackend {
             backend,
             reason: self.reason,
             fallback: self.fallback,
-            sites_off,
         })
     }
 }
