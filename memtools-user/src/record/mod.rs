@@ -169,6 +169,12 @@ pub trait Backend {
     fn detail(&self) -> Option<String> {
         None
     }
+    /// Sampling is over: hands the sink what the backend still holds for the store (the
+    /// growth sites counted since the last poll, and those still being named). Called once,
+    /// after the last poll, while the store still takes events.
+    fn finish(&mut self, _clock: &Clock, _sink: &mut dyn Sink) -> Result<(), RecordError> {
+        Ok(())
+    }
     /// The recording is over: let go of what the backend holds in the kernel. Called once,
     /// after the last poll; the backend may finish it in the background, but before it is
     /// dropped.

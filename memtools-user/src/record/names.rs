@@ -155,6 +155,14 @@ impl Backend for ByName {
         self.inner.poll(clock, &mut filter)
     }
 
+    fn finish(&mut self, clock: &Clock, sink: &mut dyn Sink) -> Result<(), RecordError> {
+        let mut filter = Filter {
+            by: &mut self.state,
+            out: sink,
+        };
+        self.inner.finish(clock, &mut filter)
+    }
+
     fn followed(&self) -> usize {
         self.state.taken.len()
     }

@@ -95,6 +95,9 @@ impl Sampling<'_, '_> {
         if let Some(r) = self.running.as_deref_mut() {
             r.child.reap();
         }
+        if self.rec.writing() {
+            self.backend.finish(self.clock, self.rec)?;
+        }
         Ok(end)
     }
 

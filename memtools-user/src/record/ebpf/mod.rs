@@ -33,6 +33,7 @@ mod attach;
 mod btf;
 pub(crate) mod kept_maps;
 mod load;
+mod naming;
 mod procs;
 mod scan;
 pub mod sites;
@@ -527,6 +528,12 @@ impl Backend for Ebpf {
 
     fn detail(&self) -> Option<String> {
         Some(self.syscalls.describe())
+    }
+
+    fn finish(&mut self, clock: &Clock, sink: &mut dyn Sink) -> Result<(), RecordError> {
+        // Every count left, named: those of the processes still running at the end too.
+        let offset = clock.now() - boottime_ns();
+        self.drain_sites(offset, true, sink)
     }
 
     fn stop(&mut self) {

@@ -14,17 +14,17 @@ use aya::programs::perf_event::{
     PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use memtools::model::{ProcessKey, TimeNs};
-use memtools::sites::{Frame, SiteCause, SiteCount};
-use memtools_common::{SiteCounts, SiteKey, site_cause};
+use memtools_common::{SiteCounts, SiteKey};
 
 use super::boottime_ns;
 use super::kept_maps::MapsKeeper;
 use super::load::EbpfError;
+use super::naming::{Batch, Namer};
 use crate::record::{Event, RecordError, Sink};
-use crate::symbolize::{Symbolizer, assemble, lookup_address};
 
 /// How long the samples of a process the recorder has not (yet) seen start are kept in the
 /// kernel's map before they are let go.
@@ -271,19 +271,16 @@ impl SiteSampler {
     }
 }
 
-/// The sampler with what turns its counts into stored sites: symbolization while the process
-/// lives, the frames of addresses already seen, and the maps kept from its exec, for the
-/// samples drained after it exited.
+/// The sampler with what turns its counts into stored sites: the process each tgid's samples
+/// are stored under, the maps kept from its exec (for the samples drained after it exited),
+/// and the [`Namer`] that symbolizes their stacks off the sampling thread.
 pub struct SiteRecorder {
     sampler: SiteSampler,
-    symbolizer: Symbolizer,
     /// None when its thread could not start: stacks are then named only while processes live.
-    keeper: Option<MapsKeeper>,
-    known: HashMap<u32, HashMap<u64, Vec<Frame>>>,
+    keeper: Option<Arc<MapsKeeper>>,
+    namer: Namer,
     /// The process each tgid with samples stood for, kept after it exits.
     keys: HashMap<u32, ProcessKey>,
-    /// Whether a leaf's return-address candidate follows a call instruction, by (tgid, address).
-    after_call: HashMap<(u32, u64), bool>,
 }
 
 impl SiteRecorder {
@@ -297,21 +294,21 @@ impl SiteRecorder {
                     )
                 })
                 .ok()
+                .map(Arc::new)
         });
         SiteRecorder {
             sampler,
-            symbolizer: Symbolizer::new(),
+            namer: Namer::start(keeper.clone()),
             keeper,
-            known: HashMap::new(),
             keys: HashMap::new(),
-            after_call: HashMap::new(),
         }
     }
 
-    /// Drains the ended buckets, and every bucket of processes no longer followed (exited:
-    /// they fault no more), or everything with `last`; symbolizes their stacks and hands them
-    /// to the sink as [`Event::Sites`]. `offset`: wall-clock time minus boot-clock time;
-    /// `key_of` finds the followed process a tgid stands for now.
+    /// Stores the stacks named since the last drain, then drains the ended buckets, and
+    /// every bucket of processes no longer followed (exited: they fault no more), or
+    /// everything with `last`, for the namer. With `last` it waits for every stack to be
+    /// named and stored. `offset`: wall-clock time minus boot-clock time; `key_of` finds the
+    /// followed process a tgid stands for now.
     pub fn drain(
         &mut self,
         offset: TimeNs,
@@ -319,6 +316,12 @@ impl SiteRecorder {
         key_of: impl Fn(u32) -> Option<ProcessKey>,
         sink: &mut dyn Sink,
     ) -> Result<(), RecordError> {
+        self.store_named(sink)?;
+        // The namer is behind (a cold disk): the counts wait in the kernel, where they keep
+        // counting, rather than in memory here.
+        if !last && self.namer.behind() {
+            return Ok(());
+        }
         let bucket_ns = self.sampler.bucket_ns();
         let now_bucket = (boottime_ns().max(0) as u64) / bucket_ns;
         // A process the recorder does not know yet (its samples drained before its start is
@@ -337,117 +340,55 @@ impl SiteRecorder {
                 now.is_none() && !exited && k.bucket.saturating_add(unknown_for) < now_bucket;
             last || (now.is_some() && k.bucket < now_bucket) || exited || never_known
         });
-        // The stacks left for later are symbolized now, while their processes live: a short
-        // one may be gone by the time they are taken.
-        let mut left_by_tgid: HashMap<u32, Vec<Vec<u64>>> = HashMap::new();
-        for k in &left {
-            let stack = self.stack_of(k);
-            left_by_tgid.entry(k.tgid).or_default().push(stack);
-        }
-        for (tgid, stacks) in left_by_tgid {
-            self.learn(tgid, &stacks);
-        }
         let mut by_tgid: HashMap<u32, Vec<(SiteKey, SiteCounts)>> = HashMap::new();
         for (k, c) in drained {
             by_tgid.entry(k.tgid).or_default().push((k, c));
         }
-        for (tgid, entries) in by_tgid {
-            // A process never seen followed: nothing to store it under.
-            let Some(key) = self.keys.get(&tgid).copied() else {
-                continue;
-            };
-            let stacks: Vec<Vec<u64>> = entries.iter().map(|(k, _)| self.stack_of(k)).collect();
-            self.learn(tgid, &stacks);
-            let known = self.known.entry(tgid).or_default();
-            for ((k, c), stack) in entries.iter().zip(&stacks) {
-                let cause = match k.cause {
-                    site_cause::BRK => SiteCause::Brk,
-                    site_cause::MMAP => SiteCause::Mmap,
-                    _ => SiteCause::Fault,
-                };
-                let count = SiteCount {
-                    time: offset + (k.bucket.saturating_mul(bucket_ns)) as TimeNs,
-                    cause,
-                    samples: c.samples,
-                    bytes: c.bytes,
-                };
-                let frames = assemble(stack, known);
-                sink.event(Event::Sites {
-                    key,
-                    stack: &frames,
-                    counts: &[count],
-                })?;
-            }
-        }
-        // The processes that exited had every sample taken above: what was kept for them goes,
-        // so a long recording's memory stays that of the processes alive.
+        // A process never seen followed has nothing to be stored under.
+        let drained = by_tgid
+            .into_iter()
+            .filter_map(|(tgid, entries)| Some((*self.keys.get(&tgid)?, entries)))
+            .collect();
+        // The processes that exited had every sample taken above: what was kept for them goes
+        // once named, so a long recording's memory stays that of the processes alive.
         let gone: Vec<u32> = self
             .keys
             .keys()
             .copied()
             .filter(|t| key_of(*t).is_none())
             .collect();
-        for tgid in gone {
-            self.forget(tgid);
+        for tgid in &gone {
+            self.keys.remove(tgid);
         }
-        if let Some(k) = &self.keeper {
+        self.namer.send(Batch {
+            left,
+            drained,
+            offset,
+            bucket_ns,
+            gone,
+            held: self.keys.keys().copied().collect(),
             // Maps kept for a process never followed (its exec seen, its fork lost) go once
             // its samples would have been let go too (a process is known within two polls
             // of its exec, so those of one about to be are kept).
-            let keys = &self.keys;
-            let grace = UNKNOWN_GRACE_NS.max(bucket_ns.saturating_mul(3));
-            k.sweep(|t| keys.contains_key(&t), Duration::from_nanos(grace));
+            grace: Duration::from_nanos(UNKNOWN_GRACE_NS.max(bucket_ns.saturating_mul(3))),
+        });
+        if last {
+            self.namer.wait();
+            self.store_named(sink)?;
         }
         Ok(())
     }
 
-    /// A sampled stack's addresses, with a frameless leaf's caller put back where frame
-    /// pointers unwound past the leaf (without them the stack is one frame deep, and `sites`
-    /// says so rather than guess).
-    fn stack_of(&mut self, k: &SiteKey) -> Vec<u64> {
-        let mut stack = addresses(k);
-        let candidate = k.leaf_return;
-        if stack.len() > 1 && candidate != 0 && stack[1] != candidate {
-            let keeper = self.keeper.as_ref();
-            let plausible = *self
-                .after_call
-                .entry((k.tgid, candidate))
-                .or_insert_with(|| {
-                    // The process's memory, or where it is gone, the kept file of its code.
-                    code_before(k.tgid, candidate)
-                        .or_else(|| keeper.and_then(|kp| kp.code_before(k.tgid, candidate)))
-                        .is_some_and(|code| follows_a_call(&code))
-                });
-            if plausible {
-                stack.insert(1, candidate);
-            }
+    /// Hands the stacks named so far to the sink.
+    fn store_named(&mut self, sink: &mut dyn Sink) -> Result<(), RecordError> {
+        for site in self.namer.named() {
+            sink.event(Event::Sites {
+                key: site.key,
+                stack: &site.stack,
+                counts: &[site.count],
+            })?;
         }
-        stack
-    }
-
-    /// Symbolizes the addresses of `stacks` not seen before in process `tgid`, while it
-    /// lives: a process that exited keeps the frames of the addresses seen while it lived.
-    fn learn(&mut self, tgid: u32, stacks: &[Vec<u64>]) {
-        let known = self.known.entry(tgid).or_default();
-        let mut missing: Vec<u64> = stacks
-            .iter()
-            .flat_map(|s| s.iter().enumerate().map(|(i, a)| lookup_address(*a, i)))
-            .filter(|a| !known.contains_key(a))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if missing.is_empty() {
-            return;
-        }
-        match self.symbolizer.resolve(tgid, &missing) {
-            Ok(frames) => known.extend(frames),
-            // Gone: named from what was kept of its maps, if anything was.
-            Err(_) => {
-                if let Some(maps) = self.keeper.as_ref().and_then(|k| k.maps_of(tgid)) {
-                    known.extend(self.symbolizer.resolve_kept(&maps, &missing));
-                }
-            }
-        }
+        Ok(())
     }
 
     /// A forked child starts with its parent's kept maps.
@@ -468,72 +409,20 @@ impl SiteRecorder {
         self.keys.insert(tgid, key);
     }
 
-    /// Forgets a process once it is gone and drained: its key, frames and kept maps.
-    fn forget(&mut self, tgid: u32) {
-        self.keys.remove(&tgid);
-        self.known.remove(&tgid);
-        self.after_call.retain(|(t, _), _| *t != tgid);
-        if let Some(k) = &self.keeper {
-            k.forget(tgid);
-        }
-    }
-
-    /// How many processes' keys and frames are held (for the test of forgetting).
+    /// How many processes' keys and frames are held, once every batch is named (for the test
+    /// of forgetting).
     #[cfg(test)]
-    fn held(&self) -> (usize, usize) {
-        (self.keys.len(), self.known.len())
+    fn held(&mut self) -> (usize, usize) {
+        let frames = self.namer.wait();
+        (self.keys.len(), frames)
     }
-}
-
-/// The 7 bytes of process `pid`'s memory before `addr`; None when they cannot be read (it
-/// is gone).
-fn code_before(pid: u32, addr: u64) -> Option<[u8; 7]> {
-    use std::os::unix::fs::FileExt;
-    let mut before = [0u8; 7];
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    mem.read_exact_at(&mut before, addr.checked_sub(7)?).ok()?;
-    Some(before)
-}
-
-/// Whether the 7 bytes of code `before` an address end in a call instruction (x86-64: `call
-/// rel32`, or `call` through a register or memory, 2 to 7 bytes): then the address is a return
-/// address, and the word the kernel read at the stack pointer is the caller a frameless leaf
-/// function hides from frame-pointer unwinding. Anything else (data that happened to be
-/// there) is not.
-fn follows_a_call(before: &[u8; 7]) -> bool {
-    // call rel32: E8 + 4 bytes.
-    if before[2] == 0xe8 {
-        return true;
-    }
-    // call r/m64: FF /2, with 0 to 5 bytes of ModRM, SIB and displacement after the opcode.
-    (2..=7).any(|len| {
-        let at = 7 - len;
-        before[at] == 0xff && (before[at + 1] >> 3) & 7 == 2 && modrm_len(before[at + 1]) == len - 1
-    })
-}
-
-/// The bytes of a ModRM byte and what follows it (SIB, displacement), for a 64-bit operand.
-fn modrm_len(modrm: u8) -> usize {
-    let (md, rm) = (modrm >> 6, modrm & 7);
-    let sib = usize::from(md != 3 && rm == 4);
-    let disp = match md {
-        0 if rm == 5 => 4,
-        1 => 1,
-        2 => 4,
-        _ => 0,
-    };
-    1 + sib + disp
-}
-
-/// A sampled stack's addresses, innermost first, without the unused slots.
-pub fn addresses(key: &SiteKey) -> Vec<u64> {
-    key.ips.iter().copied().take_while(|ip| *ip != 0).collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::naming::addresses;
     use super::*;
-    use memtools_common::ProcStats;
+    use memtools_common::{ProcStats, site_cause};
 
     /// The kernel side, loaded for a test: following nothing, the timer at 100 ms.
     fn load_kernel_side() -> super::super::load::Loaded {
