@@ -111,8 +111,8 @@ fn setting(index: u32, default: u64) -> u64 {
     }
 }
 
-/// Whether the recorder asked for call sites (`record --sites`): the one check the mapping
-/// hooks make before anything else of sites, after the process was found followed.
+/// Whether the recorder asked for call sites (growth sites, on by default): the one check the
+/// mapping hooks make before anything else of sites, after the process was found followed.
 #[inline(always)]
 pub fn calls_on() -> bool {
     matches!(SITE_CONFIG.get(config::CALLS), Some(v) if *v != 0)

@@ -351,16 +351,21 @@ pub struct RecordArgs {
     /// few per cent, every program on the machine (README: what recording costs)
     #[arg(long)]
     pub rss_events: bool,
-    /// eBPF: sample the user stack where followed processes grow (one stack every N pages
-    /// faulted in or mapped by brk/mmap), so `sites` and the verdicts can say which code grew
-    /// them; needs frame pointers in the recorded programs
+    /// Require growth sites: the user stack sampled where followed processes grow (one stack
+    /// every N pages faulted in or mapped by brk/mmap), so `sites` and the verdicts can say
+    /// which code grew them (needs frame pointers in the recorded programs). On by default
+    /// with the eBPF backend for a command or --pid (README: what recording costs); this
+    /// refuses to record without them, and asks for them with --all or --name
     #[arg(long)]
     pub sites: bool,
-    /// With --sites: one stack every this many pages a process grows by (page faults, and
+    /// Record no growth sites
+    #[arg(long, conflicts_with = "sites")]
+    pub no_sites: bool,
+    /// Growth sites: one stack every this many pages a process grows by (page faults, and
     /// brk/mmap calls by the bytes they reserve)
     #[arg(long, default_value_t = crate::record::ebpf::sites::DEFAULT_FAULT_PERIOD, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub sites_period: u64,
-    /// With --sites: how the faults to sample are counted: a perf event opened on the
+    /// Growth sites: how the faults to sample are counted: a perf event opened on the
     /// recorded tree (nothing runs for other processes), or a countdown per process at the
     /// page_fault_user tracepoint (x86; runs at every fault on the machine: README)
     #[arg(long, value_enum, default_value_t = SamplerArg::PerfEvent, value_name = "HOW")]

@@ -185,6 +185,23 @@ pub(crate) fn backend_choice(arg: BackendArg) -> BackendChoice {
     }
 }
 
+/// The growth sites a recording asks for: required with `--sites`, by default for a command or
+/// `--pid` (a leak's code is what `record` is for there; following a whole machine, the maps
+/// of every process it starts would be read), none with `--no-sites`.
+fn sites_request(args: &RecordArgs, by_default: bool) -> Option<record::SitesRequest> {
+    use crate::record::ebpf::sites::{FaultSampling, Sampler};
+    (args.sites || (by_default && !args.no_sites)).then_some(record::SitesRequest {
+        sampling: FaultSampling {
+            period: args.sites_period,
+            sampler: match args.sites_sampler {
+                crate::cli::SamplerArg::PerfEvent => Sampler::PerfEvent,
+                crate::cli::SamplerArg::Countdown => Sampler::Countdown,
+            },
+        },
+        required: args.sites,
+    })
+}
+
 fn record(args: RecordArgs) -> Result<i32> {
     let given = [
         !args.command.is_empty(),
@@ -192,6 +209,8 @@ fn record(args: RecordArgs) -> Result<i32> {
         args.all,
         !args.name.is_empty(),
     ];
+    // A command or pids (the target is checked just below).
+    let sites = sites_request(&args, given[0] || given[1]);
     let target = match given {
         [true, false, false, false] => Target::Command(record::Command { argv: args.command }),
         [false, true, false, false] => Target::Pids(args.pid),
@@ -218,19 +237,7 @@ fn record(args: RecordArgs) -> Result<i32> {
         rss_events: args.rss_events,
         interval: args.interval,
         duration: args.duration,
-        sites: args
-            .sites
-            .then_some(crate::record::ebpf::sites::FaultSampling {
-                period: args.sites_period,
-                sampler: match args.sites_sampler {
-                    crate::cli::SamplerArg::PerfEvent => {
-                        crate::record::ebpf::sites::Sampler::PerfEvent
-                    }
-                    crate::cli::SamplerArg::Countdown => {
-                        crate::record::ebpf::sites::Sampler::Countdown
-                    }
-                },
-            }),
+        sites,
     };
     // A report that cannot be written is said now, not after an hour of recording.
     for spec in &args.report {

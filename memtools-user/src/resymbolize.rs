@@ -42,7 +42,7 @@ pub fn run(args: ResymbolizeArgs) -> Result<i32> {
     let stacks = store.site_stacks(id)?;
     if stacks.is_empty() {
         bail!(
-            "session {id} has no growth sites: record with `memtools-user record --sites` to have them"
+            "session {id} has no growth sites: they are recorded with the eBPF backend, by default for a command or --pid (`memtools-user record --sites` requires them)"
         );
     }
     let wanted = wanted_modules(&stacks);

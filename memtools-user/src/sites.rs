@@ -23,7 +23,7 @@ pub fn run(args: SitesArgs) -> Result<i32> {
     let session = store.session(id)?;
     if !store.has_sites(id)? {
         bail!(
-            "session {id} has no growth sites: record with `memtools-user record --sites` (eBPF backend) to have them"
+            "session {id} has no growth sites: they are recorded with the eBPF backend, by default for a command or --pid (`memtools-user record --sites` requires them, and asks for them with --all or --name)"
         );
     }
     let processes: Vec<ProcessRow> = store

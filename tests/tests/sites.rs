@@ -657,7 +657,7 @@ fn without_sites_no_call_site_is_recorded() {
     }
     let store = TestStore::new();
     let program = compile_source(store.dir.path(), "grow_by_brk", BRK_SOURCE, FRAME_POINTERS);
-    record_with(&store, &program, &[]);
+    record_with(&store, &program, &["--no-sites"]);
     // The process was recorded, its brk calls counted...
     let json = store.ok(&["export", "--format", "json"]);
     assert!(json.contains("grow_by_brk"), "{json}");
@@ -697,13 +697,31 @@ fn small_calls_are_sampled_by_their_bytes() {
     );
 }
 
-/// Following the whole machine, growth sites attach on every CPU (a perf event each).
+/// With the eBPF backend, a recorded command gets its growth sites without asking: the leak
+/// verdict can name its code.
 #[test]
-fn growth_sites_of_the_whole_machine_attach_on_every_cpu() {
-    if !ready("growth_sites_of_the_whole_machine_attach_on_every_cpu") {
+fn growth_sites_are_recorded_by_default_with_ebpf() {
+    if !ready("growth_sites_are_recorded_by_default_with_ebpf") {
         return;
     }
+    let store = TestStore::new();
+    let program = compile_source(store.dir.path(), "grow_by_brk", BRK_SOURCE, FRAME_POINTERS);
+    record_with(&store, &program, &[]);
+    let (report, calls) = call_sites(&store, "brk");
+    assert_eq!(calls[0]["function"], "grow_heap", "{report}");
+    let out = store.ok(&[
+        "sites", "--window", "all", "--cause", "fault", "--format", "json",
+    ]);
+    let faults: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(faults[0]["sites"][0]["function"], "grow_heap", "{faults}");
+    // Following the whole machine, they come only when asked for (the sampler then attaches
+    // on every CPU, or the recording is refused).
     let machine = TestStore::new();
+    machine.ok(&["record", "--backend", "ebpf", "--all", "--duration", "1s"]);
+    let out = machine.run(&["sites", "--window", "all"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no growth sites"), "{stderr}");
     machine.ok(&[
         "record",
         "--backend",

@@ -96,6 +96,7 @@ fn measure(user: &Path, dir: &Path, pids: &[String], backend: &str) -> Result<Ru
     remove_store(&store);
     let mut record = Command::new(user);
     record.arg("record").arg("--store").arg(&store).args([
+        "--no-sites",
         "--backend",
         backend,
         "--interval",

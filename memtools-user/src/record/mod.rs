@@ -19,7 +19,7 @@ pub mod tree;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use command::Command;
-pub use session::{CutShort, Progress, RecordOptions, RecordOutcome, Target, record};
+pub use session::{CutShort, Progress, RecordOptions, RecordOutcome, SitesRequest, Target, record};
 
 use memtools::model::{BackendKind, Lost, ProcessInfo, ProcessKey, Sample, TimeNs};
 use memtools::store::StoreError;
@@ -198,6 +198,8 @@ pub struct OpenedBackend {
     pub backend: Box<dyn Backend>,
     pub reason: String,
     pub fallback: Option<String>,
+    /// Growth sites came by default but their sampler could not attach: why, to tell the user.
+    pub sites_off: Option<String>,
 }
 
 /// A backend chosen and, for eBPF, loaded and attached, following nothing yet. Choosing
@@ -207,8 +209,8 @@ pub struct PreparedBackend {
     loaded: Option<Box<ebpf::Ebpf>>,
     reason: String,
     fallback: Option<String>,
-    /// `record --sites`: how faults are sampled, and the buckets' length (ns).
-    sites: Option<(ebpf::sites::FaultSampling, u64)>,
+    /// Growth sites: how, and the buckets' length (ns).
+    sites: Option<(session::SitesRequest, u64)>,
 }
 
 /// Chooses the backend asked for and loads it (`all`: every process will be followed).
@@ -269,22 +271,27 @@ impl PreparedBackend {
         self.fallback.as_deref()
     }
 
-    /// Asks for growth sites (`record --sites`): stacks at page faults as `sampling` says,
-    /// counted in buckets of `bucket_ns`. Only the eBPF backend samples them.
+    /// Asks for growth sites: stacks where processes grow as `request` says, counted in
+    /// buckets of `bucket_ns`. Only the eBPF backend samples them: without it, a request that
+    /// requires them is refused, and another is let go.
     pub fn with_sites(
         mut self,
-        sampling: ebpf::sites::FaultSampling,
+        request: session::SitesRequest,
         bucket_ns: u64,
     ) -> Result<Self, RecordError> {
         if self.loaded.is_none() {
-            return Err(RecordError::SitesNeedEbpf(self.reason.clone()));
+            if request.required {
+                return Err(RecordError::SitesNeedEbpf(self.reason.clone()));
+            }
+            return Ok(self);
         }
-        self.sites = Some((sampling, bucket_ns));
+        self.sites = Some((request, bucket_ns));
         Ok(self)
     }
 
     /// Starts following the scope's processes.
     pub fn follow(self, scope: Scope) -> Result<OpenedBackend, RecordError> {
+        let mut sites_off = None;
         let backend: Box<dyn Backend> = match self.loaded {
             Some(mut b) => {
                 b.follow(&scope).map_err(|e| match e {
@@ -292,9 +299,13 @@ impl PreparedBackend {
                     ebpf::EbpfError::NoSuchPid(pid) => RecordError::NoSuchPid(pid),
                     e => RecordError::Ebpf(e),
                 })?;
-                if let Some((sampling, bucket_ns)) = self.sites {
-                    b.sample_sites(&scope, sampling, bucket_ns)
-                        .map_err(RecordError::Ebpf)?;
+                if let Some((request, bucket_ns)) = self.sites
+                    && let Err(e) = b.sample_sites(&scope, request.sampling, bucket_ns)
+                {
+                    if request.required {
+                        return Err(RecordError::Ebpf(e));
+                    }
+                    sites_off = Some(e.to_string());
                 }
                 b
             }
@@ -304,6 +315,7 @@ impl PreparedBackend {
             backend,
             reason: self.reason,
             fallback: self.fallback,
+            sites_off,
         })
     }
 }

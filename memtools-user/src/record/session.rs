@@ -41,8 +41,19 @@ pub struct RecordOptions {
     pub interval: Duration,
     /// Stop after this long (a recorded command is then sent SIGTERM, like `timeout`).
     pub duration: Option<Duration>,
-    /// `--sites`: sample the user stack at page faults this way (eBPF only).
-    pub sites: Option<super::ebpf::sites::FaultSampling>,
+    /// Growth sites: sample the user stack where followed processes grow (eBPF only).
+    pub sites: Option<SitesRequest>,
+}
+
+/// Growth sites for a recording: how faults are sampled, and whether it must have them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SitesRequest {
+    pub sampling: super::ebpf::sites::FaultSampling,
+    /// Asked for (`record --sites`): a recording that cannot have them is refused before
+    /// anything starts. Otherwise (the default for a command or --pid) they come with the
+    /// eBPF backend, and a recording without it, or whose sampler cannot attach, goes on
+    /// without them and says why.
+    pub required: bool,
 }
 
 /// The recorder's state, for a status line.
@@ -203,7 +214,7 @@ pub fn record(
     let prepared = prepare_backend(options.backend, all, options.rss_events, options.interval)?;
     // Said before anything starts: --sites without the eBPF backend records nothing asked for.
     let prepared = match options.sites {
-        Some(sampling) => prepared.with_sites(sampling, options.interval.as_nanos() as u64)?,
+        Some(s) => prepared.with_sites(s, options.interval.as_nanos() as u64)?,
         None => prepared,
     };
     if let Some(line) = prepared.fallback() {
@@ -229,7 +240,14 @@ pub fn record(
     let mut running = launch(options, &mut rec, tree, phases.as_ref())?;
     let scope = scope_of(options, running.as_ref());
     let looped = prepared.follow(scope).and_then(|opened| {
-        let OpenedBackend { mut backend, .. } = opened;
+        let OpenedBackend {
+            mut backend,
+            sites_off,
+            ..
+        } = opened;
+        if let Some(why) = sites_off {
+            notice(&format!("growth sites not recorded: {why}"));
+        }
         if let Target::Names(patterns) = &options.target {
             backend = Box::new(ByName::new(backend, patterns.clone()));
         }

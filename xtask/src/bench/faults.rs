@@ -78,8 +78,8 @@ pub fn faults() -> Result<()> {
     let configs: [Option<&[&str]>; 4] = [
         None,
         Some(&["--backend", "procfs"]),
-        Some(&["--backend", "ebpf"]),
-        Some(&["--backend", "ebpf", "--rss-events"]),
+        Some(&["--backend", "ebpf", "--no-sites"]),
+        Some(&["--backend", "ebpf", "--no-sites", "--rss-events"]),
     ];
     // Rounds interleave the configurations, so a change in the machine's load (2 cores shared
     // with builds) spreads over all of them instead of skewing one.

@@ -277,7 +277,8 @@ fn all_processes(user: &Path, dir: &Path) -> Result<String> {
     result
 }
 
-/// `memtools-user record` of these pids with one backend (a zero duration: start and stop).
+/// `memtools-user record` of these pids with one backend (a zero duration: start and stop),
+/// without growth sites (on by default for pids; `overhead --sites` measures them).
 pub(super) fn record_cmd(
     user: &Path,
     store: &Path,
@@ -290,7 +291,7 @@ pub(super) fn record_cmd(
     cmd.arg("record")
         .arg("--store")
         .arg(store)
-        .args(["--backend", backend])
+        .args(["--backend", backend, "--no-sites"])
         .args(["--interval", &format!("{interval_ms}ms")])
         .args(["--duration", &format!("{}ms", duration.as_millis().max(1))]);
     for p in pids {

@@ -130,7 +130,8 @@ pub(crate) fn matrix(
 }
 
 /// `record -- true` with each backend, alternating: what a wrapped command pays to be
-/// recorded at all (wall time from start to exit, and the recorder's CPU time).
+/// recorded at all (wall time from start to exit, and the recorder's CPU time), without
+/// growth sites (their start is the sampler's perf event and the maps keeper's thread).
 pub(crate) fn start_stop(t: &Tools, rounds: usize) -> Result<String> {
     let store = t.dir.join("overhead-start.db");
     remove_store(&store);
@@ -151,7 +152,7 @@ pub(crate) fn start_stop(t: &Tools, rounds: usize) -> Result<String> {
                 Command::new(&t.xtask)
                     .args(["bench", "__timed"])
                     .arg(&t.user)
-                    .args(["record", "--backend", backend, "--store"])
+                    .args(["record", "--no-sites", "--backend", backend, "--store"])
                     .arg(&store)
                     .args(["--", "true"]),
             )?;
@@ -165,7 +166,7 @@ pub(crate) fn start_stop(t: &Tools, rounds: usize) -> Result<String> {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "`memtools-user record -- true` into an existing store, median of {rounds} alternating runs:\n"
+        "`memtools-user record --no-sites -- true` into an existing store, median of {rounds} alternating runs:\n"
     );
     let _ = writeln!(s, "| backend | wall | recorder CPU |");
     let _ = writeln!(s, "|---|---:|---:|");

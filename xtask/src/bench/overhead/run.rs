@@ -58,12 +58,13 @@ const SITES_COUNTDOWN: Recorder = Recorder::Memtools(
     ],
 );
 
+/// Without growth sites (on by default for a command): their cost is the `--sites` run's.
 const MEMTOOLS: [Recorder; 3] = [
     Recorder::Memtools("memtools /proc", &["--backend", "procfs"]),
-    Recorder::Memtools("memtools eBPF", &["--backend", "ebpf"]),
+    Recorder::Memtools("memtools eBPF", &["--backend", "ebpf", "--no-sites"]),
     Recorder::Memtools(
         "memtools eBPF --rss-events",
-        &["--backend", "ebpf", "--rss-events"],
+        &["--backend", "ebpf", "--no-sites", "--rss-events"],
     ),
 ];
 
