@@ -23,6 +23,13 @@ use crate::symbolize::{Symbolizer, assemble, lookup_address};
 /// stays a few drains' worth.
 const MAX_WAITING: usize = 4;
 
+/// Processes forgotten after which the symbolizer is made anew. blazesym caches per path, and
+/// a process's files are looked up through its own /proc/PID/map_files paths: each process
+/// named adds entries that outlive it (and each distinct file an open descriptor), so a suite
+/// of many short commands would grow them without bound. Its docs advise renewing it; the
+/// frames already found are kept, only binaries still in use get parsed again.
+const RENEW_AFTER: usize = 1024;
+
 /// One drain's worth of work.
 pub struct Batch {
     /// Stacks left in the kernel for a later drain: named now, while their processes live (a
@@ -204,6 +211,10 @@ struct Names {
     known: HashMap<u32, HashMap<u64, Vec<Frame>>>,
     /// Whether a leaf's return-address candidate follows a call instruction, by (tgid, address).
     after_call: HashMap<(u32, u64), bool>,
+    /// Processes forgotten since the symbolizer was made (see [`RENEW_AFTER`]).
+    forgotten: usize,
+    /// How many times it was made anew.
+    renewed: usize,
 }
 
 impl Names {
@@ -213,6 +224,8 @@ impl Names {
             keeper,
             known: HashMap::new(),
             after_call: HashMap::new(),
+            forgotten: 0,
+            renewed: 0,
         }
     }
 
@@ -315,6 +328,12 @@ impl Names {
         self.after_call.retain(|(t, _), _| *t != tgid);
         if let Some(k) = &self.keeper {
             k.forget(tgid);
+        }
+        self.forgotten += 1;
+        if self.forgotten >= RENEW_AFTER {
+            self.symbolizer = Symbolizer::new();
+            self.forgotten = 0;
+            self.renewed += 1;
         }
     }
 }
@@ -453,6 +472,30 @@ mod tests {
         namer.send(batch);
         assert_eq!(namer.named().len(), 1);
         assert_eq!(namer.wait(), 0, "a process gone is forgotten");
+    }
+
+    /// A recording of many short processes does not keep what the symbolizer cached for each:
+    /// it is made anew every [`RENEW_AFTER`] processes gone, and names as before after it.
+    #[test]
+    fn the_symbolizer_is_renewed_as_processes_go() {
+        let mut names = Names::new(None);
+        let key = ProcessKey {
+            pid: std::process::id(),
+            start_time: 1,
+        };
+        let address = grow_here();
+        let mut named = Vec::new();
+        for n in 0..2 * RENEW_AFTER as u64 + 1 {
+            let mut batch = batch_of(key, address, n);
+            batch.gone = vec![key.pid];
+            names.name(batch, &mut |site| named.push(site));
+        }
+        assert_eq!(names.renewed, 2);
+        assert_eq!(names.forgotten, 1);
+        assert!(names.known.is_empty());
+        assert_eq!(named.len(), 2 * RENEW_AFTER + 1);
+        let last = named.last().and_then(|s| s.stack.first()?.function.clone());
+        assert!(last.is_some_and(|f| f.contains("grow_here")));
     }
 
     #[test]
