@@ -30,7 +30,7 @@ cargo xtask run -- ARGS        set up, build and run memtools-user ARGS as root
                                (release; builds target/release/leak-sim too)
 cargo xtask test [ARGS]        set up, check formatting and lints, run every test
                                (ARGS go to `cargo test`, e.g. a test name filter)
-cargo xtask bench [WHICH]      recorder [counts] | faults | overhead [--rounds N] |
+cargo xtask bench [WHICH]      recorder [counts|short] | faults | overhead [--rounds N] |
                                analysis | gui | top | exporter | retention | all
                                (default all)
 cargo xtask screenshot [sites] the GUI on VLT revision 377208 in a real window under

@@ -20,6 +20,7 @@ mod fleet;
 mod overhead;
 mod procs;
 mod recorder;
+mod short;
 mod workers;
 
 pub(crate) use recorder::{Followed, store_figures};

@@ -2,7 +2,8 @@
 //! it follows 1, 50 and 500 processes at 100 ms and 10 ms, with each backend, store bytes per
 //! sample, the same polling done the way memorytools does it (psutil `process_iter()` +
 //! `memory_info()`) for comparison; `--all` on a machine with 5,000 more processes at 1 s; and
-//! what counting threads and descriptors costs (counts.rs).
+//! what counting threads and descriptors costs (counts.rs); the recorder's memory through many
+//! short commands (short.rs).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -131,8 +132,9 @@ struct Row {
 
 /// The whole benchmark; the tables go to stdout and target/bench/recorder.md.
 ///
-/// `cargo xtask bench recorder counts` runs only the last part, what counting threads and
-/// descriptors costs ([`super::counts`]).
+/// `cargo xtask bench recorder counts` runs only what counting threads and descriptors costs
+/// ([`super::counts`]); `short`, only the recorder's memory through many short commands
+/// ([`super::short`]).
 pub fn recorder(args: &[String]) -> Result<()> {
     let (user, sim) = build_release()?;
     let dir = root().join("target/bench");
@@ -141,6 +143,14 @@ pub fn recorder(args: &[String]) -> Result<()> {
         let table = super::counts::counts(&user, &sim, &dir)?;
         println!("{table}");
         let out = dir.join("recorder-counts.md");
+        std::fs::write(&out, &table)?;
+        eprintln!("xtask: wrote {}", out.display());
+        return Ok(());
+    }
+    if args.first().is_some_and(|a| a == "short") {
+        let table = super::short::short(&user, &dir)?;
+        println!("{table}");
+        let out = dir.join("recorder-short.md");
         std::fs::write(&out, &table)?;
         eprintln!("xtask: wrote {}", out.display());
         return Ok(());
@@ -214,6 +224,7 @@ pub fn recorder(args: &[String]) -> Result<()> {
     let mut table = markdown(&rows);
     table += &all_processes(&user, &dir)?;
     table += &super::counts::counts(&user, &sim, &dir)?;
+    table += &super::short::short(&user, &dir)?;
     println!("{table}");
     let out = dir.join("recorder.md");
     std::fs::write(&out, &table)?;
