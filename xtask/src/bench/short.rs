@@ -20,8 +20,9 @@ const SITES: [(&str, &[&str]); 2] = [
     ("with growth sites", &[]),
 ];
 
-/// One recording: the recorder's peak resident size (MiB), its CPU seconds, the wall seconds,
-/// and how many processes got growth sites.
+/// One recording: the recorder's peak resident size (MiB), the CPU seconds of the recorder
+/// and the commands it waited for (wait4 counts both), the wall seconds, and how many
+/// processes got growth sites.
 struct Run {
     peak_mib: f64,
     cpu_s: f64,
@@ -98,29 +99,29 @@ pub fn short(user: &Path, dir: &Path) -> Result<String> {
         "\n### The recorder's memory through short commands\n\n{}\n\
          `sh` runs `/bin/true` N times under `record --backend ebpf`; {ROUNDS} alternating \
          rounds, median (lowest-highest).\n\n\
-         | commands | growth sites | recorder's peak RSS | recorder's CPU | wall | processes with sites |\n\
+         | commands | growth sites | recorder's peak RSS | CPU, recorder and commands | wall | processes with sites |\n\
          |---:|---|---:|---:|---:|---:|\n",
         machine()
     );
     for (c, n) in COMMANDS.iter().enumerate() {
         for (s, (name, _)) in SITES.iter().enumerate() {
             let rs = &runs[c][s];
-            let of = |f: fn(&Run) -> f64| summary(rs.iter().map(f).collect());
+            let of = |f: fn(&Run) -> f64| summary(rs.iter().map(f).collect(), 1);
             let _ = writeln!(
                 table,
                 "| {n} | {name} | {} MiB | {} s | {} s | {} |",
                 of(|r| r.peak_mib),
                 of(|r| r.cpu_s),
                 of(|r| r.wall_s),
-                of(|r| r.with_sites as f64),
+                summary(rs.iter().map(|r| r.with_sites as f64).collect(), 0),
             );
         }
     }
     Ok(table)
 }
 
-/// `12.3 (12.0-12.9)`: the median and the spread.
-fn summary(mut v: Vec<f64>) -> String {
+/// `12.3 (12.0-12.9)`: the median and the spread, with `digits` decimals.
+fn summary(mut v: Vec<f64>, digits: usize) -> String {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     let median = match n {
@@ -132,5 +133,5 @@ fn summary(mut v: Vec<f64>) -> String {
         v.first().copied().unwrap_or(f64::NAN),
         v.last().copied().unwrap_or(f64::NAN),
     );
-    format!("{median:.1} ({lo:.1}-{hi:.1})")
+    format!("{median:.digits$} ({lo:.digits$}-{hi:.digits$})")
 }
