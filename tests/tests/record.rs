@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TestStore, is_root, kill_pid_file, leak_sim, skip};
@@ -234,6 +234,50 @@ fn duration_stops_the_recording_and_the_command() {
     let s = &store.sessions()[0];
     assert_eq!(s["exit_signal"], 15);
     assert!(s["end"].is_string());
+}
+
+/// A recording with a long interval still ends when its duration does: the loop wakes at
+/// the duration's end rather than at the next tick (10 minutes here), for a command, for one
+/// that ignores SIGTERM (killed once the stop's grace is over, not at a tick), and for --pid.
+#[test]
+fn a_long_interval_does_not_hold_up_the_end_of_the_duration() {
+    let store = TestStore::new();
+    let long = [
+        "record",
+        "--backend",
+        "procfs",
+        "--interval",
+        "10m",
+        "--duration",
+        "1s",
+    ];
+    let started = Instant::now();
+    let mut args = long.to_vec();
+    args.extend(["--", leak_sim(), "flat", "--duration", "60s"]);
+    let out = store.run(&args);
+    assert_eq!(out.status.code(), Some(128 + 15));
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let started = Instant::now();
+    let mut args = long.to_vec();
+    args.extend(["--", "sh", "-c", "trap '' TERM; sleep 60; :"]);
+    let out = store.run(&args);
+    assert_eq!(out.status.code(), Some(128 + 9), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let started = Instant::now();
+    let mut args = long.to_vec();
+    args.extend(["--pid", &pid]);
+    let out = store.run(&args);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(out.status.success(), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for s in store.sessions() {
+        assert!(s["end"].is_string(), "session not finished: {s}");
+    }
 }
 
 #[test]

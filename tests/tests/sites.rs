@@ -732,3 +732,72 @@ fn growth_sites_are_recorded_by_default_with_ebpf() {
         "1s",
     ]);
 }
+
+/// A program that grows its heap by sbrk in `grow_heap` a second after it starts, then waits
+/// to be killed.
+const GROW_THEN_WAIT: &str = r#"
+#include <string.h>
+#include <unistd.h>
+
+__attribute__((noinline)) void grow_heap(void) {
+    char *p = sbrk(1 << 20);
+    if (p == (void *)-1)
+        return;
+    memset(p, 1, 1 << 20);
+}
+
+int main(void) {
+    sleep(1);
+    for (int i = 0; i < 8; i++)
+        grow_heap();
+    pause();
+    return 0;
+}
+"#;
+
+/// A recording that ends while its process still runs stores the growth sites of its last
+/// interval too: with a 10-minute interval the process's only time bucket never ends while
+/// the recording runs (3 s), so its sites are stored only because the end drains every count
+/// left and waits for their stacks to be named.
+#[test]
+fn a_recording_ending_while_its_process_runs_keeps_the_last_intervals_sites() {
+    if !ready("a_recording_ending_while_its_process_runs_keeps_the_last_intervals_sites") {
+        return;
+    }
+    let store = TestStore::new();
+    let source = store.dir.path().join("grow_then_wait.c");
+    std::fs::write(&source, GROW_THEN_WAIT).expect("writing the program");
+    let program = compile_source(
+        store.dir.path(),
+        "grow_then_wait",
+        source.to_str().expect("UTF-8"),
+        FRAME_POINTERS,
+    );
+    let mut child = Command::new(&program)
+        .spawn()
+        .expect("starting grow_then_wait");
+    let pid = child.id().to_string();
+    let out = store.run(&[
+        "record",
+        "--backend",
+        "ebpf",
+        "--pid",
+        &pid,
+        "--interval",
+        "10m",
+        "--duration",
+        "3s",
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (report, calls) = call_sites(&store, "brk");
+    let top = &calls[0];
+    assert_eq!(top["function"], "grow_heap", "{report}");
+    assert_eq!(top["samples"], 8, "{report}");
+    assert_eq!(top["bytes"], 8u64 << 20, "{report}");
+}

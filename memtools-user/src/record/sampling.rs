@@ -11,6 +11,9 @@ use super::phases::PhaseChannel;
 use super::session::{Progress, RecordOptions, Running, Target};
 use super::sink::Recording;
 use super::stop::{STOP_GRACE, Step, StopSignals, sigint_from_terminal};
+
+/// How often a stop under way is looked after when the interval is longer.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 use super::{Backend, Clock, RecordError};
 use memtools::model::Lost;
 use memtools::store::Store;
@@ -90,7 +93,8 @@ impl Sampling<'_, '_> {
             tick = tick
                 .saturating_add(1)
                 .max(u32::try_from(due).unwrap_or(u32::MAX).saturating_add(1));
-            self.wait_until(started + self.options.interval * tick, &mut end);
+            let next = self.wake_at(started + self.options.interval * tick);
+            self.wait_until(next, &mut end);
         }
         if let Some(r) = self.running.as_deref_mut() {
             r.child.reap();
@@ -173,6 +177,21 @@ impl Sampling<'_, '_> {
                 Next::Stop
             }
         }
+    }
+
+    /// When to wake for the tick due at `tick`: sooner when `--duration` ends before it, or
+    /// while a stop is under way (its escalation is due within STOP_GRACE), so a long interval
+    /// never holds up the end of a recording.
+    fn wake_at(&self, tick: Instant) -> Instant {
+        let now = Instant::now();
+        let mut next = tick;
+        if let Some(d) = self.options.duration {
+            next = next.min(now + d.saturating_sub(self.clock.elapsed()));
+        }
+        if self.running.as_deref().is_some_and(|r| !r.stopper.idle()) {
+            next = next.min(now + STOP_CHECK);
+        }
+        next
     }
 
     /// Sleeps until `next`, waking for the command's exit and for stop signals (passed on to
