@@ -61,7 +61,7 @@ pub struct Loaded {
     pub histories: Vec<History>,
     /// The phases a test harness marked, drawn on the plot.
     pub phases: Vec<Phase>,
-    /// Whether the session recorded growth sites (`record --sites`): the "where it grows"
+    /// Whether the session recorded growth sites (recorded with eBPF): the "where it grows"
     /// panel shows only then.
     pub has_sites: bool,
 }

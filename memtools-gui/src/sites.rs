@@ -1,5 +1,5 @@
 //! What the "where it grows" panel shows, read off the UI thread: one process's growth sites
-//! (`record --sites`) in one time window, summarized for the table and merged for the flame
+//! (recorded with eBPF) in one time window, summarized for the table and merged for the flame
 //! graph. A reply is computed once per (process, window) and kept until either changes.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! The "where it grows" panel: for the selected process, its growth sites (`record --sites`)
+//! The "where it grows" panel: for the selected process, its growth sites (recorded with eBPF)
 //! in a time range, as a table and a flame graph. The range is the process's leak window, the
 //! whole recording, the plot's visible range, or a range shift-dragged on the plot; the panel
 //! says which ("sites in 12.0 s .. 30.5 s").

@@ -312,7 +312,7 @@ impl App {
     }
 }
 
-/// "Where it grows": a leak's top growth sites in its leak window (`record --sites`), or why
+/// "Where it grows": a leak's top growth sites in its leak window (recorded with eBPF), or why
 /// none can be named.
 fn where_it_grows(ui: &mut egui::Ui, r: &memtools::detect::ProcessResult) {
     if r.sites_shallow {

@@ -91,8 +91,9 @@ pub enum Command {
     ///   memtools-user top --store ci.db --session latest
     #[command(verbatim_doc_comment)]
     Top(TopArgs),
-    /// Where each process grew: its top growth sites (recorded with `record --sites`), as a
-    /// table, folded stacks, JSON or a flame graph
+    /// Where each process grew: its top growth sites (recorded by default with eBPF for a
+    /// command or --pid; `record --sites` asks for them), as a table, folded stacks, JSON or a
+    /// flame graph
     ///
     /// Examples:
     ///   memtools-user sites
@@ -214,7 +215,7 @@ fn parse_site_window(s: &str) -> Result<SiteWindowArg, String> {
     Ok(SiteWindowArg::Range(start, end))
 }
 
-/// How `record --sites` counts the faults to sample.
+/// How growth sites count the faults to sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SamplerArg {
     PerfEvent,

@@ -35,7 +35,7 @@ pub struct ProcessResult {
     /// With `--metric all`: its verdicts on the counts (threads, file descriptors), each
     /// judged on its own; the process leaks if any of them, or `analysis`, does.
     pub also: Vec<MetricResult>,
-    /// For a memory leak recorded with `record --sites`: where it grew most in its leak
+    /// For a memory leak recorded with growth sites: where it grew most in its leak
     /// window, the top three sites (see [`attach_sites`]).
     pub grew_in: Vec<crate::sites::SiteSummary>,
     /// Its growth sites were sampled but stacks came back one frame deep (no frame pointers).
@@ -333,7 +333,7 @@ pub fn analyse_with_phases(
 pub const SITES_NAMED: usize = 3;
 
 /// Names each memory leak's top growth sites within its leak window, for a session recorded
-/// with `record --sites` (others are left as they are). Sites are where memory grew, so they
+/// with growth sites (others are left as they are). Sites are where memory grew, so they
 /// say nothing of a count's leak.
 pub fn attach_sites(
     store: &Store,

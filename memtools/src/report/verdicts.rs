@@ -190,7 +190,7 @@ struct ProcessJson<'a> {
     lbr: Option<crate::analysis::LbrEvidence>,
     /// For a leak, the phases it grew in most.
     grew_during: &'a [crate::detect::PhaseGrowth],
-    /// For a leak recorded with `record --sites`, its top growth sites.
+    /// For a leak recorded with growth sites, its top growth sites.
     sites: &'a [crate::sites::SiteSummary],
     /// With `--metric all`: the metrics it leaks, and each metric's own verdict.
     #[serde(skip_serializing_if = "Option::is_none")]

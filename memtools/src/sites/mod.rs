@@ -1,5 +1,5 @@
 //! Growth sites: the code paths where a process grew, from user stacks sampled at page faults
-//! and at brk/mmap calls that grew it (`record --sites`).
+//! and at brk/mmap calls that grew it (recorded with eBPF).
 //!
 //! A site is a stack (innermost frame first) with the samples and bytes attributed to it in a
 //! window. The recorder symbolizes stacks while the process is alive and keeps each frame's

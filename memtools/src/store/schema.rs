@@ -124,7 +124,7 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN events_lost INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE processes ADD COLUMN peak_rss INTEGER;
     "#,
-    // 8: growth sites (`record --sites`): the user stacks sampled where a followed process
+    // 8: growth sites (recorded with eBPF): the user stacks sampled where a followed process
     // grew (page faults, brk/mmap), counted per process, stack and time bucket, so growth can
     // be attributed to code within any window. Stacks are shared within a session; each frame
     // keeps its module's build-id and file offset besides its names, so a session copied

@@ -83,7 +83,7 @@ pub(super) fn insert_frames(
 }
 
 impl Store {
-    /// Whether a session recorded growth sites at all (`record --sites`): a session without
+    /// Whether a session recorded growth sites at all (recorded with eBPF): a session without
     /// them reads as it always did.
     pub fn has_sites(&self, session: i64) -> Result<bool, StoreError> {
         self.conn
