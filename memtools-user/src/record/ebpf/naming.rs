@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -173,20 +173,33 @@ impl Namer {
         }
     }
 
-    /// Waits until every batch sent is named; how many processes' frames are held then.
-    pub fn wait(&mut self) -> usize {
+    /// Waits until every batch sent is named, at most `limit`; how many processes' frames are
+    /// held then, or None when the limit passed first (a binary on a hung file system): the
+    /// thread is then let go of rather than waited for again, and what it had not named is
+    /// lost, so a recording never hangs at its end.
+    pub fn wait(&mut self, limit: Duration) -> Option<usize> {
         match &mut self.way {
             Way::Thread {
-                jobs: Some(jobs), ..
+                jobs: Some(jobs),
+                thread,
+                ..
             } => {
                 let (answer, answered) = channel();
                 if jobs.send(Job::Wait(answer)).is_err() {
-                    return 0;
+                    return Some(0);
                 }
-                answered.recv().unwrap_or(0)
+                match answered.recv_timeout(limit) {
+                    Ok(held) => Some(held),
+                    Err(RecvTimeoutError::Disconnected) => Some(0),
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Detached: it ends on its own once its inbox is closed.
+                        thread.take();
+                        None
+                    }
+                }
             }
-            Way::Thread { jobs: None, .. } => 0,
-            Way::Inline { names, .. } => names.known.len(),
+            Way::Thread { jobs: None, .. } => Some(0),
+            Way::Inline { names, .. } => Some(names.known.len()),
         }
     }
 }
@@ -388,6 +401,8 @@ mod tests {
     use super::*;
     use memtools_common::SITE_STACK_DEPTH;
 
+    const WAIT: Duration = Duration::from_secs(60);
+
     #[inline(never)]
     fn grow_here() -> u64 {
         std::hint::black_box(grow_here as *const () as u64)
@@ -439,7 +454,7 @@ mod tests {
         for _ in 0..MAX_WAITING {
             open.send(()).expect("the naming thread");
         }
-        assert_eq!(namer.wait(), 1, "one process's frames are held");
+        assert_eq!(namer.wait(WAIT), Some(1), "one process's frames are held");
         assert!(!namer.behind());
         let named = namer.named();
         assert_eq!(named.len(), MAX_WAITING);
@@ -452,6 +467,23 @@ mod tests {
                 "named {function:?}"
             );
         }
+    }
+
+    /// A naming thread that does not finish in time is let go of: the wait returns, and so
+    /// does dropping the namer.
+    #[test]
+    fn a_stuck_naming_thread_does_not_hold_up_the_end() {
+        let (open, gate) = channel();
+        let mut namer = Namer::start_gated(None, Some(gate));
+        let key = ProcessKey {
+            pid: std::process::id(),
+            start_time: 1,
+        };
+        namer.send(batch_of(key, grow_here(), 0));
+        assert_eq!(namer.wait(Duration::from_millis(200)), None);
+        drop(namer);
+        // The thread ends once let through, its inbox closed.
+        let _ = open.send(());
     }
 
     /// Without its thread, the namer names as it is handed batches.
@@ -471,7 +503,7 @@ mod tests {
         batch.gone = vec![key.pid];
         namer.send(batch);
         assert_eq!(namer.named().len(), 1);
-        assert_eq!(namer.wait(), 0, "a process gone is forgotten");
+        assert_eq!(namer.wait(WAIT), Some(0), "a process gone is forgotten");
     }
 
     /// A recording of many short processes does not keep what the symbolizer cached for each:

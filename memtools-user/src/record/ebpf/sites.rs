@@ -30,6 +30,9 @@ use crate::record::{Event, RecordError, Sink};
 /// kernel's map before they are let go.
 const UNKNOWN_GRACE_NS: u64 = 2_000_000_000;
 
+/// How long the end of a recording waits for the last stacks to be named.
+const FINISH_WAIT: Duration = Duration::from_secs(60);
+
 /// Every this many page faults of a process, one stack is sampled by default: often enough
 /// to name a few MiB of growth, rarely enough that a program doing nothing but fault pays
 /// within 2 % (1.8 % in `cargo xtask bench overhead --sites`; 97 cost 2.2 %). Prime, so no
@@ -373,7 +376,13 @@ impl SiteRecorder {
             grace: Duration::from_nanos(UNKNOWN_GRACE_NS.max(bucket_ns.saturating_mul(3))),
         });
         if last {
-            self.namer.wait();
+            if self.namer.wait(FINISH_WAIT).is_none() {
+                eprintln!(
+                    "memtools: growth sites: naming the last stacks took more than {} s (a \
+                     binary on a slow or hung file system?): those not named yet are not stored",
+                    FINISH_WAIT.as_secs()
+                );
+            }
             self.store_named(sink)?;
         }
         Ok(())
@@ -413,7 +422,10 @@ impl SiteRecorder {
     /// of forgetting).
     #[cfg(test)]
     fn held(&mut self) -> (usize, usize) {
-        let frames = self.namer.wait();
+        let frames = self
+            .namer
+            .wait(Duration::from_secs(60))
+            .unwrap_or(usize::MAX);
         (self.keys.len(), frames)
     }
 }
