@@ -119,6 +119,11 @@ pub mod counter {
 /// it drains; a process is queued as changed once per epoch and its peak restarts each epoch.
 pub const EPOCH_INDEX: u32 = 0;
 
+/// The kernel wakes the recorder's maps keeper for an exec at most once in this long (ns);
+/// in between, the keeper looks at the ring on its own this often while execs come. Waking
+/// is most of what telling it of an exec costs.
+pub const SITE_EXEC_WAKE_GAP_NS: u64 = 2_000_000;
+
 /// Frames a sampled user stack keeps (innermost first); deeper ones are cut off.
 pub const SITE_STACK_DEPTH: usize = 32;
 

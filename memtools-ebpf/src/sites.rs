@@ -25,7 +25,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, PerfEventContext},
 };
-use memtools_common::{MAX_SITE_KEYS, SITE_STACK_DEPTH, SiteCounts, SiteKey, site_cause};
+use memtools_common::{
+    MAX_SITE_KEYS, SITE_EXEC_WAKE_GAP_NS, SITE_STACK_DEPTH, SiteCounts, SiteKey, site_cause,
+};
 
 use crate::call_stack;
 use crate::kernel::{current_task, pagefaults_disabled};
@@ -65,8 +67,8 @@ pub static SITE_EXECS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 static SITE_EXECS_WOKEN: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The recorder is woken for an exec at most once in this long; in between, it looks at the
-/// ring on its own this often (memtools-user's kept_maps.rs `WAKE_GAP`, the same value).
-const WAKE_GAP_NS: u64 = 2_000_000;
+/// ring on its own this often.
+const WAKE_GAP_NS: u64 = SITE_EXEC_WAKE_GAP_NS;
 
 /// `BPF_RB_NO_WAKEUP`: the record is queued without waking the reader.
 const NO_WAKEUP: u64 = 1;

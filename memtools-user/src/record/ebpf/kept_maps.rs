@@ -26,9 +26,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 const SETTLE: Duration = Duration::from_millis(5);
 /// How often the thread looks whether it is asked to stop.
 const STOP_CHECK: Duration = Duration::from_millis(100);
-/// The kernel wakes the thread for an exec at most once in this long (memtools-ebpf's sites.rs
-/// `WAKE_GAP_NS`): while execs come, the thread looks at the ring this often on its own.
-const WAKE_GAP: Duration = Duration::from_millis(2);
+/// The kernel wakes the thread for an exec at most once in this long: while execs come, the
+/// thread looks at the ring this often on its own.
+const WAKE_GAP: Duration = Duration::from_nanos(memtools_common::SITE_EXEC_WAKE_GAP_NS);
 /// How long after the last exec it saw the thread keeps looking on its own.
 const KEEP_LOOKING: Duration = Duration::from_millis(100);
 /// At most this many processes' maps and this many open files: past them, a process goes
