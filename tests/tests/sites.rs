@@ -21,7 +21,7 @@ const BRK_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_by_
 const MMAP_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/grow_by_mmap.c");
 const SMALL_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/programs/map_small.c");
 /// The lines of grow_by_brk.c's sbrk and grow_by_mmap.c's mmap and malloc.
-const SBRK_LINE: u64 = 7;
+const SBRK_LINE: u64 = 9;
 const MMAP_LINE: u64 = 13;
 const MALLOC_LINE: u64 = 21;
 
@@ -586,7 +586,7 @@ fn a_program_growing_by_brk_gets_a_call_site_naming_its_function() {
     );
     assert!(resident.contains("grow_heap  grow_by_brk.c:"), "{text}");
     assert!(
-        reserved.contains("brk  calls  grow_heap  grow_by_brk.c:7"),
+        reserved.contains(&format!("brk  calls  grow_heap  grow_by_brk.c:{SBRK_LINE}")),
         "{text}"
     );
     // Folded stacks keep the two measures under frames of their own, inside the process's.
@@ -733,28 +733,6 @@ fn growth_sites_are_recorded_by_default_with_ebpf() {
     ]);
 }
 
-/// A program that grows its heap by sbrk in `grow_heap` a second after it starts, then waits
-/// to be killed.
-const GROW_THEN_WAIT: &str = r#"
-#include <string.h>
-#include <unistd.h>
-
-__attribute__((noinline)) void grow_heap(void) {
-    char *p = sbrk(1 << 20);
-    if (p == (void *)-1)
-        return;
-    memset(p, 1, 1 << 20);
-}
-
-int main(void) {
-    sleep(1);
-    for (int i = 0; i < 8; i++)
-        grow_heap();
-    pause();
-    return 0;
-}
-"#;
-
 /// A recording that ends while its process still runs stores the growth sites of its last
 /// interval too: with a 10-minute interval the process's only time bucket never ends while
 /// the recording runs (3 s), so its sites are stored only because the end drains every count
@@ -765,17 +743,12 @@ fn a_recording_ending_while_its_process_runs_keeps_the_last_intervals_sites() {
         return;
     }
     let store = TestStore::new();
-    let source = store.dir.path().join("grow_then_wait.c");
-    std::fs::write(&source, GROW_THEN_WAIT).expect("writing the program");
-    let program = compile_source(
-        store.dir.path(),
-        "grow_then_wait",
-        source.to_str().expect("UTF-8"),
-        FRAME_POINTERS,
-    );
+    let program = compile_source(store.dir.path(), "grow_by_brk", BRK_SOURCE, FRAME_POINTERS);
+    // It sleeps a second, grows, then waits to be killed.
     let mut child = Command::new(&program)
+        .arg("wait")
         .spawn()
-        .expect("starting grow_then_wait");
+        .expect("starting grow_by_brk");
     let pid = child.id().to_string();
     let out = store.run(&[
         "record",
@@ -798,6 +771,6 @@ fn a_recording_ending_while_its_process_runs_keeps_the_last_intervals_sites() {
     let (report, calls) = call_sites(&store, "brk");
     let top = &calls[0];
     assert_eq!(top["function"], "grow_heap", "{report}");
-    assert_eq!(top["samples"], 8, "{report}");
-    assert_eq!(top["bytes"], 8u64 << 20, "{report}");
+    assert_eq!(top["samples"], 40, "{report}");
+    assert_eq!(top["bytes"], 40u64 << 20, "{report}");
 }

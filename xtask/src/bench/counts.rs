@@ -139,8 +139,8 @@ pub fn counts(user: &Path, sim: &Path, dir: &Path) -> Result<String> {
             let _ = writeln!(
                 table,
                 "| {name} | {backend} | {} | {} |",
-                summary(&mut cpu[b][0]),
-                summary(&mut cpu[b][1])
+                summary(&cpu[b][0]),
+                summary(&cpu[b][1])
             );
         }
         drop(set);
@@ -149,17 +149,7 @@ pub fn counts(user: &Path, sim: &Path, dir: &Path) -> Result<String> {
 }
 
 /// `0.123 % (0.100-0.150)`: the median and the spread.
-fn summary(v: &mut [f64]) -> String {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => v[n / 2],
-        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    };
-    let (lo, hi) = (
-        v.first().copied().unwrap_or(f64::NAN),
-        v.last().copied().unwrap_or(f64::NAN),
-    );
+fn summary(v: &[f64]) -> String {
+    let (median, lo, hi) = super::median_and_range(v);
     format!("{median:.3} % ({lo:.3}-{hi:.3})")
 }

@@ -157,6 +157,13 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The median, lowest and highest of some figures (NaN for none): a few rounds' summary.
+fn median_and_range(v: &[f64]) -> (f64, f64, f64) {
+    let lo = v.iter().copied().reduce(f64::min).unwrap_or(f64::NAN);
+    let hi = v.iter().copied().reduce(f64::max).unwrap_or(f64::NAN);
+    (median(v), lo, hi)
+}
+
 /// The spread of some figures around their median, as the half-distance between the first
 /// and third quartiles relative to the median (a robust ±).
 fn spread(v: &[f64]) -> f64 {

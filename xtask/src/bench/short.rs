@@ -133,18 +133,8 @@ pub fn short(user: &Path, dir: &Path) -> Result<String> {
 }
 
 /// `12.3 (12.0-12.9)`: the median and the spread, with `digits` decimals.
-fn summary(mut v: Vec<f64>, digits: usize) -> String {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => v[n / 2],
-        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    };
-    let (lo, hi) = (
-        v.first().copied().unwrap_or(f64::NAN),
-        v.last().copied().unwrap_or(f64::NAN),
-    );
+fn summary(v: Vec<f64>, digits: usize) -> String {
+    let (median, lo, hi) = super::median_and_range(&v);
     format!("{median:.digits$} ({lo:.digits$}-{hi:.digits$})")
 }
 
